@@ -1,0 +1,82 @@
+"""Exception hierarchy of the face-swap engine.
+
+Every exception carries a stable, machine-readable ``code`` attribute that callers (e.g. an HTTP handler)
+can map to a status code or return to clients verbatim. Messages are human-readable and may change; codes
+may not.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FaceIndexOutOfRange", "FaceSwapError", "InvalidImage", "NoFaceDetected"]
+
+
+class FaceSwapError(Exception):
+    """Base class of every error raised deliberately by :mod:`faceswap_engine`.
+
+    Attributes
+    ----------
+    code : str
+        Stable machine-readable error code.
+    """
+
+    code: str = "faceswap_error"
+
+
+class InvalidImage(FaceSwapError, ValueError):
+    """Raised when an image cannot be decoded or does not have a usable shape / dtype.
+
+    Parameters
+    ----------
+    message : str
+        Human-readable explanation.
+    image : str or None
+        Which input was invalid: ``"target"``, ``"swap"`` or ``None`` when unknown.
+    """
+
+    code = "invalid_image"
+
+    def __init__(self, message: str, *, image: str | None = None) -> None:
+        super().__init__(message)
+        self.image = image
+
+
+class NoFaceDetected(FaceSwapError):
+    """Raised when an image contains no detectable face.
+
+    Parameters
+    ----------
+    image : str
+        Which input had no face: ``"target"`` or ``"swap"``. The message reads
+        ``"no face detected in the <image> image"``.
+    """
+
+    code = "no_face_detected"
+
+    def __init__(self, image: str) -> None:
+        super().__init__(f"no face detected in the {image} image")
+        self.image = image
+
+
+class FaceIndexOutOfRange(FaceSwapError, IndexError):
+    """Raised when a requested face index does not exist in an image.
+
+    Parameters
+    ----------
+    image : str
+        ``"target"`` or ``"swap"``.
+    index : int
+        The requested (0-based, left-to-right) face index.
+    count : int
+        Number of faces actually detected in that image.
+    """
+
+    code = "face_index_out_of_range"
+
+    def __init__(self, image: str, index: int, count: int) -> None:
+        super().__init__(
+            f"face index {index} is out of range for the {image} image, which has {count} face(s) "
+            f"(valid indices: 0..{count - 1}, numbered left to right)"
+        )
+        self.image = image
+        self.index = index
+        self.count = count

@@ -1,0 +1,302 @@
+"""boto3 adapters for the domain's ports: DynamoDB jobs table, S3 buckets, SQS check queue, EventBridge bus.
+
+This is the only module of the shared package that talks to AWS. Clients are passed in (created once per
+container by the handler), and AWS errors are turned into domain errors with ``raise … from e``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from faceswap.errors import ImageTooLarge, InputNotFound
+from faceswap.model import ImageRef, Job, JobState, StoredResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+PART_BYTES = 8 * 1024 * 1024
+"""Multipart part size for results: the most memory a result copy holds at once."""
+
+EVENT_SOURCE = "faceswap.pipeline"
+"""``source`` of the events the pipeline publishes."""
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+_JOB_FIELDS = {f.name for f in fields(Job)}
+
+
+def job_to_item(job: Job) -> dict[str, Any]:
+    """A job as a DynamoDB item (attribute-value form); unset optional attributes are left out."""
+    data: dict[str, Any] = {}
+    for name in _JOB_FIELDS:
+        value = getattr(job, name)
+        if isinstance(value, ImageRef):
+            value = value.as_dict()
+        elif isinstance(value, JobState):
+            value = str(value)
+        if value is None or value == {}:
+            continue
+        data[name] = value
+    return {k: _serializer.serialize(v) for k, v in data.items()}
+
+
+def job_from_item(item: Mapping[str, Any]) -> Job:
+    """Inverse of :func:`job_to_item` (also reads stream images, which have the same form)."""
+    data = {k: _deserializer.deserialize(v) for k, v in item.items() if k in _JOB_FIELDS}
+    data = {k: _plain(v) for k, v in data.items()}
+    data["state"] = JobState(data["state"])
+    for name in ("target_image", "swap_image"):
+        data[name] = ImageRef.from_dict(data.get(name) or {})
+    return Job(**data)
+
+
+def _plain(value: Any) -> Any:
+    """Decimals from DynamoDB back to int (the job row stores whole numbers only)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if type(value).__name__ == "Decimal":
+        return int(value)
+    return value
+
+
+class DynamoJobStore:
+    """:class:`faceswap.ports.JobStore` on a DynamoDB table with partition key ``job_id``."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def create(self, job: Job) -> bool:
+        """Put the row if absent (``attribute_not_exists(job_id)``); ``False`` if a row exists."""
+        try:
+            self._client.put_item(TableName=self._table, Item=job_to_item(job),
+                                  ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        """Strongly consistent read of one row."""
+        item = self._client.get_item(TableName=self._table, Key={"job_id": {"S": job_id}},
+                                     ConsistentRead=True).get("Item")
+        return job_from_item(item) if item else None
+
+    def transition(self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState,
+                   changes: Mapping[str, Any]) -> Job | None:
+        """Conditional state change; see :meth:`faceswap.ports.JobStore.transition`."""
+        return self._update(job_id, states=from_states, changes={**changes, "state": str(to_state)})
+
+    def update(self, job_id: str, *, in_states: Iterable[JobState], changes: Mapping[str, Any],
+               require_absent: str | None = None) -> Job | None:
+        """Conditional update without a state change; see :meth:`faceswap.ports.JobStore.update`."""
+        return self._update(job_id, states=in_states, changes=changes, require_absent=require_absent)
+
+    def _update(self, job_id: str, *, states: Iterable[JobState], changes: Mapping[str, Any],
+                require_absent: str | None = None) -> Job | None:
+        names: dict[str, str] = {"#state": "state"}
+        values: dict[str, Any] = {}
+        sets: list[str] = []
+        removes: list[str] = []
+        for i, (name, value) in enumerate(changes.items()):
+            if name not in _JOB_FIELDS:
+                raise ValueError(f"not a job attribute: {name}")
+            names[f"#a{i}"] = name
+            if value is None:
+                removes.append(f"#a{i}")
+            else:
+                values[f":v{i}"] = _serializer.serialize(value)
+                sets.append(f"#a{i} = :v{i}")
+        expression = " ".join(part for part in (
+            ("SET " + ", ".join(sets)) if sets else "", ("REMOVE " + ", ".join(removes)) if removes else "") if part)
+        state_values = []
+        for i, state in enumerate(states):
+            values[f":s{i}"] = {"S": str(state)}
+            state_values.append(f":s{i}")
+        condition = f"#state IN ({', '.join(state_values)})"
+        if require_absent:
+            names["#absent"] = require_absent
+            condition += " AND attribute_not_exists(#absent)"
+        try:
+            response = self._client.update_item(
+                TableName=self._table, Key={"job_id": {"S": job_id}}, UpdateExpression=expression,
+                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW")
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return job_from_item(response["Attributes"])
+
+
+class S3ObjectStore:
+    """:class:`faceswap.ports.ObjectStore` on S3. Results are written create-only (``If-None-Match: *``)."""
+
+    def __init__(self, client: S3Client, *, part_bytes: int = PART_BYTES) -> None:
+        self._client = client
+        self._part_bytes = part_bytes
+
+    def read(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int) -> bytes:
+        """Read a whole (small) object; see :meth:`faceswap.ports.ObjectStore.read`."""
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            response = self._client.get_object(**args)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket", "InvalidArgument"):
+                raise InputNotFound(f"s3://{bucket}/{key} does not exist.") from e
+            raise
+        body = response["Body"]
+        try:
+            if response.get("ContentLength", 0) > max_bytes:
+                raise ImageTooLarge(f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit "
+                                    f"of {max_bytes:,}.")
+            data = body.read(max_bytes + 1)
+        finally:
+            body.close()
+        if len(data) > max_bytes:
+            raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
+        return data
+
+    def find_first(self, bucket: str, prefix: str) -> str | None:
+        """First key under ``prefix``, in key order."""
+        contents = self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents") or []
+        return contents[0]["Key"] if contents else None
+
+    def store_result(self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str,
+                     job_id: str) -> StoredResult:
+        """Stream a result into S3 with at most one part in memory; see the port for the contract.
+
+        A body that fits one part is written with one ``PutObject``; a larger one with a multipart upload
+        that is aborted on any failure (so no partial object is ever visible and none is left open). The
+        write is conditional: ``If-None-Match: *`` when the key is free, ``If-Match: <ETag>`` when it holds an
+        older job's result (a new version replaces it). If the key already holds this job's result (an
+        earlier collect stored it), that object is described and nothing is written.
+        """
+        condition = self._write_condition(bucket, key, job_id)
+        if isinstance(condition, StoredResult):
+            return condition
+        metadata = {"job-id": job_id}
+        digest = hashlib.sha256()
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        size = 0
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                buffer += chunk
+                while len(buffer) >= self._part_bytes:
+                    if upload_id is None:
+                        upload_id = self._client.create_multipart_upload(
+                            Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
+                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1,
+                                                   bytes(buffer[:self._part_bytes])))
+                    del buffer[:self._part_bytes]
+            if upload_id is None:
+                response = self._client.put_object(Bucket=bucket, Key=key, Body=bytes(buffer),
+                                                   ContentType=content_type, Metadata=metadata, **condition)
+            else:
+                if buffer:
+                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, bytes(buffer)))
+                response = self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition)
+                upload_id = None
+        except ClientError as e:
+            if upload_id is not None:
+                self._abort(bucket, key, upload_id)
+            if _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                # Another collect of this job got there first: describe what it stored.
+                existing = self._write_condition(bucket, key, job_id)
+                if isinstance(existing, StoredResult):
+                    return existing
+            raise
+        except BaseException:
+            if upload_id is not None:
+                self._abort(bucket, key, upload_id)
+            raise
+        return StoredResult(bucket=bucket, key=key, size=size, sha256=digest.hexdigest(), content_type=content_type,
+                            version_id=response.get("VersionId"))
+
+    def _write_condition(self, bucket: str, key: str, job_id: str) -> StoredResult | dict[str, str]:
+        try:
+            head = self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                return {"IfNoneMatch": "*"}
+            raise
+        if head.get("Metadata", {}).get("job-id") == job_id:
+            return self.describe_result(bucket, key)
+        return {"IfMatch": head["ETag"]}
+
+    def _upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        etag = self._client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                        Body=body)["ETag"]
+        return {"ETag": etag, "PartNumber": number}
+
+    def describe_result(self, bucket: str, key: str) -> StoredResult:
+        """Describe the result at ``key``, hashing it again (streamed) for its sha256."""
+        response = self._client.get_object(Bucket=bucket, Key=key)
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in response["Body"].iter_chunks(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+        return StoredResult(bucket=bucket, key=key, size=size, sha256=digest.hexdigest(),
+                            content_type=response.get("ContentType", "application/octet-stream"),
+                            version_id=response.get("VersionId"))
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except ClientError:
+            pass  # the bucket's lifecycle rule removes incomplete uploads after a day
+
+
+class SqsCheckScheduler:
+    """:class:`faceswap.ports.CheckScheduler` on the check queue. Message body: ``{"job_id", "check"}``."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
+        """Send a delayed check message (0..900 s)."""
+        self._client.send_message(QueueUrl=self._queue_url, DelaySeconds=max(0, min(900, delay_seconds)),
+                                  MessageBody=json.dumps({"job_id": job_id, "check": check}))
+
+
+class EventBridgePublisher:
+    """:class:`faceswap.ports.EventPublisher` on an EventBridge bus, source :data:`EVENT_SOURCE`."""
+
+    def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
+        self._client = client
+        self._bus = bus_name
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        """Put one event; raises ``RuntimeError`` if EventBridge reports it as failed (so it is retried)."""
+        response = self._client.put_events(Entries=[{
+            "Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail),
+            "EventBusName": self._bus}])
+        if response.get("FailedEntryCount"):
+            entry = response["Entries"][0]
+            raise RuntimeError(f"EventBridge refused the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,150 @@
+"""The pipeline's exception hierarchy.
+
+Every class carries the stable ``code`` a user sees in ``job.error.code`` and in "Job Failed" events, and
+whether a job that failed with it may be re-run (``retryable``).
+
+PipelineError               base: ``code``, ``message``, ``retryable``
+├── InputError              the request or its images are unusable; never retried, never failed over
+│   ├── InvalidRequest      ``invalid_request``: a manifest or request that does not parse or validate
+│   ├── InputNotFound       ``input_not_found``: a named input object or URL does not exist
+│   ├── SwapFaceMissing     ``swap_face_missing``: no ``faces/<face-id>.<ext>`` for an ``incoming/`` upload
+│   ├── InvalidImage        ``invalid_image``: bytes that do not decode as a supported image
+│   ├── ImageTooLarge       ``image_too_large``: over the byte cap, or a decompression bomb
+│   └── NoFaceDetected      ``no_face_detected``: the provider found no face to swap
+├── ProviderError           the provider refused or failed the work
+│   ├── ProviderRejected    ``provider_rejected``: a 4xx the provider will keep giving (terminal)
+│   ├── ProviderOutOfCredit ``provider_out_of_credit``: the account has no credit (terminal, alert ops)
+│   ├── ProviderUnavailable ``provider_unavailable``: 429/5xx/network; safe to try again later
+│   ├── ProviderTaskFailed  ``provider_task_failed``: the provider ran the task and reported failure
+│   └── SubmitOutcomeUnknown ``submit_outcome_unknown``: a create may or may not have reached the provider
+├── ResultError             the provider's result could not be kept
+│   ├── ResultUrlRefused    ``result_url_refused``: not https, host not allowed, or a private address
+│   ├── ResultExpired       ``result_expired``: the result URL is gone (403/404/410)
+│   ├── ResultTooLarge      ``result_too_large``: the result is over the size cap
+│   ├── InvalidResult       ``invalid_result``: the result is not an image (content type, magic bytes)
+│   └── ResultMissing       ``result_missing``: the provider says done but gives no result URL
+├── JobTimedOut             ``timed_out``: the job passed its deadline
+└── WebhookRejected         ``webhook_unauthorized``: a callback whose secret is missing or wrong
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline reports to a user.
+
+    Parameters
+    ----------
+    message
+        A sentence a person can act on. Never contains secrets or image bytes.
+    retryable
+        Overrides the class default: whether re-running the job may succeed.
+    """
+
+    code: str = "internal_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+    def as_dict(self) -> dict[str, object]:
+        """The error as stored on the job row and published in events: ``{code, message, retryable}``."""
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+class InputError(PipelineError):
+    """The request or its images are unusable; the same input will fail again."""
+
+
+class InvalidRequest(InputError):
+    code = "invalid_request"
+
+
+class InputNotFound(InputError):
+    code = "input_not_found"
+
+
+class SwapFaceMissing(InputError):
+    code = "swap_face_missing"
+
+
+class InvalidImage(InputError):
+    code = "invalid_image"
+
+
+class ImageTooLarge(InputError):
+    code = "image_too_large"
+
+
+class NoFaceDetected(InputError):
+    code = "no_face_detected"
+
+
+class ProviderError(PipelineError):
+    """The provider refused or failed the work."""
+
+
+class ProviderRejected(ProviderError):
+    code = "provider_rejected"
+
+
+class ProviderOutOfCredit(ProviderError):
+    code = "provider_out_of_credit"
+
+
+class ProviderUnavailable(ProviderError):
+    code = "provider_unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message, retryable=retryable)
+        #: seconds the provider asked us to wait (``Retry-After``), if it said
+        self.retry_after = retry_after
+
+
+class ProviderTaskFailed(ProviderError):
+    code = "provider_task_failed"
+    retryable = True
+
+
+class SubmitOutcomeUnknown(ProviderError):
+    code = "submit_outcome_unknown"
+    retryable = True
+
+
+class ResultError(PipelineError):
+    """The provider's result could not be kept."""
+
+
+class ResultUrlRefused(ResultError):
+    code = "result_url_refused"
+
+
+class ResultExpired(ResultError):
+    code = "result_expired"
+    retryable = True
+
+
+class ResultTooLarge(ResultError):
+    code = "result_too_large"
+
+
+class InvalidResult(ResultError):
+    code = "invalid_result"
+
+
+class ResultMissing(ResultError):
+    code = "result_missing"
+    retryable = True
+
+
+class JobTimedOut(PipelineError):
+    code = "timed_out"
+    retryable = True
+
+
+class WebhookRejected(PipelineError):
+    code = "webhook_unauthorized"

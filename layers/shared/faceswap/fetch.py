@@ -1,0 +1,243 @@
+"""Safe streaming download of a provider's result URL.
+
+The URL comes from a third party, so it is treated as hostile: https only (plain http only to loopback,
+and only where the local stack allows loopback), the host must be on the provider's allow-list, every
+address it resolves to must be public (no loopback, private, link-local, metadata, multicast or reserved
+ranges, IPv4-mapped IPv6 forms included), the address actually connected to is checked again (against DNS
+rebinding), each redirect is checked like the first URL, the size is capped, and the body must be an image
+by content type and magic bytes. No provider credentials are sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from faceswap.errors import InvalidResult, ProviderUnavailable, ResultExpired, ResultTooLarge, ResultUrlRefused
+
+CHUNK_BYTES = 1024 * 1024
+"""Bytes read from the network at a time."""
+
+MAX_REDIRECTS = 3
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every IP address ``host`` resolves to (IPv4 and IPv6), as text."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ResultUrlRefused(f"The result host {host!r} does not resolve.") from e
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a globally routable unicast address (mapped IPv4 forms unwrapped)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.is_global and not ip.is_multicast
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether ``address`` is a loopback address (``127.0.0.0/8``, ``::1`` or a mapped form)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Whether ``host`` is on the allow-list; ``*.example.com`` matches any subdomain, ``*`` any host."""
+    host = host.lower().rstrip(".")
+    for pattern in allowed_hosts:
+        pattern = pattern.lower().strip()
+        if pattern == "*":
+            return True
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+)
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """The image content type the first bytes announce (JPEG, PNG or WebP), or ``None``."""
+    for magic, content_type in _MAGIC:
+        if head.startswith(magic):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+@dataclass
+class ResultStream:
+    """An open, checked result download. Iterate :meth:`chunks` once; then ``size`` and ``sha256`` are final.
+
+    Attributes
+    ----------
+    url
+        The final URL after redirects (query string included: do not log it).
+    content_type
+        The image type sniffed from the magic bytes (``image/jpeg``, ``image/png`` or ``image/webp``).
+    """
+
+    url: str
+    content_type: str
+    _head: bytes
+    _rest: Iterator[bytes]
+    _max_bytes: int
+    size: int = 0
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the body in chunks, hashing and counting; raises ``ResultTooLarge`` past the cap."""
+        for chunk in self._iter_all():
+            self.size += len(chunk)
+            if self.size > self._max_bytes:
+                raise ResultTooLarge(f"The result is larger than the cap of {self._max_bytes:,} bytes.")
+            self._digest.update(chunk)
+            yield chunk
+
+    def _iter_all(self) -> Iterator[bytes]:
+        if self._head:
+            yield self._head
+        yield from self._rest
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes yielded so far (all of them once :meth:`chunks` is exhausted)."""
+        return self._digest.hexdigest()
+
+
+class ResultFetcher:
+    """Downloads result URLs with the checks of the module docstring.
+
+    Parameters
+    ----------
+    client
+        An ``httpx.Client`` without provider credentials; its redirects are handled here, one at a time.
+    max_bytes
+        Size cap for a result, in bytes.
+    allow_loopback
+        Allow ``http://`` and loopback addresses (the local stack's emulators only). Never set on AWS.
+    resolve
+        Host resolver (injected by tests).
+    """
+
+    def __init__(self, client: httpx.Client, *, max_bytes: int, allow_loopback: bool = False,
+                 resolve: Resolver = resolve_host) -> None:
+        self._client = client
+        self._max_bytes = max_bytes
+        self._allow_loopback = allow_loopback
+        self._resolve = resolve
+
+    @contextmanager
+    def open(self, url: str, *, allowed_hosts: tuple[str, ...]) -> Iterator[ResultStream]:
+        """Open ``url`` for streaming after checking it, following at most 3 checked redirects.
+
+        Raises
+        ------
+        ResultUrlRefused
+            Scheme, host or address not allowed (also for any redirect target).
+        ResultExpired
+            The URL answers 403, 404 or 410 (the provider no longer has the result).
+        ResultTooLarge
+            ``Content-Length`` is over the cap (the body is also capped while streaming).
+        InvalidResult
+            The body is not a JPEG, PNG or WebP image, or the content type says it is not an image.
+        ProviderUnavailable
+            The result host failed (5xx, timeout, connection error): try again later.
+        """
+        current = httpx.URL(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_url(current, allowed_hosts)
+            request = self._client.build_request("GET", current)
+            try:
+                response = self._client.send(request, stream=True, follow_redirects=False)
+            except httpx.HTTPError as e:
+                raise ProviderUnavailable(f"The result download failed: {type(e).__name__}.") from e
+            try:
+                self._check_peer(response)
+                if response.is_redirect:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise InvalidResult("The result URL redirected without a Location.")
+                    current = current.join(location)
+                    continue
+                yield self._checked_stream(response, str(current))
+                return
+            finally:
+                response.close()
+        raise ResultUrlRefused(f"The result URL redirected more than {MAX_REDIRECTS} times.")
+
+    def _check_url(self, url: httpx.URL, allowed_hosts: tuple[str, ...]) -> None:
+        host = url.host
+        if url.scheme not in ("https", "http"):
+            raise ResultUrlRefused(f"The result URL scheme {url.scheme!r} is not allowed (https only).")
+        if not host or not host_allowed(host, allowed_hosts):
+            raise ResultUrlRefused(f"The result host {host!r} is not on the provider's allow-list.")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        addresses = self._resolve(host, port)
+        if not addresses:
+            raise ResultUrlRefused(f"The result host {host!r} does not resolve.")
+        for address in addresses:
+            self._check_address(host, address)
+        if url.scheme == "http" and not (self._allow_loopback and all(map(is_loopback_address, addresses))):
+            raise ResultUrlRefused("The result URL is plain http; only https is allowed.")
+
+    def _check_address(self, host: str, address: str) -> None:
+        if is_public_address(address):
+            return
+        if self._allow_loopback and is_loopback_address(address):
+            return
+        raise ResultUrlRefused(f"The result host {host!r} resolves to a non-public address.")
+
+    def _check_peer(self, response: httpx.Response) -> None:
+        stream = response.extensions.get("network_stream")
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+        if peer:
+            self._check_address(response.url.host, str(peer[0]))
+
+    def _checked_stream(self, response: httpx.Response, url: str) -> ResultStream:
+        if response.status_code in (403, 404, 410):
+            raise ResultExpired(f"The result URL answered {response.status_code}: the provider no longer has it.")
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderUnavailable(f"The result host answered {response.status_code}.")
+        if response.status_code != 200:
+            raise InvalidResult(f"The result URL answered {response.status_code}.")
+        length = response.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self._max_bytes:
+            raise ResultTooLarge(f"The result is {int(length):,} bytes, over the cap of {self._max_bytes:,}.")
+        declared = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if declared and not (declared.startswith("image/") or declared == "application/octet-stream"):
+            raise InvalidResult(f"The result has content type {declared!r}, not an image.")
+        body = response.iter_bytes(CHUNK_BYTES)
+        head = b""
+        for chunk in body:
+            head += chunk
+            if len(head) >= 16:
+                break
+        sniffed = sniff_image_type(head)
+        if sniffed is None:
+            raise InvalidResult("The result is not a JPEG, PNG or WebP image (magic bytes).")
+        return ResultStream(url=url, content_type=sniffed, _head=head, _rest=body, _max_bytes=self._max_bytes)

@@ -1,0 +1,146 @@
+"""Input image checks with Pillow, run before any provider is paid.
+
+Each input is decoded fully (so truncated files fail here, not at the provider), refused if it is not an
+image or is a decompression bomb, turned upright by its EXIF orientation, converted to a format the
+provider takes, and downscaled to fit the provider's limits.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from faceswap.errors import ImageTooLarge, InvalidImage
+
+MAX_INPUT_PIXELS = 50_000_000
+"""Decoded pixels above which an input is refused as a decompression bomb (about 7000x7000)."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a provider accepts.
+
+    Attributes
+    ----------
+    max_side
+        Largest width or height in pixels; larger images are downscaled to fit.
+    max_bytes
+        Largest encoded size in bytes; larger outputs are re-encoded at lower JPEG quality.
+    formats
+        Pillow format names the provider takes (e.g. ``("JPEG", "PNG", "WEBP")``); others are re-encoded.
+    """
+
+    max_side: int
+    max_bytes: int
+    formats: tuple[str, ...] = ("JPEG", "PNG")
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input ready to send: encoded ``data``, its ``content_type``, and its ``width``/``height`` in pixels."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+
+    @property
+    def extension(self) -> str:
+        """File extension matching the content type, without the dot."""
+        return {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}[self.content_type]
+
+
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> PreparedImage:
+    """Decode, check and normalise one input image for a provider.
+
+    Parameters
+    ----------
+    data
+        The encoded image as uploaded.
+    limits
+        The provider's limits.
+    name
+        What to call the image in error messages (``target image`` or ``swap image``).
+
+    Returns
+    -------
+    PreparedImage
+        The original bytes when they already fit (upright, accepted format, within limits), otherwise a
+        re-encoded JPEG (PNG when the image has transparency).
+
+    Raises
+    ------
+    InvalidImage
+        ``data`` is empty, not an image, truncated or corrupt.
+    ImageTooLarge
+        The image declares more than :data:`MAX_INPUT_PIXELS` pixels (a decompression bomb), or cannot
+        be brought under ``limits.max_bytes``.
+    """
+    if not data:
+        raise InvalidImage(f"The {name} is empty (0 bytes).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise ImageTooLarge(
+                    f"The {name} declares {width}x{height} pixels, over the limit of {MAX_INPUT_PIXELS:,}.")
+            source_format = image.format or ""
+            image.load()
+        except ImageTooLarge:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageTooLarge(f"The {name} is too large to decode safely.") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InvalidImage(f"The {name} is not a readable image (JPEG, PNG or WebP expected).") from e
+
+    rotated = _has_orientation(image)
+    oriented = ImageOps.exif_transpose(image) if rotated else image
+    too_big = max(oriented.size) > limits.max_side
+    keep_as_is = (source_format in limits.formats and not rotated and not too_big and len(data) <= limits.max_bytes
+                  and getattr(image, "n_frames", 1) == 1 and image.mode in ("RGB", "L", "RGBA", "P"))
+    if keep_as_is:
+        return PreparedImage(data, _CONTENT_TYPES[source_format], width, height)
+
+    if too_big:
+        oriented.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
+    return _encode(oriented, limits, name)
+
+
+def _has_orientation(image: Image.Image) -> bool:
+    return image.getexif().get(0x0112, 1) not in (1, None)
+
+
+def _encode(image: Image.Image, limits: ImageLimits, name: str) -> PreparedImage:
+    has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha and "PNG" in limits.formats:
+        out = io.BytesIO()
+        image.convert("RGBA").save(out, format="PNG", optimize=False)
+        if out.tell() <= limits.max_bytes:
+            return PreparedImage(out.getvalue(), "image/png", image.width, image.height)
+    rgb = _to_rgb(image)
+    for quality in (92, 85, 75, 60):
+        out = io.BytesIO()
+        rgb.save(out, format="JPEG", quality=quality)
+        if out.tell() <= limits.max_bytes:
+            return PreparedImage(out.getvalue(), "image/jpeg", rgb.width, rgb.height)
+    raise ImageTooLarge(f"The {name} cannot be encoded under {limits.max_bytes:,} bytes.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than clip.
+        image = image.point(lambda v: v / 256).convert("L")
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")

@@ -1,0 +1,435 @@
+"""The domain service: submit a job, collect its result, check it later, and take its callback.
+
+Webhook and polling converge on :meth:`Pipeline.collect`: the provider's own task status is the truth, the
+result is streamed into the results bucket, and only then is the job marked SUCCEEDED. Every state change
+is a conditional write (:class:`faceswap.ports.JobStore`), so repeated events, callbacks and checks are
+harmless. "Job Succeeded"/"Job Failed" events are published from the jobs table's stream when a job
+reaches a terminal state (:func:`terminal_event`), so exactly one state change produces them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from faceswap.errors import (
+    ImageTooLarge,
+    InputError,
+    InputNotFound,
+    InvalidRequest,
+    JobTimedOut,
+    PipelineError,
+    ProviderUnavailable,
+    ResultError,
+    ResultMissing,
+    SubmitOutcomeUnknown,
+    WebhookRejected,
+)
+from faceswap.fetch import ResultFetcher
+from faceswap.ids import verify_webhook_secret, webhook_secret
+from faceswap.images import PreparedImage, prepare_image
+from faceswap.model import (
+    ImageRef,
+    Job,
+    JobRequest,
+    JobState,
+    TaskSnapshot,
+    TaskStatus,
+    after,
+    isoformat,
+    parse_time,
+    utcnow,
+)
+from faceswap.ports import CheckScheduler, JobStore, ObjectStore, Provider, TaskInput, Webhook
+
+logger = logging.getLogger(__name__)
+
+MAX_CHECK_DELAY_SECONDS = 900
+"""SQS's largest message delay."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the domain needs to know about its deployment.
+
+    Attributes
+    ----------
+    results_bucket
+        Bucket where results are kept.
+    callback_base_url
+        Base URL of the HTTP API; callbacks go to ``{base}/callbacks/{provider}/{job_id}``.
+    job_deadline_seconds
+        Seconds from creation after which an unfinished job ends TIMED_OUT.
+    max_input_bytes
+        Largest input image read, in bytes.
+    max_submit_attempts
+        Deliveries of a submit message after which a provider that stays unavailable fails the job.
+    poll_delays
+        Per-provider ``(first, factor, maximum)`` check delays in seconds, overriding the provider's own.
+    """
+
+    results_bucket: str
+    callback_base_url: str
+    job_deadline_seconds: int = 900
+    max_input_bytes: int = 20 * 1024 * 1024
+    max_submit_attempts: int = 3
+    poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+class Pipeline:
+    """The pipeline's operations over its ports.
+
+    Parameters
+    ----------
+    store, objects, scheduler
+        The jobs table, the buckets and the check queue.
+    providers
+        Provider adapters by name.
+    fetcher
+        Safe downloader for results and for input images given as URLs.
+    signing_key
+        The webhook signing key (bytes); each job's secret is derived from it.
+    settings
+        Deployment settings.
+    clock
+        Returns the current UTC time (injected by tests).
+    """
+
+    def __init__(self, *, store: JobStore, objects: ObjectStore, scheduler: CheckScheduler,
+                 providers: Mapping[str, Provider], fetcher: ResultFetcher, signing_key: bytes | Callable[[], bytes],
+                 settings: Settings, clock: Callable[[], Any] = utcnow) -> None:
+        self.store = store
+        self.objects = objects
+        self.scheduler = scheduler
+        self.providers = providers
+        self.fetcher = fetcher
+        self._signing_key = signing_key
+        self.settings = settings
+        self.clock = clock
+
+    # ----------------------------------------------------------------------------------------------- submit
+
+    def submit(self, request: JobRequest, *, attempt: int = 1) -> Job:
+        """Create the job's row and its provider task, once.
+
+        Parameters
+        ----------
+        request
+            The job to run; its ``job_id`` is deterministic, so a repeated event finds the existing row.
+        attempt
+            How many times this request has been delivered (SQS ``ApproximateReceiveCount``).
+
+        Returns
+        -------
+        Job
+            The job as stored: SUBMITTED, FAILED (bad input, provider refusal) or, for a repeat, as found.
+
+        Raises
+        ------
+        ProviderUnavailable
+            The provider could not take the task and this was not the last attempt: no task was created,
+            and the caller should deliver the request again later.
+        """
+        job = self.store.get(request.job_id)
+        if job is not None and (job.state is not JobState.RECEIVED or job.submit_started_at):
+            if job.state is JobState.RECEIVED:
+                # A previous attempt claimed the create and stopped without recording its outcome.
+                return self._outcome_unknown(job, SubmitOutcomeUnknown(
+                    "An earlier submit stopped before recording whether the provider took the task."))
+            logger.info("duplicate request for an existing job", extra={"state": job.state})
+            return job
+
+        now = self.clock()
+        stored = job is not None
+        if job is None:
+            job = self._new_job(request, now)
+        provider = self.providers.get(request.provider)
+        try:
+            if request.invalid is not None:
+                raise request.invalid
+            if provider is None:
+                raise InvalidRequest(f"Unknown provider {request.provider!r}; configured: "
+                                     f"{', '.join(sorted(self.providers))}.")
+            target = self._prepare(request.target_image, provider, "target image")
+            swap = self._prepare(request.swap_image, provider, "swap image")
+        except InputError as e:
+            return self._fail_new(job, e, stored=stored)
+
+        claimed = self._claim_submit(job, attempt, stored=stored)
+        if claimed is None:
+            return self.store.get(request.job_id) or job
+        job = claimed
+        webhook = None
+        if provider.uses_webhook:
+            webhook = Webhook(url=f"{self.settings.callback_base_url.rstrip('/')}/callbacks/{provider.name}/"
+                                  f"{job.job_id}",
+                              secret=webhook_secret(self._key(), job.job_id))
+        task_input = TaskInput(job_id=job.job_id, task=job.task, target_image=target, swap_image=swap,
+                               options=job.options)
+        try:
+            task_id = provider.create_task(task_input, webhook)
+        except SubmitOutcomeUnknown as e:
+            return self._outcome_unknown(job, e)
+        except ProviderUnavailable as e:
+            if attempt < self.settings.max_submit_attempts:
+                self.store.update(job.job_id, in_states=[JobState.RECEIVED], changes={"submit_started_at": None})
+                raise
+            return self._finish(job, JobState.FAILED, error=e)
+        except PipelineError as e:
+            return self._finish(job, JobState.FAILED, error=e)
+
+        submitted = self.store.transition(job.job_id, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED,
+                                          changes={"provider_task_id": task_id, "submitted_at": isoformat(now),
+                                                   "updated_at": isoformat(now)})
+        job = submitted or self.store.get(job.job_id) or job
+        self._schedule_check(job, check=0)
+        return job
+
+    def _new_job(self, request: JobRequest, now: Any) -> Job:
+        created = isoformat(now)
+        return Job(job_id=request.job_id, state=JobState.RECEIVED, provider=request.provider, task=request.task,
+                   target_image=request.target_image, swap_image=request.swap_image, result_key=request.result_key,
+                   source=request.source, options=dict(request.options), created_at=created, updated_at=created,
+                   deadline_at=after(now, self.settings.job_deadline_seconds))
+
+    def _claim_submit(self, job: Job, attempt: int, *, stored: bool) -> Job | None:
+        """Record the intent to create the provider task before sending it (the row is the guard)."""
+        stamp = isoformat(self.clock())
+        if not stored:
+            claimed = replace(job, submit_started_at=stamp, submit_attempts=attempt)
+            return claimed if self.store.create(claimed) else None
+        return self.store.update(job.job_id, in_states=[JobState.RECEIVED],
+                                 changes={"submit_started_at": stamp, "submit_attempts": attempt,
+                                          "updated_at": stamp},
+                                 require_absent="submit_started_at")
+
+    def _fail_new(self, job: Job, error: PipelineError, *, stored: bool) -> Job:
+        if stored:
+            return self._finish(job, JobState.FAILED, error=error)
+        now = isoformat(self.clock())
+        failed = replace(job, state=JobState.FAILED, error=error.as_dict(), finished_at=now, updated_at=now)
+        return failed if self.store.create(failed) else (self.store.get(job.job_id) or failed)
+
+    def _outcome_unknown(self, job: Job, error: PipelineError) -> Job:
+        """The create may have reached the provider: never re-send it; wait for its callback or the deadline."""
+        now = isoformat(self.clock())
+        moved = self.store.transition(job.job_id, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED,
+                                      changes={"submitted_at": now, "updated_at": now,
+                                               "error": error.as_dict()})
+        job = moved or self.store.get(job.job_id) or job
+        if moved is not None:
+            self._schedule_check(job, check=0)
+        return job
+
+    def _prepare(self, ref: ImageRef, provider: Provider, name: str) -> PreparedImage:
+        return prepare_image(self._read_image(ref, name), provider.image_limits, name=name)
+
+    def _read_image(self, ref: ImageRef, name: str) -> bytes:
+        limit = self.settings.max_input_bytes
+        if ref.url:
+            try:
+                with self.fetcher.open(ref.url, allowed_hosts=("*",)) as stream:
+                    return b"".join(stream.chunks())
+            except ResultError as e:
+                raise (ImageTooLarge if e.code == "result_too_large" else InputNotFound)(
+                    f"The {name} URL could not be used: {e.message}") from e
+            except ProviderUnavailable as e:
+                raise InputNotFound(f"The {name} URL could not be downloaded: {e.message}", retryable=True) from e
+        if not ref.bucket or not ref.key:
+            raise InvalidRequest(f"The {name} names no object.")
+        return self.objects.read(ref.bucket, ref.key, version_id=ref.version_id, max_bytes=limit)
+
+    # ---------------------------------------------------------------------------------------------- collect
+
+    def collect(self, job: Job, snapshot: TaskSnapshot | None = None) -> Job:
+        """Bring a submitted job up to date with its provider task, keeping the result when it is done.
+
+        Parameters
+        ----------
+        job
+            The job as last read.
+        snapshot
+            The task's status if the caller already has it; otherwise it is read from the provider.
+
+        Returns
+        -------
+        Job
+            SUCCEEDED with its result recorded, FAILED, or unchanged while the task runs.
+
+        Raises
+        ------
+        ProviderUnavailable
+            The provider or the result host is temporarily failing; the job is unchanged. Try again later.
+        """
+        if job.terminal or job.provider_task_id is None:
+            return job
+        provider = self.providers[job.provider]
+        if snapshot is None:
+            snapshot = provider.get_task(job.provider_task_id)
+        if snapshot.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return job
+        if snapshot.status is TaskStatus.FAILED:
+            error = snapshot.error if isinstance(snapshot.error, PipelineError) else None
+            return self._finish(job, JobState.FAILED, error=error or ResultMissing("The provider failed the task."))
+        if not snapshot.result_url:
+            return self._finish(job, JobState.FAILED,
+                                error=ResultMissing("The provider reported success without a result URL."))
+        try:
+            with self.fetcher.open(snapshot.result_url, allowed_hosts=provider.result_hosts) as stream:
+                stored = self.objects.store_result(
+                    self.settings.results_bucket, job.result_key, stream.chunks(), content_type=stream.content_type,
+                    job_id=job.job_id)
+        except ProviderUnavailable:
+            raise
+        except ResultError as e:
+            return self._finish(job, JobState.FAILED, error=e)
+        return self._finish(job, JobState.SUCCEEDED, result=stored.as_dict(),
+                            extra={"result_url_expires_at": snapshot.result_url_expires_at})
+
+    def _finish(self, job: Job, state: JobState, *, error: PipelineError | None = None,
+                result: dict[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Job:
+        now = isoformat(self.clock())
+        changes: dict[str, Any] = {"finished_at": now, "updated_at": now, **(extra or {})}
+        if error is not None:
+            changes["error"] = error.as_dict()
+        if result is not None:
+            changes["result"] = result
+            changes["error"] = None
+        moved = self.store.transition(job.job_id, from_states=[JobState.RECEIVED, JobState.SUBMITTED],
+                                      to_state=state, changes=changes)
+        if moved is None:
+            logger.info("job already moved on; nothing changed")
+            return self.store.get(job.job_id) or job
+        logger.info("job finished", extra={"state": state, "error_code": (error.code if error else None)})
+        return moved
+
+    # ------------------------------------------------------------------------------------------------ check
+
+    def check(self, job_id: str, *, check: int) -> Job | None:
+        """The poller's step: time out a job past its deadline, else collect, else look again later.
+
+        Parameters
+        ----------
+        job_id
+            The job to check.
+        check
+            How many checks came before this one (sets the backoff).
+
+        Returns
+        -------
+        Job or None
+            The job after the check, or ``None`` if there is no such job.
+        """
+        job = self.store.get(job_id)
+        if job is None or job.terminal:
+            return job
+        now = self.clock()
+        if now >= parse_time(job.deadline_at):
+            reason = ("the provider never confirmed the task" if job.provider_task_id is None
+                      else "the provider did not finish in time")
+            return self._finish(job, JobState.TIMED_OUT,
+                                error=JobTimedOut(f"The job passed its deadline {job.deadline_at}: {reason}."))
+        retry_after: float | None = None
+        try:
+            job = self.collect(job)
+        except ProviderUnavailable as e:
+            logger.warning("provider unavailable during check", extra={"error_code": e.code})
+            retry_after = e.retry_after
+        if not job.terminal:
+            self._schedule_check(job, check=check + 1, at_least=retry_after)
+        return job
+
+    def _schedule_check(self, job: Job, *, check: int, at_least: float | None = None) -> None:
+        first, factor, maximum = self.settings.poll_delays.get(job.provider) or self.providers[job.provider] \
+            .poll_delays()
+        delay = min(first * factor**check, maximum)
+        if at_least:
+            delay = max(delay, at_least)
+        to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()
+        delay = max(0.0, min(delay, to_deadline + 1, MAX_CHECK_DELAY_SECONDS))
+        self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check)
+
+    # --------------------------------------------------------------------------------------------- callback
+
+    def callback(self, provider_name: str, job_id: str, *, presented_secret: str | None, body: bytes) -> Job:
+        """Take a provider's callback: verify it, then collect from the provider's own status.
+
+        Parameters
+        ----------
+        provider_name, job_id
+            From the callback route ``/callbacks/{provider}/{job_id}``.
+        presented_secret
+            The secret the callback carries (PiAPI: the ``x-webhook-secret`` header).
+        body
+            The raw body; used only to learn a task id the job row lacks, never as the task's status.
+
+        Returns
+        -------
+        Job
+            The job after collecting (a repeat for a finished job changes nothing).
+
+        Raises
+        ------
+        WebhookRejected
+            The secret is missing or wrong, or the job is unknown or belongs to another provider.
+        ProviderUnavailable
+            The provider could not be asked for the task's status; the caller answers 5xx so it retries.
+        """
+        if not verify_webhook_secret(self._key(), job_id, presented_secret):
+            raise WebhookRejected("The callback's secret is missing or wrong.")
+        job = self.store.get(job_id)
+        if job is None or job.provider != provider_name:
+            raise WebhookRejected("The callback names no job of this provider.")
+        if job.terminal:
+            return job
+        provider = self.providers[job.provider]
+        if job.provider_task_id is None:
+            task_id = provider.task_id_from_callback(body)
+            if task_id is None:
+                return job
+            job = self.store.update(job.job_id, in_states=[JobState.SUBMITTED],
+                                    changes={"provider_task_id": task_id, "updated_at": isoformat(self.clock())},
+                                    require_absent="provider_task_id") or self.store.get(job_id) or job
+        return self.collect(job)
+
+    def _key(self) -> bytes:
+        key = self._signing_key
+        return key() if callable(key) else key
+
+
+def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | None:
+    """The event to publish for a job row change, if the change ended the job.
+
+    Parameters
+    ----------
+    old, new
+        The row before (``None`` for an insert) and after the change (from the jobs table's stream).
+
+    Returns
+    -------
+    tuple or None
+        ``("Job Succeeded" | "Job Failed", detail)`` when ``new`` is terminal and ``old`` was not, else ``None``.
+        The detail: ``job_id``, ``state``, ``provider``, ``task``, ``provider_task_id``, ``target_image``,
+        ``swap_image``, ``created_at``, ``finished_at`` and ``result`` (bucket, key, size, sha256,
+        content_type) or ``error`` (code, message, retryable).
+    """
+    if not new.terminal or (old is not None and old.terminal):
+        return None
+    detail: dict[str, Any] = {
+        "job_id": new.job_id,
+        "state": str(new.state),
+        "provider": new.provider,
+        "task": new.task,
+        "provider_task_id": new.provider_task_id,
+        "target_image": new.target_image.as_dict(),
+        "swap_image": new.swap_image.as_dict(),
+        "created_at": new.created_at,
+        "finished_at": new.finished_at,
+    }
+    if new.state is JobState.SUCCEEDED:
+        detail["result"] = new.result
+        return "Job Succeeded", detail
+    detail["error"] = new.error
+    return "Job Failed", detail

@@ -1,0 +1,195 @@
+"""Plain data of the pipeline: job states, job requests, jobs and provider task snapshots."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    """Where a job is. Moves only forward: RECEIVED → SUBMITTED → SUCCEEDED | FAILED | TIMED_OUT."""
+
+    RECEIVED = "RECEIVED"
+    SUBMITTED = "SUBMITTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the state is final (no transition leaves it)."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT})
+
+
+class TaskStatus(enum.StrEnum):
+    """A provider task's status, normalised from each provider's own vocabulary."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where an input image comes from: exactly one of an S3 object or an https URL.
+
+    ``version_id`` pins an S3 object version when known.
+    """
+
+    bucket: str | None = None
+    key: str | None = None
+    version_id: str | None = None
+    url: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The reference as stored on the job row (only the fields that are set)."""
+        return {k: v for k, v in {"bucket": self.bucket, "key": self.key, "version_id": self.version_id,
+                                  "url": self.url}.items() if v}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageRef:
+        """Inverse of :meth:`as_dict`."""
+        return cls(bucket=data.get("bucket"), key=data.get("key"), version_id=data.get("version_id"),
+                   url=data.get("url"))
+
+    def describe(self) -> str:
+        """A short human description, e.g. ``s3://bucket/key`` or the URL without its query string."""
+        if self.url:
+            return self.url.split("?", 1)[0]
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What defines a job's work, before any row exists.
+
+    Attributes
+    ----------
+    job_id
+        Deterministic id (see :mod:`faceswap.ids`): the same source event always gives the same id.
+    target_image, swap_image
+        The image whose face is replaced, and the image that supplies the new face.
+    provider, task
+        Provider name (``piapi``) and task (``face-swap``).
+    result_key
+        Key in the results bucket where the result is kept.
+    source
+        What created the request: ``s3`` (face library), ``manifest``, ``api`` or ``event``.
+    options
+        Provider/task options, e.g. face indices for ``multi-face-swap``.
+    invalid
+        Set when the request itself is unusable (bad manifest, missing swap face).
+    """
+
+    job_id: str
+    target_image: ImageRef
+    swap_image: ImageRef
+    provider: str
+    task: str
+    result_key: str
+    source: str
+    options: dict[str, Any] = field(default_factory=dict)
+    invalid: Exception | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job row as stored in the jobs table (see :class:`faceswap.ports.JobStore`)."""
+
+    job_id: str
+    state: JobState
+    provider: str
+    task: str
+    target_image: ImageRef
+    swap_image: ImageRef
+    result_key: str
+    source: str
+    created_at: str
+    updated_at: str
+    deadline_at: str
+    options: dict[str, Any] = field(default_factory=dict)
+    provider_task_id: str | None = None
+    submitted_at: str | None = None
+    finished_at: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    submit_started_at: str | None = None
+    submit_attempts: int = 0
+    result_url_expires_at: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has ended."""
+        return self.state.terminal
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """A provider task's status as the provider reports it.
+
+    Attributes
+    ----------
+    task_id
+        The provider's task id.
+    status
+        Normalised status.
+    result_url
+        Where the result can be downloaded, once ``SUCCEEDED``.
+    result_url_expires_at
+        ISO-8601 UTC time after which the result URL is expected to be gone (the provider's documented
+        retention), or ``None`` if unknown.
+    error
+        The provider's failure as a pipeline error, when ``FAILED``.
+    """
+
+    task_id: str
+    status: TaskStatus
+    result_url: str | None = None
+    result_url_expires_at: str | None = None
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A result object kept in the results bucket: ``bucket``, ``key``, ``size`` (bytes), ``sha256`` (hex)."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    version_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as stored on the job row and published in "Job Succeeded"."""
+        data: dict[str, Any] = {"bucket": self.bucket, "key": self.key, "size": self.size, "sha256": self.sha256,
+                                "content_type": self.content_type}
+        if self.version_id:
+            data["version_id"] = self.version_id
+        return data
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def isoformat(moment: datetime) -> str:
+    """``moment`` as ISO-8601 UTC with milliseconds, e.g. ``2026-11-25T13:36:27.123Z`` (sorts as text)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Inverse of :func:`isoformat`."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def after(moment: datetime, seconds: float) -> str:
+    """ISO-8601 time ``seconds`` after ``moment``."""
+    return isoformat(moment + timedelta(seconds=seconds))

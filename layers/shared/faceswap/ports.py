@@ -1,0 +1,141 @@
+"""The interfaces the domain needs. AWS adapters live in :mod:`faceswap.aws`; tests may pass fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from faceswap.images import ImageLimits, PreparedImage
+from faceswap.model import Job, JobState, StoredResult, TaskSnapshot
+
+
+class JobStore(Protocol):
+    """The jobs table. Every write is conditional, so states only move forward."""
+
+    def create(self, job: Job) -> bool:
+        """Write ``job`` if no row with its id exists. Returns ``False`` (and writes nothing) if one does."""
+        ...
+
+    def get(self, job_id: str) -> Job | None:
+        """Read a job (strongly consistent), or ``None`` if there is none."""
+        ...
+
+    def transition(self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState,
+                   changes: Mapping[str, Any]) -> Job | None:
+        """Move a job to ``to_state`` only if it is in one of ``from_states``, setting ``changes``.
+
+        A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
+        condition failed (the job moved on meanwhile).
+        """
+        ...
+
+    def update(self, job_id: str, *, in_states: Iterable[JobState], changes: Mapping[str, Any],
+               require_absent: str | None = None) -> Job | None:
+        """Set ``changes`` without changing the state, only if in ``in_states`` (and ``require_absent`` unset).
+
+        A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
+        condition failed.
+        """
+        ...
+
+
+class ObjectStore(Protocol):
+    """The inputs and results buckets."""
+
+    def read(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int) -> bytes:
+        """Read an object of at most ``max_bytes`` bytes.
+
+        Raises ``InputNotFound`` if it does not exist and ``ImageTooLarge`` if it is bigger.
+        """
+        ...
+
+    def find_first(self, bucket: str, prefix: str) -> str | None:
+        """The first key (in key order) under ``prefix``, or ``None``."""
+        ...
+
+    def store_result(self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str,
+                     job_id: str) -> StoredResult:
+        """Stream ``chunks`` into the object at ``key`` for ``job_id``, with bounded memory.
+
+        Writes at most one new object version per job: if ``key`` already holds this job's result (an
+        earlier collect stored it), returns that object's description instead. An interrupted upload
+        leaves nothing visible and no multipart upload open.
+        """
+        ...
+
+
+class CheckScheduler(Protocol):
+    """The check queue: asks the poller to look at a job later."""
+
+    def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
+        """Send a check for ``job_id`` in ``delay_seconds`` (0..900); ``check`` counts checks so far."""
+        ...
+
+
+class EventPublisher(Protocol):
+    """The event bus."""
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        """Publish one event (``Job Succeeded`` / ``Job Failed``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where and how a provider calls back: the ``url`` and the per-job ``secret``."""
+
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """What a provider's create receives: prepared images, the task name and its options."""
+
+    job_id: str
+    task: str
+    target_image: PreparedImage
+    swap_image: PreparedImage
+    options: Mapping[str, Any]
+
+
+class Provider(Protocol):
+    """One face-swap provider behind a common interface (see ``providers/``).
+
+    Attributes
+    ----------
+    name
+        The provider's name in job rows, manifests and callback routes (``piapi``).
+    image_limits
+        What its create accepts; inputs are prepared to fit.
+    uses_webhook
+        Whether it calls back; if not, the poller drives the job.
+    result_hosts
+        Host names its result URLs may come from (``*.example.com`` matches subdomains).
+    """
+
+    name: str
+    image_limits: ImageLimits
+    uses_webhook: bool
+    result_hosts: tuple[str, ...]
+
+    def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
+        """Create a provider task and return its id. Never retried by the caller.
+
+        Raises ``ProviderRejected``/``ProviderOutOfCredit`` (terminal), ``ProviderUnavailable`` (definitely
+        not created: safe to try again) or ``SubmitOutcomeUnknown`` (may have been created).
+        """
+        ...
+
+    def get_task(self, task_id: str) -> TaskSnapshot:
+        """Read a task's authoritative status. Raises ``ProviderUnavailable`` on 429/5xx/network errors."""
+        ...
+
+    def task_id_from_callback(self, body: bytes) -> str | None:
+        """The task id a (verified) callback body names, if any; used only to find, never to trust."""
+        ...
+
+    def poll_delays(self) -> tuple[float, float, float]:
+        """``(first, factor, maximum)``: seconds before the first check, backoff factor, cap in seconds."""
+        ...

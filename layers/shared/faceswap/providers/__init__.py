@@ -1,0 +1,1 @@
+"""Provider adapters behind :class:`faceswap.ports.Provider`, one module per provider (contracts: providers.md)."""

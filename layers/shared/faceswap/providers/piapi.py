@@ -1,0 +1,232 @@
+"""PiAPI's unified task API, model ``Qubico/image-toolkit``, task types ``face-swap`` and ``multi-face-swap``.
+
+Contract: ``providers.md`` §1 (https://piapi.ai/docs/faceswap-api/faceswap,
+https://piapi.ai/docs/unified-webhook, https://piapi.ai/docs/dream-machine/get-task).
+
+- Create: ``POST {base}/api/v1/task`` with ``x-api-key``; JSON ``{model, task_type, input, config}``, where
+  ``config.webhook_config = {endpoint, secret}``; the secret comes back in the ``x-webhook-secret`` header.
+- Read: ``GET {base}/api/v1/task/{task_id}``; ``data.status`` in Completed/Processing/Pending/Failed/Staged,
+  compared case-insensitively; the result URL is ``data.output.image_url``; failures in ``data.error``.
+- Images: each under 2048x2048, as a URL or base64. Base64 is used: it is documented, needs no public URL
+  of our bucket, and avoids the unknown of whether PiAPI accepts presigned URLs that end in a query string.
+- Results are kept about 3 days (Qubico's output-storage doc), so the expiry recorded is 3 days.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from faceswap.errors import (
+    NoFaceDetected,
+    ProviderOutOfCredit,
+    ProviderRejected,
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+)
+from faceswap.images import ImageLimits
+from faceswap.model import TaskSnapshot, TaskStatus, after, utcnow
+from faceswap.ports import TaskInput, Webhook
+
+MODEL = "Qubico/image-toolkit"
+TASKS = ("face-swap", "multi-face-swap")
+RESULT_RETENTION_SECONDS = 3 * 24 * 3600
+
+_STATUS = {
+    "pending": TaskStatus.QUEUED,
+    "staged": TaskStatus.QUEUED,
+    "processing": TaskStatus.RUNNING,
+    "completed": TaskStatus.SUCCEEDED,
+    "failed": TaskStatus.FAILED,
+}
+
+_NO_FACE_HINTS = ("no face", "face not found", "failed to detect face", "no_face")
+
+
+class PiAPIProvider:
+    """Adapter for PiAPI (see the module docstring for the contract).
+
+    Parameters
+    ----------
+    client
+        ``httpx.Client`` with explicit timeouts; this adapter adds the ``x-api-key`` header per request.
+    api_key
+        Returns the PiAPI API key (read from Secrets Manager, cached; never logged).
+    base_url
+        ``https://api.piapi.ai`` on AWS; the emulator's URL locally.
+    result_hosts
+        Hosts PiAPI serves results from (``*.example.com`` for subdomains).
+    """
+
+    name = "piapi"
+    uses_webhook = True
+    image_limits = ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
+
+    def __init__(self, client: httpx.Client, *, api_key: Callable[[], str], base_url: str,
+                 result_hosts: tuple[str, ...]) -> None:
+        self._client = client
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self.result_hosts = result_hosts
+
+    def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
+        """Create a face-swap task and return PiAPI's ``task_id``.
+
+        Parameters
+        ----------
+        task
+            ``task.task`` is ``face-swap`` or ``multi-face-swap``; for the latter ``task.options`` may hold
+            ``swap_faces_index`` / ``target_faces_index`` (strings such as ``"0"`` or ``"1,0"``).
+        webhook
+            Callback URL and per-job secret, sent as ``config.webhook_config``.
+
+        Raises
+        ------
+        ProviderRejected
+            A 4xx answer, or a body whose ``code`` is not 200.
+        ProviderUnavailable
+            Connection refused/failed before sending, 429 or 5xx: no task was created.
+        SubmitOutcomeUnknown
+            The request may have reached PiAPI (read timeout, dropped connection, unreadable answer).
+        """
+        if task.task not in TASKS:
+            raise ProviderRejected(f"PiAPI does not offer the task {task.task!r}; use one of {', '.join(TASKS)}.")
+        body: dict[str, Any] = {
+            "model": MODEL,
+            "task_type": task.task,
+            "input": {
+                "target_image": _as_base64(task.target_image.data),
+                "swap_image": _as_base64(task.swap_image.data),
+            },
+            "config": {"service_mode": "public"},
+        }
+        if task.task == "multi-face-swap":
+            for option in ("swap_faces_index", "target_faces_index"):
+                if option in task.options:
+                    body["input"][option] = str(task.options[option])
+        if webhook is not None:
+            body["config"]["webhook_config"] = {"endpoint": webhook.url, "secret": webhook.secret}
+        try:
+            response = self._client.post(f"{self._base_url}/api/v1/task", json=body, headers=self._headers())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            raise ProviderUnavailable(f"PiAPI could not be reached: {type(e).__name__}.") from e
+        except httpx.HTTPError as e:
+            raise SubmitOutcomeUnknown(f"PiAPI did not answer the create ({type(e).__name__}).") from e
+        self._raise_for_status(response, creating=True)
+        try:
+            task_id = response.json()["data"]["task_id"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SubmitOutcomeUnknown("PiAPI answered the create without a task_id.") from e
+        if not isinstance(task_id, str) or not task_id:
+            raise SubmitOutcomeUnknown("PiAPI answered the create without a task_id.")
+        return task_id
+
+    def get_task(self, task_id: str) -> TaskSnapshot:
+        """Read a task: ``GET /api/v1/task/{task_id}``.
+
+        Returns
+        -------
+        TaskSnapshot
+            Status mapped case-insensitively (pending/staged → QUEUED, processing → RUNNING, completed →
+            SUCCEEDED, failed → FAILED; unknown values → RUNNING, so the poller keeps looking until the
+            deadline). ``result_url`` from ``data.output.image_url`` (also ``url``/``output_url``).
+
+        Raises
+        ------
+        ProviderUnavailable
+            Network error, 429 or 5xx.
+        ProviderRejected
+            Other 4xx (e.g. the task does not exist).
+        """
+        try:
+            response = self._client.get(f"{self._base_url}/api/v1/task/{task_id}", headers=self._headers())
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(f"PiAPI get-task failed: {type(e).__name__}.") from e
+        self._raise_for_status(response, creating=False)
+        try:
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ProviderUnavailable("PiAPI answered get-task with an unreadable body.") from e
+        return self.snapshot(task_id, data)
+
+    def snapshot(self, task_id: str, data: dict[str, Any]) -> TaskSnapshot:
+        """Turn PiAPI's task object (``data`` of get-task, or of a webhook body) into a :class:`TaskSnapshot`."""
+        status = _STATUS.get(str(data.get("status", "")).strip().lower(), TaskStatus.RUNNING)
+        if status is TaskStatus.SUCCEEDED:
+            output = data.get("output") or {}
+            url = next((output[k] for k in ("image_url", "url", "output_url") if isinstance(output.get(k), str)),
+                       None)
+            return TaskSnapshot(task_id, status, result_url=url,
+                                result_url_expires_at=after(utcnow(), RESULT_RETENTION_SECONDS))
+        if status is TaskStatus.FAILED:
+            return TaskSnapshot(task_id, status, error=_task_error(data.get("error") or {}))
+        return TaskSnapshot(task_id, status)
+
+    def task_id_from_callback(self, body: bytes) -> str | None:
+        """``data.task_id`` of a webhook body ``{timestamp, data}``, or ``None`` if absent or unreadable."""
+        try:
+            task_id = json.loads(body)["data"]["task_id"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return task_id if isinstance(task_id, str) and task_id else None
+
+    def poll_delays(self) -> tuple[float, float, float]:
+        """PiAPI's own CLI polls from 1 s, x1.5, up to 30 s; as a webhook safety net the first check is later."""
+        return (30.0, 1.5, 120.0)
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self._api_key()}
+
+    def _raise_for_status(self, response: httpx.Response, *, creating: bool) -> None:
+        status = response.status_code
+        message = _envelope_message(response)
+        if status == 429 or status >= 500:
+            raise ProviderUnavailable(f"PiAPI answered {status}{message}.", retry_after=_retry_after(response))
+        if status in (401, 403):
+            raise ProviderRejected(f"PiAPI refused the API key ({status}){message}.")
+        if status == 402:
+            raise ProviderOutOfCredit(f"PiAPI says the account is out of credit{message}.")
+        if status >= 400:
+            raise ProviderRejected(f"PiAPI rejected the request ({status}){message}.")
+        if creating:
+            try:
+                code = response.json().get("code", 200)
+            except (ValueError, AttributeError):
+                return
+            if code not in (200, "200", None):
+                raise ProviderRejected(f"PiAPI rejected the request (code {code}){message}.")
+
+
+def _as_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _envelope_message(response: httpx.Response) -> str:
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {str(message)[:200]}" if message else ""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _task_error(error: dict[str, Any]) -> Exception:
+    text = " ".join(str(error.get(k) or "") for k in ("message", "raw_message")).strip()
+    summary = text[:300] or "no reason given"
+    if any(hint in text.lower() for hint in _NO_FACE_HINTS):
+        return NoFaceDetected(f"PiAPI found no face to swap: {summary}.")
+    if "valid image" in text.lower():
+        return ProviderTaskFailed(f"PiAPI could not use an input image: {summary}.", retryable=False)
+    return ProviderTaskFailed(f"PiAPI failed the task: {summary}.")

@@ -1,0 +1,63 @@
+"""Builds the pipeline for the Lambda handlers: AWS clients, httpx clients, secrets and providers, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import boto3
+import httpx
+from aws_lambda_powertools.utilities import parameters
+
+from faceswap.aws import DynamoJobStore, S3ObjectStore, SqsCheckScheduler
+from faceswap.config import Config, ConfigError
+from faceswap.fetch import ResultFetcher
+from faceswap.jobs import Pipeline, Settings
+from faceswap.ports import Provider
+from faceswap.providers.piapi import PiAPIProvider
+
+PROVIDER_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+"""Provider API calls: 5 s to connect, 20 s for each read/write."""
+
+RESULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+"""Result downloads: 5 s to connect, 30 s between bytes."""
+
+
+def secret_reader(name: str, *, max_age: int) -> Callable[[], str]:
+    """A function returning the secret's current value, cached by Powertools Parameters for ``max_age`` s."""
+
+    def read() -> str:
+        value = parameters.get_secret(name, max_age=max_age)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"Secret {name} is empty.")
+        return value
+
+    return read
+
+
+def build_providers(config: Config, client: httpx.Client) -> dict[str, Provider]:
+    """The configured provider adapters by name (a provider with no API key secret configured is left out)."""
+    providers: dict[str, Provider] = {}
+    if config.piapi_api_key_secret:
+        providers["piapi"] = PiAPIProvider(
+            client, api_key=secret_reader(config.piapi_api_key_secret, max_age=config.secrets_max_age_seconds),
+            base_url=config.piapi_base_url, result_hosts=config.piapi_result_hosts)
+    return providers
+
+
+def build_pipeline(config: Config) -> Pipeline:
+    """Wire the domain to AWS and the providers, as each handler does once per container."""
+    provider_client = httpx.Client(timeout=PROVIDER_TIMEOUT)
+    fetch_client = httpx.Client(timeout=RESULT_TIMEOUT, follow_redirects=False)
+    signing_key = secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds)
+    return Pipeline(
+        store=DynamoJobStore(boto3.client("dynamodb"), config.jobs_table),
+        objects=S3ObjectStore(boto3.client("s3")),
+        scheduler=SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url),
+        providers=build_providers(config, provider_client),
+        fetcher=ResultFetcher(fetch_client, max_bytes=config.result_max_bytes,
+                              allow_loopback=config.allow_loopback_results),
+        signing_key=lambda: signing_key().encode("utf-8"),
+        settings=Settings(results_bucket=config.results_bucket, callback_base_url=config.callback_base_url,
+                          job_deadline_seconds=config.job_deadline_seconds, max_input_bytes=config.input_max_bytes,
+                          max_submit_attempts=config.max_submit_attempts, poll_delays=config.poll_delays),
+    )

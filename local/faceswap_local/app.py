@@ -1,0 +1,112 @@
+"""The whole local stack in one object: moto server, resources from the template, emulators, runtime, gateway."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from faceswap_local import stack as aws
+from faceswap_local.emulators.piapi import PiAPIEmulator, SwapFn, placeholder_swap
+from faceswap_local.runtime import Runtime
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (where ``template.yaml`` is)."""
+
+LOCAL_CONFIG = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "false",
+    "RESULT_URL_ALLOW_LOOPBACK": "true",
+    "PIAPI_RESULT_HOSTS": "127.0.0.1,localhost",
+    "POLL_DELAYS": json.dumps({"piapi": [2, 1.5, 10]}),
+}
+"""Local configuration on top of the template's environment: tracing off (no X-Ray daemon), the loopback
+allowance for result downloads from the emulators, and quicker checks."""
+
+
+class LocalStack:
+    """Start and stop the local stack.
+
+    Parameters
+    ----------
+    parameters
+        Template parameter overrides (e.g. ``{"ResultMaxBytes": "8388608"}``).
+    config
+        Extra function environment on top of :data:`LOCAL_CONFIG`.
+    swap_fn
+        How the emulators make results (the self-hosted engine by default when installed).
+    """
+
+    def __init__(self, *, parameters: Mapping[str, str] | None = None, config: Mapping[str, str] | None = None,
+                 swap_fn: SwapFn | None = None, template: Path = ROOT / "template.yaml") -> None:
+        self.template = template
+        self.parameters = dict(parameters or {})
+        self.config = {**LOCAL_CONFIG, **(config or {})}
+        self.moto = aws.MotoServer()
+        self.swap_fn = swap_fn or placeholder_swap
+        self.stack: aws.AwsStack | None = None
+        self.piapi: PiAPIEmulator | None = None
+        self.runtime: Runtime | None = None
+
+    def start(self) -> LocalStack:
+        """Start everything; returns ``self``."""
+        for name, value in {"AWS_ACCESS_KEY_ID": aws.ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": aws.SECRET_ACCESS_KEY,
+                            "AWS_DEFAULT_REGION": aws.REGION, "AWS_REGION": aws.REGION}.items():
+            os.environ[name] = value
+        self.moto.start()
+        os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint_url
+        self.stack = aws.create_stack(self.template, self.moto.endpoint_url, parameters=self.parameters,
+                                      stack_name=f"faceswap-local-{secrets.token_hex(3)}")
+        self.piapi = PiAPIEmulator(api_key=self.stack.secret_values["PiapiApiKeySecret"], swap_fn=self.swap_fn)
+        self.piapi.start()
+        gateway_port = aws.free_port()
+        self.runtime = Runtime(self.stack, {
+            **self.config,
+            "AWS_ENDPOINT_URL": self.moto.endpoint_url,
+            "PIAPI_BASE_URL": self.piapi.url,
+            "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
+        }, gateway_port=gateway_port)
+        self.runtime.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started."""
+        if self.runtime is not None:
+            self.runtime.stop()
+        if self.piapi is not None:
+            self.piapi.stop()
+        self.moto.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the local stack's moto server."""
+        assert self.stack is not None
+        return self.stack.client(service)
+
+    def info(self) -> dict[str, str]:
+        """What a user needs to drive the stack (written to ``.local/stack.json``)."""
+        assert self.stack is not None and self.runtime is not None
+        refs = self.stack.refs
+        return {
+            "aws_endpoint_url": self.moto.endpoint_url,
+            "region": aws.REGION,
+            "aws_access_key_id": aws.ACCESS_KEY_ID,
+            "aws_secret_access_key": aws.SECRET_ACCESS_KEY,
+            "input_bucket": refs["InputBucket"],
+            "results_bucket": refs["ResultsBucket"],
+            "jobs_table": refs["JobsTable"],
+            "api_url": self.runtime.api_url,
+            "event_bus": refs["EventBus"],
+            "piapi_url": self.piapi.url if self.piapi else "",
+        }

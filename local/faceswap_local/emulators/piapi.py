@@ -1,0 +1,258 @@
+"""PiAPI emulator: the unified task API of ``providers.md`` §1, on loopback, with fault injection.
+
+- ``POST /api/v1/task`` (``x-api-key``): ``{model, task_type, input: {target_image, swap_image, …}, config:
+  {webhook_config: {endpoint, secret}}}`` → ``{"code": 200, "data": {"task_id", "status": "pending", …},
+  "message": "success"}``. Images are base64 or URLs; each must be under 2048x2048 (else 400).
+- ``GET /api/v1/task/{task_id}`` → ``{"code": 200, "data": {…, "status": "completed", "output": {"image_url"}}}``.
+- Webhook: ``POST`` to the endpoint with ``x-webhook-secret`` and ``{"timestamp", "data"}`` when the task ends.
+- ``GET /results/{task_id}.png``: the result image (the "short-lived" URL).
+
+The swap itself is done by ``swap_fn`` (the self-hosted engine when available). :class:`Faults` injects
+failures; :attr:`PiAPIEmulator.tasks` records every task created, for tests to count.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from PIL import Image
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from faceswap_local.stack import free_port
+
+logger = logging.getLogger("faceswap_local.piapi")
+
+SwapFn = Callable[[bytes, bytes, dict[str, Any]], bytes]
+
+
+@dataclass
+class Faults:
+    """Failures to inject. Counters count down as they fire.
+
+    Attributes
+    ----------
+    create_errors
+        Next N creates answer 500 (no task created).
+    get_errors
+        Next N get-task calls answer 500.
+    webhook
+        ``"normal"`` (one delivery), ``"none"`` (lost) or ``"duplicate"`` (``webhook_copies`` deliveries).
+    result_url
+        Serve this result URL instead of the emulator's own (e.g. a private address).
+    result_bytes
+        Serve this many bytes of PNG-looking data as the result instead of the swap (size-cap tests).
+    result_expired
+        The result URL answers 404.
+    fail_task
+        Tasks end ``failed`` with this message.
+    processing_seconds
+        Time a task spends processing before it completes.
+    """
+
+    create_errors: int = 0
+    get_errors: int = 0
+    webhook: str = "normal"
+    webhook_copies: int = 1
+    result_url: str | None = None
+    result_bytes: int | None = None
+    result_expired: bool = False
+    fail_task: str | None = None
+    processing_seconds: float = 0.2
+
+
+@dataclass
+class Task:
+    """One emulated task, as recorded."""
+
+    task_id: str
+    task_type: str
+    webhook_endpoint: str | None
+    webhook_secret: str | None
+    image_sizes: dict[str, tuple[int, int]]
+    status: str = "pending"
+    result: bytes | None = None
+    error: dict[str, Any] = field(default_factory=lambda: {"code": 0, "raw_message": "", "message": "",
+                                                           "detail": None})
+    webhook_deliveries: int = 0
+    gets: int = 0
+
+
+def placeholder_swap(target: bytes, swap: bytes, options: dict[str, Any]) -> bytes:
+    """A stand-in result: the target with the swap image pasted over its centre third, as PNG."""
+    base = Image.open(io.BytesIO(target)).convert("RGB")
+    face = Image.open(io.BytesIO(swap)).convert("RGB")
+    face.thumbnail((max(1, base.width // 3), max(1, base.height // 3)))
+    base.paste(face, ((base.width - face.width) // 2, (base.height - face.height) // 2))
+    out = io.BytesIO()
+    base.save(out, format="PNG")
+    return out.getvalue()
+
+
+class PiAPIEmulator:
+    """The emulator server. ``api_key`` is the key it accepts; ``swap_fn`` makes results."""
+
+    MAX_SIDE = 2048
+
+    def __init__(self, *, api_key: str, swap_fn: SwapFn = placeholder_swap, port: int | None = None) -> None:
+        self.api_key = api_key
+        self.swap_fn = swap_fn
+        self.port = port or free_port()
+        self.faults = Faults()
+        self.tasks: dict[str, Task] = {}
+        self.create_calls = 0
+        self._lock = threading.Lock()
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="piapi-emulator")
+        self._http = httpx.Client(timeout=httpx.Timeout(10.0))
+
+    @property
+    def url(self) -> str:
+        """The emulator's base URL (the stand-in for ``https://api.piapi.ai``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._http.close()
+
+    def tasks_for_job(self, job_id: str) -> list[Task]:
+        """Tasks whose webhook endpoint names ``job_id``."""
+        return [t for t in self.tasks.values() if t.webhook_endpoint and t.webhook_endpoint.endswith("/" + job_id)]
+
+    # ---------------------------------------------------------------------------------------------- HTTP
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        path = request.path
+        if path.startswith("/results/"):
+            response = self._result(path[len("/results/"):].removesuffix(".png"))
+        elif request.headers.get("x-api-key") != self.api_key:
+            response = _json(401, {"code": 401, "data": None, "message": "Invalid API key"})
+        elif request.method == "POST" and path == "/api/v1/task":
+            response = self._create(request)
+        elif request.method == "GET" and path.startswith("/api/v1/task/"):
+            response = self._get(path[len("/api/v1/task/"):])
+        else:
+            response = _json(404, {"code": 404, "data": None, "message": "not found"})
+        return response(environ, start_response)
+
+    def _create(self, request: Request) -> Response:
+        with self._lock:
+            self.create_calls += 1
+            if self.faults.create_errors > 0:
+                self.faults.create_errors -= 1
+                return _json(500, {"code": 500, "data": None, "message": "internal error"})
+        try:
+            body = json.loads(request.get_data())
+            task_type = body["task_type"]
+            inputs = body["input"]
+            target, swap = self._image(inputs["target_image"]), self._image(inputs["swap_image"])
+        except (ValueError, KeyError, TypeError):
+            return _json(400, {"code": 400, "data": None, "message": "invalid request body"})
+        if body.get("model") != "Qubico/image-toolkit" or task_type not in ("face-swap", "multi-face-swap"):
+            return _json(400, {"code": 400, "data": None, "message": "unsupported model or task_type"})
+        sizes: dict[str, tuple[int, int]] = {}
+        for name, data in (("target_image", target), ("swap_image", swap)):
+            try:
+                sizes[name] = Image.open(io.BytesIO(data)).size
+            except OSError:
+                return _json(400, {"code": 400, "data": None, "message": f"failed to get valid image ({name})"})
+            if max(sizes[name]) > self.MAX_SIDE:
+                return _json(400, {"code": 400, "data": None, "message": f"{name} exceeds 2048x2048"})
+        webhook = (body.get("config") or {}).get("webhook_config") or {}
+        task = Task(task_id=str(uuid.uuid4()), task_type=task_type, webhook_endpoint=webhook.get("endpoint"),
+                    webhook_secret=webhook.get("secret"), image_sizes=sizes)
+        with self._lock:
+            self.tasks[task.task_id] = task
+        options = {k: inputs[k] for k in ("swap_faces_index", "target_faces_index") if k in inputs}
+        threading.Thread(target=self._process, args=(task, target, swap, options), daemon=True).start()
+        return _json(200, {"code": 200, "data": self._task_data(task), "message": "success"})
+
+    def _get(self, task_id: str) -> Response:
+        with self._lock:
+            if self.faults.get_errors > 0:
+                self.faults.get_errors -= 1
+                return _json(500, {"code": 500, "data": None, "message": "internal error"})
+            task = self.tasks.get(task_id)
+            if task is not None:
+                task.gets += 1
+        if task is None:
+            return _json(404, {"code": 404, "data": None, "message": "task not found"})
+        return _json(200, {"code": 200, "data": self._task_data(task), "message": "success"})
+
+    def _result(self, task_id: str) -> Response:
+        task = self.tasks.get(task_id)
+        if task is None or task.result is None or self.faults.result_expired:
+            return Response(b"not found", status=404, content_type="text/plain")
+        if self.faults.result_bytes is not None:
+            filler = b"\x89PNG\r\n\x1a\n" + b"\0" * (self.faults.result_bytes - 8)
+            return Response(filler, content_type="image/png")
+        return Response(task.result, content_type="image/png")
+
+    # ------------------------------------------------------------------------------------------ processing
+
+    def _image(self, value: str) -> bytes:
+        if value.startswith(("http://", "https://")):
+            return self._http.get(value).raise_for_status().content
+        return base64.b64decode(value, validate=True)
+
+    def _process(self, task: Task, target: bytes, swap: bytes, options: dict[str, Any]) -> None:
+        task.status = "processing"
+        time.sleep(self.faults.processing_seconds)
+        if self.faults.fail_task:
+            task.error = {"code": 10000, "raw_message": self.faults.fail_task, "message": self.faults.fail_task,
+                          "detail": None}
+            task.status = "failed"
+        else:
+            try:
+                task.result = self.swap_fn(target, swap, options)
+                task.status = "completed"
+            except Exception as e:  # the engine's error becomes the task's failure, as PiAPI reports it
+                message = getattr(e, "message", None) or str(e)
+                task.error = {"code": 10000, "raw_message": message, "message": message, "detail": None}
+                task.status = "failed"
+        self._send_webhooks(task)
+
+    def _send_webhooks(self, task: Task) -> None:
+        if not task.webhook_endpoint or self.faults.webhook == "none":
+            return
+        copies = self.faults.webhook_copies if self.faults.webhook == "duplicate" else 1
+        headers = {"x-webhook-secret": task.webhook_secret} if task.webhook_secret else {}
+        body = {"timestamp": int(time.time()), "data": self._task_data(task)}
+        for _ in range(copies):
+            try:
+                self._http.post(task.webhook_endpoint, json=body, headers=headers)
+                task.webhook_deliveries += 1
+            except httpx.HTTPError:
+                logger.warning("webhook delivery failed for task %s", task.task_id)
+
+    def _task_data(self, task: Task) -> dict[str, Any]:
+        output = None
+        if task.status == "completed":
+            output = {"image_url": self.faults.result_url or f"{self.url}/results/{task.task_id}.png"}
+        return {
+            "task_id": task.task_id, "model": "Qubico/image-toolkit", "task_type": task.task_type,
+            "status": task.status,
+            "config": {"service_mode": "public",
+                       "webhook_config": {"endpoint": task.webhook_endpoint or "", "secret": task.webhook_secret or ""}},
+            "input": {}, "output": output, "meta": {}, "detail": None, "logs": [], "error": task.error,
+        }
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")

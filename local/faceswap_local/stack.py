@@ -1,0 +1,224 @@
+"""The local stack's AWS side: a moto server on loopback, with the resources of ``template.yaml`` created in it.
+
+Buckets (with versioning and their notifications to SQS), queues (with their redrive policies), the jobs
+table (with its stream), the event bus and the secrets are created from the template itself, so local
+wiring cannot drift from the deployed wiring. Functions are read from the template too: handler, merged
+environment (Globals + function) and event sources, for the local runtime to run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from faceswap_local.template import Resolver, load_template
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+ACCESS_KEY_ID = "local"
+SECRET_ACCESS_KEY = "local-secret"  # noqa: S105 - moto's throwaway local credentials, not a secret
+STACK_NAME = "faceswap-local"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FunctionSpec:
+    """A function of the template: ``handler`` ``app.lambda_handler`` in ``code_dir``, its env and events."""
+
+    logical_id: str
+    code_dir: Path
+    handler: str
+    environment: dict[str, str]
+    events: dict[str, dict[str, Any]]
+    timeout: int
+
+
+@dataclass
+class AwsStack:
+    """The created resources: physical names by logical id, plus what users and tests need."""
+
+    endpoint_url: str
+    refs: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    secret_values: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the moto server."""
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION,
+                            aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
+
+
+class MotoServer:
+    """moto in server mode on a free loopback port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start serving in a background thread."""
+        self._server.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.stop()
+
+
+def create_stack(template_path: Path, endpoint_url: str, *, parameters: dict[str, str] | None = None,
+                 stack_name: str = STACK_NAME) -> AwsStack:
+    """Create the template's data resources in the moto server at ``endpoint_url``.
+
+    Parameters
+    ----------
+    template_path
+        ``template.yaml``.
+    endpoint_url
+        The moto server.
+    parameters
+        Template parameter overrides (defaults come from the template).
+    stack_name
+        Prefix of the resource names (unique per stack, so cached secrets never cross stacks).
+
+    Returns
+    -------
+    AwsStack
+        Physical names (``refs``), attributes (ARNs, queue URLs, stream ARN), generated secret values,
+        the functions and the template's Outputs as far as they resolve locally.
+    """
+    template = load_template(template_path)
+    stack = AwsStack(endpoint_url=endpoint_url)
+    stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/{uuid.uuid4()}"
+    refs: dict[str, Any] = {
+        "AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws", "AWS::URLSuffix":
+            "amazonaws.com", "AWS::StackName": stack_name, "AWS::StackId": stack_id,
+    }
+    for name, spec in template.get("Parameters", {}).items():
+        refs[name] = str((parameters or {}).get(name, spec.get("Default", "")))
+    resolver = Resolver(refs, stack.attributes)
+    resources: dict[str, dict[str, Any]] = template["Resources"]
+
+    sqs, ddb, s3, events, sm = (stack.client(s) for s in ("sqs", "dynamodb", "s3", "events", "secretsmanager"))
+    by_type = {t: {k: v for k, v in resources.items() if v["Type"] == t} for t in {r["Type"] for r in
+                                                                                   resources.values()}}
+    queues = by_type.get("AWS::SQS::Queue", {})
+    for logical_id in sorted(queues, key=lambda k: "RedrivePolicy" in queues[k].get("Properties", {})):
+        _create_queue(sqs, stack_name, logical_id, queues[logical_id].get("Properties", {}), resolver)
+    for logical_id, resource in by_type.get("AWS::DynamoDB::Table", {}).items():
+        _create_table(ddb, stack_name, logical_id, resource["Properties"], resolver)
+    for logical_id, resource in by_type.get("AWS::Events::EventBus", {}).items():
+        name = resolver.resolve(resource["Properties"]["Name"])
+        arn = events.create_event_bus(Name=name)["EventBusArn"]
+        resolver.refs[logical_id] = name
+        resolver.attributes[(logical_id, "Arn")] = arn
+    for logical_id, resource in by_type.get("AWS::SecretsManager::Secret", {}).items():
+        value = secrets.token_hex(32)
+        arn = sm.create_secret(Name=f"{stack_name}/{logical_id}", SecretString=value,
+                               Description=resource["Properties"].get("Description", ""))["ARN"]
+        resolver.refs[logical_id] = arn
+        stack.secret_values[logical_id] = value
+    for logical_id, resource in by_type.get("AWS::S3::Bucket", {}).items():
+        _create_bucket(s3, logical_id, resource["Properties"], resolver)
+    for logical_id in by_type.get("AWS::Serverless::HttpApi", {}):
+        resolver.refs[logical_id] = "local"
+    for logical_id in by_type.get("AWS::Serverless::LayerVersion", {}):
+        resolver.refs[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical_id}:1"
+
+    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    globals_timeout = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    root = template_path.parent
+    for logical_id, resource in by_type.get("AWS::Serverless::Function", {}).items():
+        props = resource["Properties"]
+        env = {**globals_env, **props.get("Environment", {}).get("Variables", {})}
+        stack.functions[logical_id] = FunctionSpec(
+            logical_id=logical_id, code_dir=root / props["CodeUri"], handler=props["Handler"],
+            environment={k: str(resolver.resolve(v)) for k, v in env.items()},
+            events={name: {"Type": e["Type"], **resolver.resolve(e.get("Properties", {}))}
+                    for name, e in props.get("Events", {}).items()},
+            timeout=int(props.get("Timeout", globals_timeout)))
+    stack.refs = resolver.refs
+    for name, output in template.get("Outputs", {}).items():
+        try:
+            stack.outputs[name] = resolver.resolve(output["Value"])
+        except KeyError:
+            continue
+    return stack
+
+
+def _create_queue(sqs: Any, stack_name: str, logical_id: str, props: dict[str, Any], resolver: Resolver) -> None:
+    attributes: dict[str, str] = {}
+    for name in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"):
+        if name in props:
+            attributes[name] = str(props[name])
+    if "RedrivePolicy" in props:
+        attributes["RedrivePolicy"] = json.dumps(resolver.resolve(props["RedrivePolicy"]))
+    url = sqs.create_queue(QueueName=f"{stack_name}-{logical_id}", Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    resolver.refs[logical_id] = url
+    resolver.attributes[(logical_id, "Arn")] = arn
+    resolver.attributes[(logical_id, "QueueName")] = f"{stack_name}-{logical_id}"
+    resolver.attributes[(logical_id, "QueueUrl")] = url
+
+
+def _create_table(ddb: Any, stack_name: str, logical_id: str, props: dict[str, Any], resolver: Resolver) -> None:
+    name = f"{stack_name}-{logical_id}"
+    args: dict[str, Any] = {
+        "TableName": name, "AttributeDefinitions": props["AttributeDefinitions"], "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if "GlobalSecondaryIndexes" in props:
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if "StreamSpecification" in props:
+        args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+    table = ddb.create_table(**args)["TableDescription"]
+    resolver.refs[logical_id] = name
+    resolver.attributes[(logical_id, "Arn")] = table["TableArn"]
+    if "LatestStreamArn" in table:
+        resolver.attributes[(logical_id, "StreamArn")] = table["LatestStreamArn"]
+
+
+def _create_bucket(s3: Any, logical_id: str, props: dict[str, Any], resolver: Resolver) -> None:
+    name = resolver.resolve(props["BucketName"])
+    s3.create_bucket(Bucket=name)
+    resolver.refs[logical_id] = name
+    resolver.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
+    if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    if "PublicAccessBlockConfiguration" in props:
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
+    if "BucketEncryption" in props:
+        rules = [{"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                 for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    notifications = props.get("NotificationConfiguration", {})
+    queue_configs = []
+    for config in notifications.get("QueueConfigurations", []):
+        config = resolver.resolve(config)
+        entry: dict[str, Any] = {"QueueArn": config["Queue"], "Events": [config["Event"]]}
+        rules = config.get("Filter", {}).get("S3Key", {}).get("Rules")
+        if rules:
+            entry["Filter"] = {"Key": {"FilterRules": rules}}
+        queue_configs.append(entry)
+    if queue_configs:
+        s3.put_bucket_notification_configuration(
+            Bucket=name, NotificationConfiguration={"QueueConfigurations": queue_configs})
