@@ -1,0 +1,82 @@
+# The project's commands. Everything sets itself up: virtual environments, pinned dependencies.
+#   make test    lint, type check, unit and integration tests, template checks (cfn-lint, sam validate, sam build)
+#   make demo    the whole pipeline offline on real photos (see README)
+#   make up      start the local stack and keep it running; make down stops it
+#   make build   sam build (no container)       make deploy ENV=dev   sam build + sam deploy
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# A Python 3.13 interpreter (the Lambda runtime's version): on PATH, or from pyenv.
+PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 \
+	/usr/bin/python3.13; do "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 \
+	&& { command -v "$$p" 2>/dev/null || echo "$$p"; } && break; done)
+VENV := .venv
+SAM_VENV := .venv-sam
+BIN := $(VENV)/bin
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam
+PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
+ENV ?= dev
+
+.PHONY: help venv lint typecheck unit integration template build test demo up down deploy lock clean
+
+help:
+	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
+
+$(VENV)/.installed: requirements/dev.txt engine/requirements.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed (python3.13 on PATH or pyenv)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_QUIET) -r requirements/dev.txt -r engine/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install $(PIP_QUIET) --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import faceswap, faceswap_local, boto3, httpx, moto, PIL, aws_lambda_powertools" && touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.txt
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install $(PIP_QUIET) -r requirements/sam.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(SAM_VENV)/bin/sam --version >/dev/null && touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check layers functions local tests bench engine
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+integration: venv
+	$(BIN)/pytest tests/integration -q
+
+template: venv $(SAM_VENV)/.installed
+	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint
+
+build: $(SAM_VENV)/.installed
+	$(SAM) build
+
+test: lint typecheck template unit integration build
+	@echo "make test: all checks passed"
+
+demo: venv
+	$(BIN)/python -m faceswap_local demo $(if $(FACE),--face "$(FACE)") $(if $(TARGET),--target "$(TARGET)") \
+		$(if $(PROVIDER),--provider "$(PROVIDER)") $(if $(OUT),--out "$(OUT)")
+
+up: venv
+	$(BIN)/python -m faceswap_local up
+
+down:
+	@if [ -f .local/stack.pid ]; then kill "$$(cat .local/stack.pid)" 2>/dev/null && echo "local stack stopped" \
+		|| echo "local stack was not running"; rm -f .local/stack.pid; else echo "local stack is not running"; fi
+
+deploy: build
+	$(SAM) deploy --config-env $(ENV)
+
+lock: venv
+	$(BIN)/pip freeze --exclude-editable | sed '1i # Exact pins of the development environment. Python 3.13. Regenerate: make lock' \
+		> requirements/dev.txt
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .local out

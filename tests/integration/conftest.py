@@ -1,0 +1,112 @@
+"""The local stack for integration tests: moto server, resources from template.yaml, PiAPI emulator, runtime."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faceswap.aws import job_from_item
+from faceswap.model import Job
+from faceswap_local.app import LocalStack
+from faceswap_local.emulators.piapi import Faults
+
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
+RESULT_MAX_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Stack:
+    """What a test needs from the running local stack."""
+
+    local: LocalStack
+    s3: Any
+    ddb: Any
+    sqs: Any
+    input_bucket: str
+    results_bucket: str
+    jobs_table: str
+    api_url: str
+    events_queue_url: str
+    _seen: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def piapi(self) -> Any:
+        assert self.local.piapi is not None
+        return self.local.piapi
+
+    def upload(self, key: str, data: bytes) -> str:
+        """Put an input object; returns its version id."""
+        return self.s3.put_object(Bucket=self.input_bucket, Key=key, Body=data)["VersionId"]
+
+    def find_job(self, target_key: str) -> Job | None:
+        """The job whose target image is ``target_key`` (latest created), if any."""
+        jobs = [job_from_item(i) for i in self.ddb.scan(TableName=self.jobs_table, ConsistentRead=True)["Items"]]
+        matching = sorted((j for j in jobs if j.target_image.key == target_key), key=lambda j: j.created_at)
+        return matching[-1] if matching else None
+
+    def wait_for(self, target_key: str, predicate: Callable[[Job], bool] = lambda j: j.terminal,
+                 timeout: float = 30) -> Job:
+        """Wait until the job for ``target_key`` satisfies ``predicate`` (default: ended)."""
+        deadline = time.monotonic() + timeout
+        job = None
+        while time.monotonic() < deadline:
+            job = self.find_job(target_key)
+            if job is not None and predicate(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job for {target_key} did not get there in {timeout}s: {job}")
+
+    def get_job(self, job_id: str) -> Job:
+        item = self.ddb.get_item(TableName=self.jobs_table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
+        return job_from_item(item["Item"])
+
+    def events(self, *, wait: float = 2.0) -> list[dict[str, Any]]:
+        """Drain the subscriber queue: every event published on the bus so far (after waiting ``wait`` s)."""
+        time.sleep(wait)
+        received: list[dict[str, Any]] = []
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self.events_queue_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=0).get("Messages", [])
+            if not messages:
+                self._seen.extend(received)
+                return list(self._seen)
+            for message in messages:
+                received.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    local = LocalStack(parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES)},
+                       config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 3]})}).start()
+    try:
+        info = local.info()
+        sqs, events = local.client("sqs"), local.client("events")
+        queue_url = sqs.create_queue(QueueName="job-events-subscriber")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="all-job-events", EventBusName=info["event_bus"],
+                        EventPattern=json.dumps({"source": ["faceswap.pipeline"]}))
+        events.put_targets(Rule="all-job-events", EventBusName=info["event_bus"],
+                           Targets=[{"Id": "subscriber", "Arn": queue_arn}])
+        stack = Stack(local=local, s3=local.client("s3"), ddb=local.client("dynamodb"), sqs=sqs,
+                      input_bucket=info["input_bucket"], results_bucket=info["results_bucket"],
+                      jobs_table=info["jobs_table"], api_url=info["api_url"], events_queue_url=queue_url)
+        stack.upload("faces/obama.jpg", (FACES / "obama.jpg").read_bytes())
+        yield stack
+    finally:
+        local.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset_faults(stack: Stack) -> Iterator[None]:
+    """Every test starts with a well-behaved emulator."""
+    stack.piapi.faults = Faults()
+    yield
+    stack.piapi.faults = Faults()

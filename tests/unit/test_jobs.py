@@ -1,0 +1,312 @@
+"""The domain service over in-memory fakes: submit once, collect safely, check with backoff, verify callbacks."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from fakes import SIGNING_KEY, World, jpeg, make_world
+
+from faceswap.errors import (
+    InvalidRequest,
+    NoFaceDetected,
+    ProviderRejected,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+    WebhookRejected,
+)
+from faceswap.ids import webhook_secret
+from faceswap.model import ImageRef, JobRequest, JobState, TaskStatus
+
+
+def request(job_id: str = "a" * 32, **changes: object) -> JobRequest:
+    fields: dict[str, object] = {
+        "job_id": job_id,
+        "target_image": ImageRef(bucket="inputs", key="incoming/obama/target.jpg"),
+        "swap_image": ImageRef(bucket="inputs", key="faces/obama.jpg"),
+        "provider": "fake",
+        "task": "face-swap",
+        "result_key": "results/obama/target.jpg",
+        "source": "s3",
+    }
+    fields.update(changes)
+    return JobRequest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def world() -> World:
+    return make_world()
+
+
+def test_submit_creates_row_then_task_and_schedules_a_check(world: World) -> None:
+    job = world.pipeline.submit(request())
+
+    assert job.state is JobState.SUBMITTED
+    assert job.provider_task_id == "task-1"
+    assert len(world.provider.creates) == 1
+    task, webhook = world.provider.creates[0]
+    assert webhook is not None
+    assert webhook.url == f"https://api.example.com/callbacks/fake/{job.job_id}"
+    assert webhook.secret == webhook_secret(SIGNING_KEY, job.job_id)
+    assert task.target_image.content_type == "image/jpeg"
+    assert world.scheduler.scheduled == [(job.job_id, 10, 0)]
+
+
+def test_duplicate_request_submits_once(world: World) -> None:
+    first = world.pipeline.submit(request())
+    second = world.pipeline.submit(request())
+
+    assert len(world.provider.creates) == 1
+    assert second.state is JobState.SUBMITTED
+    assert second.provider_task_id == first.provider_task_id
+
+
+def test_create_with_unknown_outcome_is_never_sent_again(world: World) -> None:
+    world.provider.create_errors.append(SubmitOutcomeUnknown("read timeout"))
+
+    job = world.pipeline.submit(request())
+    again = world.pipeline.submit(request(), attempt=2)
+
+    assert len(world.provider.creates) == 1
+    assert job.state is JobState.SUBMITTED and job.provider_task_id is None
+    assert job.error is not None and job.error["code"] == "submit_outcome_unknown"
+    assert again.state is JobState.SUBMITTED
+    assert world.scheduler.scheduled, "a check must follow so the deadline applies"
+
+
+def test_interrupted_submit_is_reconciled_not_resent(world: World) -> None:
+    # A previous attempt claimed the create (row RECEIVED with submit_started_at) and then died.
+    world.provider.create_errors.append(RuntimeError("the function was killed mid-create"))
+    with pytest.raises(RuntimeError):
+        world.pipeline.submit(request())
+    assert world.store.rows["a" * 32].state is JobState.RECEIVED
+
+    job = world.pipeline.submit(request(), attempt=2)
+
+    assert len(world.provider.creates) == 1
+    assert job.state is JobState.SUBMITTED and job.provider_task_id is None
+
+
+def test_provider_unavailable_is_retried_then_fails_visibly(world: World) -> None:
+    world.provider.create_errors.extend([ProviderUnavailable("503")] * 3)
+
+    for attempt in (1, 2):
+        with pytest.raises(ProviderUnavailable):
+            world.pipeline.submit(request(), attempt=attempt)
+        assert world.store.rows["a" * 32].submit_started_at is None
+    job = world.pipeline.submit(request(), attempt=3)
+
+    assert len(world.provider.creates) == 3
+    assert job.state is JobState.FAILED
+    assert job.error == {"code": "provider_unavailable", "message": "503", "retryable": True}
+
+
+def test_provider_rejection_fails_the_job_terminally(world: World) -> None:
+    world.provider.create_errors.append(ProviderRejected("PiAPI rejected the request (400)."))
+
+    job = world.pipeline.submit(request())
+
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["code"] == "provider_rejected" and job.error["retryable"] is False
+
+
+def test_invalid_image_fails_before_any_provider_call_and_keeps_the_input(world: World) -> None:
+    world.objects.objects[("inputs", "incoming/obama/target.jpg")] = b"this is text, not a jpeg"
+
+    job = world.pipeline.submit(request())
+
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["code"] == "invalid_image"
+    assert world.provider.creates == []
+    assert world.objects.objects[("inputs", "incoming/obama/target.jpg")] == b"this is text, not a jpeg"
+
+
+def test_request_error_is_recorded_as_failed_job(world: World) -> None:
+    job = world.pipeline.submit(request(invalid=InvalidRequest("Unknown manifest field 'colour'.")))
+
+    assert job.state is JobState.FAILED
+    assert job.error == {"code": "invalid_request", "message": "Unknown manifest field 'colour'.", "retryable": False}
+    assert world.provider.creates == []
+
+
+def test_unknown_provider_fails_with_invalid_request(world: World) -> None:
+    job = world.pipeline.submit(request(provider="nobody"))
+
+    assert job.error is not None and job.error["code"] == "invalid_request"
+    assert "nobody" in job.error["message"]
+
+
+def test_collect_stores_result_and_succeeds(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+
+    done = world.pipeline.collect(job)
+
+    assert done.state is JobState.SUCCEEDED
+    served = world.served["/result.png"]
+    assert done.result == {"bucket": "results", "key": "results/obama/target.jpg", "size": len(served),
+                           "sha256": hashlib.sha256(served).hexdigest(), "content_type": "image/png"}
+    assert world.objects.objects[("results", "results/obama/target.jpg")] == served
+
+
+def test_collect_while_running_changes_nothing(world: World) -> None:
+    job = world.pipeline.submit(request())
+    writes = world.store.writes
+
+    assert world.pipeline.collect(job) == job
+    assert world.store.writes == writes
+
+
+def test_provider_failure_becomes_failed_job_with_its_code(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.FAILED
+    world.provider.error = NoFaceDetected("PiAPI found no face to swap.")
+
+    done = world.pipeline.collect(job)
+
+    assert done.state is JobState.FAILED
+    assert done.error is not None and done.error["code"] == "no_face_detected"
+
+
+def test_result_too_large_fails_and_stores_nothing() -> None:
+    world = make_world(result=b"\x89PNG\r\n\x1a\n" + b"\0" * 4096, result_max_bytes=1024)
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+
+    done = world.pipeline.collect(job)
+
+    assert done.state is JobState.FAILED
+    assert done.error is not None and done.error["code"] == "result_too_large"
+    assert ("results", "results/obama/target.jpg") not in world.objects.objects
+
+
+def test_result_url_off_the_allow_list_is_refused(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    world.provider.result_url = "https://169.254.169.254/latest/meta-data/"
+
+    done = world.pipeline.collect(job)
+
+    assert done.state is JobState.FAILED
+    assert done.error is not None and done.error["code"] == "result_url_refused"
+
+
+def test_terminal_job_never_changes(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    done = world.pipeline.collect(job)
+    world.provider.status = TaskStatus.FAILED
+    writes = world.store.writes
+
+    again = world.pipeline.collect(done)
+    stale = world.pipeline.collect(job)  # a collector holding the old SUBMITTED copy
+
+    assert again.state is JobState.SUCCEEDED and stale.state is JobState.SUCCEEDED
+    assert world.store.writes == writes
+    assert world.objects.result_writes == 1
+
+
+def test_check_backs_off_while_running(world: World) -> None:
+    job = world.pipeline.submit(request())
+
+    for check in (0, 1, 2):
+        world.pipeline.check(job.job_id, check=check)
+
+    # first check after 10 s, then x2 per check, capped at 60 s
+    assert world.scheduler.scheduled == [(job.job_id, 10, 0), (job.job_id, 20, 1), (job.job_id, 40, 2),
+                                         (job.job_id, 60, 3)]
+
+
+def test_check_retries_after_provider_errors_and_completes(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    world.provider.get_errors.extend([ProviderUnavailable("500"), ProviderUnavailable("500", retry_after=45)])
+
+    assert world.pipeline.check(job.job_id, check=0).state is JobState.SUBMITTED  # type: ignore[union-attr]
+    assert world.pipeline.check(job.job_id, check=1).state is JobState.SUBMITTED  # type: ignore[union-attr]
+    assert world.scheduler.scheduled[-1][1] == 45, "Retry-After must be honoured"
+    done = world.pipeline.check(job.job_id, check=2)
+
+    assert done is not None and done.state is JobState.SUCCEEDED
+
+
+def test_check_after_deadline_times_out(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.clock.advance(601)
+
+    done = world.pipeline.check(job.job_id, check=3)
+
+    assert done is not None and done.state is JobState.TIMED_OUT
+    assert done.error is not None and done.error["code"] == "timed_out" and done.error["retryable"] is True
+    assert world.provider.gets == 0
+
+
+def test_checks_never_wait_past_the_deadline(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.clock.advance(590)
+
+    world.pipeline.check(job.job_id, check=5)
+
+    assert world.scheduler.scheduled[-1][1] == 11
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", webhook_secret(SIGNING_KEY, "b" * 32)],
+                         ids=["missing", "empty", "wrong", "another-jobs-secret"])
+def test_callback_with_bad_secret_is_rejected_without_state_change(world: World, secret: str | None) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    before = world.store.rows[job.job_id]
+
+    with pytest.raises(WebhookRejected):
+        world.pipeline.callback("fake", job.job_id, presented_secret=secret, body=b"")
+
+    assert world.store.rows[job.job_id] == before
+    assert world.provider.gets == 0
+
+
+def test_callback_for_another_provider_is_rejected(world: World) -> None:
+    job = world.pipeline.submit(request())
+
+    with pytest.raises(WebhookRejected):
+        world.pipeline.callback("piapi", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id),
+                                body=b"")
+
+
+def test_verified_callback_collects_from_provider_status(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    secret = webhook_secret(SIGNING_KEY, job.job_id)
+
+    results = [world.pipeline.callback("fake", job.job_id, presented_secret=secret, body=b"") for _ in range(3)]
+
+    assert [r.state for r in results] == [JobState.SUCCEEDED] * 3
+    assert world.objects.result_writes == 1
+    assert world.provider.gets == 1, "a repeat for a finished job does no work"
+
+
+def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World) -> None:
+    world.provider.create_errors.append(SubmitOutcomeUnknown("timeout"))
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+
+    done = world.pipeline.callback("fake", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id),
+                                   body=b"task-from-callback")
+
+    assert done.state is JobState.SUCCEEDED
+    assert done.provider_task_id == "task-from-callback"
+
+
+def test_happy_path_writes_the_job_row_three_times(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    world.pipeline.callback("fake", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id), body=b"")
+
+    assert world.store.writes == 3
+
+
+def test_oversized_input_fails_with_image_too_large(world: World) -> None:
+    world.objects.objects[("inputs", "incoming/obama/target.jpg")] = jpeg(3000, 3000) + b"\0" * (21 * 1024 * 1024)
+
+    job = world.pipeline.submit(request())
+
+    assert job.error is not None and job.error["code"] == "image_too_large"
