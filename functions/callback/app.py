@@ -22,8 +22,9 @@ pipeline = build_pipeline(Config.from_env())
 
 
 def _error(status: int, code: str, message: str) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
-                    body={"code": code, "message": message})
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body={"code": code, "message": message}
+    )
 
 
 @app.exception_handler(WebhookRejected)
@@ -56,11 +57,15 @@ def callback(provider: str, job_id: str) -> Response:
     raw = body.encode("utf-8") if isinstance(body, str) else body
     if len(raw) > MAX_CALLBACK_BYTES:
         return _error(413, "payload_too_large", f"callback bodies are limited to {MAX_CALLBACK_BYTES} bytes")
-    job = pipeline.callback(provider, job_id, presented_secret=app.current_event.headers.get("x-webhook-secret"),
-                            body=raw)
+    job = pipeline.callback(
+        provider, job_id, presented_secret=app.current_event.headers.get("x-webhook-secret"), body=raw
+    )
     logger.info("callback handled", extra={"state": job.state, "provider_task_id": job.provider_task_id})
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON,
-                    body={"job_id": job.job_id, "status": str(job.state)})
+    return Response(
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body={"job_id": job.job_id, "status": str(job.state)},
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

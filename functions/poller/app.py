@@ -26,8 +26,10 @@ def record_handler(record: SQSRecord) -> None:
     logger.append_keys(job_id=body["job_id"])
     job = pipeline.check(body["job_id"], check=int(body.get("check", 0)))
     if job is not None:
-        logger.info("job checked", extra={"state": job.state, "provider": job.provider,
-                                          "provider_task_id": job.provider_task_id})
+        logger.info(
+            "job checked",
+            extra={"state": job.state, "provider": job.provider, "provider_task_id": job.provider_task_id},
+        )
 
 
 @logger.inject_lambda_context(clear_state=True)

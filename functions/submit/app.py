@@ -35,15 +35,27 @@ def record_handler(record: SQSRecord) -> None:
             continue
         obj = s3_record.s3.get_object
         key = unquote_plus(obj.key)  # S3 event keys are URL-encoded, "/" included
-        request = request_for_upload(s3_record.s3.bucket.name, key, version_id=obj.version_id, etag=obj.etag,
-                                     objects=pipeline.objects, default_provider=config.default_provider)
+        request = request_for_upload(
+            s3_record.s3.bucket.name,
+            key,
+            version_id=obj.version_id,
+            etag=obj.etag,
+            objects=pipeline.objects,
+            default_provider=config.default_provider,
+        )
         if request is None:
             logger.info("not a job input; ignored", extra={"key": key})
             continue
         logger.append_keys(job_id=request.job_id, provider=request.provider)
         job = pipeline.submit(request, attempt=attempt)
-        logger.info("job submitted", extra={"state": job.state, "provider_task_id": job.provider_task_id,
-                                            "error_code": (job.error or {}).get("code")})
+        logger.info(
+            "job submitted",
+            extra={
+                "state": job.state,
+                "provider_task_id": job.provider_task_id,
+                "error_code": (job.error or {}).get("code"),
+            },
+        )
         metrics.add_metric(name="JobsRejected" if job.state == "FAILED" else "JobsSubmitted", unit="Count", value=1)
 
 

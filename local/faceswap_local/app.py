@@ -43,8 +43,14 @@ class LocalStack:
         How the emulators make results (the self-hosted engine by default when installed).
     """
 
-    def __init__(self, *, parameters: Mapping[str, str] | None = None, config: Mapping[str, str] | None = None,
-                 swap_fn: SwapFn | None = None, template: Path = ROOT / "template.yaml") -> None:
+    def __init__(
+        self,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+        swap_fn: SwapFn | None = None,
+        template: Path = ROOT / "template.yaml",
+    ) -> None:
         self.template = template
         self.parameters = dict(parameters or {})
         self.config = {**LOCAL_CONFIG, **(config or {})}
@@ -56,22 +62,34 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         """Start everything; returns ``self``."""
-        for name, value in {"AWS_ACCESS_KEY_ID": aws.ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": aws.SECRET_ACCESS_KEY,
-                            "AWS_DEFAULT_REGION": aws.REGION, "AWS_REGION": aws.REGION}.items():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": aws.ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": aws.SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": aws.REGION,
+            "AWS_REGION": aws.REGION,
+        }.items():
             os.environ[name] = value
         self.moto.start()
         os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint_url
-        self.stack = aws.create_stack(self.template, self.moto.endpoint_url, parameters=self.parameters,
-                                      stack_name=f"faceswap-local-{secrets.token_hex(3)}")
+        self.stack = aws.create_stack(
+            self.template,
+            self.moto.endpoint_url,
+            parameters=self.parameters,
+            stack_name=f"faceswap-local-{secrets.token_hex(3)}",
+        )
         self.piapi = PiAPIEmulator(api_key=self.stack.secret_values["PiapiApiKeySecret"], swap_fn=self.swap_fn)
         self.piapi.start()
         gateway_port = aws.free_port()
-        self.runtime = Runtime(self.stack, {
-            **self.config,
-            "AWS_ENDPOINT_URL": self.moto.endpoint_url,
-            "PIAPI_BASE_URL": self.piapi.url,
-            "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
-        }, gateway_port=gateway_port)
+        self.runtime = Runtime(
+            self.stack,
+            {
+                **self.config,
+                "AWS_ENDPOINT_URL": self.moto.endpoint_url,
+                "PIAPI_BASE_URL": self.piapi.url,
+                "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
+            },
+            gateway_port=gateway_port,
+        )
         self.runtime.start()
         return self
 

@@ -110,8 +110,17 @@ class Invoker:
 class SqsPoller(threading.Thread):
     """Long-polls one queue and invokes the function with SQS events (see the module docstring)."""
 
-    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, invoker: Invoker, *, batch_size: int,
-                 stop: threading.Event, retry_delay: int) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        invoker: Invoker,
+        *,
+        batch_size: int,
+        stop: threading.Event,
+        retry_delay: int,
+    ) -> None:
         super().__init__(daemon=True, name=f"sqs-{invoker.spec.logical_id}")
         self._sqs, self._url, self._arn, self._invoke = sqs, queue_url, queue_arn, invoker
         self._batch, self._stop, self._retry_delay = min(batch_size, 10), stop, retry_delay
@@ -125,16 +134,31 @@ class SqsPoller(threading.Thread):
                 time.sleep(0.5)
 
     def _poll_once(self) -> None:
-        messages = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=self._batch,
-                                             WaitTimeSeconds=1, AttributeNames=["All"],
-                                             MessageAttributeNames=["All"]).get("Messages", [])
+        messages = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=self._batch,
+            WaitTimeSeconds=1,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
         if not messages:
             return
-        event = {"Records": [{
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
-            "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": self._arn,
-            "awsRegion": REGION} for m in messages]}
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self._arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
         try:
             response = self._invoke(event) or {}
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
@@ -143,8 +167,9 @@ class SqsPoller(threading.Thread):
             failed = {m["MessageId"] for m in messages}
         for message in messages:
             if message["MessageId"] in failed:
-                self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"],
-                                                    VisibilityTimeout=self._retry_delay)
+                self._sqs.change_message_visibility(
+                    QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=self._retry_delay
+                )
             else:
                 self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
 
@@ -152,8 +177,18 @@ class SqsPoller(threading.Thread):
 class StreamPoller(threading.Thread):
     """Reads a DynamoDB stream and invokes the function with its records (see the module docstring)."""
 
-    def __init__(self, streams: Any, sqs: Any, stream_arn: str, invoker: Invoker, *, batch_size: int,
-                 max_retries: int, on_failure_queue_url: str | None, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        streams: Any,
+        sqs: Any,
+        stream_arn: str,
+        invoker: Invoker,
+        *,
+        batch_size: int,
+        max_retries: int,
+        on_failure_queue_url: str | None,
+        stop: threading.Event,
+    ) -> None:
         super().__init__(daemon=True, name=f"stream-{invoker.spec.logical_id}")
         self._streams, self._sqs, self._arn, self._invoke = streams, sqs, stream_arn, invoker
         self._batch, self._retries, self._dlq, self._stop = batch_size, max_retries, on_failure_queue_url, stop
@@ -167,7 +202,8 @@ class StreamPoller(threading.Thread):
                     shard_id = shard["ShardId"]
                     if shard_id not in iterators:
                         iterators[shard_id] = self._streams.get_shard_iterator(
-                            StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+                            StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                        )["ShardIterator"]
                     response = self._streams.get_records(ShardIterator=iterators[shard_id], Limit=self._batch)
                     iterators[shard_id] = response["NextShardIterator"]
                     if response["Records"]:
@@ -199,9 +235,16 @@ class StreamPoller(threading.Thread):
             pending = pending[first:]
             time.sleep(0.2)
         if self._dlq:
-            self._sqs.send_message(QueueUrl=self._dlq, MessageBody=json.dumps(
-                {"requestContext": {"condition": "RetryAttemptsExhausted"}, "records": len(pending),
-                 "firstSequenceNumber": pending[0]["dynamodb"]["SequenceNumber"]}))
+            self._sqs.send_message(
+                QueueUrl=self._dlq,
+                MessageBody=json.dumps(
+                    {
+                        "requestContext": {"condition": "RetryAttemptsExhausted"},
+                        "records": len(pending),
+                        "firstSequenceNumber": pending[0]["dynamodb"]["SequenceNumber"],
+                    }
+                ),
+            )
 
 
 class Gateway:
@@ -233,8 +276,9 @@ class Gateway:
             if match and request.method == method:
                 response = self._invoke(invoker, request, f"{method} {path}", match.groupdict())
                 return response(environ, start_response)
-        return Response(json.dumps({"message": "Not Found"}), status=404,
-                        content_type="application/json")(environ, start_response)
+        return Response(json.dumps({"message": "Not Found"}), status=404, content_type="application/json")(
+            environ, start_response
+        )
 
     @staticmethod
     def _invoke(invoker: Invoker, request: Request, route_key: str, path_parameters: dict[str, str]) -> Response:
@@ -246,28 +290,41 @@ class Gateway:
             text, encoded = base64.b64encode(body).decode("ascii"), True
         now = datetime.now(UTC)
         event = {
-            "version": "2.0", "routeKey": route_key, "rawPath": request.path,
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": request.path,
             "rawQueryString": request.query_string.decode("latin-1"),
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "queryStringParameters": dict(request.args) or None,
             "pathParameters": path_parameters or None,
             "requestContext": {
-                "accountId": ACCOUNT_ID, "apiId": "local", "domainName": request.host,
+                "accountId": ACCOUNT_ID,
+                "apiId": "local",
+                "domainName": request.host,
                 "domainPrefix": request.host.split(".")[0],
-                "http": {"method": request.method, "path": request.path, "protocol": "HTTP/1.1",
-                         "sourceIp": request.remote_addr or "127.0.0.1",
-                         "userAgent": request.headers.get("user-agent", "")},
-                "requestId": str(uuid.uuid4()), "routeKey": route_key, "stage": "$default",
-                "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"), "timeEpoch": int(now.timestamp() * 1000),
+                "http": {
+                    "method": request.method,
+                    "path": request.path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": request.remote_addr or "127.0.0.1",
+                    "userAgent": request.headers.get("user-agent", ""),
+                },
+                "requestId": str(uuid.uuid4()),
+                "routeKey": route_key,
+                "stage": "$default",
+                "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "timeEpoch": int(now.timestamp() * 1000),
             },
-            "body": text if body else None, "isBase64Encoded": encoded,
+            "body": text if body else None,
+            "isBase64Encoded": encoded,
         }
         try:
             result = invoker(event)
         except Exception:
             logger.exception("handler %s raised", invoker.spec.logical_id)
-            return Response(json.dumps({"message": "Internal Server Error"}), status=500,
-                            content_type="application/json")
+            return Response(
+                json.dumps({"message": "Internal Server Error"}), status=500, content_type="application/json"
+            )
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode("utf-8")
         return Response(data, status=int(result.get("statusCode", 200)), headers=result.get("headers") or {})
@@ -292,8 +349,9 @@ class Runtime:
         Seconds before a failed SQS message is delivered again.
     """
 
-    def __init__(self, stack: AwsStack, overrides: Mapping[str, str], *, gateway_port: int | None = None,
-                 retry_delay: int = 2) -> None:
+    def __init__(
+        self, stack: AwsStack, overrides: Mapping[str, str], *, gateway_port: int | None = None, retry_delay: int = 2
+    ) -> None:
         self.stack = stack
         self.stop_event = threading.Event()
         self.gateway_port = gateway_port or free_port()
@@ -321,16 +379,32 @@ class Runtime:
                 if event["Type"] == "SQS":
                     arn = event["Queue"]
                     url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
-                    self._threads.append(SqsPoller(sqs, url, arn, invoker, batch_size=int(event.get("BatchSize", 10)),
-                                                   stop=self.stop_event, retry_delay=self._retry_delay))
+                    self._threads.append(
+                        SqsPoller(
+                            sqs,
+                            url,
+                            arn,
+                            invoker,
+                            batch_size=int(event.get("BatchSize", 10)),
+                            stop=self.stop_event,
+                            retry_delay=self._retry_delay,
+                        )
+                    )
                 elif event["Type"] == "DynamoDB":
                     dlq_arn = event.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
                     dlq_url = sqs.get_queue_url(QueueName=dlq_arn.rsplit(":", 1)[1])["QueueUrl"] if dlq_arn else None
-                    self._threads.append(StreamPoller(
-                        self.stack.client("dynamodbstreams"), sqs, event["Stream"], invoker,
-                        batch_size=int(event.get("BatchSize", 100)),
-                        max_retries=min(int(event.get("MaximumRetryAttempts", 3)), 5),
-                        on_failure_queue_url=dlq_url, stop=self.stop_event))
+                    self._threads.append(
+                        StreamPoller(
+                            self.stack.client("dynamodbstreams"),
+                            sqs,
+                            event["Stream"],
+                            invoker,
+                            batch_size=int(event.get("BatchSize", 100)),
+                            max_retries=min(int(event.get("MaximumRetryAttempts", 3)), 5),
+                            on_failure_queue_url=dlq_url,
+                            stop=self.stop_event,
+                        )
+                    )
                 elif event["Type"] == "HttpApi":
                     routes.append((event["Method"], event["Path"], invoker))
         self.gateway = Gateway(routes, port=self.gateway_port)

@@ -60,8 +60,13 @@ class AwsStack:
 
     def client(self, service: str) -> Any:
         """A boto3 client for the moto server."""
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION,
-                            aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
 
 
 class MotoServer:
@@ -85,8 +90,9 @@ class MotoServer:
         self._server.stop()
 
 
-def create_stack(template_path: Path, endpoint_url: str, *, parameters: dict[str, str] | None = None,
-                 stack_name: str = STACK_NAME) -> AwsStack:
+def create_stack(
+    template_path: Path, endpoint_url: str, *, parameters: dict[str, str] | None = None, stack_name: str = STACK_NAME
+) -> AwsStack:
     """Create the template's data resources in the moto server at ``endpoint_url``.
 
     Parameters
@@ -110,8 +116,12 @@ def create_stack(template_path: Path, endpoint_url: str, *, parameters: dict[str
     stack = AwsStack(endpoint_url=endpoint_url)
     stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/{uuid.uuid4()}"
     refs: dict[str, Any] = {
-        "AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws", "AWS::URLSuffix":
-            "amazonaws.com", "AWS::StackName": stack_name, "AWS::StackId": stack_id,
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT_ID,
+        "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+        "AWS::StackName": stack_name,
+        "AWS::StackId": stack_id,
     }
     for name, spec in template.get("Parameters", {}).items():
         refs[name] = str((parameters or {}).get(name, spec.get("Default", "")))
@@ -119,8 +129,9 @@ def create_stack(template_path: Path, endpoint_url: str, *, parameters: dict[str
     resources: dict[str, dict[str, Any]] = template["Resources"]
 
     sqs, ddb, s3, events, sm = (stack.client(s) for s in ("sqs", "dynamodb", "s3", "events", "secretsmanager"))
-    by_type = {t: {k: v for k, v in resources.items() if v["Type"] == t} for t in {r["Type"] for r in
-                                                                                   resources.values()}}
+    by_type = {
+        t: {k: v for k, v in resources.items() if v["Type"] == t} for t in {r["Type"] for r in resources.values()}
+    }
     queues = by_type.get("AWS::SQS::Queue", {})
     for logical_id in sorted(queues, key=lambda k: "RedrivePolicy" in queues[k].get("Properties", {})):
         _create_queue(sqs, stack_name, logical_id, queues[logical_id].get("Properties", {}), resolver)
@@ -133,8 +144,11 @@ def create_stack(template_path: Path, endpoint_url: str, *, parameters: dict[str
         resolver.attributes[(logical_id, "Arn")] = arn
     for logical_id, resource in by_type.get("AWS::SecretsManager::Secret", {}).items():
         value = secrets.token_hex(32)
-        arn = sm.create_secret(Name=f"{stack_name}/{logical_id}", SecretString=value,
-                               Description=resource["Properties"].get("Description", ""))["ARN"]
+        arn = sm.create_secret(
+            Name=f"{stack_name}/{logical_id}",
+            SecretString=value,
+            Description=resource["Properties"].get("Description", ""),
+        )["ARN"]
         resolver.refs[logical_id] = arn
         stack.secret_values[logical_id] = value
     for logical_id, resource in by_type.get("AWS::S3::Bucket", {}).items():
@@ -151,11 +165,16 @@ def create_stack(template_path: Path, endpoint_url: str, *, parameters: dict[str
         props = resource["Properties"]
         env = {**globals_env, **props.get("Environment", {}).get("Variables", {})}
         stack.functions[logical_id] = FunctionSpec(
-            logical_id=logical_id, code_dir=root / props["CodeUri"], handler=props["Handler"],
+            logical_id=logical_id,
+            code_dir=root / props["CodeUri"],
+            handler=props["Handler"],
             environment={k: str(resolver.resolve(v)) for k, v in env.items()},
-            events={name: {"Type": e["Type"], **resolver.resolve(e.get("Properties", {}))}
-                    for name, e in props.get("Events", {}).items()},
-            timeout=int(props.get("Timeout", globals_timeout)))
+            events={
+                name: {"Type": e["Type"], **resolver.resolve(e.get("Properties", {}))}
+                for name, e in props.get("Events", {}).items()
+            },
+            timeout=int(props.get("Timeout", globals_timeout)),
+        )
     stack.refs = resolver.refs
     for name, output in template.get("Outputs", {}).items():
         try:
@@ -183,7 +202,9 @@ def _create_queue(sqs: Any, stack_name: str, logical_id: str, props: dict[str, A
 def _create_table(ddb: Any, stack_name: str, logical_id: str, props: dict[str, Any], resolver: Resolver) -> None:
     name = f"{stack_name}-{logical_id}"
     args: dict[str, Any] = {
-        "TableName": name, "AttributeDefinitions": props["AttributeDefinitions"], "KeySchema": props["KeySchema"],
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
         "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
     }
     if "GlobalSecondaryIndexes" in props:
@@ -207,8 +228,10 @@ def _create_bucket(s3: Any, logical_id: str, props: dict[str, Any], resolver: Re
     if "PublicAccessBlockConfiguration" in props:
         s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
     if "BucketEncryption" in props:
-        rules = [{"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
-                 for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+        rules = [
+            {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+            for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        ]
         s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
     notifications = props.get("NotificationConfiguration", {})
     queue_configs = []
@@ -221,4 +244,5 @@ def _create_bucket(s3: Any, logical_id: str, props: dict[str, Any], resolver: Re
         queue_configs.append(entry)
     if queue_configs:
         s3.put_bucket_notification_configuration(
-            Bucket=name, NotificationConfiguration={"QueueConfigurations": queue_configs})
+            Bucket=name, NotificationConfiguration={"QueueConfigurations": queue_configs}
+        )

@@ -50,8 +50,9 @@ class Stack:
         matching = sorted((j for j in jobs if j.target_image.key == target_key), key=lambda j: j.created_at)
         return matching[-1] if matching else None
 
-    def wait_for(self, target_key: str, predicate: Callable[[Job], bool] = lambda j: j.terminal,
-                 timeout: float = 30) -> Job:
+    def wait_for(
+        self, target_key: str, predicate: Callable[[Job], bool] = lambda j: j.terminal, timeout: float = 30
+    ) -> Job:
         """Wait until the job for ``target_key`` satisfies ``predicate`` (default: ended)."""
         deadline = time.monotonic() + timeout
         job = None
@@ -71,8 +72,9 @@ class Stack:
         time.sleep(wait)
         received: list[dict[str, Any]] = []
         while True:
-            messages = self.sqs.receive_message(QueueUrl=self.events_queue_url, MaxNumberOfMessages=10,
-                                                WaitTimeSeconds=0).get("Messages", [])
+            messages = self.sqs.receive_message(
+                QueueUrl=self.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
             if not messages:
                 self._seen.extend(received)
                 return list(self._seen)
@@ -81,23 +83,35 @@ class Stack:
                 self.sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    local = LocalStack(parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES)},
-                       config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 3]})}).start()
+    local = LocalStack(
+        parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES)}, config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 3]})}
+    ).start()
     try:
         info = local.info()
         sqs, events = local.client("sqs"), local.client("events")
         queue_url = sqs.create_queue(QueueName="job-events-subscriber")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="all-job-events", EventBusName=info["event_bus"],
-                        EventPattern=json.dumps({"source": ["faceswap.pipeline"]}))
-        events.put_targets(Rule="all-job-events", EventBusName=info["event_bus"],
-                           Targets=[{"Id": "subscriber", "Arn": queue_arn}])
-        stack = Stack(local=local, s3=local.client("s3"), ddb=local.client("dynamodb"), sqs=sqs,
-                      input_bucket=info["input_bucket"], results_bucket=info["results_bucket"],
-                      jobs_table=info["jobs_table"], api_url=info["api_url"], events_queue_url=queue_url)
+        events.put_rule(
+            Name="all-job-events",
+            EventBusName=info["event_bus"],
+            EventPattern=json.dumps({"source": ["faceswap.pipeline"]}),
+        )
+        events.put_targets(
+            Rule="all-job-events", EventBusName=info["event_bus"], Targets=[{"Id": "subscriber", "Arn": queue_arn}]
+        )
+        stack = Stack(
+            local=local,
+            s3=local.client("s3"),
+            ddb=local.client("dynamodb"),
+            sqs=sqs,
+            input_bucket=info["input_bucket"],
+            results_bucket=info["results_bucket"],
+            jobs_table=info["jobs_table"],
+            api_url=info["api_url"],
+            events_queue_url=queue_url,
+        )
         stack.upload("faces/obama.jpg", (FACES / "obama.jpg").read_bytes())
         yield stack
     finally:

@@ -49,10 +49,17 @@ def test_same_s3_event_delivered_twice_creates_one_task(stack: Stack) -> None:
     stack.upload(key, biden())
     job = stack.wait_for(key)
     etag = stack.s3.head_object(Bucket=stack.input_bucket, Key=key)["ETag"].strip('"')
-    record = {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-              "eventName": "ObjectCreated:Put",
-              "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": stack.input_bucket},
-                     "object": {"key": quote(key, safe=""), "size": len(biden()), "eTag": etag}}}
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": stack.input_bucket},
+            "object": {"key": quote(key, safe=""), "size": len(biden()), "eTag": etag},
+        },
+    }
     queue_url = stack.local.stack.refs["SubmitQueue"]  # type: ignore[union-attr]
     for _ in range(2):
         stack.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"Records": [record]}))
@@ -179,8 +186,13 @@ def test_upload_for_an_unknown_face_fails_swap_face_missing(stack: Stack) -> Non
 
 def test_manifest_job_succeeds_at_its_result_key(stack: Stack) -> None:
     stack.upload("photos/side-by-side.jpg", (FACES / "obama_and_biden_side_by_side.jpg").read_bytes())
-    manifest = {"target_image": {"s3_key": "photos/side-by-side.jpg"}, "swap_image": "faces/obama.jpg",
-                "provider": "piapi", "task": "face-swap", "result_key": "results/manifests/pair.jpg"}
+    manifest = {
+        "target_image": {"s3_key": "photos/side-by-side.jpg"},
+        "swap_image": "faces/obama.jpg",
+        "provider": "piapi",
+        "task": "face-swap",
+        "result_key": "results/manifests/pair.jpg",
+    }
     stack.upload("jobs/pair.json", json.dumps(manifest).encode())
 
     job = stack.wait_for("photos/side-by-side.jpg")
@@ -198,8 +210,12 @@ def test_manifest_with_unknown_field_fails_invalid_request(stack: Stack) -> None
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         items = stack.ddb.scan(TableName=stack.jobs_table, ConsistentRead=True)["Items"]
-        failed = [i for i in items if i.get("error", {}).get("M", {}).get("code", {}).get("S") == "invalid_request"
-                  and "colour" in i["error"]["M"]["message"]["S"]]
+        failed = [
+            i
+            for i in items
+            if i.get("error", {}).get("M", {}).get("code", {}).get("S") == "invalid_request"
+            and "colour" in i["error"]["M"]["message"]["S"]
+        ]
         if failed:
             break
         time.sleep(0.2)

@@ -47,12 +47,19 @@ class MemoryJobStore:
     def get(self, job_id: str) -> Job | None:
         return self.rows.get(job_id)
 
-    def transition(self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState,
-                   changes: Mapping[str, Any]) -> Job | None:
+    def transition(
+        self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState, changes: Mapping[str, Any]
+    ) -> Job | None:
         return self._update(job_id, from_states, {**changes, "state": to_state})
 
-    def update(self, job_id: str, *, in_states: Iterable[JobState], changes: Mapping[str, Any],
-               require_absent: str | None = None) -> Job | None:
+    def update(
+        self,
+        job_id: str,
+        *,
+        in_states: Iterable[JobState],
+        changes: Mapping[str, Any],
+        require_absent: str | None = None,
+    ) -> Job | None:
         job = self.rows.get(job_id)
         if job is not None and require_absent and getattr(job, require_absent) is not None:
             return None
@@ -87,8 +94,9 @@ class MemoryObjects:
         keys = sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
         return keys[0] if keys else None
 
-    def store_result(self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str,
-                     job_id: str) -> StoredResult:
+    def store_result(
+        self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str
+    ) -> StoredResult:
         if self.owners.get((bucket, key)) == job_id:
             data = self.objects[(bucket, key)]
         else:
@@ -115,7 +123,7 @@ class FakeProvider:
 
     name: str = "fake"
     uses_webhook: bool = True
-    image_limits: ImageLimits = ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024)
+    image_limits: ImageLimits = field(default_factory=lambda: ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024))
     result_hosts: tuple[str, ...] = (RESULT_HOST,)
     create_errors: list[Exception] = field(default_factory=list)
     get_errors: list[Exception] = field(default_factory=list)
@@ -135,8 +143,12 @@ class FakeProvider:
         self.gets += 1
         if self.get_errors:
             raise self.get_errors.pop(0)
-        return TaskSnapshot(task_id, self.status, result_url=self.result_url if self.status is TaskStatus.SUCCEEDED
-                            else None, error=self.error)
+        return TaskSnapshot(
+            task_id,
+            self.status,
+            result_url=self.result_url if self.status is TaskStatus.SUCCEEDED else None,
+            error=self.error,
+        )
 
     def task_id_from_callback(self, body: bytes) -> str | None:
         return body.decode() or None
@@ -181,15 +193,33 @@ def make_world(*, result: bytes | None = None, result_max_bytes: int = 1024 * 10
             return httpx.Response(404)
         return httpx.Response(200, content=body, headers={"content-type": "image/png"})
 
-    fetcher = ResultFetcher(httpx.Client(transport=httpx.MockTransport(handler)), max_bytes=result_max_bytes,
-                            resolve=lambda host, port: ["93.184.216.34"])
-    store, objects, scheduler, provider, clock = (MemoryJobStore(), MemoryObjects(), RecordingScheduler(),
-                                                  FakeProvider(), Clock())
-    pipeline = Pipeline(store=store, objects=objects, scheduler=scheduler, providers={"fake": provider},
-                        fetcher=fetcher, signing_key=SIGNING_KEY,
-                        settings=Settings(results_bucket="results", callback_base_url="https://api.example.com",
-                                          job_deadline_seconds=600, max_submit_attempts=3),
-                        clock=clock)
+    fetcher = ResultFetcher(
+        httpx.Client(transport=httpx.MockTransport(handler)),
+        max_bytes=result_max_bytes,
+        resolve=lambda host, port: ["93.184.216.34"],
+    )
+    store, objects, scheduler, provider, clock = (
+        MemoryJobStore(),
+        MemoryObjects(),
+        RecordingScheduler(),
+        FakeProvider(),
+        Clock(),
+    )
+    pipeline = Pipeline(
+        store=store,
+        objects=objects,
+        scheduler=scheduler,
+        providers={"fake": provider},
+        fetcher=fetcher,
+        signing_key=SIGNING_KEY,
+        settings=Settings(
+            results_bucket="results",
+            callback_base_url="https://api.example.com",
+            job_deadline_seconds=600,
+            max_submit_attempts=3,
+        ),
+        clock=clock,
+    )
     objects.objects[("inputs", "incoming/obama/target.jpg")] = jpeg()
     objects.objects[("inputs", "faces/obama.jpg")] = jpeg(color=(10, 20, 30))
     return World(pipeline, store, objects, scheduler, provider, clock, served)

@@ -20,8 +20,11 @@ PART = 5 * MIB  # S3's smallest multipart part
 
 @pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
@@ -30,9 +33,12 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def ddb() -> Iterator[DynamoJobStore]:
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(TableName="jobs", BillingMode="PAY_PER_REQUEST",
-                            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-                            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}])
+        client.create_table(
+            TableName="jobs",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        )
         yield DynamoJobStore(client, "jobs")
 
 
@@ -46,16 +52,26 @@ def s3() -> Iterator[tuple[S3ObjectStore, object]]:
 
 
 def job(job_id: str = "a" * 32, state: JobState = JobState.RECEIVED) -> Job:
-    return Job(job_id=job_id, state=state, provider="piapi", task="face-swap",
-               target_image=ImageRef(bucket="in", key="incoming/x/y.jpg", version_id="v1"),
-               swap_image=ImageRef(bucket="in", key="faces/x.jpg"), result_key="results/x/y.jpg", source="s3",
-               created_at="2026-11-25T12:00:00.000Z", updated_at="2026-11-25T12:00:00.000Z",
-               deadline_at="2026-11-25T12:15:00.000Z", options={"swap_faces_index": "0"}, submit_attempts=1)
+    return Job(
+        job_id=job_id,
+        state=state,
+        provider="piapi",
+        task="face-swap",
+        target_image=ImageRef(bucket="in", key="incoming/x/y.jpg", version_id="v1"),
+        swap_image=ImageRef(bucket="in", key="faces/x.jpg"),
+        result_key="results/x/y.jpg",
+        source="s3",
+        created_at="2026-11-25T12:00:00.000Z",
+        updated_at="2026-11-25T12:00:00.000Z",
+        deadline_at="2026-11-25T12:15:00.000Z",
+        options={"swap_faces_index": "0"},
+        submit_attempts=1,
+    )
 
 
 def chunks(data: bytes, size: int = MIB) -> Iterator[bytes]:
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def test_job_item_round_trip() -> None:
@@ -71,13 +87,18 @@ def test_create_is_conditional(ddb: DynamoJobStore) -> None:
 
 def test_transition_moves_forward_only(ddb: DynamoJobStore) -> None:
     ddb.create(job())
-    moved = ddb.transition("a" * 32, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED,
-                           changes={"provider_task_id": "t-1"})
+    moved = ddb.transition(
+        "a" * 32, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED, changes={"provider_task_id": "t-1"}
+    )
     assert moved is not None and moved.state is JobState.SUBMITTED and moved.provider_task_id == "t-1"
 
     done = ddb.transition("a" * 32, from_states=[JobState.SUBMITTED], to_state=JobState.SUCCEEDED, changes={})
-    back = ddb.transition("a" * 32, from_states=[JobState.RECEIVED, JobState.SUBMITTED], to_state=JobState.FAILED,
-                          changes={"error": {"code": "x"}})
+    back = ddb.transition(
+        "a" * 32,
+        from_states=[JobState.RECEIVED, JobState.SUBMITTED],
+        to_state=JobState.FAILED,
+        changes={"error": {"code": "x"}},
+    )
 
     assert done is not None and done.state is JobState.SUCCEEDED
     assert back is None
@@ -87,10 +108,12 @@ def test_transition_moves_forward_only(ddb: DynamoJobStore) -> None:
 
 def test_update_none_removes_and_require_absent_guards(ddb: DynamoJobStore) -> None:
     ddb.create(job())
-    claimed = ddb.update("a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": "t"},
-                         require_absent="submit_started_at")
-    again = ddb.update("a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": "u"},
-                       require_absent="submit_started_at")
+    claimed = ddb.update(
+        "a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": "t"}, require_absent="submit_started_at"
+    )
+    again = ddb.update(
+        "a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": "u"}, require_absent="submit_started_at"
+    )
     released = ddb.update("a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": None})
 
     assert claimed is not None and claimed.submit_started_at == "t"
@@ -148,8 +171,9 @@ def test_repeated_store_for_one_job_writes_one_version(s3: tuple[S3ObjectStore, 
     data = os.urandom(MIB)
 
     first = store.store_result("results", "results/a.png", chunks(data), content_type="image/png", job_id="a" * 32)
-    second = store.store_result("results", "results/a.png", chunks(os.urandom(MIB)), content_type="image/png",
-                                job_id="a" * 32)
+    second = store.store_result(
+        "results", "results/a.png", chunks(os.urandom(MIB)), content_type="image/png", job_id="a" * 32
+    )
 
     versions = client.list_object_versions(Bucket="results")["Versions"]  # type: ignore[attr-defined]
     assert len(versions) == 1

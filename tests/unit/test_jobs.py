@@ -144,8 +144,13 @@ def test_collect_stores_result_and_succeeds(world: World) -> None:
 
     assert done.state is JobState.SUCCEEDED
     served = world.served["/result.png"]
-    assert done.result == {"bucket": "results", "key": "results/obama/target.jpg", "size": len(served),
-                           "sha256": hashlib.sha256(served).hexdigest(), "content_type": "image/png"}
+    assert done.result == {
+        "bucket": "results",
+        "key": "results/obama/target.jpg",
+        "size": len(served),
+        "sha256": hashlib.sha256(served).hexdigest(),
+        "content_type": "image/png",
+    }
     assert world.objects.objects[("results", "results/obama/target.jpg")] == served
 
 
@@ -213,8 +218,12 @@ def test_check_backs_off_while_running(world: World) -> None:
         world.pipeline.check(job.job_id, check=check)
 
     # first check after 10 s, then x2 per check, capped at 60 s
-    assert world.scheduler.scheduled == [(job.job_id, 10, 0), (job.job_id, 20, 1), (job.job_id, 40, 2),
-                                         (job.job_id, 60, 3)]
+    assert world.scheduler.scheduled == [
+        (job.job_id, 10, 0),
+        (job.job_id, 20, 1),
+        (job.job_id, 40, 2),
+        (job.job_id, 60, 3),
+    ]
 
 
 def test_check_retries_after_provider_errors_and_completes(world: World) -> None:
@@ -250,8 +259,11 @@ def test_checks_never_wait_past_the_deadline(world: World) -> None:
     assert world.scheduler.scheduled[-1][1] == 11
 
 
-@pytest.mark.parametrize("secret", [None, "", "wrong", webhook_secret(SIGNING_KEY, "b" * 32)],
-                         ids=["missing", "empty", "wrong", "another-jobs-secret"])
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "wrong", webhook_secret(SIGNING_KEY, "b" * 32)],
+    ids=["missing", "empty", "wrong", "another-jobs-secret"],
+)
 def test_callback_with_bad_secret_is_rejected_without_state_change(world: World, secret: str | None) -> None:
     job = world.pipeline.submit(request())
     world.provider.status = TaskStatus.SUCCEEDED
@@ -268,8 +280,7 @@ def test_callback_for_another_provider_is_rejected(world: World) -> None:
     job = world.pipeline.submit(request())
 
     with pytest.raises(WebhookRejected):
-        world.pipeline.callback("piapi", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id),
-                                body=b"")
+        world.pipeline.callback("piapi", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id), body=b"")
 
 
 def test_verified_callback_collects_from_provider_status(world: World) -> None:
@@ -289,8 +300,9 @@ def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World)
     job = world.pipeline.submit(request())
     world.provider.status = TaskStatus.SUCCEEDED
 
-    done = world.pipeline.callback("fake", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id),
-                                   body=b"task-from-callback")
+    done = world.pipeline.callback(
+        "fake", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id), body=b"task-from-callback"
+    )
 
     assert done.state is JobState.SUCCEEDED
     assert done.provider_task_id == "task-from-callback"

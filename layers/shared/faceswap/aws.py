@@ -6,6 +6,7 @@ container by the handler), and AWS errors are turned into domain errors with ``r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -81,8 +82,9 @@ class DynamoJobStore:
     def create(self, job: Job) -> bool:
         """Put the row if absent (``attribute_not_exists(job_id)``); ``False`` if a row exists."""
         try:
-            self._client.put_item(TableName=self._table, Item=job_to_item(job),
-                                  ConditionExpression="attribute_not_exists(job_id)")
+            self._client.put_item(
+                TableName=self._table, Item=job_to_item(job), ConditionExpression="attribute_not_exists(job_id)"
+            )
         except ClientError as e:
             if _code(e) == "ConditionalCheckFailedException":
                 return False
@@ -91,22 +93,31 @@ class DynamoJobStore:
 
     def get(self, job_id: str) -> Job | None:
         """Strongly consistent read of one row."""
-        item = self._client.get_item(TableName=self._table, Key={"job_id": {"S": job_id}},
-                                     ConsistentRead=True).get("Item")
+        item = self._client.get_item(TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True).get(
+            "Item"
+        )
         return job_from_item(item) if item else None
 
-    def transition(self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState,
-                   changes: Mapping[str, Any]) -> Job | None:
+    def transition(
+        self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState, changes: Mapping[str, Any]
+    ) -> Job | None:
         """Conditional state change; see :meth:`faceswap.ports.JobStore.transition`."""
         return self._update(job_id, states=from_states, changes={**changes, "state": str(to_state)})
 
-    def update(self, job_id: str, *, in_states: Iterable[JobState], changes: Mapping[str, Any],
-               require_absent: str | None = None) -> Job | None:
+    def update(
+        self,
+        job_id: str,
+        *,
+        in_states: Iterable[JobState],
+        changes: Mapping[str, Any],
+        require_absent: str | None = None,
+    ) -> Job | None:
         """Conditional update without a state change; see :meth:`faceswap.ports.JobStore.update`."""
         return self._update(job_id, states=in_states, changes=changes, require_absent=require_absent)
 
-    def _update(self, job_id: str, *, states: Iterable[JobState], changes: Mapping[str, Any],
-                require_absent: str | None = None) -> Job | None:
+    def _update(
+        self, job_id: str, *, states: Iterable[JobState], changes: Mapping[str, Any], require_absent: str | None = None
+    ) -> Job | None:
         names: dict[str, str] = {"#state": "state"}
         values: dict[str, Any] = {}
         sets: list[str] = []
@@ -120,8 +131,14 @@ class DynamoJobStore:
             else:
                 values[f":v{i}"] = _serializer.serialize(value)
                 sets.append(f"#a{i} = :v{i}")
-        expression = " ".join(part for part in (
-            ("SET " + ", ".join(sets)) if sets else "", ("REMOVE " + ", ".join(removes)) if removes else "") if part)
+        expression = " ".join(
+            part
+            for part in (
+                ("SET " + ", ".join(sets)) if sets else "",
+                ("REMOVE " + ", ".join(removes)) if removes else "",
+            )
+            if part
+        )
         state_values = []
         for i, state in enumerate(states):
             values[f":s{i}"] = {"S": str(state)}
@@ -132,9 +149,14 @@ class DynamoJobStore:
             condition += " AND attribute_not_exists(#absent)"
         try:
             response = self._client.update_item(
-                TableName=self._table, Key={"job_id": {"S": job_id}}, UpdateExpression=expression,
-                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW")
+                TableName=self._table,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
         except ClientError as e:
             if _code(e) == "ConditionalCheckFailedException":
                 return None
@@ -163,8 +185,9 @@ class S3ObjectStore:
         body = response["Body"]
         try:
             if response.get("ContentLength", 0) > max_bytes:
-                raise ImageTooLarge(f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit "
-                                    f"of {max_bytes:,}.")
+                raise ImageTooLarge(
+                    f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit of {max_bytes:,}."
+                )
             data = body.read(max_bytes + 1)
         finally:
             body.close()
@@ -177,8 +200,9 @@ class S3ObjectStore:
         contents = self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents") or []
         return contents[0]["Key"] if contents else None
 
-    def store_result(self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str,
-                     job_id: str) -> StoredResult:
+    def store_result(
+        self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str
+    ) -> StoredResult:
         """Stream a result into S3 with at most one part in memory; see the port for the contract.
 
         A body that fits one part is written with one ``PutObject``; a larger one with a multipart upload
@@ -194,7 +218,8 @@ class S3ObjectStore:
         digest = hashlib.sha256()
         buffer = bytearray()
         upload_id: str | None = None
-        parts: list[dict[str, Any]] = []
+        parts: list[Any] = []
+        response: Mapping[str, Any]
         size = 0
         try:
             for chunk in chunks:
@@ -204,18 +229,22 @@ class S3ObjectStore:
                 while len(buffer) >= self._part_bytes:
                     if upload_id is None:
                         upload_id = self._client.create_multipart_upload(
-                            Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
-                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1,
-                                                   bytes(buffer[:self._part_bytes])))
-                    del buffer[:self._part_bytes]
+                            Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
+                        )["UploadId"]
+                    parts.append(
+                        self._upload_part(bucket, key, upload_id, len(parts) + 1, bytes(buffer[: self._part_bytes]))
+                    )
+                    del buffer[: self._part_bytes]
             if upload_id is None:
-                response = self._client.put_object(Bucket=bucket, Key=key, Body=bytes(buffer),
-                                                   ContentType=content_type, Metadata=metadata, **condition)
+                response = self._client.put_object(
+                    Bucket=bucket, Key=key, Body=bytes(buffer), ContentType=content_type, Metadata=metadata, **condition
+                )
             else:
                 if buffer:
                     parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, bytes(buffer)))
                 response = self._client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition)
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
+                )
                 upload_id = None
         except ClientError as e:
             if upload_id is not None:
@@ -230,10 +259,16 @@ class S3ObjectStore:
             if upload_id is not None:
                 self._abort(bucket, key, upload_id)
             raise
-        return StoredResult(bucket=bucket, key=key, size=size, sha256=digest.hexdigest(), content_type=content_type,
-                            version_id=response.get("VersionId"))
+        return StoredResult(
+            bucket=bucket,
+            key=key,
+            size=size,
+            sha256=digest.hexdigest(),
+            content_type=content_type,
+            version_id=response.get("VersionId"),
+        )
 
-    def _write_condition(self, bucket: str, key: str, job_id: str) -> StoredResult | dict[str, str]:
+    def _write_condition(self, bucket: str, key: str, job_id: str) -> StoredResult | dict[str, Any]:
         try:
             head = self._client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
@@ -245,8 +280,9 @@ class S3ObjectStore:
         return {"IfMatch": head["ETag"]}
 
     def _upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
-        etag = self._client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                        Body=body)["ETag"]
+        etag = self._client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)[
+            "ETag"
+        ]
         return {"ETag": etag, "PartNumber": number}
 
     def describe_result(self, bucket: str, key: str) -> StoredResult:
@@ -257,15 +293,19 @@ class S3ObjectStore:
         for chunk in response["Body"].iter_chunks(1024 * 1024):
             digest.update(chunk)
             size += len(chunk)
-        return StoredResult(bucket=bucket, key=key, size=size, sha256=digest.hexdigest(),
-                            content_type=response.get("ContentType", "application/octet-stream"),
-                            version_id=response.get("VersionId"))
+        return StoredResult(
+            bucket=bucket,
+            key=key,
+            size=size,
+            sha256=digest.hexdigest(),
+            content_type=response.get("ContentType", "application/octet-stream"),
+            version_id=response.get("VersionId"),
+        )
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
-        try:
+        # If the abort itself fails, the bucket's lifecycle rule removes the incomplete upload after a day.
+        with contextlib.suppress(ClientError):
             self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except ClientError:
-            pass  # the bucket's lifecycle rule removes incomplete uploads after a day
 
 
 class SqsCheckScheduler:
@@ -277,8 +317,11 @@ class SqsCheckScheduler:
 
     def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
         """Send a delayed check message (0..900 s)."""
-        self._client.send_message(QueueUrl=self._queue_url, DelaySeconds=max(0, min(900, delay_seconds)),
-                                  MessageBody=json.dumps({"job_id": job_id, "check": check}))
+        self._client.send_message(
+            QueueUrl=self._queue_url,
+            DelaySeconds=max(0, min(900, delay_seconds)),
+            MessageBody=json.dumps({"job_id": job_id, "check": check}),
+        )
 
 
 class EventBridgePublisher:
@@ -290,9 +333,16 @@ class EventBridgePublisher:
 
     def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         """Put one event; raises ``RuntimeError`` if EventBridge reports it as failed (so it is retried)."""
-        response = self._client.put_events(Entries=[{
-            "Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail),
-            "EventBusName": self._bus}])
+        response = self._client.put_events(
+            Entries=[
+                {
+                    "Source": EVENT_SOURCE,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self._bus,
+                }
+            ]
+        )
         if response.get("FailedEntryCount"):
             entry = response["Entries"][0]
             raise RuntimeError(f"EventBridge refused the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")

@@ -18,9 +18,9 @@ RESULTS_BUCKET_NAME = "RESULTS_BUCKET_NAME"
 CHECK_QUEUE_URL = "CHECK_QUEUE_URL"
 EVENT_BUS_NAME = "EVENT_BUS_NAME"
 CALLBACK_BASE_URL = "CALLBACK_BASE_URL"
-WEBHOOK_SIGNING_KEY_SECRET_NAME = "WEBHOOK_SIGNING_KEY_SECRET_NAME"
+WEBHOOK_SIGNING_KEY_SECRET_NAME = "WEBHOOK_SIGNING_KEY_SECRET_NAME"  # noqa: S105 - a variable name
 DEFAULT_PROVIDER = "DEFAULT_PROVIDER"
-PIAPI_API_KEY_SECRET_NAME = "PIAPI_API_KEY_SECRET_NAME"
+PIAPI_API_KEY_SECRET_NAME = "PIAPI_API_KEY_SECRET_NAME"  # noqa: S105 - a variable name
 PIAPI_BASE_URL = "PIAPI_BASE_URL"
 PIAPI_RESULT_HOSTS = "PIAPI_RESULT_HOSTS"
 JOB_DEADLINE_SECONDS = "JOB_DEADLINE_SECONDS"
@@ -90,10 +90,12 @@ class Config:
                 raise ConfigError(f"Environment variable {name} must be a whole number, not {text!r}.") from e
 
         try:
-            delays = {name: (float(v[0]), float(v[1]), float(v[2]))
-                      for name, v in json.loads(env.get(POLL_DELAYS) or "{}").items()}
+            delays = {
+                name: (float(v[0]), float(v[1]), float(v[2]))
+                for name, v in json.loads(env.get(POLL_DELAYS) or "{}").items()
+            }
         except (ValueError, TypeError, IndexError, AttributeError) as e:
-            raise ConfigError(f"{POLL_DELAYS} must be JSON like {{\"piapi\": [30, 1.5, 120]}}.") from e
+            raise ConfigError(f'{POLL_DELAYS} must be JSON like {{"piapi": [30, 1.5, 120]}}.') from e
 
         hosts = tuple(h.strip() for h in env.get(PIAPI_RESULT_HOSTS, "").split(",") if h.strip())
         return cls(

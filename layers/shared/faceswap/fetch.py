@@ -144,8 +144,9 @@ class ResultFetcher:
         Host resolver (injected by tests).
     """
 
-    def __init__(self, client: httpx.Client, *, max_bytes: int, allow_loopback: bool = False,
-                 resolve: Resolver = resolve_host) -> None:
+    def __init__(
+        self, client: httpx.Client, *, max_bytes: int, allow_loopback: bool = False, resolve: Resolver = resolve_host
+    ) -> None:
         self._client = client
         self._max_bytes = max_bytes
         self._allow_loopback = allow_loopback

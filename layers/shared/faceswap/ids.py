@@ -46,5 +46,6 @@ def verify_webhook_secret(signing_key: bytes, job_id: str, presented: str | None
     """Check a secret presented by a callback in constant time; a missing secret fails (fail closed)."""
     if not presented:
         return False
-    return hmac.compare_digest(webhook_secret(signing_key, job_id).encode("ascii"),
-                               presented.encode("utf-8", "replace"))
+    return hmac.compare_digest(
+        webhook_secret(signing_key, job_id).encode("ascii"), presented.encode("utf-8", "replace")
+    )

@@ -91,7 +91,8 @@ def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> P
             width, height = image.size
             if width * height > MAX_INPUT_PIXELS:
                 raise ImageTooLarge(
-                    f"The {name} declares {width}x{height} pixels, over the limit of {MAX_INPUT_PIXELS:,}.")
+                    f"The {name} declares {width}x{height} pixels, over the limit of {MAX_INPUT_PIXELS:,}."
+                )
             source_format = image.format or ""
             image.load()
         except ImageTooLarge:
@@ -104,8 +105,14 @@ def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> P
     rotated = _has_orientation(image)
     oriented = ImageOps.exif_transpose(image) if rotated else image
     too_big = max(oriented.size) > limits.max_side
-    keep_as_is = (source_format in limits.formats and not rotated and not too_big and len(data) <= limits.max_bytes
-                  and getattr(image, "n_frames", 1) == 1 and image.mode in ("RGB", "L", "RGBA", "P"))
+    keep_as_is = (
+        source_format in limits.formats
+        and not rotated
+        and not too_big
+        and len(data) <= limits.max_bytes
+        and getattr(image, "n_frames", 1) == 1
+        and image.mode in ("RGB", "L", "RGBA", "P")
+    )
     if keep_as_is:
         return PreparedImage(data, _CONTENT_TYPES[source_format], width, height)
 

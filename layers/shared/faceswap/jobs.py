@@ -97,9 +97,18 @@ class Pipeline:
         Returns the current UTC time (injected by tests).
     """
 
-    def __init__(self, *, store: JobStore, objects: ObjectStore, scheduler: CheckScheduler,
-                 providers: Mapping[str, Provider], fetcher: ResultFetcher, signing_key: bytes | Callable[[], bytes],
-                 settings: Settings, clock: Callable[[], Any] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        objects: ObjectStore,
+        scheduler: CheckScheduler,
+        providers: Mapping[str, Provider],
+        fetcher: ResultFetcher,
+        signing_key: bytes | Callable[[], bytes],
+        settings: Settings,
+        clock: Callable[[], Any] = utcnow,
+    ) -> None:
         self.store = store
         self.objects = objects
         self.scheduler = scheduler
@@ -136,8 +145,12 @@ class Pipeline:
         if job is not None and (job.state is not JobState.RECEIVED or job.submit_started_at):
             if job.state is JobState.RECEIVED:
                 # A previous attempt claimed the create and stopped without recording its outcome.
-                return self._outcome_unknown(job, SubmitOutcomeUnknown(
-                    "An earlier submit stopped before recording whether the provider took the task."))
+                return self._outcome_unknown(
+                    job,
+                    SubmitOutcomeUnknown(
+                        "An earlier submit stopped before recording whether the provider took the task."
+                    ),
+                )
             logger.info("duplicate request for an existing job", extra={"state": job.state})
             return job
 
@@ -150,8 +163,9 @@ class Pipeline:
             if request.invalid is not None:
                 raise request.invalid
             if provider is None:
-                raise InvalidRequest(f"Unknown provider {request.provider!r}; configured: "
-                                     f"{', '.join(sorted(self.providers))}.")
+                raise InvalidRequest(
+                    f"Unknown provider {request.provider!r}; configured: {', '.join(sorted(self.providers))}."
+                )
             target = self._prepare(request.target_image, provider, "target image")
             swap = self._prepare(request.swap_image, provider, "swap image")
         except InputError as e:
@@ -163,11 +177,13 @@ class Pipeline:
         job = claimed
         webhook = None
         if provider.uses_webhook:
-            webhook = Webhook(url=f"{self.settings.callback_base_url.rstrip('/')}/callbacks/{provider.name}/"
-                                  f"{job.job_id}",
-                              secret=webhook_secret(self._key(), job.job_id))
-        task_input = TaskInput(job_id=job.job_id, task=job.task, target_image=target, swap_image=swap,
-                               options=job.options)
+            webhook = Webhook(
+                url=f"{self.settings.callback_base_url.rstrip('/')}/callbacks/{provider.name}/{job.job_id}",
+                secret=webhook_secret(self._key(), job.job_id),
+            )
+        task_input = TaskInput(
+            job_id=job.job_id, task=job.task, target_image=target, swap_image=swap, options=job.options
+        )
         try:
             task_id = provider.create_task(task_input, webhook)
         except SubmitOutcomeUnknown as e:
@@ -180,19 +196,32 @@ class Pipeline:
         except PipelineError as e:
             return self._finish(job, JobState.FAILED, error=e)
 
-        submitted = self.store.transition(job.job_id, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED,
-                                          changes={"provider_task_id": task_id, "submitted_at": isoformat(now),
-                                                   "updated_at": isoformat(now)})
+        submitted = self.store.transition(
+            job.job_id,
+            from_states=[JobState.RECEIVED],
+            to_state=JobState.SUBMITTED,
+            changes={"provider_task_id": task_id, "submitted_at": isoformat(now), "updated_at": isoformat(now)},
+        )
         job = submitted or self.store.get(job.job_id) or job
         self._schedule_check(job, check=0)
         return job
 
     def _new_job(self, request: JobRequest, now: Any) -> Job:
         created = isoformat(now)
-        return Job(job_id=request.job_id, state=JobState.RECEIVED, provider=request.provider, task=request.task,
-                   target_image=request.target_image, swap_image=request.swap_image, result_key=request.result_key,
-                   source=request.source, options=dict(request.options), created_at=created, updated_at=created,
-                   deadline_at=after(now, self.settings.job_deadline_seconds))
+        return Job(
+            job_id=request.job_id,
+            state=JobState.RECEIVED,
+            provider=request.provider,
+            task=request.task,
+            target_image=request.target_image,
+            swap_image=request.swap_image,
+            result_key=request.result_key,
+            source=request.source,
+            options=dict(request.options),
+            created_at=created,
+            updated_at=created,
+            deadline_at=after(now, self.settings.job_deadline_seconds),
+        )
 
     def _claim_submit(self, job: Job, attempt: int, *, stored: bool) -> Job | None:
         """Record the intent to create the provider task before sending it (the row is the guard)."""
@@ -200,10 +229,12 @@ class Pipeline:
         if not stored:
             claimed = replace(job, submit_started_at=stamp, submit_attempts=attempt)
             return claimed if self.store.create(claimed) else None
-        return self.store.update(job.job_id, in_states=[JobState.RECEIVED],
-                                 changes={"submit_started_at": stamp, "submit_attempts": attempt,
-                                          "updated_at": stamp},
-                                 require_absent="submit_started_at")
+        return self.store.update(
+            job.job_id,
+            in_states=[JobState.RECEIVED],
+            changes={"submit_started_at": stamp, "submit_attempts": attempt, "updated_at": stamp},
+            require_absent="submit_started_at",
+        )
 
     def _fail_new(self, job: Job, error: PipelineError, *, stored: bool) -> Job:
         if stored:
@@ -215,9 +246,12 @@ class Pipeline:
     def _outcome_unknown(self, job: Job, error: PipelineError) -> Job:
         """The create may have reached the provider: never re-send it; wait for its callback or the deadline."""
         now = isoformat(self.clock())
-        moved = self.store.transition(job.job_id, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED,
-                                      changes={"submitted_at": now, "updated_at": now,
-                                               "error": error.as_dict()})
+        moved = self.store.transition(
+            job.job_id,
+            from_states=[JobState.RECEIVED],
+            to_state=JobState.SUBMITTED,
+            changes={"submitted_at": now, "updated_at": now, "error": error.as_dict()},
+        )
         job = moved or self.store.get(job.job_id) or job
         if moved is not None:
             self._schedule_check(job, check=0)
@@ -234,7 +268,8 @@ class Pipeline:
                     return b"".join(stream.chunks())
             except ResultError as e:
                 raise (ImageTooLarge if e.code == "result_too_large" else InputNotFound)(
-                    f"The {name} URL could not be used: {e.message}") from e
+                    f"The {name} URL could not be used: {e.message}"
+                ) from e
             except ProviderUnavailable as e:
                 raise InputNotFound(f"The {name} URL could not be downloaded: {e.message}", retryable=True) from e
         if not ref.bucket or not ref.key:
@@ -274,22 +309,38 @@ class Pipeline:
             error = snapshot.error if isinstance(snapshot.error, PipelineError) else None
             return self._finish(job, JobState.FAILED, error=error or ResultMissing("The provider failed the task."))
         if not snapshot.result_url:
-            return self._finish(job, JobState.FAILED,
-                                error=ResultMissing("The provider reported success without a result URL."))
+            return self._finish(
+                job, JobState.FAILED, error=ResultMissing("The provider reported success without a result URL.")
+            )
         try:
             with self.fetcher.open(snapshot.result_url, allowed_hosts=provider.result_hosts) as stream:
                 stored = self.objects.store_result(
-                    self.settings.results_bucket, job.result_key, stream.chunks(), content_type=stream.content_type,
-                    job_id=job.job_id)
+                    self.settings.results_bucket,
+                    job.result_key,
+                    stream.chunks(),
+                    content_type=stream.content_type,
+                    job_id=job.job_id,
+                )
         except ProviderUnavailable:
             raise
         except ResultError as e:
             return self._finish(job, JobState.FAILED, error=e)
-        return self._finish(job, JobState.SUCCEEDED, result=stored.as_dict(),
-                            extra={"result_url_expires_at": snapshot.result_url_expires_at})
+        return self._finish(
+            job,
+            JobState.SUCCEEDED,
+            result=stored.as_dict(),
+            extra={"result_url_expires_at": snapshot.result_url_expires_at},
+        )
 
-    def _finish(self, job: Job, state: JobState, *, error: PipelineError | None = None,
-                result: dict[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Job:
+    def _finish(
+        self,
+        job: Job,
+        state: JobState,
+        *,
+        error: PipelineError | None = None,
+        result: dict[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Job:
         now = isoformat(self.clock())
         changes: dict[str, Any] = {"finished_at": now, "updated_at": now, **(extra or {})}
         if error is not None:
@@ -297,8 +348,9 @@ class Pipeline:
         if result is not None:
             changes["result"] = result
             changes["error"] = None
-        moved = self.store.transition(job.job_id, from_states=[JobState.RECEIVED, JobState.SUBMITTED],
-                                      to_state=state, changes=changes)
+        moved = self.store.transition(
+            job.job_id, from_states=[JobState.RECEIVED, JobState.SUBMITTED], to_state=state, changes=changes
+        )
         if moved is None:
             logger.info("job already moved on; nothing changed")
             return self.store.get(job.job_id) or job
@@ -327,10 +379,14 @@ class Pipeline:
             return job
         now = self.clock()
         if now >= parse_time(job.deadline_at):
-            reason = ("the provider never confirmed the task" if job.provider_task_id is None
-                      else "the provider did not finish in time")
-            return self._finish(job, JobState.TIMED_OUT,
-                                error=JobTimedOut(f"The job passed its deadline {job.deadline_at}: {reason}."))
+            reason = (
+                "the provider never confirmed the task"
+                if job.provider_task_id is None
+                else "the provider did not finish in time"
+            )
+            return self._finish(
+                job, JobState.TIMED_OUT, error=JobTimedOut(f"The job passed its deadline {job.deadline_at}: {reason}.")
+            )
         retry_after: float | None = None
         try:
             job = self.collect(job)
@@ -342,8 +398,9 @@ class Pipeline:
         return job
 
     def _schedule_check(self, job: Job, *, check: int, at_least: float | None = None) -> None:
-        first, factor, maximum = self.settings.poll_delays.get(job.provider) or self.providers[job.provider] \
-            .poll_delays()
+        first, factor, maximum = (
+            self.settings.poll_delays.get(job.provider) or self.providers[job.provider].poll_delays()
+        )
         delay = min(first * factor**check, maximum)
         if at_least:
             delay = max(delay, at_least)
@@ -389,9 +446,16 @@ class Pipeline:
             task_id = provider.task_id_from_callback(body)
             if task_id is None:
                 return job
-            job = self.store.update(job.job_id, in_states=[JobState.SUBMITTED],
-                                    changes={"provider_task_id": task_id, "updated_at": isoformat(self.clock())},
-                                    require_absent="provider_task_id") or self.store.get(job_id) or job
+            job = (
+                self.store.update(
+                    job.job_id,
+                    in_states=[JobState.SUBMITTED],
+                    changes={"provider_task_id": task_id, "updated_at": isoformat(self.clock())},
+                    require_absent="provider_task_id",
+                )
+                or self.store.get(job_id)
+                or job
+            )
         return self.collect(job)
 
     def _key(self) -> bytes:

@@ -49,14 +49,18 @@ class ImageRef:
 
     def as_dict(self) -> dict[str, str]:
         """The reference as stored on the job row (only the fields that are set)."""
-        return {k: v for k, v in {"bucket": self.bucket, "key": self.key, "version_id": self.version_id,
-                                  "url": self.url}.items() if v}
+        return {
+            k: v
+            for k, v in {"bucket": self.bucket, "key": self.key, "version_id": self.version_id, "url": self.url}.items()
+            if v
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageRef:
         """Inverse of :meth:`as_dict`."""
-        return cls(bucket=data.get("bucket"), key=data.get("key"), version_id=data.get("version_id"),
-                   url=data.get("url"))
+        return cls(
+            bucket=data.get("bucket"), key=data.get("key"), version_id=data.get("version_id"), url=data.get("url")
+        )
 
     def describe(self) -> str:
         """A short human description, e.g. ``s3://bucket/key`` or the URL without its query string."""
@@ -168,8 +172,13 @@ class StoredResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The result as stored on the job row and published in "Job Succeeded"."""
-        data: dict[str, Any] = {"bucket": self.bucket, "key": self.key, "size": self.size, "sha256": self.sha256,
-                                "content_type": self.content_type}
+        data: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+        }
         if self.version_id:
             data["version_id"] = self.version_id
         return data

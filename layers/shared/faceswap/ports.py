@@ -21,8 +21,9 @@ class JobStore(Protocol):
         """Read a job (strongly consistent), or ``None`` if there is none."""
         ...
 
-    def transition(self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState,
-                   changes: Mapping[str, Any]) -> Job | None:
+    def transition(
+        self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState, changes: Mapping[str, Any]
+    ) -> Job | None:
         """Move a job to ``to_state`` only if it is in one of ``from_states``, setting ``changes``.
 
         A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
@@ -30,8 +31,14 @@ class JobStore(Protocol):
         """
         ...
 
-    def update(self, job_id: str, *, in_states: Iterable[JobState], changes: Mapping[str, Any],
-               require_absent: str | None = None) -> Job | None:
+    def update(
+        self,
+        job_id: str,
+        *,
+        in_states: Iterable[JobState],
+        changes: Mapping[str, Any],
+        require_absent: str | None = None,
+    ) -> Job | None:
         """Set ``changes`` without changing the state, only if in ``in_states`` (and ``require_absent`` unset).
 
         A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
@@ -54,8 +61,9 @@ class ObjectStore(Protocol):
         """The first key (in key order) under ``prefix``, or ``None``."""
         ...
 
-    def store_result(self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str,
-                     job_id: str) -> StoredResult:
+    def store_result(
+        self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str
+    ) -> StoredResult:
         """Stream ``chunks`` into the object at ``key`` for ``job_id``, with bounded memory.
 
         Writes at most one new object version per job: if ``key`` already holds this job's result (an

@@ -39,8 +39,9 @@ _OPTION_FIELDS = frozenset({"swap_faces_index", "target_faces_index"})
 _INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
 
 
-def request_for_upload(bucket: str, key: str, *, version_id: str | None, etag: str | None, objects: ObjectStore,
-                       default_provider: str) -> JobRequest | None:
+def request_for_upload(
+    bucket: str, key: str, *, version_id: str | None, etag: str | None, objects: ObjectStore, default_provider: str
+) -> JobRequest | None:
     """Build the job request for one uploaded object.
 
     Parameters
@@ -66,20 +67,28 @@ def request_for_upload(bucket: str, key: str, *, version_id: str | None, etag: s
     if key.startswith(INCOMING_PREFIX):
         return _face_library_request(job_id, bucket, key, target, objects, default_provider)
     if key.startswith(MANIFEST_PREFIX) and key.endswith(".json"):
-        name = key[len(MANIFEST_PREFIX):-len(".json")]
+        name = key[len(MANIFEST_PREFIX) : -len(".json")]
         try:
             raw = objects.read(bucket, key, version_id=target.version_id, max_bytes=MAX_MANIFEST_BYTES)
             return parse_manifest(raw, job_id=job_id, bucket=bucket, name=name, default_provider=default_provider)
         except InputError as e:
-            return JobRequest(job_id=job_id, target_image=ImageRef(), swap_image=ImageRef(),
-                              provider=default_provider, task="face-swap", result_key="", source="manifest",
-                              invalid=e)
+            return JobRequest(
+                job_id=job_id,
+                target_image=ImageRef(),
+                swap_image=ImageRef(),
+                provider=default_provider,
+                task="face-swap",
+                result_key="",
+                source="manifest",
+                invalid=e,
+            )
     return None
 
 
-def _face_library_request(job_id: str, bucket: str, key: str, target: ImageRef, objects: ObjectStore,
-                          provider: str) -> JobRequest:
-    relative = key[len(INCOMING_PREFIX):]
+def _face_library_request(
+    job_id: str, bucket: str, key: str, target: ImageRef, objects: ObjectStore, provider: str
+) -> JobRequest:
+    relative = key[len(INCOMING_PREFIX) :]
     face_id, _, rest = relative.partition("/")
     result_key = RESULTS_PREFIX + relative
     invalid: InputError | None = None
@@ -89,12 +98,22 @@ def _face_library_request(job_id: str, bucket: str, key: str, target: ImageRef, 
     else:
         swap_key = _find_face(bucket, face_id, objects)
         if swap_key is None:
-            invalid = SwapFaceMissing(f"No swap face for face id {face_id!r}: upload faces/{face_id}.jpg "
-                                      f"(or .jpeg/.png/.webp) first, then upload the target again.")
+            invalid = SwapFaceMissing(
+                f"No swap face for face id {face_id!r}: upload faces/{face_id}.jpg "
+                f"(or .jpeg/.png/.webp) first, then upload the target again."
+            )
         else:
             swap = ImageRef(bucket=bucket, key=swap_key)
-    return JobRequest(job_id=job_id, target_image=target, swap_image=swap, provider=provider, task="face-swap",
-                      result_key=result_key, source="s3", invalid=invalid)
+    return JobRequest(
+        job_id=job_id,
+        target_image=target,
+        swap_image=swap,
+        provider=provider,
+        task="face-swap",
+        result_key=result_key,
+        source="s3",
+        invalid=invalid,
+    )
 
 
 def _find_face(bucket: str, face_id: str, objects: ObjectStore) -> str | None:
@@ -147,8 +166,16 @@ def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_p
         extension = posixpath.splitext(target.key or (target.url or "").split("?", 1)[0])[1].lower()
         result_key = f"{RESULTS_PREFIX}jobs/{name}{extension if extension[1:] in IMAGE_EXTENSIONS else '.jpg'}"
     _check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
-    return JobRequest(job_id=job_id, target_image=target, swap_image=swap, provider=provider, task=task,
-                      result_key=result_key, source="manifest", options=options)
+    return JobRequest(
+        job_id=job_id,
+        target_image=target,
+        swap_image=swap,
+        provider=provider,
+        task=task,
+        result_key=result_key,
+        source="manifest",
+        options=options,
+    )
 
 
 def _string(manifest: Mapping[str, Any], field: str, default: str) -> str:
@@ -160,13 +187,13 @@ def _string(manifest: Mapping[str, Any], field: str, default: str) -> str:
 
 def _image_ref(manifest: Mapping[str, Any], field: str, bucket: str) -> ImageRef:
     if field not in manifest:
-        raise InvalidRequest(f"Field {field!r} is missing: give {{\"s3_key\": …}} or {{\"url\": …}}.")
+        raise InvalidRequest(f'Field {field!r} is missing: give {{"s3_key": …}} or {{"url": …}}.')
     value = manifest[field]
     if isinstance(value, str):
         value = {"s3_key": value}
     if not isinstance(value, dict) or len(value) != 1 or not set(value) <= _IMAGE_FIELDS:
         raise InvalidRequest(f"Field {field!r} must be an object with exactly one of 's3_key' or 'url'.")
-    (kind, ref), = value.items()
+    ((kind, ref),) = value.items()
     if not isinstance(ref, str) or not ref:
         raise InvalidRequest(f"Field {field}.{kind} must be a non-empty string.")
     if kind == "url":
@@ -199,7 +226,6 @@ def _options(options: Any, task: str) -> dict[str, str]:
     for name, value in options.items():
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(text, str) or not _INDEX_LIST.match(text):
-            raise InvalidRequest(f"Option {name!r} must be face indices such as \"0\" or \"1,0\".")
+            raise InvalidRequest(f'Option {name!r} must be face indices such as "0" or "1,0".')
         checked[name] = text
     return checked
-

@@ -39,8 +39,11 @@ def build_providers(config: Config, client: httpx.Client) -> dict[str, Provider]
     providers: dict[str, Provider] = {}
     if config.piapi_api_key_secret:
         providers["piapi"] = PiAPIProvider(
-            client, api_key=secret_reader(config.piapi_api_key_secret, max_age=config.secrets_max_age_seconds),
-            base_url=config.piapi_base_url, result_hosts=config.piapi_result_hosts)
+            client,
+            api_key=secret_reader(config.piapi_api_key_secret, max_age=config.secrets_max_age_seconds),
+            base_url=config.piapi_base_url,
+            result_hosts=config.piapi_result_hosts,
+        )
     return providers
 
 
@@ -54,10 +57,16 @@ def build_pipeline(config: Config) -> Pipeline:
         objects=S3ObjectStore(boto3.client("s3")),
         scheduler=SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url),
         providers=build_providers(config, provider_client),
-        fetcher=ResultFetcher(fetch_client, max_bytes=config.result_max_bytes,
-                              allow_loopback=config.allow_loopback_results),
+        fetcher=ResultFetcher(
+            fetch_client, max_bytes=config.result_max_bytes, allow_loopback=config.allow_loopback_results
+        ),
         signing_key=lambda: signing_key().encode("utf-8"),
-        settings=Settings(results_bucket=config.results_bucket, callback_base_url=config.callback_base_url,
-                          job_deadline_seconds=config.job_deadline_seconds, max_input_bytes=config.input_max_bytes,
-                          max_submit_attempts=config.max_submit_attempts, poll_delays=config.poll_delays),
+        settings=Settings(
+            results_bucket=config.results_bucket,
+            callback_base_url=config.callback_base_url,
+            job_deadline_seconds=config.job_deadline_seconds,
+            max_input_bytes=config.input_max_bytes,
+            max_submit_attempts=config.max_submit_attempts,
+            poll_delays=config.poll_delays,
+        ),
     )

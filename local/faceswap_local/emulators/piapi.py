@@ -82,8 +82,7 @@ class Task:
     image_sizes: dict[str, tuple[int, int]]
     status: str = "pending"
     result: bytes | None = None
-    error: dict[str, Any] = field(default_factory=lambda: {"code": 0, "raw_message": "", "message": "",
-                                                           "detail": None})
+    error: dict[str, Any] = field(default_factory=lambda: {"code": 0, "raw_message": "", "message": "", "detail": None})
     webhook_deliveries: int = 0
     gets: int = 0
 
@@ -140,13 +139,13 @@ class PiAPIEmulator:
         request = Request(environ)
         path = request.path
         if path.startswith("/results/"):
-            response = self._result(path[len("/results/"):].removesuffix(".png"))
+            response = self._result(path[len("/results/") :].removesuffix(".png"))
         elif request.headers.get("x-api-key") != self.api_key:
             response = _json(401, {"code": 401, "data": None, "message": "Invalid API key"})
         elif request.method == "POST" and path == "/api/v1/task":
             response = self._create(request)
         elif request.method == "GET" and path.startswith("/api/v1/task/"):
-            response = self._get(path[len("/api/v1/task/"):])
+            response = self._get(path[len("/api/v1/task/") :])
         else:
             response = _json(404, {"code": 404, "data": None, "message": "not found"})
         return response(environ, start_response)
@@ -175,8 +174,13 @@ class PiAPIEmulator:
             if max(sizes[name]) > self.MAX_SIDE:
                 return _json(400, {"code": 400, "data": None, "message": f"{name} exceeds 2048x2048"})
         webhook = (body.get("config") or {}).get("webhook_config") or {}
-        task = Task(task_id=str(uuid.uuid4()), task_type=task_type, webhook_endpoint=webhook.get("endpoint"),
-                    webhook_secret=webhook.get("secret"), image_sizes=sizes)
+        task = Task(
+            task_id=str(uuid.uuid4()),
+            task_type=task_type,
+            webhook_endpoint=webhook.get("endpoint"),
+            webhook_secret=webhook.get("secret"),
+            image_sizes=sizes,
+        )
         with self._lock:
             self.tasks[task.task_id] = task
         options = {k: inputs[k] for k in ("swap_faces_index", "target_faces_index") if k in inputs}
@@ -215,8 +219,12 @@ class PiAPIEmulator:
         task.status = "processing"
         time.sleep(self.faults.processing_seconds)
         if self.faults.fail_task:
-            task.error = {"code": 10000, "raw_message": self.faults.fail_task, "message": self.faults.fail_task,
-                          "detail": None}
+            task.error = {
+                "code": 10000,
+                "raw_message": self.faults.fail_task,
+                "message": self.faults.fail_task,
+                "detail": None,
+            }
             task.status = "failed"
         else:
             try:
@@ -246,11 +254,20 @@ class PiAPIEmulator:
         if task.status == "completed":
             output = {"image_url": self.faults.result_url or f"{self.url}/results/{task.task_id}.png"}
         return {
-            "task_id": task.task_id, "model": "Qubico/image-toolkit", "task_type": task.task_type,
+            "task_id": task.task_id,
+            "model": "Qubico/image-toolkit",
+            "task_type": task.task_type,
             "status": task.status,
-            "config": {"service_mode": "public",
-                       "webhook_config": {"endpoint": task.webhook_endpoint or "", "secret": task.webhook_secret or ""}},
-            "input": {}, "output": output, "meta": {}, "detail": None, "logs": [], "error": task.error,
+            "config": {
+                "service_mode": "public",
+                "webhook_config": {"endpoint": task.webhook_endpoint or "", "secret": task.webhook_secret or ""},
+            },
+            "input": {},
+            "output": output,
+            "meta": {},
+            "detail": None,
+            "logs": [],
+            "error": task.error,
         }
 
 

@@ -67,8 +67,9 @@ class PiAPIProvider:
     uses_webhook = True
     image_limits = ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
 
-    def __init__(self, client: httpx.Client, *, api_key: Callable[[], str], base_url: str,
-                 result_hosts: tuple[str, ...]) -> None:
+    def __init__(
+        self, client: httpx.Client, *, api_key: Callable[[], str], base_url: str, result_hosts: tuple[str, ...]
+    ) -> None:
         self._client = client
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
@@ -159,10 +160,10 @@ class PiAPIProvider:
         status = _STATUS.get(str(data.get("status", "")).strip().lower(), TaskStatus.RUNNING)
         if status is TaskStatus.SUCCEEDED:
             output = data.get("output") or {}
-            url = next((output[k] for k in ("image_url", "url", "output_url") if isinstance(output.get(k), str)),
-                       None)
-            return TaskSnapshot(task_id, status, result_url=url,
-                                result_url_expires_at=after(utcnow(), RESULT_RETENTION_SECONDS))
+            url = next((output[k] for k in ("image_url", "url", "output_url") if isinstance(output.get(k), str)), None)
+            return TaskSnapshot(
+                task_id, status, result_url=url, result_url_expires_at=after(utcnow(), RESULT_RETENTION_SECONDS)
+            )
         if status is TaskStatus.FAILED:
             return TaskSnapshot(task_id, status, error=_task_error(data.get("error") or {}))
         return TaskSnapshot(task_id, status)

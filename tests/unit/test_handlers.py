@@ -1,0 +1,171 @@
+"""The Lambda handlers with the sample events in ``events/``, under moto's ``mock_aws`` (no provider calls)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+JOB_ID = "0123456789abcdef0123456789abcdef"
+
+
+class Context:
+    function_name = "test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id = "req-1"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def load(function: str) -> ModuleType:
+    name = f"handler_under_test_{function}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "faceswap",
+           "POWERTOOLS_METRICS_NAMESPACE": "FaceSwap", "JOBS_TABLE_NAME": "jobs",
+           "INPUT_BUCKET_NAME": "faceswap-inputs-example", "RESULTS_BUCKET_NAME": "faceswap-results-example",
+           "EVENT_BUS_NAME": "jobs-bus", "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
+           "PIAPI_API_KEY_SECRET_NAME": "piapi-key", "PIAPI_BASE_URL": "https://piapi.invalid",
+           "CALLBACK_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parameters.clear_caches()
+    with mock_aws():
+        s3, sqs, ddb, sm, events = (boto3.client(s) for s in ("s3", "sqs", "dynamodb", "secretsmanager", "events"))
+        for bucket in ("faceswap-inputs-example", "faceswap-results-example"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        ddb.create_table(TableName="jobs", BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}])
+        check_url = sqs.create_queue(QueueName="checks")["QueueUrl"]
+        monkeypatch.setenv("CHECK_QUEUE_URL", check_url)
+        sm.create_secret(Name="signing-key", SecretString="k" * 64)
+        sm.create_secret(Name="piapi-key", SecretString="piapi-test-key")
+        events.create_event_bus(Name="jobs-bus")
+        yield {"s3": s3, "sqs": sqs, "ddb": ddb, "events": events}
+    parameters.clear_caches()
+
+
+def job_row(ddb: Any, job_id: str | None = None) -> dict[str, Any]:
+    items = ddb.scan(TableName="jobs")["Items"]
+    if job_id:
+        items = [i for i in items if i["job_id"]["S"] == job_id]
+    assert len(items) == 1, items
+    return items[0]
+
+
+def with_version(name: str, version_id: str) -> dict[str, Any]:
+    sample = event(name)
+    body = json.loads(sample["Records"][0]["body"])
+    body["Records"][0]["s3"]["object"]["versionId"] = version_id
+    sample["Records"][0]["body"] = json.dumps(body)
+    return sample
+
+
+def test_submit_ignores_the_s3_test_event(aws: dict[str, Any]) -> None:
+    response = load("submit").lambda_handler(event("sqs_s3_test_event.json"), Context())
+
+    assert response == {"batchItemFailures": []}
+    assert aws["ddb"].scan(TableName="jobs")["Items"] == []
+
+
+def test_submit_records_text_upload_as_invalid_image(aws: dict[str, Any]) -> None:
+    aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="faces/obama.jpg", Body=b"\xff\xd8\xff face")
+    version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="incoming/obama/biden.jpg",
+                                   Body=b"not an image")["VersionId"]
+
+    response = load("submit").lambda_handler(with_version("sqs_s3_put_incoming.json", version), Context())
+
+    row = job_row(aws["ddb"])
+    assert response == {"batchItemFailures": []}
+    assert row["state"]["S"] == "FAILED"
+    assert row["error"]["M"]["code"]["S"] == "invalid_image"
+    assert row["result_key"]["S"] == "results/obama/biden.jpg"
+
+
+def test_submit_records_bad_manifest_as_invalid_request(aws: dict[str, Any]) -> None:
+    version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="jobs/pair.json", Body=b"{not json")[
+        "VersionId"]
+
+    load("submit").lambda_handler(with_version("sqs_s3_put_manifest.json", version), Context())
+
+    row = job_row(aws["ddb"])
+    assert row["state"]["S"] == "FAILED" and row["error"]["M"]["code"]["S"] == "invalid_request"
+
+
+@pytest.mark.parametrize("sample", ["http_webhook_bad_secret.json", "http_webhook_no_secret.json"])
+def test_callback_refuses_a_webhook_without_the_job_secret(aws: dict[str, Any], sample: str) -> None:
+    response = load("callback").lambda_handler(event(sample), Context())
+
+    assert response["statusCode"] == 401
+    assert json.loads(response["body"]) == {"code": "webhook_unauthorized", "message": "unauthorized"}
+    assert aws["ddb"].scan(TableName="jobs")["Items"] == []
+
+
+def test_callback_refuses_a_malformed_job_id(aws: dict[str, Any]) -> None:
+    sample = event("http_webhook_piapi_completed.json")
+    sample["rawPath"] = sample["requestContext"]["http"]["path"] = "/callbacks/piapi/..%2F..%2Fetc"
+
+    response = load("callback").lambda_handler(sample, Context())
+
+    assert response["statusCode"] in (401, 404)
+
+
+def test_poller_ignores_a_check_for_an_unknown_job(aws: dict[str, Any]) -> None:
+    response = load("poller").lambda_handler(event("sqs_check.json"), Context())
+
+    assert response == {"batchItemFailures": []}
+    assert "Messages" not in aws["sqs"].receive_message(QueueUrl=aws["sqs"].get_queue_url(QueueName="checks")[
+        "QueueUrl"])
+
+
+def test_publisher_publishes_job_succeeded_once_per_terminal_change(aws: dict[str, Any]) -> None:
+    queue_url = aws["sqs"].create_queue(QueueName="subscriber")["QueueUrl"]
+    arn = aws["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws["events"].put_rule(Name="all", EventBusName="jobs-bus", EventPattern=json.dumps({"source": ["faceswap.pipeline"]}))
+    aws["events"].put_targets(Rule="all", EventBusName="jobs-bus", Targets=[{"Id": "q", "Arn": arn}])
+    sample = event("ddb_stream_job_succeeded.json")
+    unchanged = json.loads(json.dumps(sample["Records"][0]))
+    unchanged["dynamodb"]["OldImage"] = unchanged["dynamodb"]["NewImage"]  # a terminal row touched again
+    unchanged["dynamodb"]["SequenceNumber"] = "111100000000000000002"
+    sample["Records"].append(unchanged)
+
+    response = load("publisher").lambda_handler(sample, Context())
+
+    messages = aws["sqs"].receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert response == {"batchItemFailures": []}
+    assert len(messages) == 1
+    published = json.loads(messages[0]["Body"])
+    assert published["detail-type"] == "Job Succeeded"
+    assert published["source"] == "faceswap.pipeline"
+    assert published["detail"]["job_id"] == JOB_ID
+    assert published["detail"]["result"]["sha256"] == "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
