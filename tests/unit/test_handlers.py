@@ -48,13 +48,22 @@ def load(function: str) -> ModuleType:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "faceswap",
-           "POWERTOOLS_METRICS_NAMESPACE": "FaceSwap", "JOBS_TABLE_NAME": "jobs",
-           "INPUT_BUCKET_NAME": "faceswap-inputs-example", "RESULTS_BUCKET_NAME": "faceswap-results-example",
-           "EVENT_BUS_NAME": "jobs-bus", "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
-           "PIAPI_API_KEY_SECRET_NAME": "piapi-key", "PIAPI_BASE_URL": "https://piapi.invalid",
-           "CALLBACK_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "faceswap",
+        "POWERTOOLS_METRICS_NAMESPACE": "FaceSwap",
+        "JOBS_TABLE_NAME": "jobs",
+        "INPUT_BUCKET_NAME": "faceswap-inputs-example",
+        "RESULTS_BUCKET_NAME": "faceswap-results-example",
+        "EVENT_BUS_NAME": "jobs-bus",
+        "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
+        "PIAPI_API_KEY_SECRET_NAME": "piapi-key",
+        "PIAPI_BASE_URL": "https://piapi.invalid",
+        "CALLBACK_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     parameters.clear_caches()
@@ -63,9 +72,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         for bucket in ("faceswap-inputs-example", "faceswap-results-example"):
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        ddb.create_table(TableName="jobs", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}])
+        ddb.create_table(
+            TableName="jobs",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        )
         check_url = sqs.create_queue(QueueName="checks")["QueueUrl"]
         monkeypatch.setenv("CHECK_QUEUE_URL", check_url)
         sm.create_secret(Name="signing-key", SecretString="k" * 64)
@@ -100,8 +112,9 @@ def test_submit_ignores_the_s3_test_event(aws: dict[str, Any]) -> None:
 
 def test_submit_records_text_upload_as_invalid_image(aws: dict[str, Any]) -> None:
     aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="faces/obama.jpg", Body=b"\xff\xd8\xff face")
-    version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="incoming/obama/biden.jpg",
-                                   Body=b"not an image")["VersionId"]
+    version = aws["s3"].put_object(
+        Bucket="faceswap-inputs-example", Key="incoming/obama/biden.jpg", Body=b"not an image"
+    )["VersionId"]
 
     response = load("submit").lambda_handler(with_version("sqs_s3_put_incoming.json", version), Context())
 
@@ -114,7 +127,8 @@ def test_submit_records_text_upload_as_invalid_image(aws: dict[str, Any]) -> Non
 
 def test_submit_records_bad_manifest_as_invalid_request(aws: dict[str, Any]) -> None:
     version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="jobs/pair.json", Body=b"{not json")[
-        "VersionId"]
+        "VersionId"
+    ]
 
     load("submit").lambda_handler(with_version("sqs_s3_put_manifest.json", version), Context())
 
@@ -144,14 +158,17 @@ def test_poller_ignores_a_check_for_an_unknown_job(aws: dict[str, Any]) -> None:
     response = load("poller").lambda_handler(event("sqs_check.json"), Context())
 
     assert response == {"batchItemFailures": []}
-    assert "Messages" not in aws["sqs"].receive_message(QueueUrl=aws["sqs"].get_queue_url(QueueName="checks")[
-        "QueueUrl"])
+    assert "Messages" not in aws["sqs"].receive_message(
+        QueueUrl=aws["sqs"].get_queue_url(QueueName="checks")["QueueUrl"]
+    )
 
 
 def test_publisher_publishes_job_succeeded_once_per_terminal_change(aws: dict[str, Any]) -> None:
     queue_url = aws["sqs"].create_queue(QueueName="subscriber")["QueueUrl"]
     arn = aws["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws["events"].put_rule(Name="all", EventBusName="jobs-bus", EventPattern=json.dumps({"source": ["faceswap.pipeline"]}))
+    aws["events"].put_rule(
+        Name="all", EventBusName="jobs-bus", EventPattern=json.dumps({"source": ["faceswap.pipeline"]})
+    )
     aws["events"].put_targets(Rule="all", EventBusName="jobs-bus", Targets=[{"Id": "q", "Arn": arn}])
     sample = event("ddb_stream_job_succeeded.json")
     unchanged = json.loads(json.dumps(sample["Records"][0]))
