@@ -75,8 +75,7 @@ deploy: build
 	$(SAM) deploy --config-env $(ENV)
 
 lock: venv
-	$(BIN)/pip freeze --exclude-editable | sed '1i # Exact pins of the development environment. Python 3.13. Regenerate: make lock' \
-		> requirements/dev.txt
+	$(BIN)/pip freeze --all --exclude-editable | grep -v "^pip==" | sed "1i # Exact pins of the development environment. Python 3.13. Regenerate: make lock" > requirements/dev.txt
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .local out

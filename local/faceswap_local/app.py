@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from faceswap_local import stack as aws
-from faceswap_local.emulators.piapi import PiAPIEmulator, SwapFn, placeholder_swap
+from faceswap_local.emulators.piapi import PiAPIEmulator, SwapFn
+from faceswap_local.engine_service import EngineService, engine_swap
 from faceswap_local.runtime import Runtime
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -24,7 +25,7 @@ LOCAL_CONFIG = {
     "POWERTOOLS_METRICS_DISABLED": "false",
     "RESULT_URL_ALLOW_LOOPBACK": "true",
     "PIAPI_RESULT_HOSTS": "127.0.0.1,localhost",
-    "POLL_DELAYS": json.dumps({"piapi": [2, 1.5, 10]}),
+    "POLL_DELAYS": json.dumps({"piapi": [2, 1.5, 10], "selfhosted": [2, 1.5, 10]}),
 }
 """Local configuration on top of the template's environment: tracing off (no X-Ray daemon), the loopback
 allowance for result downloads from the emulators, and quicker checks."""
@@ -36,11 +37,12 @@ class LocalStack:
     Parameters
     ----------
     parameters
-        Template parameter overrides (e.g. ``{"ResultMaxBytes": "8388608"}``).
+        Template parameter overrides (e.g. ``{"ResultMaxBytes": "8388608"}``). ``DefaultProvider`` defaults to
+        ``selfhosted``, the provider that needs no account.
     config
         Extra function environment on top of :data:`LOCAL_CONFIG`.
     swap_fn
-        How the emulators make results (the self-hosted engine by default when installed).
+        How the emulators make results (default: the self-hosted engine, so results are real swaps).
     """
 
     def __init__(
@@ -52,11 +54,12 @@ class LocalStack:
         template: Path = ROOT / "template.yaml",
     ) -> None:
         self.template = template
-        self.parameters = dict(parameters or {})
+        self.parameters = {"DefaultProvider": "selfhosted", **(parameters or {})}
         self.config = {**LOCAL_CONFIG, **(config or {})}
         self.moto = aws.MotoServer()
-        self.swap_fn = swap_fn or placeholder_swap
+        self.swap_fn = swap_fn or engine_swap
         self.stack: aws.AwsStack | None = None
+        self.engine: EngineService | None = None
         self.piapi: PiAPIEmulator | None = None
         self.runtime: Runtime | None = None
 
@@ -79,6 +82,8 @@ class LocalStack:
         )
         self.piapi = PiAPIEmulator(api_key=self.stack.secret_values["PiapiApiKeySecret"], swap_fn=self.swap_fn)
         self.piapi.start()
+        self.engine = EngineService()
+        self.engine.start()
         gateway_port = aws.free_port()
         self.runtime = Runtime(
             self.stack,
@@ -86,6 +91,7 @@ class LocalStack:
                 **self.config,
                 "AWS_ENDPOINT_URL": self.moto.endpoint_url,
                 "PIAPI_BASE_URL": self.piapi.url,
+                "SELFHOSTED_BASE_URL": self.engine.url,
                 "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
             },
             gateway_port=gateway_port,
@@ -99,6 +105,8 @@ class LocalStack:
             self.runtime.stop()
         if self.piapi is not None:
             self.piapi.stop()
+        if self.engine is not None:
+            self.engine.stop()
         self.moto.stop()
 
     def __enter__(self) -> LocalStack:
@@ -127,4 +135,5 @@ class LocalStack:
             "api_url": self.runtime.api_url,
             "event_bus": refs["EventBus"],
             "piapi_url": self.piapi.url if self.piapi else "",
+            "selfhosted_url": self.engine.url if self.engine else "",
         }

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,10 @@ from werkzeug.wrappers import Request, Response
 from faceswap_local.stack import ACCOUNT_ID, REGION, AwsStack, FunctionSpec, free_port
 
 logger = logging.getLogger("faceswap_local.runtime")
+
+# Powertools warns on every invocation that records no metric (an S3 test event, a stream record that ends no
+# job); on Lambda that goes to CloudWatch, here it would drown the demo's output.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

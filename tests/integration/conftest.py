@@ -86,7 +86,8 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     local = LocalStack(
-        parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES)}, config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 3]})}
+        parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES), "DefaultProvider": "piapi"},
+        config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 3]})},
     ).start()
     try:
         info = local.info()

@@ -23,6 +23,8 @@ DEFAULT_PROVIDER = "DEFAULT_PROVIDER"
 PIAPI_API_KEY_SECRET_NAME = "PIAPI_API_KEY_SECRET_NAME"  # noqa: S105 - a variable name
 PIAPI_BASE_URL = "PIAPI_BASE_URL"
 PIAPI_RESULT_HOSTS = "PIAPI_RESULT_HOSTS"
+SELFHOSTED_BASE_URL = "SELFHOSTED_BASE_URL"
+SELFHOSTED_RESULT_HOSTS = "SELFHOSTED_RESULT_HOSTS"
 JOB_DEADLINE_SECONDS = "JOB_DEADLINE_SECONDS"
 RESULT_MAX_BYTES = "RESULT_MAX_BYTES"
 INPUT_MAX_BYTES = "INPUT_MAX_BYTES"
@@ -55,6 +57,8 @@ class Config:
     piapi_api_key_secret: str = ""
     piapi_base_url: str = "https://api.piapi.ai"
     piapi_result_hosts: tuple[str, ...] = ("img.theapi.app", "*.piapi.ai")
+    selfhosted_base_url: str = ""
+    selfhosted_result_hosts: tuple[str, ...] = ()
     job_deadline_seconds: int = 900
     result_max_bytes: int = 50 * 1024 * 1024
     input_max_bytes: int = 20 * 1024 * 1024
@@ -97,7 +101,9 @@ class Config:
         except (ValueError, TypeError, IndexError, AttributeError) as e:
             raise ConfigError(f'{POLL_DELAYS} must be JSON like {{"piapi": [30, 1.5, 120]}}.') from e
 
-        hosts = tuple(h.strip() for h in env.get(PIAPI_RESULT_HOSTS, "").split(",") if h.strip())
+        def hosts(name: str) -> tuple[str, ...]:
+            return tuple(h.strip() for h in env.get(name, "").split(",") if h.strip())
+
         return cls(
             jobs_table=required(JOBS_TABLE_NAME),
             input_bucket=required(INPUT_BUCKET_NAME),
@@ -109,7 +115,9 @@ class Config:
             default_provider=env.get(DEFAULT_PROVIDER, "").strip() or "piapi",
             piapi_api_key_secret=env.get(PIAPI_API_KEY_SECRET_NAME, "").strip(),
             piapi_base_url=env.get(PIAPI_BASE_URL, "").strip() or cls.piapi_base_url,
-            piapi_result_hosts=hosts or cls.piapi_result_hosts,
+            piapi_result_hosts=hosts(PIAPI_RESULT_HOSTS) or cls.piapi_result_hosts,
+            selfhosted_base_url=env.get(SELFHOSTED_BASE_URL, "").strip(),
+            selfhosted_result_hosts=hosts(SELFHOSTED_RESULT_HOSTS),
             job_deadline_seconds=number(JOB_DEADLINE_SECONDS, cls.job_deadline_seconds),
             result_max_bytes=number(RESULT_MAX_BYTES, cls.result_max_bytes),
             input_max_bytes=number(INPUT_MAX_BYTES, cls.input_max_bytes),

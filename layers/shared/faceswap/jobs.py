@@ -196,11 +196,12 @@ class Pipeline:
         except PipelineError as e:
             return self._finish(job, JobState.FAILED, error=e)
 
+        stamp = isoformat(self.clock())
         submitted = self.store.transition(
             job.job_id,
             from_states=[JobState.RECEIVED],
             to_state=JobState.SUBMITTED,
-            changes={"provider_task_id": task_id, "submitted_at": isoformat(now), "updated_at": isoformat(now)},
+            changes={"provider_task_id": task_id, "submitted_at": stamp, "updated_at": stamp},
         )
         job = submitted or self.store.get(job.job_id) or job
         self._schedule_check(job, check=0)

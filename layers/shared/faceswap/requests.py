@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from faceswap.errors import InputError, InvalidRequest, SwapFaceMissing
+from faceswap.errors import ImageTooLarge, InputError, InvalidRequest, SwapFaceMissing
 from faceswap.ids import job_id_for
 from faceswap.model import ImageRef, JobRequest
 from faceswap.ports import ObjectStore
@@ -69,7 +69,10 @@ def request_for_upload(
     if key.startswith(MANIFEST_PREFIX) and key.endswith(".json"):
         name = key[len(MANIFEST_PREFIX) : -len(".json")]
         try:
-            raw = objects.read(bucket, key, version_id=target.version_id, max_bytes=MAX_MANIFEST_BYTES)
+            try:
+                raw = objects.read(bucket, key, version_id=target.version_id, max_bytes=MAX_MANIFEST_BYTES)
+            except ImageTooLarge as e:
+                raise InvalidRequest(f"The manifest is larger than {MAX_MANIFEST_BYTES // 1024} KiB.") from e
             return parse_manifest(raw, job_id=job_id, bucket=bucket, name=name, default_provider=default_provider)
         except InputError as e:
             return JobRequest(

@@ -14,6 +14,7 @@ from faceswap.fetch import ResultFetcher
 from faceswap.jobs import Pipeline, Settings
 from faceswap.ports import Provider
 from faceswap.providers.piapi import PiAPIProvider
+from faceswap.providers.selfhosted import SelfhostedProvider
 
 PROVIDER_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 """Provider API calls: 5 s to connect, 20 s for each read/write."""
@@ -35,7 +36,7 @@ def secret_reader(name: str, *, max_age: int) -> Callable[[], str]:
 
 
 def build_providers(config: Config, client: httpx.Client) -> dict[str, Provider]:
-    """The configured provider adapters by name (a provider with no API key secret configured is left out)."""
+    """The configured provider adapters by name (a provider that is not configured is left out)."""
     providers: dict[str, Provider] = {}
     if config.piapi_api_key_secret:
         providers["piapi"] = PiAPIProvider(
@@ -43,6 +44,12 @@ def build_providers(config: Config, client: httpx.Client) -> dict[str, Provider]
             api_key=secret_reader(config.piapi_api_key_secret, max_age=config.secrets_max_age_seconds),
             base_url=config.piapi_base_url,
             result_hosts=config.piapi_result_hosts,
+        )
+    if config.selfhosted_base_url:
+        providers["selfhosted"] = SelfhostedProvider(
+            client,
+            base_url=config.selfhosted_base_url,
+            result_hosts=config.selfhosted_result_hosts or (httpx.URL(config.selfhosted_base_url).host,),
         )
     return providers
 

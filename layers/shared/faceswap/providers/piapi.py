@@ -185,7 +185,8 @@ class PiAPIProvider:
 
     def _raise_for_status(self, response: httpx.Response, *, creating: bool) -> None:
         status = response.status_code
-        message = _envelope_message(response)
+        # PiAPI's message is repeated in the error; never let it carry our key back out (e.g. "invalid key …").
+        message = _envelope_message(response, redact=self._api_key())
         if status == 429 or status >= 500:
             raise ProviderUnavailable(f"PiAPI answered {status}{message}.", retry_after=_retry_after(response))
         if status in (401, 403):
@@ -207,12 +208,13 @@ def _as_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _envelope_message(response: httpx.Response) -> str:
+def _envelope_message(response: httpx.Response, *, redact: str) -> str:
     try:
         message = response.json().get("message")
     except (ValueError, AttributeError):
         return ""
-    return f": {str(message)[:200]}" if message else ""
+    text = str(message).replace(redact, "[redacted]") if redact else str(message)
+    return f": {text[:200]}" if message else ""
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -1,0 +1,195 @@
+"""The self-hosted engine as an HTTP service with an async task API and webhooks (provider ``selfhosted``).
+
+Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
+
+- ``POST /v1/tasks`` with JSON ``{"task": "face-swap" | "multi-face-swap", "target_image": <base64>,
+  "swap_image": <base64>, "swap_face_index": int (default 0), "target_face_indices": [int, ...] | null,
+  "webhook": {"url": str, "secret": str} | null}`` → ``202 {"task_id": str, "status": "queued"}``.
+  A malformed request → ``400 {"error": {"code": "invalid_request", "message": str}}``.
+- ``GET /v1/tasks/{task_id}`` → ``200 {"task_id", "status": "queued" | "running" | "succeeded" | "failed",
+  "result_url": str | null, "error": {"code", "message"} | null}``; unknown id → ``404``.
+- ``GET /v1/results/{task_id}.jpg`` → the result (``image/jpeg``); ``404`` once evicted.
+- Webhook: when a task ends, ``POST`` to ``webhook.url`` with header ``x-webhook-secret: <secret>`` and JSON
+  ``{"task_id", "status"}``. It is a trigger only; the pipeline reads the task for the truth.
+- Bearer token: if the server has a ``token``, every ``/v1/tasks`` call needs ``Authorization: Bearer <token>``.
+
+Failure codes in ``error.code``: ``no_face_detected``, ``face_index_out_of_range``, ``invalid_image``.
+Tasks and results are kept in memory (the newest ``max_tasks``); run it behind a WSGI server for production.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import FaceSwapError
+from .swap import swap_image_bytes
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("face-swap", "multi-face-swap")
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class EngineTask:
+    """One task as the server keeps it."""
+
+    task_id: str
+    task: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    status: str = "queued"
+    result: bytes | None = None
+    error: dict[str, str] | None = None
+    created: float = field(default_factory=time.time)
+    webhook_deliveries: int = 0
+
+
+class EngineServer:
+    """A WSGI application serving the contract above.
+
+    Parameters
+    ----------
+    base_url
+        The URL clients reach the server at; result URLs are built from it.
+    workers
+        Swaps run at once (each takes about 0.1-0.2 s on one core for 1-2 Mpx images).
+    token
+        Optional bearer token required on ``/v1/tasks`` calls.
+    max_tasks
+        Tasks (and results) kept in memory; the oldest are evicted first.
+    """
+
+    def __init__(self, *, base_url: str, workers: int = 2, token: str | None = None, max_tasks: int = 1000) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.max_tasks = max_tasks
+        self.tasks: OrderedDict[str, EngineTask] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+        self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0))
+
+    def close(self) -> None:
+        """Stop taking work and release the webhook client."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path.startswith("/v1/results/"):
+            status, headers, body = self._result(path.removeprefix("/v1/results/").removesuffix(".jpg"))
+        elif not self._authorised(environ):
+            status, headers, body = _json(401, {"error": {"code": "unauthorized", "message": "bad bearer token"}})
+        elif method == "POST" and path == "/v1/tasks":
+            status, headers, body = self._create(environ)
+        elif method == "GET" and path.startswith("/v1/tasks/"):
+            status, headers, body = self._get(path.removeprefix("/v1/tasks/"))
+        else:
+            status, headers, body = _json(404, {"error": {"code": "not_found", "message": "no such route"}})
+        start_response(status, headers)
+        return [body]
+
+    def _authorised(self, environ: dict[str, Any]) -> bool:
+        if not self.token:
+            return True
+        presented = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
+        return hmac.compare_digest(presented.encode(), self.token.encode())
+
+    def _create(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length > MAX_REQUEST_BYTES:
+                return _invalid(f"request body over {MAX_REQUEST_BYTES} bytes")
+            body = json.loads(environ["wsgi.input"].read(length))
+            task = body.get("task", "face-swap")
+            target = base64.b64decode(body["target_image"], validate=True)
+            swap = base64.b64decode(body["swap_image"], validate=True)
+            swap_index = int(body.get("swap_face_index") or 0)
+            target_indices = body.get("target_face_indices")
+            if target_indices is not None:
+                target_indices = [int(i) for i in target_indices]
+            webhook = body.get("webhook") or {}
+        except (ValueError, KeyError, TypeError, binascii.Error) as e:
+            return _invalid(f"malformed request: {type(e).__name__}")
+        if task not in TASKS:
+            return _invalid(f"task must be one of {', '.join(TASKS)}")
+        record = EngineTask(
+            task_id=str(uuid.uuid4()), task=task, webhook_url=webhook.get("url"), webhook_secret=webhook.get("secret")
+        )
+        with self._lock:
+            self.tasks[record.task_id] = record
+            while len(self.tasks) > self.max_tasks:
+                self.tasks.popitem(last=False)
+        self._pool.submit(self._run, record, target, swap, swap_index, target_indices)
+        return _json(202, {"task_id": record.task_id, "status": record.status})
+
+    def _get(self, task_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
+        record = self.tasks.get(task_id)
+        if record is None:
+            return _json(404, {"error": {"code": "not_found", "message": "no such task"}})
+        return _json(200, self.describe(record))
+
+    def _result(self, task_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
+        record = self.tasks.get(task_id)
+        if record is None or record.result is None:
+            return "404 Not Found", [("Content-Type", "text/plain")], b"not found"
+        return "200 OK", [("Content-Type", "image/jpeg"), ("Content-Length", str(len(record.result)))], record.result
+
+    def describe(self, record: EngineTask) -> dict[str, Any]:
+        """A task as ``GET /v1/tasks/{id}`` returns it."""
+        result_url = f"{self.base_url}/v1/results/{record.task_id}.jpg" if record.result is not None else None
+        return {"task_id": record.task_id, "status": record.status, "result_url": result_url, "error": record.error}
+
+    def _run(
+        self, record: EngineTask, target: bytes, swap: bytes, swap_index: int, target_indices: list[int] | None
+    ) -> None:
+        record.status = "running"
+        try:
+            record.result = swap_image_bytes(
+                target, swap, swap_face_index=swap_index, target_face_indices=target_indices, format="JPEG"
+            )
+            record.status = "succeeded"
+        except FaceSwapError as e:
+            record.error = {"code": e.code, "message": str(e)}
+            record.status = "failed"
+        except Exception:  # an engine bug must still end the task, visibly
+            logger.exception("swap failed")
+            record.error = {"code": "engine_error", "message": "the engine failed unexpectedly"}
+            record.status = "failed"
+        self._notify(record)
+
+    def _notify(self, record: EngineTask) -> None:
+        if not record.webhook_url:
+            return
+        headers = {"x-webhook-secret": record.webhook_secret} if record.webhook_secret else {}
+        try:
+            self._http.post(
+                record.webhook_url, json={"task_id": record.task_id, "status": record.status}, headers=headers
+            )
+            record.webhook_deliveries += 1
+        except httpx.HTTPError:
+            logger.warning("webhook delivery failed for task %s", record.task_id)
+
+
+def _json(code: int, body: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+    data = json.dumps(body).encode()
+    return f"{code} {reasons[code]}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))], data
+
+
+def _invalid(message: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    return _json(400, {"error": {"code": "invalid_request", "message": message}})

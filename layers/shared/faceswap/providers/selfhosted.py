@@ -1,0 +1,153 @@
+"""The self-hosted engine (``engine/``), as a provider named ``selfhosted``: no account, no per-swap cost.
+
+Contract: ``engine/faceswap_engine/server.py`` (module docstring), summarised:
+
+- Create: ``POST {base}/v1/tasks`` JSON ``{task, target_image, swap_image (base64), swap_face_index,
+  target_face_indices, webhook: {url, secret}}`` → ``202 {task_id, status}``; optional ``Authorization: Bearer``.
+- Read: ``GET {base}/v1/tasks/{task_id}`` → ``{task_id, status: queued|running|succeeded|failed, result_url,
+  error: {code, message}}``.
+- Webhook: ``POST`` with ``x-webhook-secret`` and ``{task_id, status}`` when a task ends.
+- Images: any size the engine can decode; inputs are capped at 4096 px and 20 MB like the other providers.
+- Options for ``multi-face-swap``: ``swap_faces_index`` (one index) and ``target_faces_index`` (``"1"`` or
+  ``"0,1"``), as in manifests; faces are numbered left to right from 0, as PiAPI numbers them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from faceswap.errors import (
+    InvalidImage,
+    NoFaceDetected,
+    ProviderRejected,
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+)
+from faceswap.images import ImageLimits
+from faceswap.model import TaskSnapshot, TaskStatus
+from faceswap.ports import TaskInput, Webhook
+
+_STATUS = {
+    "queued": TaskStatus.QUEUED,
+    "running": TaskStatus.RUNNING,
+    "succeeded": TaskStatus.SUCCEEDED,
+    "failed": TaskStatus.FAILED,
+}
+
+
+class SelfhostedProvider:
+    """Adapter for the self-hosted engine.
+
+    Parameters
+    ----------
+    client
+        ``httpx.Client`` with explicit timeouts.
+    base_url
+        Where the engine listens (its ``/v1`` API).
+    result_hosts
+        Hosts its result URLs may come from (the engine's own host).
+    token
+        Returns the bearer token, if the engine requires one.
+    """
+
+    name = "selfhosted"
+    uses_webhook = True
+    image_limits = ImageLimits(max_side=4096, max_bytes=20 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        base_url: str,
+        result_hosts: tuple[str, ...],
+        token: Callable[[], str] | None = None,
+    ) -> None:
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+        self.result_hosts = result_hosts
+        self._token = token
+
+    def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
+        """Create an engine task; see :meth:`faceswap.ports.Provider.create_task` for the errors raised."""
+        body: dict[str, Any] = {
+            "task": task.task,
+            "target_image": base64.b64encode(task.target_image.data).decode("ascii"),
+            "swap_image": base64.b64encode(task.swap_image.data).decode("ascii"),
+            "swap_face_index": int(str(task.options.get("swap_faces_index", "0")).split(",")[0]),
+            "target_face_indices": _indices(task.options.get("target_faces_index")),
+            "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
+        }
+        try:
+            response = self._client.post(f"{self._base_url}/v1/tasks", json=body, headers=self._headers())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            raise ProviderUnavailable(f"The self-hosted engine could not be reached: {type(e).__name__}.") from e
+        except httpx.HTTPError as e:
+            raise SubmitOutcomeUnknown(f"The self-hosted engine did not answer the create ({type(e).__name__}).") from e
+        self._raise_for_status(response)
+        try:
+            task_id = response.json()["task_id"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SubmitOutcomeUnknown("The self-hosted engine answered without a task_id.") from e
+        return str(task_id)
+
+    def get_task(self, task_id: str) -> TaskSnapshot:
+        """Read a task's status; see :meth:`faceswap.ports.Provider.get_task`."""
+        try:
+            response = self._client.get(f"{self._base_url}/v1/tasks/{task_id}", headers=self._headers())
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(f"The self-hosted engine failed to answer: {type(e).__name__}.") from e
+        self._raise_for_status(response)
+        try:
+            data = response.json()
+        except ValueError as e:
+            raise ProviderUnavailable("The self-hosted engine answered with an unreadable body.") from e
+        status = _STATUS.get(str(data.get("status", "")).lower(), TaskStatus.RUNNING)
+        if status is TaskStatus.FAILED:
+            return TaskSnapshot(task_id, status, error=_task_error(data.get("error") or {}))
+        return TaskSnapshot(
+            task_id, status, result_url=data.get("result_url") if status is TaskStatus.SUCCEEDED else None
+        )
+
+    def task_id_from_callback(self, body: bytes) -> str | None:
+        """``task_id`` of a webhook body, or ``None``."""
+        try:
+            task_id = json.loads(body)["task_id"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return task_id if isinstance(task_id, str) and task_id else None
+
+    def poll_delays(self) -> tuple[float, float, float]:
+        """Swaps take well under a second: first check after 5 s (a webhook usually came first), up to 30 s."""
+        return (5.0, 1.5, 30.0)
+
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._token()}"} if self._token else {}
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code == 429 or response.status_code >= 500:
+            raise ProviderUnavailable(f"The self-hosted engine answered {response.status_code}.")
+        if response.status_code >= 400:
+            raise ProviderRejected(f"The self-hosted engine rejected the request ({response.status_code}).")
+
+
+def _indices(value: Any) -> list[int] | None:
+    if value is None or value == "":
+        return None
+    return [int(part) for part in str(value).split(",")]
+
+
+def _task_error(error: dict[str, Any]) -> Exception:
+    code, message = str(error.get("code", "")), str(error.get("message") or "no reason given")[:300]
+    if code == "no_face_detected":
+        return NoFaceDetected(f"The engine found no face: {message}.")
+    if code == "invalid_image":
+        return InvalidImage(f"The engine could not read an image: {message}.")
+    if code == "face_index_out_of_range":
+        return ProviderTaskFailed(f"The engine could not use the face indices: {message}.", retryable=False)
+    return ProviderTaskFailed(f"The engine failed the task: {message}.")

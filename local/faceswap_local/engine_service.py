@@ -1,0 +1,44 @@
+"""The self-hosted engine on loopback for the local stack, and the swap the emulators use to make results."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from faceswap_engine import swap_image_bytes
+from faceswap_engine.server import EngineServer
+from faceswap_local.stack import free_port
+
+
+def engine_swap(target: bytes, swap: bytes, options: dict[str, Any]) -> bytes:
+    """Swap with the engine, reading PiAPI-style options (``swap_faces_index``, ``target_faces_index``); PNG out."""
+    swap_index = int(str(options.get("swap_faces_index", "0")).split(",")[0])
+    target_option = options.get("target_faces_index")
+    targets = [int(i) for i in str(target_option).split(",")] if target_option not in (None, "") else None
+    return swap_image_bytes(target, swap, swap_face_index=swap_index, target_face_indices=targets, format="PNG")
+
+
+class EngineService:
+    """:class:`faceswap_engine.server.EngineServer` served on a free loopback port in a background thread."""
+
+    def __init__(self, *, port: int | None = None, workers: int = 2) -> None:
+        self.port = port or free_port()
+        self.app = EngineServer(base_url=self.url, workers=workers)
+        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="engine")
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and stop the engine's workers."""
+        self._server.shutdown()
+        self.app.close()
