@@ -14,10 +14,12 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from faceswap_local.app import ROOT, LocalStack
 
-STATE_DIR = ROOT / ".local"
+STATE_DIR = Path(os.environ.get("FACESWAP_LOCAL_STATE_DIR") or ROOT / ".local")
+"""Where ``up`` writes ``stack.json`` and its pid (``make down`` reads the pid)."""
 STACK_FILE = STATE_DIR / "stack.json"
 PID_FILE = STATE_DIR / "stack.pid"
 
@@ -30,12 +32,12 @@ def up() -> int:
     stack = LocalStack().start()
     try:
         info = stack.info()
-        STATE_DIR.mkdir(exist_ok=True)
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
         STACK_FILE.write_text(json.dumps(info, indent=2) + "\n")
         PID_FILE.write_text(str(os.getpid()))
         print(json.dumps(info, indent=2))
         print(
-            f"\nLocal stack running; details in {STACK_FILE.relative_to(ROOT)}. In another terminal:\n"
+            f"\nLocal stack running; details in {STACK_FILE}. In another terminal:\n"
             f'  eval "$(.venv/bin/python -m faceswap_local env)"\n'
             f"  aws s3 cp ../shared/faces/obama.jpg s3://$INPUT_BUCKET/faces/obama.jpg\n"
             f"  aws s3 cp ../shared/faces/biden.jpg s3://$INPUT_BUCKET/incoming/obama/biden.jpg\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from faceswap.model import Job, parse_time
 from faceswap_local.app import ROOT, LocalStack
 
 FACES = ROOT.parent / "shared" / "faces"
-LOG_FILE = ROOT / ".local" / "logs" / "demo.log"
+LOG_FILE = Path(os.environ.get("FACESWAP_LOCAL_STATE_DIR") or ROOT / ".local") / "logs" / "demo.log"
 _CONSOLE: TextIO = sys.__stdout__ or sys.stderr
 WAIT_SECONDS = 120
 
