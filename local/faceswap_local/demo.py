@@ -244,21 +244,22 @@ def _print_table(jobs: list[DemoJob]) -> None:
 
 
 def _print_identity(jobs: list[DemoJob]) -> None:
-    """Identity check with dlib's face embeddings: the result's face should be nearer the swap face."""
-    try:
-        from faceswap_engine import decode_image, detect_faces, face_descriptor, face_distance
-    except ImportError:
-        return
+    """Identity check with dlib's face embeddings: the swapped face should be nearer the swap face.
+
+    In a multi-face target the swapped face is the one whose embedding moved furthest from the original.
+    """
+    from faceswap_engine import decode_image, detect_faces, face_descriptor, face_distance
+
     say("\nIdentity (dlib embedding distance; < 0.6 = same person):")
     for demo_job in jobs:
         if demo_job.local_file is None:
             continue
         result, target = decode_image(demo_job.local_file.read_bytes()), decode_image(demo_job.target.read_bytes())
-        index = 1 if len(detect_faces(target)) > 1 else 0
-        swap_d = face_descriptor(decode_image(demo_job.face.read_bytes()), 0)
-        to_swap = face_distance(face_descriptor(result, index), swap_d)
-        to_target = face_distance(face_descriptor(result, index), face_descriptor(target, index))
-        say(f"  {demo_job.label:<36} to swap face {to_swap:.3f}   to original face {to_target:.3f}")
+        pairs = [(face_descriptor(result, i), face_descriptor(target, i)) for i in range(len(detect_faces(target)))]
+        swapped, original = max(pairs, key=lambda pair: face_distance(*pair))
+        to_swap = face_distance(swapped, face_descriptor(decode_image(demo_job.face.read_bytes()), 0))
+        to_original = face_distance(swapped, original)
+        say(f"  {demo_job.label:<36} to swap face {to_swap:.3f}   to original face {to_original:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
