@@ -18,7 +18,7 @@ SAM := SAM_CLI_TELEMETRY=0 PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template build test demo up down deploy lock clean
+.PHONY: help venv lint typecheck unit integration template build test demo up down deploy lock clean redrive
 
 help:
 	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -39,7 +39,7 @@ venv: $(VENV)/.installed
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check layers functions local tests bench engine
+	$(BIN)/ruff format --check layers functions local tests bench engine cli
 
 typecheck: venv
 	$(BIN)/mypy
@@ -79,3 +79,8 @@ lock: venv
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .local out
+
+# Dead-letter queue → its queue, after the fix: make redrive QUEUE=submit|check [STACK=faceswap-prod] (README)
+redrive: venv
+	@test -n "$(QUEUE)" || { echo "usage: make redrive QUEUE=submit|check [STACK=stack-name]"; exit 2; }
+	$(BIN)/python -m faceswap_local.redrive --queue "$(QUEUE)" $(if $(STACK),--stack-name "$(STACK)")

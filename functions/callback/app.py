@@ -5,20 +5,24 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from faceswap.config import Config
 from faceswap.errors import PipelineError, ProviderUnavailable, WebhookRejected
 from faceswap.ids import is_job_id
+from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
 
 MAX_CALLBACK_BYTES = 256 * 1024
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
+telemetry = Telemetry(logger, tracer=tracer)
+copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 app = APIGatewayHttpResolver()
-pipeline = build_pipeline(Config.from_env())
+pipeline = build_pipeline(Config.from_env(), observer=telemetry)
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -52,15 +56,20 @@ def callback(provider: str, job_id: str) -> Response:
     """Verify before parsing: the secret is checked on the raw request; the body is read only afterwards."""
     if not is_job_id(job_id):
         raise WebhookRejected("malformed job id")
-    logger.append_keys(job_id=job_id, provider=provider)
+    telemetry.job(job_id, provider=provider)  # provider_task_id follows when the task is read
     body = app.current_event.decoded_body or ""
     raw = body.encode("utf-8") if isinstance(body, str) else body
     if len(raw) > MAX_CALLBACK_BYTES:
         return _error(413, "payload_too_large", f"callback bodies are limited to {MAX_CALLBACK_BYTES} bytes")
     job = pipeline.callback(
-        provider, job_id, presented_secret=app.current_event.headers.get("x-webhook-secret"), body=raw
+        provider,
+        job_id,
+        headers=app.current_event.headers,
+        query=app.current_event.query_string_parameters or {},
+        body=raw,
     )
-    logger.info("callback handled", extra={"state": job.state, "provider_task_id": job.provider_task_id})
+    telemetry.job_seen(job)
+    logger.info("callback handled", extra={"state": job.state})
     return Response(
         status_code=200,
         content_type=content_types.APPLICATION_JSON,
@@ -70,6 +79,6 @@ def callback(provider: str, job_id: str) -> Response:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -10,6 +10,7 @@ import os
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -17,11 +18,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from faceswap.aws import EventBridgePublisher, job_from_item
 from faceswap.config import EVENT_BUS_NAME
 from faceswap.jobs import terminal_event
+from faceswap.observability import TRACED_MODULES, Telemetry
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+telemetry = Telemetry(logger, tracer=tracer)
+copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, logger=logger)  # failed records are logged
 publisher = EventBridgePublisher(boto3.client("events"), os.environ[EVENT_BUS_NAME])
 
 
@@ -37,14 +41,14 @@ def record_handler(record: DynamoDBRecord) -> None:
     if event is None:
         return
     detail_type, detail = event
-    logger.append_keys(job_id=new.job_id, provider=new.provider)
+    telemetry.job_seen(new)
     publisher.publish(detail_type, detail)
-    metrics.add_metric(name="JobsSucceeded" if new.error is None else "JobsFailed", unit="Count", value=1)
+    telemetry.job_ended(new)  # counted here: the stream shows each job's end once
     logger.info("job end published", extra={"detail_type": detail_type, "state": new.state})
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

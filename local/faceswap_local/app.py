@@ -134,6 +134,11 @@ class LocalStack:
             "jobs_table": refs["JobsTable"],
             "api_url": self.runtime.api_url,
             "event_bus": refs["EventBus"],
+            "submit_queue_url": refs["SubmitQueue"],
+            "submit_dead_letter_queue_url": refs["SubmitDeadLetterQueue"],
+            "check_queue_url": refs["CheckQueue"],
+            "check_dead_letter_queue_url": refs["CheckDeadLetterQueue"],
+            "publisher_dead_letter_queue_url": refs["PublisherDeadLetterQueue"],
             "piapi_url": self.piapi.url if self.piapi else "",
             "selfhosted_url": self.engine.url if self.engine else "",
         }

@@ -35,7 +35,8 @@ from typing import Any
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from faceswap_local.stack import ACCOUNT_ID, REGION, AwsStack, FunctionSpec, free_port
+from faceswap_cli.sigv4 import verify
+from faceswap_local.stack import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, AwsStack, FunctionSpec, free_port
 
 logger = logging.getLogger("faceswap_local.runtime")
 
@@ -252,12 +253,28 @@ class StreamPoller(threading.Thread):
             )
 
 
-class Gateway:
-    """Serves the template's HttpApi routes on loopback as API Gateway HTTP API payload 2.0 events."""
+@dataclass(frozen=True)
+class Route:
+    """One HttpApi route: ``method``, ``path`` (``/jobs/{job_id}``), its function, and whether IAM authorises it."""
 
-    def __init__(self, routes: list[tuple[str, str, Invoker]], *, port: int | None = None) -> None:
+    method: str
+    path: str
+    invoker: Invoker
+    iam: bool
+
+
+class Gateway:
+    """Serves the template's HttpApi routes on loopback as API Gateway HTTP API payload 2.0 events.
+
+    Routes authorised with ``AWS_IAM`` need a valid SigV4 signature made with the local stack's credentials
+    (checked with botocore's signer, :func:`faceswap_cli.sigv4.verify`); otherwise the gateway answers
+    ``403 {"message": "Forbidden"}`` without invoking the function, as API Gateway does.
+    """
+
+    def __init__(self, routes: list[Route], *, credentials: tuple[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
-        self._routes = [(method.upper(), path, _route_regex(path), invoker) for method, path, invoker in routes]
+        self._routes = [(route, _route_regex(route.path)) for route in routes]
+        self._credentials = credentials
         self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="gateway")
 
@@ -276,17 +293,34 @@ class Gateway:
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
-        for method, path, regex, invoker in self._routes:
+        for route, regex in self._routes:
             match = regex.fullmatch(request.path)
-            if match and request.method == method:
-                response = self._invoke(invoker, request, f"{method} {path}", match.groupdict())
+            if match and request.method == route.method:
+                if route.iam:
+                    # The URL exactly as sent: werkzeug's request.url re-encodes the path its own way.
+                    raw_path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
+                    problem = verify(
+                        request.method,
+                        f"{request.scheme}://{request.host}{raw_path}",
+                        {k.lower(): v for k, v in request.headers.items()},
+                        request.get_data(),
+                        access_key=self._credentials[0],
+                        secret_key=self._credentials[1],
+                        region=REGION,
+                    )
+                    if problem is not None:
+                        logger.info("refused %s %s: %s", request.method, request.path, problem)
+                        return Response(
+                            json.dumps({"message": "Forbidden"}), status=403, content_type="application/json"
+                        )(environ, start_response)
+                response = self._invoke(route, request, match.groupdict())
                 return response(environ, start_response)
         return Response(json.dumps({"message": "Not Found"}), status=404, content_type="application/json")(
             environ, start_response
         )
 
-    @staticmethod
-    def _invoke(invoker: Invoker, request: Request, route_key: str, path_parameters: dict[str, str]) -> Response:
+    def _invoke(self, route: Route, request: Request, path_parameters: dict[str, str]) -> Response:
+        invoker, route_key = route.invoker, f"{route.method} {route.path}"
         body = request.get_data()
         try:
             text: str | None = body.decode("utf-8")
@@ -299,7 +333,7 @@ class Gateway:
             "routeKey": route_key,
             "rawPath": request.path,
             "rawQueryString": request.query_string.decode("latin-1"),
-            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "headers": {**{k.lower(): v for k, v in request.headers.items()}, "x-forwarded-proto": "http"},
             "queryStringParameters": dict(request.args) or None,
             "pathParameters": path_parameters or None,
             "requestContext": {
@@ -318,6 +352,22 @@ class Gateway:
                 "routeKey": route_key,
                 "stage": "$default",
                 "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                **(
+                    {
+                        "authorizer": {
+                            "iam": {
+                                "accessKey": self._credentials[0],
+                                "accountId": ACCOUNT_ID,
+                                "callerId": "local",
+                                "principalOrgId": None,
+                                "userArn": f"arn:aws:iam::{ACCOUNT_ID}:user/local",
+                                "userId": "local",
+                            }
+                        }
+                    }
+                    if route.iam
+                    else {}
+                ),
                 "timeEpoch": int(now.timestamp() * 1000),
             },
             "body": text if body else None,
@@ -377,7 +427,7 @@ class Runtime:
         for logical_id, spec in self.stack.functions.items():
             self.invokers[logical_id] = Invoker(spec, load_handler(spec))
         sqs = self.stack.client("sqs")
-        routes: list[tuple[str, str, Invoker]] = []
+        routes: list[Route] = []
         for logical_id, spec in self.stack.functions.items():
             invoker = self.invokers[logical_id]
             for event in spec.events.values():
@@ -411,8 +461,10 @@ class Runtime:
                         )
                     )
                 elif event["Type"] == "HttpApi":
-                    routes.append((event["Method"], event["Path"], invoker))
-        self.gateway = Gateway(routes, port=self.gateway_port)
+                    default = self.stack.default_authorizers.get(str(event.get("ApiId")), "NONE")
+                    authorizer = event.get("Auth", {}).get("Authorizer", default)
+                    routes.append(Route(event["Method"].upper(), event["Path"], invoker, iam=authorizer == "AWS_IAM"))
+        self.gateway = Gateway(routes, credentials=(ACCESS_KEY_ID, SECRET_ACCESS_KEY), port=self.gateway_port)
         self.gateway.start()
         for thread in self._threads:
             thread.start()

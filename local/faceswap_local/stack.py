@@ -57,6 +57,7 @@ class AwsStack:
     secret_values: dict[str, str] = field(default_factory=dict)
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    default_authorizers: dict[str, str] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         """A boto3 client for the moto server."""
@@ -153,8 +154,27 @@ def create_stack(
         stack.secret_values[logical_id] = value
     for logical_id, resource in by_type.get("AWS::S3::Bucket", {}).items():
         _create_bucket(s3, logical_id, resource["Properties"], resolver)
-    for logical_id in by_type.get("AWS::Serverless::HttpApi", {}):
-        resolver.refs[logical_id] = "local"
+    for logical_id, resource in by_type.get("AWS::Events::Rule", {}).items():
+        props = resolver.resolve(resource["Properties"])
+        name = f"{stack_name}-{logical_id}"
+        arn = events.put_rule(
+            Name=name,
+            EventBusName=props["EventBusName"],
+            EventPattern=json.dumps(props["EventPattern"]),
+            State="ENABLED",
+        )["RuleArn"]
+        events.put_targets(
+            Rule=name,
+            EventBusName=props["EventBusName"],
+            Targets=[{"Id": t["Id"], "Arn": t["Arn"]} for t in props.get("Targets", [])],
+        )
+        resolver.refs[logical_id] = name
+        resolver.attributes[(logical_id, "Arn")] = arn
+    for logical_id, resource in by_type.get("AWS::Serverless::HttpApi", {}).items():
+        resolver.refs[logical_id] = logical_id  # the API id; the gateway serves every HttpApi on one port
+        stack.default_authorizers[logical_id] = (
+            resource.get("Properties", {}).get("Auth", {}).get("DefaultAuthorizer", "NONE")
+        )
     for logical_id in by_type.get("AWS::Serverless::LayerVersion", {}):
         resolver.refs[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical_id}:1"
 

@@ -150,6 +150,9 @@ class FakeProvider:
             error=self.error,
         )
 
+    def presented_secret(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return headers.get("x-webhook-secret")
+
     def task_id_from_callback(self, body: bytes) -> str | None:
         return body.decode() or None
 

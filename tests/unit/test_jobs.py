@@ -19,6 +19,11 @@ from faceswap.ids import webhook_secret
 from faceswap.model import ImageRef, JobRequest, JobState, TaskStatus
 
 
+def signed(secret: str | None) -> dict[str, str]:
+    """Headers of a callback presenting ``secret`` (none when ``None``)."""
+    return {} if secret is None else {"x-webhook-secret": secret}
+
+
 def request(job_id: str = "a" * 32, **changes: object) -> JobRequest:
     fields: dict[str, object] = {
         "job_id": job_id,
@@ -270,7 +275,7 @@ def test_callback_with_bad_secret_is_rejected_without_state_change(world: World,
     before = world.store.rows[job.job_id]
 
     with pytest.raises(WebhookRejected):
-        world.pipeline.callback("fake", job.job_id, presented_secret=secret, body=b"")
+        world.pipeline.callback("fake", job.job_id, headers=signed(secret), query={}, body=b"")
 
     assert world.store.rows[job.job_id] == before
     assert world.provider.gets == 0
@@ -280,7 +285,9 @@ def test_callback_for_another_provider_is_rejected(world: World) -> None:
     job = world.pipeline.submit(request())
 
     with pytest.raises(WebhookRejected):
-        world.pipeline.callback("piapi", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id), body=b"")
+        world.pipeline.callback(
+            "piapi", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
+        )
 
 
 def test_verified_callback_collects_from_provider_status(world: World) -> None:
@@ -288,7 +295,9 @@ def test_verified_callback_collects_from_provider_status(world: World) -> None:
     world.provider.status = TaskStatus.SUCCEEDED
     secret = webhook_secret(SIGNING_KEY, job.job_id)
 
-    results = [world.pipeline.callback("fake", job.job_id, presented_secret=secret, body=b"") for _ in range(3)]
+    results = [
+        world.pipeline.callback("fake", job.job_id, headers=signed(secret), query={}, body=b"") for _ in range(3)
+    ]
 
     assert [r.state for r in results] == [JobState.SUCCEEDED] * 3
     assert world.objects.result_writes == 1
@@ -301,7 +310,11 @@ def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World)
     world.provider.status = TaskStatus.SUCCEEDED
 
     done = world.pipeline.callback(
-        "fake", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id), body=b"task-from-callback"
+        "fake",
+        job.job_id,
+        headers=signed(webhook_secret(SIGNING_KEY, job.job_id)),
+        query={},
+        body=b"task-from-callback",
     )
 
     assert done.state is JobState.SUCCEEDED
@@ -311,7 +324,9 @@ def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World)
 def test_happy_path_writes_the_job_row_three_times(world: World) -> None:
     job = world.pipeline.submit(request())
     world.provider.status = TaskStatus.SUCCEEDED
-    world.pipeline.callback("fake", job.job_id, presented_secret=webhook_secret(SIGNING_KEY, job.job_id), body=b"")
+    world.pipeline.callback(
+        "fake", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
+    )
 
     assert world.store.writes == 3
 

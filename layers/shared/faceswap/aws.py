@@ -6,6 +6,8 @@ container by the handler), and AWS errors are turned into domain errors with ``r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from faceswap.errors import ImageTooLarge, InputNotFound
-from faceswap.model import ImageRef, Job, JobState, StoredResult
+from faceswap.errors import ImageTooLarge, InputNotFound, InvalidRequest
+from faceswap.model import ImageRef, Job, JobRequest, JobState, StoredResult
+from faceswap.requests import request_to_message
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -30,6 +33,9 @@ PART_BYTES = 8 * 1024 * 1024
 
 EVENT_SOURCE = "faceswap.pipeline"
 """``source`` of the events the pipeline publishes."""
+
+STATE_INDEX = "StateIndex"
+"""The jobs table's index by ``state`` (partition) and ``created_at`` (sort)."""
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -162,6 +168,43 @@ class DynamoJobStore:
                 return None
             raise
         return job_from_item(response["Attributes"])
+
+    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+        """A page of jobs: ``StateIndex`` newest first for a state, else a table scan; cursors are opaque."""
+        args: dict[str, Any] = {"TableName": self._table, "Limit": limit}
+        if cursor:
+            args["ExclusiveStartKey"] = _decode_cursor(cursor)
+        if state is None:
+            response = self._client.scan(**args)
+        else:
+            response = self._client.query(
+                **args,
+                IndexName=STATE_INDEX,
+                KeyConditionExpression="#state = :state",
+                ScanIndexForward=False,
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":state": {"S": str(state)}},
+            )
+        last = response.get("LastEvaluatedKey")
+        return [job_from_item(item) for item in response.get("Items", [])], _encode_cursor(last) if last else None
+
+
+def _encode_cursor(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if (
+            not isinstance(key, dict)
+            or "job_id" not in key
+            or not all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) for v in key.values())
+        ):
+            raise ValueError("not a job key")
+    except (ValueError, binascii.Error) as e:
+        raise InvalidRequest("Parameter 'next_token' is not a token this API issued.") from e
+    return key
 
 
 class S3ObjectStore:
@@ -302,6 +345,21 @@ class S3ObjectStore:
             version_id=response.get("VersionId"),
         )
 
+    def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
+        """Store an inline input image."""
+        self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:
+        """A presigned PUT URL; the upload must send the same ``Content-Type``."""
+        return self._client.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type}, ExpiresIn=expires_seconds
+        )
+
+    def presign_get(self, bucket: str, key: str, *, version_id: str | None, expires_seconds: int) -> str:
+        """A presigned GET URL (pinned to ``version_id`` when given)."""
+        params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
         # If the abort itself fails, the bucket's lifecycle rule removes the incomplete upload after a day.
         with contextlib.suppress(ClientError):
@@ -322,6 +380,18 @@ class SqsCheckScheduler:
             DelaySeconds=max(0, min(900, delay_seconds)),
             MessageBody=json.dumps({"job_id": job_id, "check": check}),
         )
+
+
+class SqsRequestQueue:
+    """:class:`faceswap.ports.RequestQueue` on the submit queue (body: :func:`faceswap.requests.request_to_message`)."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, request: JobRequest) -> None:
+        """Queue the request."""
+        self._client.send_message(QueueUrl=self._queue_url, MessageBody=request_to_message(request))
 
 
 class EventBridgePublisher:

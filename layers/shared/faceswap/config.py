@@ -16,6 +16,7 @@ JOBS_TABLE_NAME = "JOBS_TABLE_NAME"
 INPUT_BUCKET_NAME = "INPUT_BUCKET_NAME"
 RESULTS_BUCKET_NAME = "RESULTS_BUCKET_NAME"
 CHECK_QUEUE_URL = "CHECK_QUEUE_URL"
+SUBMIT_QUEUE_URL = "SUBMIT_QUEUE_URL"
 EVENT_BUS_NAME = "EVENT_BUS_NAME"
 CALLBACK_BASE_URL = "CALLBACK_BASE_URL"
 WEBHOOK_SIGNING_KEY_SECRET_NAME = "WEBHOOK_SIGNING_KEY_SECRET_NAME"  # noqa: S105 - a variable name
@@ -53,6 +54,7 @@ class Config:
     event_bus: str
     webhook_signing_key_secret: str
     callback_base_url: str = ""
+    submit_queue_url: str = ""
     default_provider: str = "piapi"
     piapi_api_key_secret: str = ""
     piapi_base_url: str = "https://api.piapi.ai"
@@ -111,6 +113,7 @@ class Config:
             check_queue_url=required(CHECK_QUEUE_URL),
             event_bus=required(EVENT_BUS_NAME),
             callback_base_url=env.get(CALLBACK_BASE_URL, "").strip(),
+            submit_queue_url=env.get(SUBMIT_QUEUE_URL, "").strip(),
             webhook_signing_key_secret=required(WEBHOOK_SIGNING_KEY_SECRET_NAME),
             default_provider=env.get(DEFAULT_PROVIDER, "").strip() or "piapi",
             piapi_api_key_secret=env.get(PIAPI_API_KEY_SECRET_NAME, "").strip(),
@@ -126,3 +129,10 @@ class Config:
             allow_loopback_results=env.get(RESULT_URL_ALLOW_LOOPBACK, "").strip().lower() == "true",
             secrets_max_age_seconds=number(SECRETS_MAX_AGE_SECONDS, cls.secrets_max_age_seconds),
         )
+
+    def provider_names(self) -> frozenset[str]:
+        """Names of the providers this deployment has configured (without reading any secret)."""
+        names = {"piapi"} if self.piapi_api_key_secret else set()
+        if self.selfhosted_base_url:
+            names.add("selfhosted")
+        return frozenset(names)

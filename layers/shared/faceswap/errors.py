@@ -24,7 +24,10 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── InvalidResult       ``invalid_result``: the result is not an image (content type, magic bytes)
 │   └── ResultMissing       ``result_missing``: the provider says done but gives no result URL
 ├── JobTimedOut             ``timed_out``: the job passed its deadline
-└── WebhookRejected         ``webhook_unauthorized``: a callback whose secret is missing or wrong
+├── WebhookRejected         ``webhook_unauthorized``: a callback whose secret is missing or wrong
+└── ApiError                what the jobs API answers about a job (never stored on a job)
+    ├── JobNotFound         ``job_not_found``: no job with that id (404)
+    └── JobNotRetryable     ``job_not_retryable``: the job has not failed, or its error is not retryable (409)
 """
 
 from __future__ import annotations
@@ -148,3 +151,19 @@ class JobTimedOut(PipelineError):
 
 class WebhookRejected(PipelineError):
     code = "webhook_unauthorized"
+
+
+class ApiError(PipelineError):
+    """What the jobs API answers about a job; carries its HTTP ``status``."""
+
+    status = 400
+
+
+class JobNotFound(ApiError):
+    code = "job_not_found"
+    status = 404
+
+
+class JobNotRetryable(ApiError):
+    code = "job_not_retryable"
+    status = 409

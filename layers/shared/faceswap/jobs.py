@@ -151,7 +151,7 @@ class Pipeline:
                         "An earlier submit stopped before recording whether the provider took the task."
                     ),
                 )
-            logger.info("duplicate request for an existing job", extra={"state": job.state})
+            logger.info("duplicate request for an existing job", extra={**log_keys(job), "state": job.state})
             return job
 
         now = self.clock()
@@ -207,6 +207,19 @@ class Pipeline:
         self._schedule_check(job, check=0)
         return job
 
+    def receive(self, request: JobRequest) -> tuple[Job, bool]:
+        """Record a job from the API or an event as RECEIVED, before it is queued for submission.
+
+        Returns
+        -------
+        tuple
+            ``(job, created)``: the job as stored, and whether this call created it (``False`` for a repeat).
+        """
+        job = self._new_job(request, self.clock())
+        if self.store.create(job):
+            return job, True
+        return self.store.get(request.job_id) or job, False
+
     def _new_job(self, request: JobRequest, now: Any) -> Job:
         created = isoformat(now)
         return Job(
@@ -218,6 +231,7 @@ class Pipeline:
             swap_image=request.swap_image,
             result_key=request.result_key,
             source=request.source,
+            retry_of=request.retry_of,
             options=dict(request.options),
             created_at=created,
             updated_at=created,
@@ -353,9 +367,11 @@ class Pipeline:
             job.job_id, from_states=[JobState.RECEIVED, JobState.SUBMITTED], to_state=state, changes=changes
         )
         if moved is None:
-            logger.info("job already moved on; nothing changed")
+            logger.info("job already moved on; nothing changed", extra=log_keys(job))
             return self.store.get(job.job_id) or job
-        logger.info("job finished", extra={"state": state, "error_code": (error.code if error else None)})
+        logger.info(
+            "job finished", extra={**log_keys(moved), "state": state, "error_code": (error.code if error else None)}
+        )
         return moved
 
     # ------------------------------------------------------------------------------------------------ check
@@ -392,7 +408,7 @@ class Pipeline:
         try:
             job = self.collect(job)
         except ProviderUnavailable as e:
-            logger.warning("provider unavailable during check", extra={"error_code": e.code})
+            logger.warning("provider unavailable during check", extra={**log_keys(job), "error_code": e.code})
             retry_after = e.retry_after
         if not job.terminal:
             self._schedule_check(job, check=check + 1, at_least=retry_after)
@@ -411,15 +427,18 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------------------- callback
 
-    def callback(self, provider_name: str, job_id: str, *, presented_secret: str | None, body: bytes) -> Job:
+    def callback(
+        self, provider_name: str, job_id: str, *, headers: Mapping[str, str], query: Mapping[str, str], body: bytes
+    ) -> Job:
         """Take a provider's callback: verify it, then collect from the provider's own status.
 
         Parameters
         ----------
         provider_name, job_id
             From the callback route ``/callbacks/{provider}/{job_id}``.
-        presented_secret
-            The secret the callback carries (PiAPI: the ``x-webhook-secret`` header).
+        headers, query
+            The request's headers (lower-case names) and query parameters; the provider says which one carries
+            the per-job secret (PiAPI: the ``x-webhook-secret`` header; CRUN: the ``token`` query parameter).
         body
             The raw body; used only to learn a task id the job row lacks, never as the task's status.
 
@@ -435,14 +454,15 @@ class Pipeline:
         ProviderUnavailable
             The provider could not be asked for the task's status; the caller answers 5xx so it retries.
         """
-        if not verify_webhook_secret(self._key(), job_id, presented_secret):
+        provider = self.providers.get(provider_name)
+        presented = provider.presented_secret(headers, query) if provider is not None else None
+        if not verify_webhook_secret(self._key(), job_id, presented):
             raise WebhookRejected("The callback's secret is missing or wrong.")
         job = self.store.get(job_id)
-        if job is None or job.provider != provider_name:
+        if job is None or job.provider != provider_name or provider is None:
             raise WebhookRejected("The callback names no job of this provider.")
         if job.terminal:
             return job
-        provider = self.providers[job.provider]
         if job.provider_task_id is None:
             task_id = provider.task_id_from_callback(body)
             if task_id is None:
@@ -450,7 +470,7 @@ class Pipeline:
             job = (
                 self.store.update(
                     job.job_id,
-                    in_states=[JobState.SUBMITTED],
+                    in_states=[JobState.RECEIVED, JobState.SUBMITTED],
                     changes={"provider_task_id": task_id, "updated_at": isoformat(self.clock())},
                     require_absent="provider_task_id",
                 )
@@ -462,6 +482,15 @@ class Pipeline:
     def _key(self) -> bytes:
         key = self._signing_key
         return key() if callable(key) else key
+
+
+def log_keys(job: Job) -> dict[str, Any]:
+    """The keys every log line about ``job`` carries: ``job_id``, ``provider`` and ``provider_task_id`` once known.
+
+    The domain passes them as ``extra`` on its own lines, so a line is correlated however the handler that
+    called it set up its logger (the Powertools formatter leaves out ``None`` values).
+    """
+    return {"job_id": job.job_id, "provider": job.provider, "provider_task_id": job.provider_task_id}
 
 
 def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | None:

@@ -89,6 +89,8 @@ class JobRequest:
         Provider/task options, e.g. face indices for ``multi-face-swap``.
     invalid
         Set when the request itself is unusable (bad manifest, missing swap face).
+    retry_of
+        The failed job this one re-runs (``POST /jobs/{job_id}/retry``).
     """
 
     job_id: str
@@ -100,6 +102,7 @@ class JobRequest:
     source: str
     options: dict[str, Any] = field(default_factory=dict)
     invalid: Exception | None = None
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class Job:
     submit_started_at: str | None = None
     submit_attempts: int = 0
     result_url_expires_at: str | None = None
+    retry_of: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from faceswap.images import ImageLimits, PreparedImage
-from faceswap.model import Job, JobState, StoredResult, TaskSnapshot
+from faceswap.model import Job, JobRequest, JobState, StoredResult, TaskSnapshot
 
 
 class JobStore(Protocol):
@@ -73,6 +73,41 @@ class ObjectStore(Protocol):
         ...
 
 
+class JobIndex(Protocol):
+    """Listing jobs (the jobs table's ``StateIndex``)."""
+
+    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+        """Up to ``limit`` jobs (newest first when ``state`` is given), and a cursor for the next page or ``None``.
+
+        Raises ``InvalidRequest`` for a cursor this store did not issue.
+        """
+        ...
+
+
+class InputStore(Protocol):
+    """What the jobs API does with the inputs and results buckets besides reading."""
+
+    def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
+        """Store an inline input image (content-addressed key, so a repeat writes the same object)."""
+        ...
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:
+        """A presigned PUT URL for ``key``."""
+        ...
+
+    def presign_get(self, bucket: str, key: str, *, version_id: str | None, expires_seconds: int) -> str:
+        """A presigned GET URL for ``key`` (at ``version_id`` when given)."""
+        ...
+
+
+class RequestQueue(Protocol):
+    """The submit queue, for requests from the API."""
+
+    def send(self, request: JobRequest) -> None:
+        """Queue a job request for the submit function."""
+        ...
+
+
 class CheckScheduler(Protocol):
     """The check queue: asks the poller to look at a job later."""
 
@@ -106,6 +141,9 @@ class TaskInput:
     target_image: PreparedImage
     swap_image: PreparedImage
     options: Mapping[str, Any]
+    image_urls: Callable[[], tuple[str, str]] | None = None
+    """Returns presigned GET URLs (target, swap) of the prepared images, valid at least 1 h, for providers
+    that take URLs only; the images are stored on first call."""
 
 
 class Provider(Protocol):
@@ -138,6 +176,10 @@ class Provider(Protocol):
 
     def get_task(self, task_id: str) -> TaskSnapshot:
         """Read a task's authoritative status. Raises ``ProviderUnavailable`` on 429/5xx/network errors."""
+        ...
+
+    def presented_secret(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The per-job secret a callback presents (header or query parameter, as the provider sends it)."""
         ...
 
     def task_id_from_callback(self, body: bytes) -> str | None:

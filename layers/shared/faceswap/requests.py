@@ -13,11 +13,16 @@ names the same job.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import posixpath
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from faceswap.errors import ImageTooLarge, InputError, InvalidRequest, SwapFaceMissing
 from faceswap.ids import job_id_for
@@ -34,7 +39,10 @@ TASKS = ("face-swap", "multi-face-swap")
 
 _FACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MANIFEST_FIELDS = frozenset({"target_image", "swap_image", "provider", "task", "options", "result_key"})
-_IMAGE_FIELDS = frozenset({"s3_key", "url"})
+_REQUEST_FIELDS = _MANIFEST_FIELDS | {"idempotency_key"}
+_IMAGE_FIELDS = frozenset({"s3_key", "url", "base64"})
+MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
+"""Largest decoded ``base64`` image in an API request (larger ones go through ``POST /uploads``)."""
 _OPTION_FIELDS = frozenset({"swap_faces_index", "target_faces_index"})
 _INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
 
@@ -152,33 +160,131 @@ def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_p
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"The manifest is not valid JSON: {e}.") from e
-    if not isinstance(manifest, dict):
-        raise InvalidRequest("The manifest must be a JSON object.")
-    unknown = sorted(set(manifest) - _MANIFEST_FIELDS)
+    fields = parse_request_fields(manifest, bucket=bucket, default_provider=default_provider, what="manifest")
+    target = fields.target_image
+    assert isinstance(target, ImageRef)  # manifests take no inline images
+    result_key = fields.result_key or f"{RESULTS_PREFIX}jobs/{name}{_extension(target)}"
+    _check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
+    return fields.request(job_id=job_id, result_key=result_key, source="manifest")
+
+
+@dataclass(frozen=True)
+class RequestFields:
+    """A validated job request as a user wrote it (manifest, API body or "Job Requested" event detail).
+
+    ``target_image`` / ``swap_image`` are references, or the decoded bytes of a ``base64`` image (API only),
+    which the caller stores before building the :class:`JobRequest`.
+    """
+
+    target_image: ImageRef | bytes
+    swap_image: ImageRef | bytes
+    provider: str
+    task: str
+    options: dict[str, str]
+    result_key: str | None
+    idempotency_key: str | None
+
+    def request(
+        self, *, job_id: str, result_key: str, source: str, target: ImageRef | None = None, swap: ImageRef | None = None
+    ) -> JobRequest:
+        """The job request, with stored references for inline images."""
+        target_ref = target or self.target_image
+        swap_ref = swap or self.swap_image
+        assert isinstance(target_ref, ImageRef) and isinstance(swap_ref, ImageRef)
+        return JobRequest(
+            job_id=job_id,
+            target_image=target_ref,
+            swap_image=swap_ref,
+            provider=self.provider,
+            task=self.task,
+            result_key=result_key,
+            source=source,
+            options=self.options,
+        )
+
+    def fingerprint(self) -> str:
+        """A canonical text of what defines the work (for job ids of requests without an idempotency key)."""
+
+        def ref(image: ImageRef | bytes) -> dict[str, str]:
+            return {"sha256": hashlib.sha256(image).hexdigest()} if isinstance(image, bytes) else image.as_dict()
+
+        return json.dumps(
+            {
+                "target": ref(self.target_image),
+                "swap": ref(self.swap_image),
+                "provider": self.provider,
+                "task": self.task,
+                "options": self.options,
+                "result_key": self.result_key,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+def parse_request_fields(
+    data: Any,
+    *,
+    bucket: str,
+    default_provider: str,
+    what: str = "request",
+    allow_base64: bool = False,
+    allow_http: bool = False,
+) -> RequestFields:
+    """Validate the fields of a job request (manifest, API body, or "Job Requested" event detail).
+
+    Parameters
+    ----------
+    data
+        The decoded JSON object.
+    bucket
+        The inputs bucket (``s3_key`` references point into it).
+    default_provider
+        Provider when the request names none.
+    what
+        ``manifest``, ``request`` or ``event``: used in messages.
+    allow_base64
+        Accept ``{"base64": …}`` images (the API: up to the API's body limit).
+    allow_http
+        Accept ``http://`` image URLs (only where the local stack allows loopback downloads).
+
+    Raises
+    ------
+    InvalidRequest
+        The message names the bad field.
+    """
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"The {what} must be a JSON object.")
+    allowed = _MANIFEST_FIELDS if what == "manifest" else _REQUEST_FIELDS
+    unknown = sorted(set(data) - allowed)
     if unknown:
-        raise InvalidRequest(f"Unknown manifest field {unknown[0]!r}; allowed: {', '.join(sorted(_MANIFEST_FIELDS))}.")
-    target = _image_ref(manifest, "target_image", bucket)
-    swap = _image_ref(manifest, "swap_image", bucket)
-    provider = _string(manifest, "provider", default_provider)
-    task = _string(manifest, "task", "face-swap")
+        raise InvalidRequest(f"Unknown {what} field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}.")
+    target = _image_ref(data, "target_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
+    swap = _image_ref(data, "swap_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
+    provider = _string(data, "provider", default_provider)
+    task = _string(data, "task", "face-swap")
     if task not in TASKS:
         raise InvalidRequest(f"Field 'task' must be one of {', '.join(TASKS)}.")
-    options = _options(manifest.get("options", {}), task)
-    result_key = manifest.get("result_key")
-    if result_key is None:
-        extension = posixpath.splitext(target.key or (target.url or "").split("?", 1)[0])[1].lower()
-        result_key = f"{RESULTS_PREFIX}jobs/{name}{extension if extension[1:] in IMAGE_EXTENSIONS else '.jpg'}"
-    _check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
-    return JobRequest(
-        job_id=job_id,
-        target_image=target,
-        swap_image=swap,
-        provider=provider,
-        task=task,
-        result_key=result_key,
-        source="manifest",
-        options=options,
-    )
+    options = _options(data.get("options", {}), task)
+    result_key = data.get("result_key")
+    if result_key is not None:
+        _check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
+    idempotency_key = data.get("idempotency_key")
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 128):
+        raise InvalidRequest("Field 'idempotency_key' must be a string of 1 to 128 characters.")
+    return RequestFields(target, swap, provider, task, options, result_key, idempotency_key)
+
+
+def _extension(target: ImageRef | bytes) -> str:
+    if isinstance(target, bytes):
+        return ".jpg"
+    extension = posixpath.splitext(target.key or (target.url or "").split("?", 1)[0])[1].lower()
+    return extension if extension[1:] in IMAGE_EXTENSIONS else ".jpg"
+
+
+def default_result_key(job_id: str, target: ImageRef | bytes) -> str:
+    """Where an API or event job's result goes when the request names no ``result_key``."""
+    return f"{RESULTS_PREFIX}api/{job_id}{_extension(target)}"
 
 
 def _string(manifest: Mapping[str, Any], field: str, default: str) -> str:
@@ -188,21 +294,36 @@ def _string(manifest: Mapping[str, Any], field: str, default: str) -> str:
     return value
 
 
-def _image_ref(manifest: Mapping[str, Any], field: str, bucket: str) -> ImageRef:
-    if field not in manifest:
-        raise InvalidRequest(f'Field {field!r} is missing: give {{"s3_key": …}} or {{"url": …}}.')
-    value = manifest[field]
+def _image_ref(
+    data: Mapping[str, Any], field: str, bucket: str, *, allow_base64: bool = False, allow_http: bool = False
+) -> ImageRef | bytes:
+    kinds = "'s3_key', 'url' or 'base64'" if allow_base64 else "'s3_key' or 'url'"
+    if field not in data:
+        raise InvalidRequest(f"Field {field!r} is missing: give an object with one of {kinds}.")
+    value = data[field]
     if isinstance(value, str):
         value = {"s3_key": value}
-    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= _IMAGE_FIELDS:
-        raise InvalidRequest(f"Field {field!r} must be an object with exactly one of 's3_key' or 'url'.")
+    allowed = _IMAGE_FIELDS if allow_base64 else _IMAGE_FIELDS - {"base64"}
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= allowed:
+        raise InvalidRequest(f"Field {field!r} must be an object with exactly one of {kinds}.")
     ((kind, ref),) = value.items()
     if not isinstance(ref, str) or not ref:
         raise InvalidRequest(f"Field {field}.{kind} must be a non-empty string.")
     if kind == "url":
-        if not ref.startswith("https://") or len(ref) > 2048:
+        schemes = ("https://", "http://") if allow_http else ("https://",)
+        if not ref.startswith(schemes) or len(ref) > 2048:
             raise InvalidRequest(f"Field {field}.url must be an https URL of at most 2048 characters.")
         return ImageRef(url=ref)
+    if kind == "base64":
+        if len(ref) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4:
+            raise InvalidRequest(
+                f"Field {field}.base64 is over {MAX_INLINE_IMAGE_BYTES // (1024 * 1024)} MiB; "
+                "upload it with POST /uploads and give its s3_key."
+            )
+        try:
+            return base64.b64decode(ref, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise InvalidRequest(f"Field {field}.base64 is not valid base64.") from e
     _check_key(ref, f"{field}.s3_key")
     return ImageRef(bucket=bucket, key=ref)
 
@@ -232,3 +353,115 @@ def _options(options: Any, task: str) -> dict[str, str]:
             raise InvalidRequest(f'Option {name!r} must be face indices such as "0" or "1,0".')
         checked[name] = text
     return checked
+
+
+def request_job_id(fields: RequestFields) -> str:
+    """The job id of an API or event request: from its ``idempotency_key``, else from what defines the work.
+
+    The same request (or the same key) always names the same job, by whichever way it arrives.
+    """
+    return job_id_for("request", fields.idempotency_key or fields.fingerprint())
+
+
+def request_to_message(request: JobRequest) -> str:
+    """A job request as the submit queue's message body: ``{"job_request": {…}}``."""
+    return json.dumps(
+        {
+            "job_request": {
+                "job_id": request.job_id,
+                "target_image": request.target_image.as_dict(),
+                "swap_image": request.swap_image.as_dict(),
+                "provider": request.provider,
+                "task": request.task,
+                "result_key": request.result_key,
+                "source": request.source,
+                "options": request.options,
+                "retry_of": request.retry_of,
+            }
+        }
+    )
+
+
+def request_from_message(data: Mapping[str, Any]) -> JobRequest:
+    """Inverse of :func:`request_to_message` (given the ``job_request`` object)."""
+    return JobRequest(
+        job_id=data["job_id"],
+        target_image=ImageRef.from_dict(data["target_image"]),
+        swap_image=ImageRef.from_dict(data["swap_image"]),
+        provider=data["provider"],
+        task=data["task"],
+        result_key=data["result_key"],
+        source=data["source"],
+        options=dict(data.get("options") or {}),
+        retry_of=data.get("retry_of"),
+    )
+
+
+def requests_in_message(
+    body: Mapping[str, Any], *, objects: ObjectStore, input_bucket: str, default_provider: str
+) -> list[JobRequest]:
+    """The job requests one submit-queue message carries, whichever way it came in.
+
+    Parameters
+    ----------
+    body
+        The decoded message body: an S3 event notification (``Records``; keys are URL-decoded here), a
+        "Job Requested" EventBridge event (``detail-type``, ``detail``), or a request queued by the jobs API
+        (``job_request``). S3 test events and keys that are not job inputs give no request.
+    objects, input_bucket, default_provider
+        As for :func:`request_for_upload`.
+    """
+    if "job_request" in body:
+        return [request_from_message(body["job_request"])]
+    if body.get("detail-type") == "Job Requested":
+        return [
+            request_for_event(
+                body.get("detail"),
+                event_id=str(body.get("id", "")),
+                input_bucket=input_bucket,
+                default_provider=default_provider,
+            )
+        ]
+    requests = []
+    for record in body.get("Records", []):
+        if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+            continue
+        obj = record["s3"]["object"]
+        request = request_for_upload(
+            record["s3"]["bucket"]["name"],
+            unquote_plus(obj["key"]),
+            version_id=obj.get("versionId"),
+            etag=obj.get("eTag"),
+            objects=objects,
+            default_provider=default_provider,
+        )
+        if request is not None:
+            requests.append(request)
+    return requests
+
+
+def request_for_event(detail: Any, *, event_id: str, input_bucket: str, default_provider: str) -> JobRequest:
+    """The job request of a "Job Requested" event's ``detail`` (the API's body without ``base64`` images).
+
+    An invalid detail still gives a request (job id from the event id) carrying the error in ``invalid``, so
+    the job is recorded FAILED with ``invalid_request`` rather than lost.
+    """
+    try:
+        fields = parse_request_fields(detail, bucket=input_bucket, default_provider=default_provider, what="event")
+    except InvalidRequest as e:
+        return JobRequest(
+            job_id=job_id_for("event", event_id),
+            target_image=ImageRef(),
+            swap_image=ImageRef(),
+            provider=default_provider,
+            task="face-swap",
+            result_key="",
+            source="event",
+            invalid=e,
+        )
+    job_id = request_job_id(fields)
+    target = fields.target_image
+    assert isinstance(target, ImageRef)
+    return fields.request(
+        job_id=job_id, result_key=fields.result_key or default_result_key(job_id, target), source="event"
+    )

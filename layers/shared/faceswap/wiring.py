@@ -8,10 +8,12 @@ import boto3
 import httpx
 from aws_lambda_powertools.utilities import parameters
 
-from faceswap.aws import DynamoJobStore, S3ObjectStore, SqsCheckScheduler
+from faceswap.api import JobsApi
+from faceswap.aws import DynamoJobStore, S3ObjectStore, SqsCheckScheduler, SqsRequestQueue
 from faceswap.config import Config, ConfigError
 from faceswap.fetch import ResultFetcher
 from faceswap.jobs import Pipeline, Settings
+from faceswap.observability import ObservedProvider, ProviderObserver
 from faceswap.ports import Provider
 from faceswap.providers.piapi import PiAPIProvider
 from faceswap.providers.selfhosted import SelfhostedProvider
@@ -35,8 +37,14 @@ def secret_reader(name: str, *, max_age: int) -> Callable[[], str]:
     return read
 
 
-def build_providers(config: Config, client: httpx.Client) -> dict[str, Provider]:
-    """The configured provider adapters by name (a provider that is not configured is left out)."""
+def build_providers(
+    config: Config, client: httpx.Client, *, observer: ProviderObserver | None = None
+) -> dict[str, Provider]:
+    """The configured provider adapters by name (a provider that is not configured is left out).
+
+    With an ``observer``, each adapter is wrapped in :class:`faceswap.observability.ObservedProvider`, which
+    reports the duration and outcome of every provider call to it.
+    """
     providers: dict[str, Provider] = {}
     if config.piapi_api_key_secret:
         providers["piapi"] = PiAPIProvider(
@@ -51,11 +59,20 @@ def build_providers(config: Config, client: httpx.Client) -> dict[str, Provider]
             base_url=config.selfhosted_base_url,
             result_hosts=config.selfhosted_result_hosts or (httpx.URL(config.selfhosted_base_url).host,),
         )
+    if observer is not None:
+        return {name: ObservedProvider(provider, observer) for name, provider in providers.items()}
     return providers
 
 
-def build_pipeline(config: Config) -> Pipeline:
-    """Wire the domain to AWS and the providers, as each handler does once per container."""
+def build_pipeline(
+    config: Config, *, with_providers: bool = True, observer: ProviderObserver | None = None
+) -> Pipeline:
+    """Wire the domain to AWS and the providers, as each handler does once per container.
+
+    ``with_providers=False`` (the jobs API) builds no provider adapters and never reads a provider secret.
+    ``observer`` (a handler's :class:`faceswap.observability.Telemetry`) is told about every provider call.
+    Make the handler's ``Tracer`` first: X-Ray patches ``httpx.Client``, which is instantiated here.
+    """
     provider_client = httpx.Client(timeout=PROVIDER_TIMEOUT)
     fetch_client = httpx.Client(timeout=RESULT_TIMEOUT, follow_redirects=False)
     signing_key = secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds)
@@ -63,7 +80,7 @@ def build_pipeline(config: Config) -> Pipeline:
         store=DynamoJobStore(boto3.client("dynamodb"), config.jobs_table),
         objects=S3ObjectStore(boto3.client("s3")),
         scheduler=SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url),
-        providers=build_providers(config, provider_client),
+        providers=build_providers(config, provider_client, observer=observer) if with_providers else {},
         fetcher=ResultFetcher(
             fetch_client, max_bytes=config.result_max_bytes, allow_loopback=config.allow_loopback_results
         ),
@@ -76,4 +93,21 @@ def build_pipeline(config: Config) -> Pipeline:
             max_submit_attempts=config.max_submit_attempts,
             poll_delays=config.poll_delays,
         ),
+    )
+
+
+def build_jobs_api(config: Config) -> JobsApi:
+    """The jobs API over the same adapters as the pipeline (no provider adapters, no secrets read)."""
+    pipeline = build_pipeline(config, with_providers=False)
+    store, objects = pipeline.store, pipeline.objects
+    assert isinstance(store, DynamoJobStore) and isinstance(objects, S3ObjectStore)
+    return JobsApi(
+        pipeline=pipeline,
+        index=store,
+        inputs=objects,
+        queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url),
+        input_bucket=config.input_bucket,
+        default_provider=config.default_provider,
+        providers=config.provider_names(),
+        allow_http=config.allow_loopback_results,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -167,6 +167,10 @@ class PiAPIProvider:
         if status is TaskStatus.FAILED:
             return TaskSnapshot(task_id, status, error=_task_error(data.get("error") or {}))
         return TaskSnapshot(task_id, status)
+
+    def presented_secret(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """PiAPI sends the secret given in ``webhook_config.secret`` back in the ``x-webhook-secret`` header."""
+        return headers.get("x-webhook-secret")
 
     def task_id_from_callback(self, body: bytes) -> str | None:
         """``data.task_id`` of a webhook body ``{timestamp, data}``, or ``None`` if absent or unreadable."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -113,6 +113,10 @@ class SelfhostedProvider:
         return TaskSnapshot(
             task_id, status, result_url=data.get("result_url") if status is TaskStatus.SUCCEEDED else None
         )
+
+    def presented_secret(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The engine sends the webhook secret back in the ``x-webhook-secret`` header."""
+        return headers.get("x-webhook-secret")
 
     def task_id_from_callback(self, body: bytes) -> str | None:
         """``task_id`` of a webhook body, or ``None``."""

@@ -1,0 +1,209 @@
+"""Jobs API function: ``POST /jobs``, ``POST /uploads``, ``GET /jobs``, ``GET /jobs/{job_id}``,
+``POST /jobs/{job_id}/retry`` and ``GET /openapi.json`` on the HTTP API (IAM/SigV4-authorised)."""
+
+# No ``from __future__ import annotations`` here: Powertools reads the route signatures at run time to
+# validate requests and to build the OpenAPI document.
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from faceswap.config import Config
+from faceswap.errors import ApiError, PipelineError
+from faceswap.wiring import build_jobs_api
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayHttpResolver(enable_validation=True)
+jobs_api = build_jobs_api(Config.from_env())
+
+
+class ImageInput(BaseModel):
+    """Exactly one of ``url`` (https), ``base64`` (at most 4 MiB decoded) or ``s3_key`` (inputs bucket)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = None
+    base64: str | None = None
+    s3_key: str | None = None
+
+
+class JobSubmission(BaseModel):
+    """A job: the face of ``swap_image`` goes onto ``target_image``."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_image: ImageInput
+    swap_image: ImageInput
+    provider: str | None = Field(default=None, description="Default: the stack's DefaultProvider.")
+    task: Literal["face-swap", "multi-face-swap"] = "face-swap"
+    options: dict[str, str] = Field(default_factory=dict, description="swap_faces_index, target_faces_index.")
+    result_key: str | None = Field(default=None, description="Key under results/ in the results bucket.")
+    idempotency_key: str | None = Field(default=None, description="Same key, same job.")
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status: str
+    status_url: str
+
+
+class ResultView(BaseModel):
+    s3_uri: str
+    size: int = Field(description="bytes")
+    sha256: str
+    content_type: str
+    download_url: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: str = Field(description="RECEIVED, SUBMITTED, SUCCEEDED, FAILED or TIMED_OUT")
+    provider: str
+    task: str
+    source: str
+    created_at: str
+    submitted_at: str | None = None
+    finished_at: str | None = None
+    deadline_at: str
+    attempts: int
+    error: dict[str, Any] | None = None
+    retry_of: str | None = None
+    result: ResultView | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_token: str | None = None
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_type: Literal["image/jpeg", "image/png", "image/webp"] = "image/jpeg"
+
+
+class Upload(BaseModel):
+    s3_key: str
+    upload_url: str
+    method: str
+    headers: dict[str, str]
+    expires_in: int = Field(description="seconds")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable error code, e.g. invalid_request, job_not_found, job_not_retryable.")
+    message: str
+
+
+def _responses(status: int, model: type[BaseModel], *errors: int) -> dict[int, Any]:
+    """The OpenAPI responses of a route: its success body, and the error bodies it can answer."""
+    documented: dict[int, Any] = {status: {"description": "Success", "content": {"application/json": {"model": model}}}}
+    for code in (*errors, 400):
+        documented[code] = {"description": "Error", "content": {"application/json": {"model": ErrorBody}}}
+    return documented
+
+
+def _error(status: int, code: str, message: str) -> Response[dict[str, str]]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body={"code": code, "message": message}
+    )
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_body(error: RequestValidationError) -> Response[dict[str, str]]:
+    """One place maps a schema violation to ``400 invalid_request``, naming the field."""
+    first = error.errors()[0] if error.errors() else {}
+    if first.get("type") == "json_invalid":
+        return _error(400, "invalid_request", "Field 'body': the body is not valid JSON.")
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    field = ".".join(location) or "body"
+    return _error(400, "invalid_request", f"Field {field!r}: {first.get('msg', 'invalid')}.")
+
+
+@app.not_found
+def not_found(error: Exception) -> Response[dict[str, str]]:
+    """A path the routes do not match (e.g. a job id with characters no job id has) is a job not found."""
+    return _error(404, "job_not_found", "No such job or route.")
+
+
+@app.exception_handler(ApiError)
+def api_error(error: ApiError) -> Response[dict[str, str]]:
+    return _error(error.status, error.code, error.message)
+
+
+@app.exception_handler(PipelineError)
+def pipeline_error(error: PipelineError) -> Response[dict[str, str]]:
+    return _error(400, error.code, error.message)
+
+
+def _status_url(job_id: str) -> str:
+    event = app.current_event
+    scheme = event.headers.get("x-forwarded-proto", "https")
+    return f"{scheme}://{event.request_context.domain_name}/jobs/{job_id}"
+
+
+@app.post("/jobs", status_code=202, responses=_responses(202, Accepted), summary="Submit a job")
+@tracer.capture_method
+def submit_job(submission: Annotated[JobSubmission, Body()]) -> Response[Accepted]:
+    job, created = jobs_api.submit(submission.model_dump(exclude_none=True))
+    logger.append_keys(job_id=job.job_id, provider=job.provider)
+    logger.info("job requested", extra={"new_job": created, "state": job.state})
+    metrics.add_metric(name="ApiJobsRequested", unit="Count", value=1)
+    body = Accepted(job_id=job.job_id, status=str(job.state), status_url=_status_url(job.job_id))
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.post("/uploads", status_code=201, responses=_responses(201, Upload), summary="Get a presigned upload URL")
+def create_upload(request: Annotated[UploadRequest, Body()]) -> Response[Upload]:
+    upload = Upload(**jobs_api.create_upload(request.content_type))
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=upload)
+
+
+@app.get("/jobs", responses=_responses(200, JobList), summary="List jobs")
+def list_jobs(
+    status: Annotated[
+        Literal["RECEIVED", "SUBMITTED", "SUCCEEDED", "FAILED", "TIMED_OUT"] | None,
+        Query(description="Only jobs in this state."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> JobList:
+    return JobList(**jobs_api.list(status=status, limit=limit, next_token=next_token))
+
+
+@app.get("/jobs/<job_id>", responses=_responses(200, JobView, 404), summary="Read a job")
+def get_job(job_id: Annotated[str, Path()]) -> JobView:
+    return JobView(**jobs_api.get(job_id))
+
+
+@app.post(
+    "/jobs/<job_id>/retry", status_code=202, responses=_responses(202, Accepted, 404, 409), summary="Retry a failed job"
+)
+def retry_job(job_id: Annotated[str, Path()]) -> Response[Accepted]:
+    job = jobs_api.retry(job_id)
+    body = Accepted(job_id=job.job_id, status=str(job.state), status_url=_status_url(job.job_id))
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document() -> Response[str]:
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=OPENAPI)
+
+
+OPENAPI = app.get_openapi_json_schema(
+    title="faceswap-pipeline jobs API",
+    version="1.0.0",
+    description="Submit face-swap jobs, follow them and fetch their results. Every route is authorised with AWS "
+    "IAM (SigV4, service execute-api).",
+)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,236 @@
+"""The jobs API's operations: submit, upload URLs, read, list and retry jobs (``functions/api`` is the wiring).
+
+Requests from the API and "Job Requested" events are validated by the same
+:func:`faceswap.requests.parse_request_fields` as manifests, get their job id from
+:func:`faceswap.requests.request_job_id`, and reach the submit function through the submit queue, so every way
+in leads to the same submit path and job states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Collection
+from typing import Any
+
+from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable
+from faceswap.fetch import sniff_image_type
+from faceswap.ids import is_job_id, job_id_for
+from faceswap.jobs import Pipeline
+from faceswap.model import ImageRef, Job, JobRequest, JobState
+from faceswap.ports import InputStore, JobIndex, RequestQueue
+from faceswap.requests import default_result_key, parse_request_fields, request_job_id
+
+UPLOAD_PREFIX = "uploads/"
+"""Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
+
+URL_EXPIRY_SECONDS = 900
+"""Lifetime of presigned upload and download URLs (15 minutes)."""
+
+MAX_PAGE = 100
+
+
+class JobsApi:
+    """The API's operations.
+
+    Parameters
+    ----------
+    pipeline
+        Records jobs (``receive``) and reads them (its store).
+    index
+        Lists jobs.
+    inputs
+        Stores inline images and signs upload/download URLs.
+    queue
+        The submit queue.
+    input_bucket
+        The inputs bucket.
+    default_provider, providers
+        The provider used when a request names none, and the configured provider names.
+    allow_http
+        Accept ``http://`` image URLs (local stack only).
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        index: JobIndex,
+        inputs: InputStore,
+        queue: RequestQueue,
+        input_bucket: str,
+        default_provider: str,
+        providers: Collection[str],
+        allow_http: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.index = index
+        self.inputs = inputs
+        self.queue = queue
+        self.input_bucket = input_bucket
+        self.default_provider = default_provider
+        self.providers = frozenset(providers)
+        self.allow_http = allow_http
+
+    def submit(self, body: Any) -> tuple[Job, bool]:
+        """Validate a job request, record the job and queue it.
+
+        Parameters
+        ----------
+        body
+            The decoded JSON body: ``target_image`` and ``swap_image`` as ``{"url"|"base64"|"s3_key": …}``,
+            optional ``provider``, ``task``, ``options``, ``result_key``, ``idempotency_key``.
+
+        Returns
+        -------
+        tuple
+            ``(job, created)``; a repeated request (same body or same ``idempotency_key``) returns the existing
+            job with ``created`` ``False``.
+
+        Raises
+        ------
+        InvalidRequest
+            A bad field (named in the message) or an unconfigured provider.
+        """
+        fields = parse_request_fields(
+            body,
+            bucket=self.input_bucket,
+            default_provider=self.default_provider,
+            allow_base64=True,
+            allow_http=self.allow_http,
+        )
+        if fields.provider not in self.providers:
+            raise InvalidRequest(f"Field 'provider' must be one of {', '.join(sorted(self.providers))}.")
+        job_id = request_job_id(fields)
+        target = self._stored(fields.target_image, "target_image")
+        swap = self._stored(fields.swap_image, "swap_image")
+        request = fields.request(
+            job_id=job_id,
+            result_key=fields.result_key or default_result_key(job_id, target),
+            source="api",
+            target=target,
+            swap=swap,
+        )
+        return self._receive(request)
+
+    def _receive(self, request: JobRequest) -> tuple[Job, bool]:
+        job, created = self.pipeline.receive(request)
+        if job.state is JobState.RECEIVED and not job.submit_started_at:
+            # New, or recorded earlier but maybe never queued: queueing again is harmless (submit is idempotent).
+            self.queue.send(request)
+        return job, created
+
+    def _stored(self, image: ImageRef | bytes, field: str) -> ImageRef:
+        if isinstance(image, ImageRef):
+            return image
+        content_type = sniff_image_type(image[:16])
+        if content_type is None:
+            raise InvalidRequest(f"Field {field}.base64 is not a JPEG, PNG or WebP image.")
+        key = f"{UPLOAD_PREFIX}inline/{hashlib.sha256(image).hexdigest()}.{content_type.split('/')[1]}"
+        self.inputs.put_input(self.input_bucket, key, image, content_type=content_type)
+        return ImageRef(bucket=self.input_bucket, key=key)
+
+    def create_upload(self, content_type: str) -> dict[str, Any]:
+        """A presigned PUT URL for one input image too large for a JSON body.
+
+        Returns ``{"s3_key", "upload_url", "method": "PUT", "headers": {"content-type"}, "expires_in"}``; give
+        ``{"s3_key": …}`` as the image in ``POST /jobs``.
+        """
+        extension = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}.get(content_type)
+        if extension is None:
+            raise InvalidRequest("Field 'content_type' must be image/jpeg, image/png or image/webp.")
+        key = f"{UPLOAD_PREFIX}{uuid.uuid4()}.{extension}"
+        url = self.inputs.presign_put(
+            self.input_bucket, key, content_type=content_type, expires_seconds=URL_EXPIRY_SECONDS
+        )
+        return {
+            "s3_key": key,
+            "upload_url": url,
+            "method": "PUT",
+            "headers": {"content-type": content_type},
+            "expires_in": URL_EXPIRY_SECONDS,
+        }
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job as ``GET /jobs/{job_id}`` shows it (see :meth:`view`). Raises ``JobNotFound``."""
+        job = self.pipeline.store.get(job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise JobNotFound(f"No job {job_id!r}.")
+        return self.view(job)
+
+    def view(self, job: Job, *, with_download: bool = True) -> dict[str, Any]:
+        """``job_id``, ``status``, ``provider``, ``task``, ``source``, timestamps, ``attempts``, ``error``,
+        ``retry_of``, and for a succeeded job ``result`` (``s3_uri``, ``size`` bytes, ``sha256``,
+        ``content_type`` and a presigned ``download_url`` valid 15 minutes)."""
+        data: dict[str, Any] = {
+            "job_id": job.job_id,
+            "status": str(job.state),
+            "provider": job.provider,
+            "task": job.task,
+            "source": job.source,
+            "created_at": job.created_at,
+            "submitted_at": job.submitted_at,
+            "finished_at": job.finished_at,
+            "deadline_at": job.deadline_at,
+            "attempts": job.submit_attempts,
+            "error": job.error if job.state is not JobState.SUCCEEDED else None,
+            "retry_of": job.retry_of,
+            "result": None,
+        }
+        if job.result:
+            result = job.result
+            data["result"] = {
+                "s3_uri": f"s3://{result['bucket']}/{result['key']}",
+                "size": result["size"],
+                "sha256": result["sha256"],
+                "content_type": result["content_type"],
+            }
+            if with_download:
+                data["result"]["download_url"] = self.inputs.presign_get(
+                    result["bucket"],
+                    result["key"],
+                    version_id=result.get("version_id"),
+                    expires_seconds=URL_EXPIRY_SECONDS,
+                )
+        return data
+
+    def list(self, *, status: str | None, limit: int, next_token: str | None) -> dict[str, Any]:
+        """One page of jobs: ``{"jobs": [...], "next_token": str | None}`` (newest first for a ``status``)."""
+        state = None
+        if status is not None:
+            try:
+                state = JobState(status.upper())
+            except ValueError as e:
+                raise InvalidRequest(f"Parameter 'status' must be one of {', '.join(JobState)}.") from e
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"Parameter 'limit' must be between 1 and {MAX_PAGE}.")
+        jobs, cursor = self.index.list_jobs(state=state, limit=limit, cursor=next_token)
+        return {"jobs": [self.view(j, with_download=False) for j in jobs], "next_token": cursor}
+
+    def retry(self, job_id: str) -> Job:
+        """Re-run a failed job whose error is retryable, as a new job linked by ``retry_of``.
+
+        Retrying the same job again returns the same new job. Raises ``JobNotFound`` or ``JobNotRetryable``.
+        """
+        job = self.pipeline.store.get(job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise JobNotFound(f"No job {job_id!r}.")
+        if job.state not in (JobState.FAILED, JobState.TIMED_OUT) or not (job.error or {}).get("retryable"):
+            reason = (
+                "it has not failed"
+                if job.state not in (JobState.FAILED, JobState.TIMED_OUT)
+                else (f"its error {(job.error or {}).get('code')!r} is not retryable")
+            )
+            raise JobNotRetryable(f"Job {job_id} cannot be retried: {reason}.")
+        request = JobRequest(
+            job_id=job_id_for("retry", job.job_id),
+            target_image=job.target_image,
+            swap_image=job.swap_image,
+            provider=job.provider,
+            task=job.task,
+            result_key=job.result_key,
+            source=job.source,
+            options=job.options,
+            retry_of=job.job_id,
+        )
+        return self._receive(request)[0]
