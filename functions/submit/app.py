@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from faceswap.aws import SqsMessageDelay
 from faceswap.config import Config
+from faceswap.errors import RateLimited
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.requests import requests_in_message
 from faceswap.wiring import build_pipeline
@@ -23,13 +26,13 @@ copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed record is logged with its job keys
 config = Config.from_env()
 pipeline = build_pipeline(config, observer=telemetry)
+message_delay = SqsMessageDelay(boto3.client("sqs"))
 
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """Submit every job an SQS message names; raising makes SQS deliver the message again."""
     telemetry.job(None)
-    attempt = int(record.attributes.approximate_receive_count or 1)
     requests = requests_in_message(
         json.loads(record.body),
         objects=pipeline.objects,
@@ -38,7 +41,12 @@ def record_handler(record: SQSRecord) -> None:
     )
     for request in requests:
         telemetry.job(request.job_id, provider=request.provider)  # provider_task_id follows once created
-        job = pipeline.submit(request, attempt=attempt)
+        try:
+            job = pipeline.submit(request)
+        except RateLimited as e:
+            # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
+            message_delay.delay(record.event_source_arn, record.receipt_handle, e.retry_after or 1)
+            raise
         logger.info(
             "job submitted",
             extra={

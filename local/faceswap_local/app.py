@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from faceswap_local import stack as aws
+from faceswap_local.emulators.ailabapi import AILabAPIEmulator
+from faceswap_local.emulators.aiphotocraft import AIPhotoCraftEmulator
+from faceswap_local.emulators.crun import CRUNEmulator
 from faceswap_local.emulators.piapi import PiAPIEmulator, SwapFn
 from faceswap_local.engine_service import EngineService, engine_swap
 from faceswap_local.runtime import Runtime
@@ -20,12 +23,28 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root (where ``template.yaml`` is)."""
 
+EMULATORS: dict[str, Any] = {
+    "piapi": PiAPIEmulator,
+    "ailabapi": AILabAPIEmulator,
+    "crun": CRUNEmulator,
+    "aiphotocraft": AIPhotoCraftEmulator,
+}
+"""The provider emulators the local stack runs, by provider name (each accepts its secret's local value)."""
+
 LOCAL_CONFIG = {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_METRICS_DISABLED": "false",
     "RESULT_URL_ALLOW_LOOPBACK": "true",
-    "PIAPI_RESULT_HOSTS": "127.0.0.1,localhost",
-    "POLL_DELAYS": json.dumps({"piapi": [2, 1.5, 10], "selfhosted": [2, 1.5, 10]}),
+    **{f"{name.upper()}_RESULT_HOSTS": "127.0.0.1,localhost" for name in EMULATORS},
+    "POLL_DELAYS": json.dumps(
+        {
+            "piapi": [2, 1.5, 10],
+            "selfhosted": [2, 1.5, 10],
+            "crun": [2, 1.5, 10],
+            "ailabapi": [1, 1.5, 5],
+            "aiphotocraft": [1, 1.5, 5],
+        }
+    ),
 }
 """Local configuration on top of the template's environment: tracing off (no X-Ray daemon), the loopback
 allowance for result downloads from the emulators, and quicker checks."""
@@ -54,13 +73,17 @@ class LocalStack:
         template: Path = ROOT / "template.yaml",
     ) -> None:
         self.template = template
-        self.parameters = {"DefaultProvider": "selfhosted", **(parameters or {})}
+        self.parameters = {
+            "DefaultProvider": "selfhosted",
+            "EnabledProviders": ",".join(EMULATORS),
+            **(parameters or {}),
+        }
         self.config = {**LOCAL_CONFIG, **(config or {})}
         self.moto = aws.MotoServer()
         self.swap_fn = swap_fn or engine_swap
         self.stack: aws.AwsStack | None = None
         self.engine: EngineService | None = None
-        self.piapi: PiAPIEmulator | None = None
+        self.emulators: dict[str, Any] = {}
         self.runtime: Runtime | None = None
 
     def start(self) -> LocalStack:
@@ -80,8 +103,10 @@ class LocalStack:
             parameters=self.parameters,
             stack_name=f"faceswap-local-{secrets.token_hex(3)}",
         )
-        self.piapi = PiAPIEmulator(api_key=self.stack.secret_values["PiapiApiKeySecret"], swap_fn=self.swap_fn)
-        self.piapi.start()
+        for name, emulator_class in EMULATORS.items():
+            secret = self.stack.secret_values[f"{name.capitalize()}ApiKeySecret"]
+            self.emulators[name] = emulator_class(api_key=secret, swap_fn=self.swap_fn)
+            self.emulators[name].start()
         self.engine = EngineService()
         self.engine.start()
         gateway_port = aws.free_port()
@@ -90,7 +115,7 @@ class LocalStack:
             {
                 **self.config,
                 "AWS_ENDPOINT_URL": self.moto.endpoint_url,
-                "PIAPI_BASE_URL": self.piapi.url,
+                **{f"{name.upper()}_BASE_URL": emulator.url for name, emulator in self.emulators.items()},
                 "SELFHOSTED_BASE_URL": self.engine.url,
                 "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
             },
@@ -103,8 +128,8 @@ class LocalStack:
         """Stop everything started."""
         if self.runtime is not None:
             self.runtime.stop()
-        if self.piapi is not None:
-            self.piapi.stop()
+        for emulator in self.emulators.values():
+            emulator.stop()
         if self.engine is not None:
             self.engine.stop()
         self.moto.stop()
@@ -114,6 +139,11 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def piapi(self) -> PiAPIEmulator | None:
+        """The PiAPI emulator (``None`` before ``start``)."""
+        return self.emulators.get("piapi")
 
     def client(self, service: str) -> Any:
         """A boto3 client for the local stack's moto server."""
@@ -139,6 +169,6 @@ class LocalStack:
             "check_queue_url": refs["CheckQueue"],
             "check_dead_letter_queue_url": refs["CheckDeadLetterQueue"],
             "publisher_dead_letter_queue_url": refs["PublisherDeadLetterQueue"],
-            "piapi_url": self.piapi.url if self.piapi else "",
+            **{f"{name}_url": emulator.url for name, emulator in self.emulators.items()},
             "selfhosted_url": self.engine.url if self.engine else "",
         }

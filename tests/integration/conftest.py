@@ -87,7 +87,11 @@ class Stack:
 def stack() -> Iterator[Stack]:
     local = LocalStack(
         parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES), "DefaultProvider": "piapi"},
-        config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 3]})},
+        config={
+            "POLL_DELAYS": json.dumps(
+                {p: [1, 1.5, 3] for p in ("piapi", "ailabapi", "crun", "aiphotocraft", "selfhosted")}
+            )
+        },
     ).start()
     try:
         info = local.info()

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from faceswap.aws import DynamoJobStore, S3ObjectStore, job_from_item, job_to_item
+from faceswap.aws import DynamoJobStore, DynamoRateLimiter, S3ObjectStore, job_from_item, job_to_item
 from faceswap.errors import ImageTooLarge, InputNotFound
 from faceswap.model import ImageRef, Job, JobState
 
@@ -188,3 +188,26 @@ def test_new_job_for_same_key_adds_a_version(s3: tuple[S3ObjectStore, object]) -
     versions = client.list_object_versions(Bucket="results")["Versions"]  # type: ignore[attr-defined]
     body = client.get_object(Bucket="results", Key="results/a.png")["Body"].read()  # type: ignore[attr-defined]
     assert len(versions) == 2 and body == b"two"
+
+
+def test_rate_limiter_spaces_calls_and_counts_the_hour() -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="limits",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "window", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "window", "KeyType": "HASH"}],
+        )
+        now = [1_795_600_000.0]
+        limiter = DynamoRateLimiter(client, "limits", clock=lambda: now[0])
+
+        assert limiter.acquire("piapi", per_second=5, per_hour=3) == 0.0
+        wait = limiter.acquire("piapi", per_second=5, per_hour=3)
+        assert 0.23 < wait <= 0.241, "calls are spaced 1.2 / 5 s apart"
+        assert limiter.acquire("crun", per_second=5, per_hour=3) == 0.0, "providers count separately"
+        for _ in range(2):
+            now[0] += 0.25
+            assert limiter.acquire("piapi", per_second=5, per_hour=3) == 0.0
+        now[0] += 0.25
+        assert limiter.acquire("piapi", per_second=5, per_hour=3) > 60, "the hour's 3 calls are spent"

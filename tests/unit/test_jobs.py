@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 from fakes import SIGNING_KEY, World, jpeg, make_world
@@ -12,6 +13,7 @@ from faceswap.errors import (
     NoFaceDetected,
     ProviderRejected,
     ProviderUnavailable,
+    RateLimited,
     SubmitOutcomeUnknown,
     WebhookRejected,
 )
@@ -70,7 +72,7 @@ def test_create_with_unknown_outcome_is_never_sent_again(world: World) -> None:
     world.provider.create_errors.append(SubmitOutcomeUnknown("read timeout"))
 
     job = world.pipeline.submit(request())
-    again = world.pipeline.submit(request(), attempt=2)
+    again = world.pipeline.submit(request())
 
     assert len(world.provider.creates) == 1
     assert job.state is JobState.SUBMITTED and job.provider_task_id is None
@@ -86,7 +88,7 @@ def test_interrupted_submit_is_reconciled_not_resent(world: World) -> None:
         world.pipeline.submit(request())
     assert world.store.rows["a" * 32].state is JobState.RECEIVED
 
-    job = world.pipeline.submit(request(), attempt=2)
+    job = world.pipeline.submit(request())
 
     assert len(world.provider.creates) == 1
     assert job.state is JobState.SUBMITTED and job.provider_task_id is None
@@ -97,11 +99,13 @@ def test_provider_unavailable_is_retried_then_fails_visibly(world: World) -> Non
 
     for attempt in (1, 2):
         with pytest.raises(ProviderUnavailable):
-            world.pipeline.submit(request(), attempt=attempt)
+            world.pipeline.submit(request())
         assert world.store.rows["a" * 32].submit_started_at is None
-    job = world.pipeline.submit(request(), attempt=3)
+        assert world.store.rows["a" * 32].submit_attempts == attempt
+    job = world.pipeline.submit(request())
 
     assert len(world.provider.creates) == 3
+    assert job.submit_attempts == 3
     assert job.state is JobState.FAILED
     assert job.error == {"code": "provider_unavailable", "message": "503", "retryable": True}
 
@@ -337,3 +341,65 @@ def test_oversized_input_fails_with_image_too_large(world: World) -> None:
     job = world.pipeline.submit(request())
 
     assert job.error is not None and job.error["code"] == "image_too_large"
+
+
+class Limiter:
+    """A rate limiter that grants ``grants`` calls, then asks to wait 0.4 s."""
+
+    def __init__(self, grants: int) -> None:
+        self.grants = grants
+        self.asked: list[tuple[str, int, int]] = []
+
+    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> float:
+        self.asked.append((provider, per_second, per_hour))
+        if self.grants > 0:
+            self.grants -= 1
+            return 0.0
+        return 0.4
+
+
+def test_short_rate_limit_waits_are_slept_through() -> None:
+    world = make_world()
+    world.pipeline.limiter = Limiter(grants=0)
+    slept: list[float] = []
+    world.pipeline.sleep = lambda seconds: (slept.append(seconds), setattr(world.pipeline.limiter, "grants", 1))
+    world.pipeline.settings = replace(world.pipeline.settings, rate_limits={"fake": (5, 0)})
+
+    job = world.pipeline.submit(request())
+
+    assert slept == [0.4] and job.state is JobState.SUBMITTED
+
+
+def test_rate_limited_submit_sends_nothing_changes_nothing_and_costs_no_attempt() -> None:
+    world = make_world()
+    world.pipeline.limiter = Limiter(grants=0)
+    world.pipeline.sleep = lambda seconds: None
+    world.pipeline.settings = replace(
+        world.pipeline.settings, rate_limits={"fake": (5, 0)}, max_throttle_wait_seconds=1.0
+    )
+
+    with pytest.raises(RateLimited) as caught:
+        world.pipeline.submit(request())
+
+    assert caught.value.retry_after == 0.4 and caught.value.code == "rate_limited"
+    assert world.provider.creates == []
+    row = world.store.rows["a" * 32]
+    assert row.state is JobState.RECEIVED and row.submit_started_at is None and row.submit_attempts == 0
+    world.pipeline.limiter = Limiter(grants=5)
+    job = world.pipeline.submit(request())
+    assert job.state is JobState.SUBMITTED and job.submit_attempts == 1
+
+
+def test_rate_limited_check_waits_for_the_window() -> None:
+    world = make_world()
+    job = world.pipeline.submit(request())
+    world.pipeline.limiter = Limiter(grants=0)
+    world.pipeline.sleep = lambda seconds: None
+    world.pipeline.settings = replace(
+        world.pipeline.settings, rate_limits={"fake": (0, 100)}, max_throttle_wait_seconds=0.0
+    )
+
+    world.pipeline.check(job.job_id, check=0)
+
+    assert world.provider.gets == 0
+    assert world.scheduler.scheduled[-1][1] == 20, "the backoff (20 s) is longer than the 0.4 s wait"

@@ -11,7 +11,9 @@ import binascii
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -392,6 +394,98 @@ class SqsRequestQueue:
     def send(self, request: JobRequest) -> None:
         """Queue the request."""
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=request_to_message(request))
+
+
+class SqsMessageDelay:
+    """Makes a received SQS message visible again after a chosen delay (instead of the visibility timeout)."""
+
+    def __init__(self, client: SQSClient) -> None:
+        self._client = client
+
+    def delay(self, queue_arn: str, receipt_handle: str, seconds: float) -> None:
+        """Best effort: if the change fails, the message comes back after the queue's visibility timeout."""
+        _, _, _, region, account, name = queue_arn.split(":", 5)
+        url = f"https://sqs.{region}.amazonaws.com/{account}/{name}"
+        with contextlib.suppress(ClientError, ValueError):
+            self._client.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(1, min(43_200, math.ceil(seconds)))
+            )
+
+
+class DynamoRateLimiter:
+    """:class:`faceswap.ports.RateLimiter` on a DynamoDB table (key ``window``, TTL ``expires_at``).
+
+    - Per second: calls are spaced at least ``1.2 / per_second`` seconds apart (a generic cell-rate
+      algorithm: one "next allowed time" per provider, advanced by a conditional write), so no sliding
+      one-second window ever holds more than ``per_second`` calls, with 20 % margin for the time between the
+      grant and the request reaching the provider.
+    - Per hour: a counter per clock hour, incremented under the condition ``calls < per_hour``.
+
+    Conditional writes make concurrent functions share the ceilings; a refused write changes nothing.
+    """
+
+    SPACING_MARGIN = 1.2
+
+    def __init__(self, client: DynamoDBClient, table_name: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._table = table_name
+        self._clock = clock
+
+    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> float:
+        """See :meth:`faceswap.ports.RateLimiter.acquire`."""
+        if per_second > 0:
+            wait = self._space(provider, self.SPACING_MARGIN / per_second)
+            if wait > 0:
+                return wait
+        if per_hour > 0:
+            now = self._clock()
+            hour = int(now // 3600)
+            if not self._count(f"{provider}#hour#{hour}", per_hour, expires_at=(hour + 2) * 3600):
+                return round((hour + 1) * 3600 - now + 0.01, 3)
+        return 0.0
+
+    def _space(self, provider: str, interval: float) -> float:
+        now = self._clock()
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"window": {"S": f"{provider}#next"}},
+                UpdateExpression="SET next_at = :next, expires_at = :expires",
+                ConditionExpression="attribute_not_exists(next_at) OR next_at <= :now",
+                ExpressionAttributeValues={
+                    ":now": {"N": repr(now)},
+                    ":next": {"N": repr(now + interval)},
+                    ":expires": {"N": str(int(now) + 3600)},
+                },
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise
+            item = self._client.get_item(
+                TableName=self._table, Key={"window": {"S": f"{provider}#next"}}, ConsistentRead=True
+            ).get("Item", {})
+            next_at = float(item.get("next_at", {}).get("N", now + interval))
+            return max(0.001, round(next_at - now, 3))
+        return 0.0
+
+    def _count(self, window: str, limit: int, *, expires_at: int) -> bool:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"window": {"S": window}},
+                UpdateExpression="ADD calls :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(calls) OR calls < :limit",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":expires": {"N": str(expires_at)},
+                },
+            )
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
 
 class EventBridgePublisher:

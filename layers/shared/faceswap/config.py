@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from faceswap.errors import PipelineError
@@ -21,9 +21,9 @@ EVENT_BUS_NAME = "EVENT_BUS_NAME"
 CALLBACK_BASE_URL = "CALLBACK_BASE_URL"
 WEBHOOK_SIGNING_KEY_SECRET_NAME = "WEBHOOK_SIGNING_KEY_SECRET_NAME"  # noqa: S105 - a variable name
 DEFAULT_PROVIDER = "DEFAULT_PROVIDER"
-PIAPI_API_KEY_SECRET_NAME = "PIAPI_API_KEY_SECRET_NAME"  # noqa: S105 - a variable name
-PIAPI_BASE_URL = "PIAPI_BASE_URL"
-PIAPI_RESULT_HOSTS = "PIAPI_RESULT_HOSTS"
+ENABLED_PROVIDERS = "ENABLED_PROVIDERS"
+PROVIDER_RATE_LIMITS = "PROVIDER_RATE_LIMITS"
+RATE_LIMIT_TABLE_NAME = "RATE_LIMIT_TABLE_NAME"
 SELFHOSTED_BASE_URL = "SELFHOSTED_BASE_URL"
 SELFHOSTED_RESULT_HOSTS = "SELFHOSTED_RESULT_HOSTS"
 JOB_DEADLINE_SECONDS = "JOB_DEADLINE_SECONDS"
@@ -37,6 +37,29 @@ SECRETS_MAX_AGE_SECONDS = "SECRETS_MAX_AGE_SECONDS"
 
 class ConfigError(PipelineError):
     code = "configuration_error"
+
+
+KEYED_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "piapi": ("https://api.piapi.ai", ("img.theapi.app", "*.piapi.ai")),
+    "ailabapi": ("https://www.ailabapi.com", ("*.ailabapi.com", "*.ailabtools.com", "*.aliyuncs.com")),
+    "crun": ("https://api.crun.ai", ("*.crun.ai",)),
+    "aiphotocraft": ("https://aiapi.aiphotocraft.com", ("*.aiphotocraft.com",)),
+}
+"""Providers with an API key: default base URL and result hosts. Each reads ``<NAME>_API_KEY_SECRET_NAME``,
+``<NAME>_BASE_URL`` and ``<NAME>_RESULT_HOSTS`` (e.g. ``PIAPI_BASE_URL``)."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One enabled provider: its API key secret (empty for ``selfhosted``), base URL, result hosts, and call
+    ceilings (``per_second``, ``per_hour``; 0 = none)."""
+
+    name: str
+    api_key_secret: str
+    base_url: str
+    result_hosts: tuple[str, ...]
+    per_second: int = 0
+    per_hour: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,11 +79,8 @@ class Config:
     callback_base_url: str = ""
     submit_queue_url: str = ""
     default_provider: str = "piapi"
-    piapi_api_key_secret: str = ""
-    piapi_base_url: str = "https://api.piapi.ai"
-    piapi_result_hosts: tuple[str, ...] = ("img.theapi.app", "*.piapi.ai")
-    selfhosted_base_url: str = ""
-    selfhosted_result_hosts: tuple[str, ...] = ()
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    rate_limit_table: str = ""
     job_deadline_seconds: int = 900
     result_max_bytes: int = 50 * 1024 * 1024
     input_max_bytes: int = 20 * 1024 * 1024
@@ -116,11 +136,8 @@ class Config:
             submit_queue_url=env.get(SUBMIT_QUEUE_URL, "").strip(),
             webhook_signing_key_secret=required(WEBHOOK_SIGNING_KEY_SECRET_NAME),
             default_provider=env.get(DEFAULT_PROVIDER, "").strip() or "piapi",
-            piapi_api_key_secret=env.get(PIAPI_API_KEY_SECRET_NAME, "").strip(),
-            piapi_base_url=env.get(PIAPI_BASE_URL, "").strip() or cls.piapi_base_url,
-            piapi_result_hosts=hosts(PIAPI_RESULT_HOSTS) or cls.piapi_result_hosts,
-            selfhosted_base_url=env.get(SELFHOSTED_BASE_URL, "").strip(),
-            selfhosted_result_hosts=hosts(SELFHOSTED_RESULT_HOSTS),
+            providers=_providers(env, hosts),
+            rate_limit_table=env.get(RATE_LIMIT_TABLE_NAME, "").strip(),
             job_deadline_seconds=number(JOB_DEADLINE_SECONDS, cls.job_deadline_seconds),
             result_max_bytes=number(RESULT_MAX_BYTES, cls.result_max_bytes),
             input_max_bytes=number(INPUT_MAX_BYTES, cls.input_max_bytes),
@@ -131,8 +148,49 @@ class Config:
         )
 
     def provider_names(self) -> frozenset[str]:
-        """Names of the providers this deployment has configured (without reading any secret)."""
-        names = {"piapi"} if self.piapi_api_key_secret else set()
-        if self.selfhosted_base_url:
-            names.add("selfhosted")
-        return frozenset(names)
+        """Names of the providers this deployment has enabled (without reading any secret)."""
+        return frozenset(self.providers)
+
+
+def _providers(env: Mapping[str, str], hosts: Callable[[str], tuple[str, ...]]) -> dict[str, ProviderSettings]:
+    """The enabled providers: ``ENABLED_PROVIDERS`` with an API key secret each, plus ``selfhosted`` when
+    ``SELFHOSTED_BASE_URL`` is set; ceilings from ``PROVIDER_RATE_LIMITS``."""
+    try:
+        limits = json.loads(env.get(PROVIDER_RATE_LIMITS) or "{}")
+        if not isinstance(limits, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        raise ConfigError(f'{PROVIDER_RATE_LIMITS} must be JSON like {{"piapi": {{"per_second": 5}}}}.') from e
+    enabled = {name.strip() for name in (env.get(ENABLED_PROVIDERS) or "piapi").split(",") if name.strip()}
+    unknown = enabled - set(KEYED_PROVIDERS) - {"selfhosted"}
+    if unknown:
+        raise ConfigError(f"{ENABLED_PROVIDERS} names unknown providers: {', '.join(sorted(unknown))}.")
+    providers: dict[str, ProviderSettings] = {}
+    for name, (base_url, result_hosts) in KEYED_PROVIDERS.items():
+        prefix = name.upper()
+        secret = env.get(f"{prefix}_API_KEY_SECRET_NAME", "").strip()
+        if name in enabled and secret:
+            providers[name] = ProviderSettings(
+                name,
+                secret,
+                env.get(f"{prefix}_BASE_URL", "").strip() or base_url,
+                hosts(f"{prefix}_RESULT_HOSTS") or result_hosts,
+                **_ceilings(limits.get(name)),
+            )
+    selfhosted = env.get(SELFHOSTED_BASE_URL, "").strip()
+    if selfhosted:
+        host = selfhosted.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        providers["selfhosted"] = ProviderSettings(
+            "selfhosted",
+            "",
+            selfhosted,
+            hosts(SELFHOSTED_RESULT_HOSTS) or (host,),
+            **_ceilings(limits.get("selfhosted")),
+        )
+    return providers
+
+
+def _ceilings(value: object) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: int(value[k]) for k in ("per_second", "per_hour") if isinstance(value.get(k), int | float)}

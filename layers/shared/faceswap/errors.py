@@ -15,6 +15,7 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── ProviderRejected    ``provider_rejected``: a 4xx the provider will keep giving (terminal)
 │   ├── ProviderOutOfCredit ``provider_out_of_credit``: the account has no credit (terminal, alert ops)
 │   ├── ProviderUnavailable ``provider_unavailable``: 429/5xx/network; safe to try again later
+│   │   └── RateLimited     ``rate_limited``: our own ceiling for the provider is reached; wait, never fail over
 │   ├── ProviderTaskFailed  ``provider_task_failed``: the provider ran the task and reported failure
 │   └── SubmitOutcomeUnknown ``submit_outcome_unknown``: a create may or may not have reached the provider
 ├── ResultError             the provider's result could not be kept
@@ -106,6 +107,12 @@ class ProviderUnavailable(ProviderError):
         super().__init__(message, retryable=retryable)
         #: seconds the provider asked us to wait (``Retry-After``), if it said
         self.retry_after = retry_after
+
+
+class RateLimited(ProviderUnavailable):
+    """The pipeline's own ceiling of calls to this provider is reached; ``retry_after`` says for how long."""
+
+    code = "rate_limited"
 
 
 class ProviderTaskFailed(ProviderError):

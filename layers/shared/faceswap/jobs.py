@@ -10,6 +10,7 @@ reaches a terminal state (:func:`terminal_event`), so exactly one state change p
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +23,7 @@ from faceswap.errors import (
     JobTimedOut,
     PipelineError,
     ProviderUnavailable,
+    RateLimited,
     ResultError,
     ResultMissing,
     SubmitOutcomeUnknown,
@@ -42,12 +44,24 @@ from faceswap.model import (
     parse_time,
     utcnow,
 )
-from faceswap.ports import CheckScheduler, JobStore, ObjectStore, Provider, TaskInput, Webhook
+from faceswap.ports import (
+    CheckScheduler,
+    InputStore,
+    JobStore,
+    ObjectStore,
+    Provider,
+    RateLimiter,
+    TaskInput,
+    Webhook,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_CHECK_DELAY_SECONDS = 900
 """SQS's largest message delay."""
+
+PREPARED_URL_SECONDS = 2 * 3600
+"""Lifetime of presigned URLs of prepared inputs given to URL-only providers (CRUN: detect_id lasts 1 h)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,12 @@ class Settings:
         Deliveries of a submit message after which a provider that stays unavailable fails the job.
     poll_delays
         Per-provider ``(first, factor, maximum)`` check delays in seconds, overriding the provider's own.
+    input_bucket
+        Where prepared inputs are stored for URL-only providers.
+    rate_limits
+        Per-provider ``(per_second, per_hour)`` ceilings of calls (0 = none), enforced with the rate limiter.
+    max_throttle_wait_seconds
+        Longest a function waits in all for a call under the ceilings before handing the work back.
     """
 
     results_bucket: str
@@ -76,6 +96,9 @@ class Settings:
     max_input_bytes: int = 20 * 1024 * 1024
     max_submit_attempts: int = 3
     poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    input_bucket: str = ""
+    rate_limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    max_throttle_wait_seconds: float = 3.0
 
 
 class Pipeline:
@@ -108,6 +131,9 @@ class Pipeline:
         signing_key: bytes | Callable[[], bytes],
         settings: Settings,
         clock: Callable[[], Any] = utcnow,
+        inputs: InputStore | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -117,18 +143,19 @@ class Pipeline:
         self._signing_key = signing_key
         self.settings = settings
         self.clock = clock
+        self.inputs = inputs
+        self.limiter = limiter
+        self.sleep = sleep
 
     # ----------------------------------------------------------------------------------------------- submit
 
-    def submit(self, request: JobRequest, *, attempt: int = 1) -> Job:
+    def submit(self, request: JobRequest) -> Job:
         """Create the job's row and its provider task, once.
 
         Parameters
         ----------
         request
             The job to run; its ``job_id`` is deterministic, so a repeated event finds the existing row.
-        attempt
-            How many times this request has been delivered (SQS ``ApproximateReceiveCount``).
 
         Returns
         -------
@@ -138,8 +165,11 @@ class Pipeline:
         Raises
         ------
         ProviderUnavailable
-            The provider could not take the task and this was not the last attempt: no task was created,
-            and the caller should deliver the request again later.
+            The provider could not take the task and this was not the last of ``max_submit_attempts`` creates
+            (counted on the job row): no task was created; deliver the request again later.
+        RateLimited
+            The pipeline's ceiling of calls to the provider is reached: nothing was sent and the job stays
+            RECEIVED; deliver the request again after ``retry_after`` seconds (this is not an attempt).
         """
         job = self.store.get(request.job_id)
         if job is not None and (job.state is not JobState.RECEIVED or job.submit_started_at):
@@ -171,6 +201,7 @@ class Pipeline:
         except InputError as e:
             return self._fail_new(job, e, stored=stored)
 
+        attempt = job.submit_attempts + 1
         claimed = self._claim_submit(job, attempt, stored=stored)
         if claimed is None:
             return self.store.get(request.job_id) or job
@@ -182,10 +213,20 @@ class Pipeline:
                 secret=webhook_secret(self._key(), job.job_id),
             )
         task_input = TaskInput(
-            job_id=job.job_id, task=job.task, target_image=target, swap_image=swap, options=job.options
+            job_id=job.job_id,
+            task=job.task,
+            target_image=target,
+            swap_image=swap,
+            options=job.options,
+            image_urls=self._image_urls(job.job_id, target, swap),
         )
         try:
+            self._throttle(provider.name)  # right before the call, so the ceiling holds where the provider sees it
             task_id = provider.create_task(task_input, webhook)
+        except RateLimited:
+            changes = {"submit_started_at": None, "submit_attempts": attempt - 1}
+            self.store.update(job.job_id, in_states=[JobState.RECEIVED], changes=changes)
+            raise
         except SubmitOutcomeUnknown as e:
             return self._outcome_unknown(job, e)
         except ProviderUnavailable as e:
@@ -206,6 +247,45 @@ class Pipeline:
         job = submitted or self.store.get(job.job_id) or job
         self._schedule_check(job, check=0)
         return job
+
+    def _throttle(self, provider: str) -> None:
+        """Take a call from the provider's ceilings, waiting here for short waits.
+
+        Raises ``RateLimited`` (with ``retry_after``) when the wait is longer than ``max_throttle_wait_seconds``
+        in all: the caller hands the work back to its queue rather than hold a function for it.
+        """
+        per_second, per_hour = self.settings.rate_limits.get(provider, (0, 0))
+        if self.limiter is None or not (per_second or per_hour):
+            return
+        waited = 0.0
+        while True:
+            wait = self.limiter.acquire(provider, per_second=per_second, per_hour=per_hour)
+            if wait <= 0:
+                return
+            if waited + wait > self.settings.max_throttle_wait_seconds:
+                raise RateLimited(
+                    f"The ceiling of calls to {provider} is reached; retry in {wait:.1f} s.", retry_after=wait
+                )
+            self.sleep(wait)
+            waited += wait
+
+    def _image_urls(
+        self, job_id: str, target: PreparedImage, swap: PreparedImage
+    ) -> Callable[[], tuple[str, str]] | None:
+        """For URL-only providers: store the prepared images under ``prepared/<job_id>/`` and presign them."""
+        inputs, bucket = self.inputs, self.settings.input_bucket
+        if inputs is None or not bucket:
+            return None
+
+        def urls() -> tuple[str, str]:
+            signed = []
+            for name, image in (("target", target), ("swap", swap)):
+                key = f"prepared/{job_id}/{name}.{image.extension}"
+                inputs.put_input(bucket, key, image.data, content_type=image.content_type)
+                signed.append(inputs.presign_get(bucket, key, version_id=None, expires_seconds=PREPARED_URL_SECONDS))
+            return signed[0], signed[1]
+
+        return urls
 
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
         """Record a job from the API or an event as RECEIVED, before it is queued for submission.
@@ -317,6 +397,7 @@ class Pipeline:
             return job
         provider = self.providers[job.provider]
         if snapshot is None:
+            self._throttle(provider.name)
             snapshot = provider.get_task(job.provider_task_id)
         if snapshot.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return job

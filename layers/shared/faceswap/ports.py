@@ -108,6 +108,17 @@ class RequestQueue(Protocol):
         ...
 
 
+class RateLimiter(Protocol):
+    """Shared counters of provider calls, so every function together stays under a provider's ceilings."""
+
+    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> float:
+        """Take one call from the provider's current second and hour windows (0 = no ceiling).
+
+        Returns 0 when the call may go ahead, else the seconds to wait before trying again.
+        """
+        ...
+
+
 class CheckScheduler(Protocol):
     """The check queue: asks the poller to look at a job later."""
 

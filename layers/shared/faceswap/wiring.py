@@ -9,12 +9,15 @@ import httpx
 from aws_lambda_powertools.utilities import parameters
 
 from faceswap.api import JobsApi
-from faceswap.aws import DynamoJobStore, S3ObjectStore, SqsCheckScheduler, SqsRequestQueue
+from faceswap.aws import DynamoJobStore, DynamoRateLimiter, S3ObjectStore, SqsCheckScheduler, SqsRequestQueue
 from faceswap.config import Config, ConfigError
 from faceswap.fetch import ResultFetcher
 from faceswap.jobs import Pipeline, Settings
 from faceswap.observability import ObservedProvider, ProviderObserver
 from faceswap.ports import Provider
+from faceswap.providers.ailabapi import AILabAPIProvider
+from faceswap.providers.aiphotocraft import AIPhotoCraftProvider
+from faceswap.providers.crun import CRUNProvider
 from faceswap.providers.piapi import PiAPIProvider
 from faceswap.providers.selfhosted import SelfhostedProvider
 
@@ -23,6 +26,14 @@ PROVIDER_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
 RESULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 """Result downloads: 5 s to connect, 30 s between bytes."""
+
+ADAPTERS: dict[str, Callable[..., Provider]] = {
+    "piapi": PiAPIProvider,
+    "ailabapi": AILabAPIProvider,
+    "crun": CRUNProvider,
+    "aiphotocraft": AIPhotoCraftProvider,
+}
+"""Adapters of the providers with an API key, by name (``selfhosted`` needs none)."""
 
 
 def secret_reader(name: str, *, max_age: int) -> Callable[[], str]:
@@ -46,18 +57,13 @@ def build_providers(
     reports the duration and outcome of every provider call to it.
     """
     providers: dict[str, Provider] = {}
-    if config.piapi_api_key_secret:
-        providers["piapi"] = PiAPIProvider(
-            client,
-            api_key=secret_reader(config.piapi_api_key_secret, max_age=config.secrets_max_age_seconds),
-            base_url=config.piapi_base_url,
-            result_hosts=config.piapi_result_hosts,
-        )
-    if config.selfhosted_base_url:
-        providers["selfhosted"] = SelfhostedProvider(
-            client,
-            base_url=config.selfhosted_base_url,
-            result_hosts=config.selfhosted_result_hosts or (httpx.URL(config.selfhosted_base_url).host,),
+    for name, settings in config.providers.items():
+        if name == "selfhosted":
+            providers[name] = SelfhostedProvider(client, base_url=settings.base_url, result_hosts=settings.result_hosts)
+            continue
+        api_key = secret_reader(settings.api_key_secret, max_age=config.secrets_max_age_seconds)
+        providers[name] = ADAPTERS[name](
+            client, api_key=api_key, base_url=settings.base_url, result_hosts=settings.result_hosts
         )
     if observer is not None:
         return {name: ObservedProvider(provider, observer) for name, provider in providers.items()}
@@ -76,9 +82,13 @@ def build_pipeline(
     provider_client = httpx.Client(timeout=PROVIDER_TIMEOUT)
     fetch_client = httpx.Client(timeout=RESULT_TIMEOUT, follow_redirects=False)
     signing_key = secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds)
+    dynamodb = boto3.client("dynamodb")
+    objects = S3ObjectStore(boto3.client("s3"))
     return Pipeline(
-        store=DynamoJobStore(boto3.client("dynamodb"), config.jobs_table),
-        objects=S3ObjectStore(boto3.client("s3")),
+        store=DynamoJobStore(dynamodb, config.jobs_table),
+        objects=objects,
+        inputs=objects,
+        limiter=DynamoRateLimiter(dynamodb, config.rate_limit_table) if config.rate_limit_table else None,
         scheduler=SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url),
         providers=build_providers(config, provider_client, observer=observer) if with_providers else {},
         fetcher=ResultFetcher(
@@ -92,6 +102,8 @@ def build_pipeline(
             max_input_bytes=config.input_max_bytes,
             max_submit_attempts=config.max_submit_attempts,
             poll_delays=config.poll_delays,
+            input_bucket=config.input_bucket,
+            rate_limits={name: (p.per_second, p.per_hour) for name, p in config.providers.items()},
         ),
     )
 

@@ -94,6 +94,8 @@ class Received:
     parts: tuple[str, ...] = ()
     form: dict[str, str] = field(default_factory=dict)
     file_types: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+    """When it arrived (epoch seconds)."""
 
 
 @dataclass
@@ -141,6 +143,11 @@ class AILabAPIEmulator:
     def url(self) -> str:
         """The emulator's base URL (the stand-in for ``https://www.ailabapi.com``)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def request_times(self) -> list[float]:
+        """Arrival times (epoch seconds) of every API request (result downloads excluded)."""
+        return [received.at for received in self.requests]
 
     def start(self) -> None:
         """Serve in a background thread."""

@@ -93,6 +93,8 @@ class Received:
     parts: tuple[str, ...] = ()
     form: dict[str, str] = field(default_factory=dict)
     limited: bool = False
+    at: float = field(default_factory=time.time)
+    """When it arrived (epoch seconds)."""
 
 
 @dataclass
@@ -130,6 +132,11 @@ class AIPhotoCraftEmulator:
     def url(self) -> str:
         """The emulator's base URL (the stand-in for ``https://aiapi.aiphotocraft.com``)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def request_times(self) -> list[float]:
+        """Arrival times (epoch seconds) of every API request (result downloads excluded)."""
+        return [received.at for received in self.requests]
 
     def start(self) -> None:
         """Serve in a background thread."""

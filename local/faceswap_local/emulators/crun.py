@@ -124,6 +124,8 @@ class Received:
     headers: dict[str, str]
     key_presented: bool
     json: Any = None
+    at: float = field(default_factory=time.time)
+    """When it arrived (epoch seconds)."""
 
 
 @dataclass
@@ -190,6 +192,11 @@ class CRUNEmulator:
     def url(self) -> str:
         """The emulator's base URL (the stand-in for ``https://api.crun.ai``)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def request_times(self) -> list[float]:
+        """Arrival times (epoch seconds) of every API request (result downloads excluded)."""
+        return [received.at for received in self.requests]
 
     def start(self) -> None:
         """Serve in a background thread."""

@@ -110,6 +110,8 @@ class PiAPIEmulator:
         self.faults = Faults()
         self.tasks: dict[str, Task] = {}
         self.create_calls = 0
+        #: arrival times (epoch seconds) of every API request (result downloads excluded)
+        self.request_times: list[float] = []
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="piapi-emulator")
@@ -140,7 +142,9 @@ class PiAPIEmulator:
         path = request.path
         if path.startswith("/results/"):
             response = self._result(path[len("/results/") :].removesuffix(".png"))
-        elif request.headers.get("x-api-key") != self.api_key:
+            return response(environ, start_response)
+        self.request_times.append(time.time())
+        if request.headers.get("x-api-key") != self.api_key:
             response = _json(401, {"code": 401, "data": None, "message": "Invalid API key"})
         elif request.method == "POST" and path == "/api/v1/task":
             response = self._create(request)

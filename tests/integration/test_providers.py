@@ -1,0 +1,143 @@
+"""Every provider through the whole pipeline on the local stack: jobs, error classification, multi-face, rate limits."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import FACES, Stack
+from PIL import Image
+
+from faceswap.aws import job_from_item
+from faceswap.model import Job, JobState
+from faceswap_engine import SAME_PERSON_THRESHOLD, decode_image, face_descriptor, face_distance
+from faceswap_local.app import LocalStack
+
+PROVIDERS = ("piapi", "ailabapi", "crun", "aiphotocraft")
+
+
+def run_manifest(stack: Stack, name: str, target: bytes, swap: str = "obama.jpg", **fields: object) -> Job:
+    key = f"photos/providers/{name}.jpg"
+    stack.upload(key, target)
+    stack.upload(f"faces/{swap}", (FACES / swap).read_bytes())
+    manifest = {"target_image": {"s3_key": key}, "swap_image": {"s3_key": f"faces/{swap}"}, **fields}
+    stack.upload(f"jobs/{name}.json", json.dumps(manifest).encode())
+    return stack.wait_for(key, timeout=60)
+
+
+def gradient() -> bytes:
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((320, 240)).convert("RGB").save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS[1:])
+def test_provider_runs_a_job_from_upload_to_succeeded(stack: Stack, provider: str) -> None:
+    job = run_manifest(stack, f"e2e-{provider}", (FACES / "biden.jpg").read_bytes(), provider=provider)
+
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.provider == provider and job.provider_task_id
+    emulator = stack.local.emulators[provider]
+    assert any(t.task_id == job.provider_task_id for t in emulator.tasks.values())
+    result = stack.s3.get_object(Bucket=stack.results_bucket, Key=job.result["key"])["Body"].read()  # type: ignore[index]
+    swapped = face_descriptor(decode_image(result))
+    obama = face_descriptor(decode_image((FACES / "obama.jpg").read_bytes()))
+    assert face_distance(swapped, obama) < SAME_PERSON_THRESHOLD
+
+
+@pytest.mark.parametrize("provider", PROVIDERS[1:])
+def test_provider_no_face_is_a_terminal_failure(stack: Stack, provider: str) -> None:
+    job = run_manifest(stack, f"no-face-{provider}", gradient(), provider=provider)
+
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["retryable"] is False, job.error
+    assert job.error["code"] in ("no_face_detected", "provider_task_failed", "provider_rejected"), job.error
+
+
+@pytest.mark.parametrize("provider", PROVIDERS[1:])
+def test_provider_expired_result_is_a_retryable_failure(stack: Stack, provider: str) -> None:
+    stack.local.emulators[provider].faults.result_expired = True
+    try:
+        job = run_manifest(stack, f"expired-{provider}", (FACES / "biden.jpg").read_bytes(), provider=provider)
+    finally:
+        stack.local.emulators[provider].faults.result_expired = False
+
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["code"] == "result_expired" and job.error["retryable"] is True
+
+
+@pytest.mark.parametrize("provider", ["ailabapi", "aiphotocraft"])
+def test_polling_provider_completes_without_any_webhook(stack: Stack, provider: str) -> None:
+    callbacks_before = stack.local.runtime.invokers["CallbackFunction"].invocations  # type: ignore[union-attr]
+    job = run_manifest(
+        stack, f"polling-{provider}", (FACES / "obama.jpg").read_bytes(), swap="biden.jpg", provider=provider
+    )
+
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert stack.local.runtime.invokers["CallbackFunction"].invocations == callbacks_before  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("provider", ["piapi", "crun"])
+def test_multi_face_job_swaps_only_the_face_asked_for(stack: Stack, provider: str) -> None:
+    pair = (FACES / "obama_and_biden_side_by_side.jpg").read_bytes()
+    job = run_manifest(
+        stack,
+        f"multi-{provider}",
+        pair,
+        swap="biden.jpg",
+        provider=provider,
+        task="multi-face-swap",
+        options={"swap_faces_index": "0", "target_faces_index": "0"},
+    )
+
+    assert job.state is JobState.SUCCEEDED, job.error
+    result = decode_image(stack.s3.get_object(Bucket=stack.results_bucket, Key=job.result["key"])["Body"].read())  # type: ignore[index]
+    original = decode_image(pair)
+    biden = face_descriptor(decode_image((FACES / "biden.jpg").read_bytes()))
+    assert face_distance(face_descriptor(result, 0), biden) < SAME_PERSON_THRESHOLD, "face 0 now has Biden's face"
+    assert face_distance(face_descriptor(result, 0), face_descriptor(original, 0)) > 0.4, "face 0 changed"
+    assert face_distance(face_descriptor(result, 1), face_descriptor(original, 1)) < 0.1, "face 1 is untouched"
+
+
+@pytest.fixture(scope="module")
+def busy_stack() -> Iterator[LocalStack]:
+    """A stack whose PiAPI ceiling is 5 calls/s, with checks late enough that a job needs 2 PiAPI calls."""
+    local = LocalStack(
+        parameters={"DefaultProvider": "piapi", "ProviderRateLimits": json.dumps({"piapi": {"per_second": 5}})},
+        config={"POLL_DELAYS": json.dumps({"piapi": [60, 1.5, 120]})},
+    ).start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.mark.timeout(600)
+def test_two_hundred_uploads_at_once_never_exceed_five_requests_per_second(busy_stack: LocalStack) -> None:
+    info = busy_stack.info()
+    s3, ddb = busy_stack.client("s3"), busy_stack.client("dynamodb")
+    small = io.BytesIO()
+    Image.open(FACES / "biden.jpg").resize((243, 551)).save(small, format="JPEG")
+    s3.put_object(Bucket=info["input_bucket"], Key="faces/obama.jpg", Body=(FACES / "obama.jpg").read_bytes())
+    started = time.time()
+    for i in range(200):
+        s3.put_object(Bucket=info["input_bucket"], Key=f"incoming/obama/load/{i:03d}.jpg", Body=small.getvalue())
+
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        jobs = [job_from_item(i) for i in ddb.scan(TableName=info["jobs_table"], ConsistentRead=True)["Items"]]
+        if len(jobs) == 200 and all(job.terminal for job in jobs):
+            break
+        time.sleep(1)
+
+    assert len(jobs) == 200 and all(job.state is JobState.SUCCEEDED for job in jobs), [
+        (j.state, j.error) for j in jobs if j.state is not JobState.SUCCEEDED
+    ][:3]
+    times = sorted(t for t in busy_stack.emulators["piapi"].request_times if t >= started)
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    print(f"{len(times)} PiAPI requests in {times[-1] - times[0]:.1f} s; busiest one-second window: {busiest}")
+    assert len(times) >= 400
+    assert busiest <= 5
