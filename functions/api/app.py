@@ -10,16 +10,19 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from faceswap.config import Config
 from faceswap.errors import ApiError, PipelineError
+from faceswap.observability import TRACED_MODULES
 from faceswap.wiring import build_jobs_api
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
+copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 app = APIGatewayHttpResolver(enable_validation=True)
 jobs_api = build_jobs_api(Config.from_env())
 
@@ -39,7 +42,9 @@ class JobSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target_image: ImageInput
     swap_image: ImageInput
-    provider: str | None = Field(default=None, description="Default: the stack's DefaultProvider.")
+    provider: str | list[str] | None = Field(
+        default=None, description="A provider, or an ordered list to fail over through. Default: DefaultProvider."
+    )
     task: Literal["face-swap", "multi-face-swap"] = "face-swap"
     options: dict[str, str] = Field(default_factory=dict, description="swap_faces_index, target_faces_index.")
     result_key: str | None = Field(default=None, description="Key under results/ in the results bucket.")
@@ -204,6 +209,6 @@ OPENAPI = app.get_openapi_json_schema(
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

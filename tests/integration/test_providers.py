@@ -141,3 +141,26 @@ def test_two_hundred_uploads_at_once_never_exceed_five_requests_per_second(busy_
     print(f"{len(times)} PiAPI requests in {times[-1] - times[0]:.1f} s; busiest one-second window: {busiest}")
     assert len(times) >= 400
     assert busiest <= 5
+
+
+def test_failover_from_a_provider_answering_503_to_the_next(stack: Stack) -> None:
+    ailab = stack.local.emulators["ailabapi"]
+    ailab.faults.create_errors, ailab.faults.create_error_status = 1, 503
+    try:
+        job = run_manifest(stack, "failover", (FACES / "biden.jpg").read_bytes(), provider=["ailabapi", "piapi"])
+    finally:
+        ailab.faults.create_errors = 0
+
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.provider == "piapi"
+    assert [a["provider"] for a in job.attempts] == ["ailabapi", "piapi"]
+    assert job.attempts[0]["error"]["code"] == "provider_unavailable"
+    assert not any(t for t in ailab.tasks.values() if t.task_id == job.provider_task_id)
+
+
+def test_an_input_error_does_not_fail_over(stack: Stack) -> None:
+    job = run_manifest(stack, "no-failover", gradient(), provider=["crun", "piapi"])
+
+    assert job.state is JobState.FAILED and job.provider == "crun"
+    assert job.error is not None and job.error["retryable"] is False
+    assert [a["provider"] for a in job.attempts] == ["crun"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,8 +70,16 @@ class MemoryJobStore:
         if job is None or job.state not in set(states):
             return None
         self.writes += 1
-        self.rows[job_id] = replace(job, **dict(changes))
+        self.rows[job_id] = replace(
+            job, **{name: _default(name) if value is None else value for name, value in changes.items()}
+        )
         return self.rows[job_id]
+
+
+def _default(name: str) -> Any:
+    """A removed attribute reads back as the field's default, as it does from DynamoDB."""
+    spec = next(f for f in fields(Job) if f.name == name)
+    return spec.default_factory() if spec.default_factory is not MISSING else spec.default
 
 
 class MemoryObjects:

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import replace
 
 import pytest
-from fakes import SIGNING_KEY, World, jpeg, make_world
+from fakes import SIGNING_KEY, FakeProvider, World, jpeg, make_world
 
 from faceswap.errors import (
     InvalidRequest,
@@ -403,3 +403,29 @@ def test_rate_limited_check_waits_for_the_window() -> None:
 
     assert world.provider.gets == 0
     assert world.scheduler.scheduled[-1][1] == 20, "the backoff (20 s) is longer than the 0.4 s wait"
+
+
+def test_retryable_create_failure_fails_over_to_the_next_provider(world: World) -> None:
+    backup = FakeProvider(name="backup")
+    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    world.provider.create_errors.append(ProviderUnavailable("PiAPI answered 503."))
+
+    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+
+    assert job.state is JobState.SUBMITTED and job.provider == "backup" and job.provider_task_id == "task-1"
+    assert [a["provider"] for a in job.attempts] == ["fake", "backup"]
+    assert job.attempts[0]["error"]["code"] == "provider_unavailable"
+    assert job.attempts[1]["provider_task_id"] == "task-1"
+    assert len(world.provider.creates) == 1 and len(backup.creates) == 1
+    assert job.fallback_providers == []
+
+
+def test_a_refusal_does_not_fail_over(world: World) -> None:
+    backup = FakeProvider(name="backup")
+    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    world.provider.create_errors.append(ProviderRejected("The provider rejected the request (422)."))
+
+    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+
+    assert job.state is JobState.FAILED and job.provider == "fake"
+    assert backup.creates == []

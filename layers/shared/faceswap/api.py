@@ -99,8 +99,8 @@ class JobsApi:
             allow_base64=True,
             allow_http=self.allow_http,
         )
-        if fields.provider not in self.providers:
-            raise InvalidRequest(f"Field 'provider' must be one of {', '.join(sorted(self.providers))}.")
+        if not {fields.provider, *fields.fallback_providers} <= self.providers:
+            raise InvalidRequest(f"Field 'provider' must name providers among {', '.join(sorted(self.providers))}.")
         job_id = request_job_id(fields)
         target = self._stored(fields.target_image, "target_image")
         swap = self._stored(fields.swap_image, "swap_image")

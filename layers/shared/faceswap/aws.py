@@ -53,7 +53,7 @@ def job_to_item(job: Job) -> dict[str, Any]:
             value = value.as_dict()
         elif isinstance(value, JobState):
             value = str(value)
-        if value is None or value == {}:
+        if value is None or value == {} or value == []:
             continue
         data[name] = value
     return {k: _serializer.serialize(v) for k, v in data.items()}

@@ -22,6 +22,7 @@ from faceswap.errors import (
     InvalidRequest,
     JobTimedOut,
     PipelineError,
+    ProviderTaskFailed,
     ProviderUnavailable,
     RateLimited,
     ResultError,
@@ -229,7 +230,11 @@ class Pipeline:
             raise
         except SubmitOutcomeUnknown as e:
             return self._outcome_unknown(job, e)
-        except ProviderUnavailable as e:
+        except (ProviderUnavailable, ProviderTaskFailed) as e:
+            if e.retryable and job.fallback_providers:
+                return self._fail_over(job, e)
+            if not isinstance(e, ProviderUnavailable):
+                return self._finish(job, JobState.FAILED, error=e)
             if attempt < self.settings.max_submit_attempts:
                 self.store.update(job.job_id, in_states=[JobState.RECEIVED], changes={"submit_started_at": None})
                 raise
@@ -238,11 +243,12 @@ class Pipeline:
             return self._finish(job, JobState.FAILED, error=e)
 
         stamp = isoformat(self.clock())
+        attempts = [*job.attempts, {"provider": provider.name, "at": stamp, "provider_task_id": task_id}]
         submitted = self.store.transition(
             job.job_id,
             from_states=[JobState.RECEIVED],
             to_state=JobState.SUBMITTED,
-            changes={"provider_task_id": task_id, "submitted_at": stamp, "updated_at": stamp},
+            changes={"provider_task_id": task_id, "submitted_at": stamp, "updated_at": stamp, "attempts": attempts},
         )
         job = submitted or self.store.get(job.job_id) or job
         self._schedule_check(job, check=0)
@@ -287,6 +293,43 @@ class Pipeline:
 
         return urls
 
+    def _fail_over(self, job: Job, error: PipelineError) -> Job:
+        """Record the failed attempt, move the job to its next provider and submit it there at once.
+
+        Only retryable provider errors fail over (unavailable, maintenance, a failed generation); an input
+        error (no face, bad image) or a refusal ends the job, since another provider would refuse it too.
+        """
+        stamp = isoformat(self.clock())
+        failed = {"provider": job.provider, "at": stamp, "error": error.as_dict()}
+        moved = self.store.update(
+            job.job_id,
+            in_states=[JobState.RECEIVED],
+            changes={
+                "provider": job.fallback_providers[0],
+                "fallback_providers": job.fallback_providers[1:] or None,
+                "attempts": [*job.attempts, failed],
+                "submit_started_at": None,
+                "submit_attempts": 0,
+                "updated_at": stamp,
+            },
+        )
+        if moved is None:
+            return self.store.get(job.job_id) or job
+        logger.info(
+            "job failed over", extra={**log_keys(moved), "from_provider": job.provider, "error_code": error.code}
+        )
+        request = JobRequest(
+            job_id=moved.job_id,
+            target_image=moved.target_image,
+            swap_image=moved.swap_image,
+            provider=moved.provider,
+            task=moved.task,
+            result_key=moved.result_key,
+            source=moved.source,
+            options=moved.options,
+        )
+        return self.submit(request)
+
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
         """Record a job from the API or an event as RECEIVED, before it is queued for submission.
 
@@ -312,6 +355,7 @@ class Pipeline:
             result_key=request.result_key,
             source=request.source,
             retry_of=request.retry_of,
+            fallback_providers=list(request.fallback_providers),
             options=dict(request.options),
             created_at=created,
             updated_at=created,
@@ -500,8 +544,12 @@ class Pipeline:
             self.settings.poll_delays.get(job.provider) or self.providers[job.provider].poll_delays()
         )
         delay = min(first * factor**check, maximum)
-        if at_least:
-            delay = max(delay, at_least)
+        # A provider that counts reads against a quota (AIPhotoCraft) may ask to wait for its reset.
+        quota_delay = getattr(self.providers.get(job.provider), "quota_delay", None)
+        wait = quota_delay() if callable(quota_delay) else None
+        for floor in (at_least, wait):
+            if floor:
+                delay = max(delay, floor)
         to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()
         delay = max(0.0, min(delay, to_deadline + 1, MAX_CHECK_DELAY_SECONDS))
         self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check)

@@ -91,6 +91,8 @@ class JobRequest:
         Set when the request itself is unusable (bad manifest, missing swap face).
     retry_of
         The failed job this one re-runs (``POST /jobs/{job_id}/retry``).
+    fallback_providers
+        Providers to fail over to, in order, when ``provider`` fails with a retryable error.
     """
 
     job_id: str
@@ -103,6 +105,7 @@ class JobRequest:
     options: dict[str, Any] = field(default_factory=dict)
     invalid: Exception | None = None
     retry_of: str | None = None
+    fallback_providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ class Job:
     submit_attempts: int = 0
     result_url_expires_at: str | None = None
     retry_of: str | None = None
+    fallback_providers: list[str] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Each provider attempt: ``{"provider", "at", "provider_task_id"}`` when a task was created, or
+    ``{"provider", "at", "error"}`` when the provider failed and the job moved to the next provider."""
 
     @property
     def terminal(self) -> bool:

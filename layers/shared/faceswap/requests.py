@@ -183,6 +183,7 @@ class RequestFields:
     options: dict[str, str]
     result_key: str | None
     idempotency_key: str | None
+    fallback_providers: tuple[str, ...] = ()
 
     def request(
         self, *, job_id: str, result_key: str, source: str, target: ImageRef | None = None, swap: ImageRef | None = None
@@ -200,6 +201,7 @@ class RequestFields:
             result_key=result_key,
             source=source,
             options=self.options,
+            fallback_providers=self.fallback_providers,
         )
 
     def fingerprint(self) -> str:
@@ -212,7 +214,7 @@ class RequestFields:
             {
                 "target": ref(self.target_image),
                 "swap": ref(self.swap_image),
-                "provider": self.provider,
+                "provider": [self.provider, *self.fallback_providers],
                 "task": self.task,
                 "options": self.options,
                 "result_key": self.result_key,
@@ -261,7 +263,7 @@ def parse_request_fields(
         raise InvalidRequest(f"Unknown {what} field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}.")
     target = _image_ref(data, "target_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
     swap = _image_ref(data, "swap_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
-    provider = _string(data, "provider", default_provider)
+    providers = _providers(data.get("provider", default_provider))
     task = _string(data, "task", "face-swap")
     if task not in TASKS:
         raise InvalidRequest(f"Field 'task' must be one of {', '.join(TASKS)}.")
@@ -272,7 +274,20 @@ def parse_request_fields(
     idempotency_key = data.get("idempotency_key")
     if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 128):
         raise InvalidRequest("Field 'idempotency_key' must be a string of 1 to 128 characters.")
-    return RequestFields(target, swap, provider, task, options, result_key, idempotency_key)
+    return RequestFields(target, swap, providers[0], task, options, result_key, idempotency_key, providers[1:])
+
+
+def _providers(value: Any) -> tuple[str, ...]:
+    """``provider``: a name, or an ordered list of up to 5 distinct names to fail over through."""
+    names = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(names, list)
+        or not 1 <= len(names) <= 5
+        or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise InvalidRequest("Field 'provider' must be a provider name, or a list of up to 5 distinct names.")
+    return tuple(names)
 
 
 def _extension(target: ImageRef | bytes) -> str:
@@ -377,6 +392,7 @@ def request_to_message(request: JobRequest) -> str:
                 "source": request.source,
                 "options": request.options,
                 "retry_of": request.retry_of,
+                "fallback_providers": list(request.fallback_providers),
             }
         }
     )
@@ -394,6 +410,7 @@ def request_from_message(data: Mapping[str, Any]) -> JobRequest:
         source=data["source"],
         options=dict(data.get("options") or {}),
         retry_of=data.get("retry_of"),
+        fallback_providers=tuple(data.get("fallback_providers") or ()),
     )
 
 
