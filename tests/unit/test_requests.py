@@ -363,3 +363,26 @@ def test_manifest_upload_over_64_kib_fails_invalid_request() -> None:
     assert isinstance(request.invalid, InvalidRequest)
     assert "64 KiB" in request.invalid.message
     assert objects.caps == [MAX_MANIFEST_BYTES]
+
+
+def test_enhance_option_is_accepted_for_any_task_and_normalised() -> None:
+    from faceswap.requests import parse_request_fields
+
+    fields = parse_request_fields(
+        {"target_image": "a.jpg", "swap_image": "b.jpg", "options": {"enhance": True}},
+        bucket="in",
+        default_provider="aiphotocraft",
+    )
+    assert fields.options == {"enhance": "true"}
+    with pytest.raises(InvalidRequest, match="enhance"):
+        parse_request_fields(
+            {"target_image": "a.jpg", "swap_image": "b.jpg", "options": {"enhance": "yes"}},
+            bucket="in",
+            default_provider="aiphotocraft",
+        )
+    with pytest.raises(InvalidRequest, match="multi-face-swap"):
+        parse_request_fields(
+            {"target_image": "a.jpg", "swap_image": "b.jpg", "options": {"swap_index": "2,1"}},
+            bucket="in",
+            default_provider="aiphotocraft",
+        )

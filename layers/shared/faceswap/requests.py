@@ -43,7 +43,8 @@ _REQUEST_FIELDS = _MANIFEST_FIELDS | {"idempotency_key"}
 _IMAGE_FIELDS = frozenset({"s3_key", "url", "base64"})
 MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
 """Largest decoded ``base64`` image in an API request (larger ones go through ``POST /uploads``)."""
-_OPTION_FIELDS = frozenset({"swap_faces_index", "target_faces_index"})
+_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index", "swap_index"})
+_OPTION_FIELDS = _INDEX_OPTIONS | {"enhance"}
 _INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
 
 
@@ -354,15 +355,23 @@ def _check_key(key: Any, field: str, *, prefix: str = "") -> None:
 
 
 def _options(options: Any, task: str) -> dict[str, str]:
+    """``options``: face indices (``swap_faces_index``, ``target_faces_index``, AIPhotoCraft's 1-based
+    ``swap_index``; ``multi-face-swap`` only) and ``enhance`` (``"true"``/``"false"``; AIPhotoCraft's GFPGAN)."""
     if not isinstance(options, dict):
         raise InvalidRequest("Field 'options' must be an object.")
     unknown = sorted(set(options) - _OPTION_FIELDS)
     if unknown:
         raise InvalidRequest(f"Unknown option {unknown[0]!r}; allowed: {', '.join(sorted(_OPTION_FIELDS))}.")
-    if options and task != "multi-face-swap":
+    if set(options) & _INDEX_OPTIONS and task != "multi-face-swap":
         raise InvalidRequest("Face index options need task 'multi-face-swap'.")
     checked: dict[str, str] = {}
     for name, value in options.items():
+        if name == "enhance":
+            text = str(value).lower() if isinstance(value, bool | str) else ""
+            if text not in ("true", "false"):
+                raise InvalidRequest("Option 'enhance' must be true or false.")
+            checked[name] = text
+            continue
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(text, str) or not _INDEX_LIST.match(text):
             raise InvalidRequest(f'Option {name!r} must be face indices such as "0" or "1,0".')
