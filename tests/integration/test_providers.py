@@ -164,3 +164,17 @@ def test_an_input_error_does_not_fail_over(stack: Stack) -> None:
     assert job.state is JobState.FAILED and job.provider == "crun"
     assert job.error is not None and job.error["retryable"] is False
     assert [a["provider"] for a in job.attempts] == ["crun"]
+
+
+def test_a_task_that_fails_later_fails_over_through_the_submit_queue(stack: Stack) -> None:
+    crun = stack.local.emulators["crun"]
+    crun.faults.fail_task = "generation failed"
+    try:
+        job = run_manifest(stack, "late-failover", (FACES / "biden.jpg").read_bytes(), provider=["crun", "piapi"])
+    finally:
+        crun.faults.fail_task = None
+
+    assert job.state is JobState.SUCCEEDED, (job.error, job.attempts)
+    assert job.provider == "piapi"
+    assert [a["provider"] for a in job.attempts] == ["crun", "crun", "piapi"]
+    assert "provider_task_id" in job.attempts[0] and "error" in job.attempts[1]

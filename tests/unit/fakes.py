@@ -59,9 +59,12 @@ class MemoryJobStore:
         in_states: Iterable[JobState],
         changes: Mapping[str, Any],
         require_absent: str | None = None,
+        expected: Mapping[str, str] | None = None,
     ) -> Job | None:
         job = self.rows.get(job_id)
         if job is not None and require_absent and getattr(job, require_absent) is not None:
+            return None
+        if job is not None and any(getattr(job, name) != value for name, value in (expected or {}).items()):
             return None
         return self._update(job_id, in_states, changes)
 

@@ -12,6 +12,7 @@ from faceswap.errors import (
     InvalidRequest,
     NoFaceDetected,
     ProviderRejected,
+    ProviderTaskFailed,
     ProviderUnavailable,
     RateLimited,
     SubmitOutcomeUnknown,
@@ -429,3 +430,47 @@ def test_a_refusal_does_not_fail_over(world: World) -> None:
 
     assert job.state is JobState.FAILED and job.provider == "fake"
     assert backup.creates == []
+
+
+def test_retryable_task_failure_fails_over_with_a_fresh_deadline(world: World) -> None:
+    backup = FakeProvider(name="backup")
+    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    world.clock.advance(300)
+    world.provider.status = TaskStatus.FAILED
+    world.provider.error = ProviderTaskFailed("The provider failed the task: generation failed.")
+
+    moved = world.pipeline.check(job.job_id, check=0)
+
+    assert moved is not None and moved.state is JobState.SUBMITTED
+    assert moved.provider == "backup" and moved.provider_task_id == "task-1" and len(backup.creates) == 1
+    assert moved.attempts[0] == {"provider": "fake", "at": "2026-11-25T12:00:00.000Z", "provider_task_id": "task-1"}
+    assert moved.attempts[1]["provider"] == "fake" and moved.attempts[1]["error"]["code"] == "provider_task_failed"
+    assert moved.deadline_at == "2026-11-25T12:15:00.000Z", "the next provider gets a whole deadline"
+
+
+def test_deadline_fails_over_before_timing_out(world: World) -> None:
+    backup = FakeProvider(name="backup")
+    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    world.clock.advance(601)
+
+    moved = world.pipeline.check(job.job_id, check=4)
+    world.clock.advance(601)
+    ended = world.pipeline.check(job.job_id, check=4)
+
+    assert moved is not None and moved.provider == "backup" and moved.state is JobState.SUBMITTED
+    assert moved.attempts[1]["error"]["code"] == "timed_out"
+    assert ended is not None and ended.state is JobState.TIMED_OUT
+
+
+def test_no_face_from_the_provider_does_not_fail_over(world: World) -> None:
+    backup = FakeProvider(name="backup")
+    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    world.provider.status = TaskStatus.FAILED
+    world.provider.error = NoFaceDetected("no face")
+
+    done = world.pipeline.check(job.job_id, check=0)
+
+    assert done is not None and done.state is JobState.FAILED and backup.creates == []

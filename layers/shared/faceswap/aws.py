@@ -119,12 +119,19 @@ class DynamoJobStore:
         in_states: Iterable[JobState],
         changes: Mapping[str, Any],
         require_absent: str | None = None,
+        expected: Mapping[str, str] | None = None,
     ) -> Job | None:
         """Conditional update without a state change; see :meth:`faceswap.ports.JobStore.update`."""
-        return self._update(job_id, states=in_states, changes=changes, require_absent=require_absent)
+        return self._update(job_id, states=in_states, changes=changes, require_absent=require_absent, expected=expected)
 
     def _update(
-        self, job_id: str, *, states: Iterable[JobState], changes: Mapping[str, Any], require_absent: str | None = None
+        self,
+        job_id: str,
+        *,
+        states: Iterable[JobState],
+        changes: Mapping[str, Any],
+        require_absent: str | None = None,
+        expected: Mapping[str, str] | None = None,
     ) -> Job | None:
         names: dict[str, str] = {"#state": "state"}
         values: dict[str, Any] = {}
@@ -155,6 +162,9 @@ class DynamoJobStore:
         if require_absent:
             names["#absent"] = require_absent
             condition += " AND attribute_not_exists(#absent)"
+        for i, (name, value) in enumerate((expected or {}).items()):
+            names[f"#e{i}"], values[f":e{i}"] = name, {"S": value}
+            condition += f" AND #e{i} = :e{i}"
         try:
             response = self._client.update_item(
                 TableName=self._table,

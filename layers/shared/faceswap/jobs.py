@@ -52,6 +52,7 @@ from faceswap.ports import (
     ObjectStore,
     Provider,
     RateLimiter,
+    RequestQueue,
     TaskInput,
     Webhook,
 )
@@ -135,6 +136,7 @@ class Pipeline:
         inputs: InputStore | None = None,
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        requeue: RequestQueue | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -147,6 +149,7 @@ class Pipeline:
         self.inputs = inputs
         self.limiter = limiter
         self.sleep = sleep
+        self.requeue = requeue
 
     # ----------------------------------------------------------------------------------------------- submit
 
@@ -173,7 +176,7 @@ class Pipeline:
             RECEIVED; deliver the request again after ``retry_after`` seconds (this is not an attempt).
         """
         job = self.store.get(request.job_id)
-        if job is not None and (job.state is not JobState.RECEIVED or job.submit_started_at):
+        if job is not None and not _awaiting_create(job):
             if job.state is JobState.RECEIVED:
                 # A previous attempt claimed the create and stopped without recording its outcome.
                 return self._outcome_unknown(
@@ -225,8 +228,8 @@ class Pipeline:
             self._throttle(provider.name)  # right before the call, so the ceiling holds where the provider sees it
             task_id = provider.create_task(task_input, webhook)
         except RateLimited:
-            changes = {"submit_started_at": None, "submit_attempts": attempt - 1}
-            self.store.update(job.job_id, in_states=[JobState.RECEIVED], changes=changes)
+            released = {"submit_started_at": None, "submit_attempts": attempt - 1}
+            self.store.update(job.job_id, in_states=[job.state], changes=released)
             raise
         except SubmitOutcomeUnknown as e:
             return self._outcome_unknown(job, e)
@@ -236,7 +239,7 @@ class Pipeline:
             if not isinstance(e, ProviderUnavailable):
                 return self._finish(job, JobState.FAILED, error=e)
             if attempt < self.settings.max_submit_attempts:
-                self.store.update(job.job_id, in_states=[JobState.RECEIVED], changes={"submit_started_at": None})
+                self.store.update(job.job_id, in_states=[job.state], changes={"submit_started_at": None})
                 raise
             return self._finish(job, JobState.FAILED, error=e)
         except PipelineError as e:
@@ -244,12 +247,18 @@ class Pipeline:
 
         stamp = isoformat(self.clock())
         attempts = [*job.attempts, {"provider": provider.name, "at": stamp, "provider_task_id": task_id}]
-        submitted = self.store.transition(
-            job.job_id,
-            from_states=[JobState.RECEIVED],
-            to_state=JobState.SUBMITTED,
-            changes={"provider_task_id": task_id, "submitted_at": stamp, "updated_at": stamp, "attempts": attempts},
-        )
+        changes: dict[str, Any] = {
+            "provider_task_id": task_id,
+            "submitted_at": stamp,
+            "updated_at": stamp,
+            "attempts": attempts,
+        }
+        if job.state is JobState.RECEIVED:
+            submitted = self.store.transition(
+                job.job_id, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED, changes=changes
+            )
+        else:
+            submitted = self.store.update(job.job_id, in_states=[JobState.SUBMITTED], changes=changes)
         job = submitted or self.store.get(job.job_id) or job
         self._schedule_check(job, check=0)
         return job
@@ -300,18 +309,22 @@ class Pipeline:
         error (no face, bad image) or a refusal ends the job, since another provider would refuse it too.
         """
         stamp = isoformat(self.clock())
-        failed = {"provider": job.provider, "at": stamp, "error": error.as_dict()}
+        failed: dict[str, Any] = {"provider": job.provider, "at": stamp, "error": error.as_dict()}
+        changes: dict[str, Any] = {
+            "provider": job.fallback_providers[0],
+            "fallback_providers": job.fallback_providers[1:] or None,
+            "attempts": [*job.attempts, failed],
+            "submit_started_at": None,
+            "submit_attempts": 0,
+            "provider_task_id": None,
+            "error": None,
+            "updated_at": stamp,
+        }
+        if job.state is JobState.SUBMITTED:
+            failed["provider_task_id"] = job.provider_task_id
+            changes["deadline_at"] = after(self.clock(), self.settings.job_deadline_seconds)
         moved = self.store.update(
-            job.job_id,
-            in_states=[JobState.RECEIVED],
-            changes={
-                "provider": job.fallback_providers[0],
-                "fallback_providers": job.fallback_providers[1:] or None,
-                "attempts": [*job.attempts, failed],
-                "submit_started_at": None,
-                "submit_attempts": 0,
-                "updated_at": stamp,
-            },
+            job.job_id, in_states=[job.state], changes=changes, expected={"provider": job.provider}
         )
         if moved is None:
             return self.store.get(job.job_id) or job
@@ -328,7 +341,11 @@ class Pipeline:
             source=moved.source,
             options=moved.options,
         )
-        return self.submit(request)
+        if job.state is JobState.RECEIVED or self.requeue is None:
+            return self.submit(request)
+        # From a callback or a check: the submit function creates the next task (its permissions, its ceiling).
+        self.requeue.send(request)
+        return moved
 
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
         """Record a job from the API or an event as RECEIVED, before it is queued for submission.
@@ -370,7 +387,7 @@ class Pipeline:
             return claimed if self.store.create(claimed) else None
         return self.store.update(
             job.job_id,
-            in_states=[JobState.RECEIVED],
+            in_states=[job.state],
             changes={"submit_started_at": stamp, "submit_attempts": attempt, "updated_at": stamp},
             require_absent="submit_started_at",
         )
@@ -447,7 +464,10 @@ class Pipeline:
             return job
         if snapshot.status is TaskStatus.FAILED:
             error = snapshot.error if isinstance(snapshot.error, PipelineError) else None
-            return self._finish(job, JobState.FAILED, error=error or ResultMissing("The provider failed the task."))
+            error = error or ResultMissing("The provider failed the task.")
+            if error.retryable and not isinstance(error, InputError) and job.fallback_providers:
+                return self._fail_over(job, error)
+            return self._finish(job, JobState.FAILED, error=error)
         if not snapshot.result_url:
             return self._finish(
                 job, JobState.FAILED, error=ResultMissing("The provider reported success without a result URL.")
@@ -526,9 +546,10 @@ class Pipeline:
                 if job.provider_task_id is None
                 else "the provider did not finish in time"
             )
-            return self._finish(
-                job, JobState.TIMED_OUT, error=JobTimedOut(f"The job passed its deadline {job.deadline_at}: {reason}.")
-            )
+            timed_out = JobTimedOut(f"The job passed its deadline {job.deadline_at}: {reason}.")
+            if job.fallback_providers:
+                return self._fail_over(job, timed_out)
+            return self._finish(job, JobState.TIMED_OUT, error=timed_out)
         retry_after: float | None = None
         try:
             job = self.collect(job)
@@ -611,6 +632,16 @@ class Pipeline:
     def _key(self) -> bytes:
         key = self._signing_key
         return key() if callable(key) else key
+
+
+def _awaiting_create(job: Job) -> bool:
+    """Whether a job still needs its provider task created: new (RECEIVED), or moved to its next provider
+    (SUBMITTED with no task), and no create under way (``submit_started_at`` unset)."""
+    if job.submit_started_at:
+        return False
+    return job.state is JobState.RECEIVED or (
+        job.state is JobState.SUBMITTED and job.provider_task_id is None and not job.error
+    )
 
 
 def log_keys(job: Job) -> dict[str, Any]:

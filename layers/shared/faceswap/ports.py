@@ -38,8 +38,10 @@ class JobStore(Protocol):
         in_states: Iterable[JobState],
         changes: Mapping[str, Any],
         require_absent: str | None = None,
+        expected: Mapping[str, str] | None = None,
     ) -> Job | None:
-        """Set ``changes`` without changing the state, only if in ``in_states`` (and ``require_absent`` unset).
+        """Set ``changes`` without changing the state, only if in ``in_states`` (and ``require_absent`` unset,
+        and every attribute in ``expected`` has the value given).
 
         A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
         condition failed.

@@ -82,14 +82,15 @@ def build_pipeline(
     provider_client = httpx.Client(timeout=PROVIDER_TIMEOUT)
     fetch_client = httpx.Client(timeout=RESULT_TIMEOUT, follow_redirects=False)
     signing_key = secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds)
-    dynamodb = boto3.client("dynamodb")
+    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
     objects = S3ObjectStore(boto3.client("s3"))
     return Pipeline(
         store=DynamoJobStore(dynamodb, config.jobs_table),
         objects=objects,
         inputs=objects,
         limiter=DynamoRateLimiter(dynamodb, config.rate_limit_table) if config.rate_limit_table else None,
-        scheduler=SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url),
+        requeue=SqsRequestQueue(sqs, config.submit_queue_url) if config.submit_queue_url else None,
+        scheduler=SqsCheckScheduler(sqs, config.check_queue_url),
         providers=build_providers(config, provider_client, observer=observer) if with_providers else {},
         fetcher=ResultFetcher(
             fetch_client, max_bytes=config.result_max_bytes, allow_loopback=config.allow_loopback_results
