@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from faceswap_local.emulators.piapi import SwapFn, placeholder_swap
-from faceswap_local.stack import free_port
+from faceswap_local.emulators.server import RecordingEmulatorServer
 
 API_KEY_HEADER = "ailabapi-api-key"
 CREATE_PATH = "/api/portrait/editing/ai-face-swap"
@@ -120,42 +119,23 @@ _CODE_STATUS = {
 }
 
 
-class AILabAPIEmulator:
-    """The emulator server. ``api_key`` is the key it accepts; ``swap_fn`` makes results."""
+class AILabAPIEmulator(RecordingEmulatorServer[Received]):
+    """The emulator server, standing in for ``https://www.ailabapi.com``.
+
+    ``api_key`` is the key it accepts; ``swap_fn`` makes results.
+    """
 
     MAX_BYTES = 5 * 1024 * 1024
     MAX_SIDE = 4095
     FORMATS = ("JPEG", "PNG")
 
     def __init__(self, *, api_key: str, swap_fn: SwapFn = placeholder_swap, port: int | None = None) -> None:
+        super().__init__(name="ailabapi", port=port)
         self.api_key = api_key
         self.swap_fn = swap_fn
-        self.port = port or free_port()
         self.faults = Faults()
         self.tasks: dict[str, Task] = {}
-        self.requests: list[Received] = []
         self.create_calls = 0
-        self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="ailabapi-emulator")
-
-    @property
-    def url(self) -> str:
-        """The emulator's base URL (the stand-in for ``https://www.ailabapi.com``)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def request_times(self) -> list[float]:
-        """Arrival times (epoch seconds) of every API request (result downloads excluded)."""
-        return [received.at for received in self.requests]
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
 
     # ---------------------------------------------------------------------------------------------- HTTP
 
@@ -190,9 +170,7 @@ class AILabAPIEmulator:
             form=form,
             file_types={name: request.files[name].mimetype for name in files},
         )
-        with self._lock:
-            self.requests.append(received)
-        return received
+        return self._keep(received)
 
     def _create(self, request: Request, received: Received) -> Response:
         with self._lock:

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from faceswap_local.emulators.piapi import SwapFn, placeholder_swap
-from faceswap_local.stack import free_port
+from faceswap_local.emulators.server import RecordingEmulatorServer
 
 API_KEY_HEADER = "x-api-key"
 WINDOW_SECONDS = 3600
@@ -111,40 +110,21 @@ class Task:
     polls: int = 0
 
 
-class AIPhotoCraftEmulator:
-    """The emulator server. ``api_key`` is the key it accepts; ``swap_fn`` makes results."""
+class AIPhotoCraftEmulator(RecordingEmulatorServer[Received]):
+    """The emulator server, standing in for ``https://aiapi.aiphotocraft.com``.
+
+    ``api_key`` is the key it accepts; ``swap_fn`` makes results.
+    """
 
     def __init__(self, *, api_key: str, swap_fn: SwapFn = placeholder_swap, port: int | None = None) -> None:
+        super().__init__(name="aiphotocraft", port=port)
         self.api_key = api_key
         self.swap_fn = swap_fn
-        self.port = port or free_port()
         self.faults = Faults()
         self.tasks: dict[str, Task] = {}
-        self.requests: list[Received] = []
         self.create_calls = 0
         self._window_start = 0.0
         self._window_calls = 0
-        self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="aiphotocraft-emulator")
-
-    @property
-    def url(self) -> str:
-        """The emulator's base URL (the stand-in for ``https://aiapi.aiphotocraft.com``)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def request_times(self) -> list[float]:
-        """Arrival times (epoch seconds) of every API request (result downloads excluded)."""
-        return [received.at for received in self.requests]
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
 
     def reset_quota(self) -> None:
         """Start a fresh hour: the next call opens a new window with the full ``hourly_limit``."""
@@ -194,9 +174,7 @@ class AIPhotoCraftEmulator:
             parts=(*request.files.keys(), *form),
             form=form,
         )
-        with self._lock:
-            self.requests.append(received)
-        return received
+        return self._keep(received)
 
     def _count(self) -> tuple[bool, dict[str, str], int]:
         """Count one call against the hour; returns (allowed, the X-RateLimit-* headers, reset epoch)."""

@@ -35,11 +35,10 @@ from typing import Any
 
 import httpx
 from PIL import Image, ImageOps
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from faceswap_local.emulators.piapi import SwapFn, placeholder_swap
-from faceswap_local.stack import free_port
+from faceswap_local.emulators.server import RecordingEmulatorServer
 
 logger = logging.getLogger("faceswap_local.crun")
 
@@ -161,8 +160,11 @@ class Detection:
     error: str | None = None
 
 
-class CRUNEmulator:
-    """The emulator server. ``api_key`` is the key it accepts; ``swap_fn`` makes results, ``detect_fn`` finds faces."""
+class CRUNEmulator(RecordingEmulatorServer[Received]):
+    """The emulator server, standing in for ``https://api.crun.ai``.
+
+    ``api_key`` is the key it accepts; ``swap_fn`` makes results, ``detect_fn`` finds faces.
+    """
 
     def __init__(
         self,
@@ -172,39 +174,21 @@ class CRUNEmulator:
         port: int | None = None,
         detect_fn: DetectFn = engine_detect,
     ) -> None:
+        super().__init__(name="crun", port=port)
         self.api_key = api_key
         self.swap_fn = swap_fn
         self.detect_fn = detect_fn
-        self.port = port or free_port()
         self.faults = Faults()
         self.tasks: dict[str, Task] = {}
         self.detections: dict[str, Detection] = {}
-        self.requests: list[Received] = []
         self.create_calls = 0
         #: seconds a ``detect_id`` stays valid (CRUN: 1 hour)
         self.detect_ttl_seconds = DETECT_TTL_SECONDS
-        self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="crun-emulator")
         self._http = httpx.Client(timeout=httpx.Timeout(10.0))
 
-    @property
-    def url(self) -> str:
-        """The emulator's base URL (the stand-in for ``https://api.crun.ai``)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def request_times(self) -> list[float]:
-        """Arrival times (epoch seconds) of every API request (result downloads excluded)."""
-        return [received.at for received in self.requests]
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
     def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
+        """Stop serving (and close the client that fetches images and sends webhooks)."""
+        super().stop()
         self._http.close()
 
     # ---------------------------------------------------------------------------------------------- HTTP
@@ -245,9 +229,7 @@ class CRUNEmulator:
             key_presented=request.headers.get(API_KEY_HEADER) == self.api_key,
             json=request.get_json(silent=True),
         )
-        with self._lock:
-            self.requests.append(received)
-        return received
+        return self._keep(received)
 
     def _create(self, received: Received) -> Response:
         with self._lock:

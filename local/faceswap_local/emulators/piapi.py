@@ -26,10 +26,9 @@ from typing import Any
 
 import httpx
 from PIL import Image
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from faceswap_local.stack import free_port
+from faceswap_local.emulators.server import EmulatorServer
 
 logger = logging.getLogger("faceswap_local.piapi")
 
@@ -98,37 +97,28 @@ def placeholder_swap(target: bytes, swap: bytes, options: dict[str, Any]) -> byt
     return out.getvalue()
 
 
-class PiAPIEmulator:
-    """The emulator server. ``api_key`` is the key it accepts; ``swap_fn`` makes results."""
+class PiAPIEmulator(EmulatorServer):
+    """The emulator server, standing in for ``https://api.piapi.ai``.
+
+    ``api_key`` is the key it accepts; ``swap_fn`` makes results.
+    """
 
     MAX_SIDE = 2048
 
     def __init__(self, *, api_key: str, swap_fn: SwapFn = placeholder_swap, port: int | None = None) -> None:
+        super().__init__(name="piapi", port=port)
         self.api_key = api_key
         self.swap_fn = swap_fn
-        self.port = port or free_port()
         self.faults = Faults()
         self.tasks: dict[str, Task] = {}
         self.create_calls = 0
         #: arrival times (epoch seconds) of every API request (result downloads excluded)
         self.request_times: list[float] = []
-        self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="piapi-emulator")
         self._http = httpx.Client(timeout=httpx.Timeout(10.0))
 
-    @property
-    def url(self) -> str:
-        """The emulator's base URL (the stand-in for ``https://api.piapi.ai``)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
     def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
+        """Stop serving (and close the client that fetches images and sends webhooks)."""
+        super().stop()
         self._http.close()
 
     def tasks_for_job(self, job_id: str) -> list[Task]:

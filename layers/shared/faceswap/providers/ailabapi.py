@@ -19,8 +19,7 @@ https://www.ailabtools.com/docs/ai-common/async-task-results/api, https://ailabt
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -34,9 +33,18 @@ from faceswap.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from faceswap.images import ImageLimits, PreparedImage
+from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus, after, utcnow
 from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.http import (
+    KeyedHttpProvider,
+    as_int,
+    json_object,
+    message_suffix,
+    multipart_file,
+    post_create,
+    retry_after,
+)
 
 TASKS = ("face-swap",)
 RESULT_RETENTION_SECONDS = 24 * 3600
@@ -53,7 +61,7 @@ _OUT_OF_CREDIT = "ERROR_NOT_ENOUGH_CREDITS"
 _NO_FACE = "ERROR_NO_FACE_IN_FILE"
 
 
-class AILabAPIProvider:
+class AILabAPIProvider(KeyedHttpProvider):
     """Adapter for AILabAPI's AI Face Swap (see the module docstring for the contract).
 
     Parameters
@@ -71,14 +79,7 @@ class AILabAPIProvider:
     name = "ailabapi"
     uses_webhook = False
     image_limits = ImageLimits(max_side=4095, max_bytes=5 * 1024 * 1024, formats=("JPEG", "PNG"))
-
-    def __init__(
-        self, client: httpx.Client, *, api_key: Callable[[], str], base_url: str, result_hosts: tuple[str, ...]
-    ) -> None:
-        self._client = client
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self.result_hosts = result_hosts
+    api_key_header = "ailabapi-api-key"
 
     def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
         """Upload both images and return AILabAPI's ``task_id``.
@@ -111,16 +112,13 @@ class AILabAPIProvider:
         if task.task not in TASKS:
             raise ProviderRejected(f"AILabAPI does not offer the task {task.task!r}; use face-swap.")
         files = {
-            "image_target": _file("target", task.target_image),
-            "image_template": _file("swap", task.swap_image),
+            "image_target": multipart_file("target", task.target_image),
+            "image_template": multipart_file("swap", task.swap_image),
         }
-        try:
-            response = self._client.post(f"{self._base_url}{CREATE_PATH}", files=files, headers=self._headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise ProviderUnavailable(f"AILabAPI could not be reached: {type(e).__name__}.") from e
-        except httpx.HTTPError as e:
-            raise SubmitOutcomeUnknown(f"AILabAPI did not answer the create ({type(e).__name__}).") from e
-        body = _json_object(response)
+        response = post_create(
+            self._client, f"{self._base_url}{CREATE_PATH}", label="AILabAPI", files=files, headers=self._headers()
+        )
+        body = json_object(response)
         error = self._error(response, body)
         if error is not None:
             raise error
@@ -153,7 +151,7 @@ class AILabAPIProvider:
             )
         except httpx.HTTPError as e:
             raise ProviderUnavailable(f"AILabAPI task query failed: {type(e).__name__}.") from e
-        body = _json_object(response)
+        body = json_object(response)
         error = self._error(response, body)
         if error is not None:
             if isinstance(error, ProviderUnavailable) or response.status_code in (400, 401, 403, 404):
@@ -161,7 +159,7 @@ class AILabAPIProvider:
             return TaskSnapshot(task_id, TaskStatus.FAILED, error=error)
         if body is None:
             raise ProviderUnavailable("AILabAPI answered the task query with an unreadable body.")
-        task_status = _as_int(body.get("task_status"))
+        task_status = as_int(body.get("task_status"))
         status = _STATUS.get(task_status, TaskStatus.RUNNING) if task_status is not None else TaskStatus.RUNNING
         if status is TaskStatus.SUCCEEDED:
             data = body.get("data")
@@ -186,13 +184,10 @@ class AILabAPIProvider:
         """AILabAPI recommends querying every 5 seconds: first check after 5 s, then every 5 s (factor 1)."""
         return (5.0, 1.0, 5.0)
 
-    def _headers(self) -> dict[str, str]:
-        return {"ailabapi-api-key": self._api_key()}
-
     def _error(self, response: httpx.Response, body: dict[str, Any] | None) -> PipelineError | None:
         """The classified error of an answer, or ``None`` for HTTP 200 with ``error_code`` 0 (or none)."""
         status = response.status_code
-        error_code = _as_int(body.get("error_code")) if body is not None else None
+        error_code = as_int(body.get("error_code")) if body is not None else None
         if 200 <= status < 300 and error_code in (0, None):
             return None
         if 200 <= status < 300:
@@ -202,7 +197,7 @@ class AILabAPIProvider:
         code = str(detail.get("code") or (body or {}).get("error_code_str") or "").strip().upper()
         message = _message(body, detail, redact=self._api_key())
         label = f"{status} {code}".strip()
-        return _classify(status, code, label, message, retry_after=_retry_after(response))
+        return _classify(status, code, label, message, retry_after=retry_after(response))
 
 
 def _classify(status: int, code: str, label: str, message: str, *, retry_after: float | None) -> PipelineError:
@@ -222,38 +217,6 @@ def _classify(status: int, code: str, label: str, message: str, *, retry_after: 
     return ProviderRejected(f"AILabAPI rejected the request ({label}){message}.")
 
 
-def _file(stem: str, image: PreparedImage) -> tuple[str, bytes, str]:
-    return (f"{stem}.{image.extension}", image.data, image.content_type)
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _message(body: dict[str, Any] | None, detail: dict[str, Any], *, redact: str) -> str:
-    text = str(detail.get("message") or (body or {}).get("error_msg") or detail.get("code_message") or "")
-    if redact:
-        text = text.replace(redact, "[redacted]")
-    text = text[:200]  # after redacting: a key cut in half at the limit must not leak its first part
-    return f": {text}" if text else ""
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    message = detail.get("message") or (body or {}).get("error_msg") or detail.get("code_message")
+    return message_suffix(message, secret=redact)

@@ -52,9 +52,20 @@ from faceswap.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from faceswap.images import ImageLimits, PreparedImage
+from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus
 from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.http import (
+    KeyedHttpProvider,
+    as_int,
+    face_indices,
+    json_object,
+    message_suffix,
+    multipart_file,
+    post_create,
+    redact,
+    retry_after,
+)
 
 DEFAULT_BASE_URL = "https://aiapi.aiphotocraft.com"
 ENDPOINTS = {"face-swap": "/api/faceswap/basicswap", "multi-face-swap": "/api/faceswap/faceswap2"}
@@ -79,7 +90,7 @@ class RateLimit:
     reset_at: float | None = None
 
 
-class AIPhotoCraftProvider:
+class AIPhotoCraftProvider(KeyedHttpProvider):
     """Adapter for AIPhotoCraft's face swap (see the module docstring for the contract).
 
     Parameters
@@ -99,6 +110,7 @@ class AIPhotoCraftProvider:
     name = "aiphotocraft"
     uses_webhook = False
     image_limits = ImageLimits(max_side=4096, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG"))
+    api_key_header = "X-Api-Key"
 
     def __init__(
         self,
@@ -109,10 +121,7 @@ class AIPhotoCraftProvider:
         result_hosts: tuple[str, ...],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self.result_hosts = result_hosts
+        super().__init__(client, api_key=api_key, base_url=base_url, result_hosts=result_hosts)
         self._clock = clock
         #: the quota as of the last answer
         self.rate_limit = RateLimit()
@@ -156,16 +165,21 @@ class AIPhotoCraftProvider:
             swap_index = _swap_index(task.options)
             if swap_index is not None:
                 form["swap_index"] = swap_index
-        files = {"srcimage": _file("swap", task.swap_image), "targetimage": _file("target", task.target_image)}
+        files = {
+            "srcimage": multipart_file("swap", task.swap_image),
+            "targetimage": multipart_file("target", task.target_image),
+        }
         self._refuse_when_exhausted()
-        try:
-            response = self._client.post(f"{self._base_url}{endpoint}", data=form, files=files, headers=self._headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise ProviderUnavailable(f"AIPhotoCraft could not be reached: {type(e).__name__}.") from e
-        except httpx.HTTPError as e:
-            raise SubmitOutcomeUnknown(f"AIPhotoCraft did not answer the create ({type(e).__name__}).") from e
+        response = post_create(
+            self._client,
+            f"{self._base_url}{endpoint}",
+            label="AIPhotoCraft",
+            data=form,
+            files=files,
+            headers=self._headers(),
+        )
         self._record(response)
-        body = _json_object(response)
+        body = json_object(response)
         error = self._error(response, body)
         if error is not None:
             raise error
@@ -196,7 +210,7 @@ class AIPhotoCraftProvider:
         except httpx.HTTPError as e:
             raise ProviderUnavailable(f"AIPhotoCraft task-status failed: {type(e).__name__}.") from e
         self._record(response)
-        body = _json_object(response)
+        body = json_object(response)
         error = self._error(response, body)
         if error is not None:
             if _error_code(body) in _TASK_ERROR_CODES:
@@ -246,9 +260,6 @@ class AIPhotoCraftProvider:
 
     # ------------------------------------------------------------------------------------------ answers
 
-    def _headers(self) -> dict[str, str]:
-        return {"X-Api-Key": self._api_key()}
-
     def _refuse_when_exhausted(self) -> None:
         rate = self.rate_limit
         if rate.remaining is not None and rate.remaining <= 0 and rate.reset_at is not None:
@@ -261,8 +272,8 @@ class AIPhotoCraftProvider:
 
     def _record(self, response: httpx.Response) -> None:
         headers = response.headers
-        limit = _as_int(headers.get("x-ratelimit-limit"))
-        remaining = _as_int(headers.get("x-ratelimit-remaining"))
+        limit = as_int(headers.get("x-ratelimit-limit"))
+        remaining = as_int(headers.get("x-ratelimit-remaining"))
         reset_at = _as_float(headers.get("x-ratelimit-reset"))
         if remaining is not None:
             self.rate_limit = RateLimit(
@@ -277,21 +288,17 @@ class AIPhotoCraftProvider:
         error = body.get("error") if body is not None else None
         error = error if isinstance(error, dict) else {}
         code = _error_code(body)
-        text = str(error.get("message") or (body or {}).get("message") or "")
-        text = _redact(text, self._api_key())[:200]
-        message = f": {text}" if text else ""
+        message = message_suffix(error.get("message") or (body or {}).get("message"), secret=self._api_key())
         label = f"{status} {code}".strip()
         if code == "rate_limit_exceeded" or status == 429:
             details = error.get("details")
             reset_at = _as_float(details.get("reset_at")) if isinstance(details, dict) else None
             if reset_at is None:
                 reset_at = self.rate_limit.reset_at
-            retry_after = max(1.0, reset_at - self._clock()) if reset_at is not None else _retry_after(response)
-            return ProviderUnavailable(
-                f"AIPhotoCraft's rate limit is reached ({label}){message}.", retry_after=retry_after
-            )
+            delay = max(1.0, reset_at - self._clock()) if reset_at is not None else retry_after(response)
+            return ProviderUnavailable(f"AIPhotoCraft's rate limit is reached ({label}){message}.", retry_after=delay)
         if code == "server_error" or status >= 500:
-            return ProviderUnavailable(f"AIPhotoCraft answered {label}{message}.", retry_after=_retry_after(response))
+            return ProviderUnavailable(f"AIPhotoCraft answered {label}{message}.", retry_after=retry_after(response))
         if code == "no_face_detected":
             return NoFaceDetected(f"AIPhotoCraft found no face to swap ({label}){message}.")
         if code == "invalid_image_format":
@@ -309,7 +316,7 @@ class AIPhotoCraftProvider:
         error = raw if isinstance(raw, dict) else {}
         code = str(error.get("code") or "").strip().lower()
         text = str(fields.get("message") or error.get("message") or (raw if isinstance(raw, str) else "") or "")
-        text = _redact(text, self._api_key())[:300]
+        text = redact(text, self._api_key())[:300]
         summary = text or "no reason given"
         if code == "no_face_detected" or any(hint in text.lower() for hint in _NO_FACE_HINTS):
             return NoFaceDetected(f"AIPhotoCraft found no face to swap: {summary}.")
@@ -318,11 +325,6 @@ class AIPhotoCraftProvider:
         if code in ("face_count_mismatch", "face_index_out_of_range"):
             return ProviderRejected(f"AIPhotoCraft could not match the faces: {summary}.")
         return ProviderTaskFailed(f"AIPhotoCraft failed the task: {summary}.")
-
-
-def _redact(text: str, secret: str) -> str:
-    """``text`` without ``secret`` (redacted before any cut, so no part of it survives truncation)."""
-    return text.replace(secret, "[redacted]") if secret else text
 
 
 def _enhance(value: Any) -> str:
@@ -344,8 +346,8 @@ def _swap_index(options: Mapping[str, Any]) -> str | None:
     target_option, swap_option = options.get("target_faces_index"), options.get("swap_faces_index")
     if target_option in (None, "") and swap_option in (None, ""):
         return None
-    targets = _indices(target_option, default=[0, 1])
-    swaps = _indices(swap_option, default=[0])
+    targets = face_indices(target_option, default=[0, 1])
+    swaps = face_indices(swap_option, default=[0])
     if len(swaps) == 1:
         swaps = swaps * len(targets)
     if len(swaps) != len(targets) or sorted(targets) != [0, 1] or any(s not in (0, 1) for s in swaps):
@@ -355,19 +357,6 @@ def _swap_index(options: Mapping[str, Any]) -> str | None:
         )
     source_for = dict(zip(targets, swaps, strict=True))
     return f"{source_for[0] + 1},{source_for[1] + 1}"
-
-
-def _indices(value: Any, *, default: list[int]) -> list[int]:
-    if value is None or value == "":
-        return default
-    try:
-        return [int(part) for part in str(value).split(",")]
-    except ValueError as e:
-        raise ProviderRejected(f'Face indices must look like "0" or "1,0", not {str(value)[:40]!r}.') from e
-
-
-def _file(stem: str, image: PreparedImage) -> tuple[str, bytes, str]:
-    return (f"{stem}.{image.extension}", image.data, image.content_type)
 
 
 def _task_id(body: Mapping[str, Any]) -> str | None:
@@ -396,33 +385,10 @@ def _error_code(body: Mapping[str, Any] | None) -> str:
     return str(error.get("code") or "").strip().lower() if isinstance(error, dict) else ""
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
 def _as_float(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
         return float(str(value).strip())
-    except ValueError:
-        return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
     except ValueError:
         return None

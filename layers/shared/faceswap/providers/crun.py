@@ -47,6 +47,16 @@ from faceswap.errors import (
 from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus
 from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.http import (
+    KeyedHttpProvider,
+    as_int,
+    face_indices,
+    json_object,
+    message_suffix,
+    post_create,
+    redact,
+    retry_after,
+)
 
 JOB_API = "/api/v1/client/job"
 SINGLE_MODEL = "image-face-swap"
@@ -69,7 +79,7 @@ _STATUS = {
 _NO_FACE_HINTS = ("no face", "face not found", "no_face", "failed to detect face", "no faces")
 
 
-class CRUNProvider:
+class CRUNProvider(KeyedHttpProvider):
     """Adapter for CRUN's face-swap models (see the module docstring for the contract).
 
     Parameters
@@ -92,6 +102,7 @@ class CRUNProvider:
     name = "crun"
     uses_webhook = True
     image_limits = ImageLimits(max_side=4096, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
+    api_key_header = "x-api-key"
 
     def __init__(
         self,
@@ -104,10 +115,7 @@ class CRUNProvider:
         detect_interval: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._client = client
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self.result_hosts = result_hosts
+        super().__init__(client, api_key=api_key, base_url=base_url, result_hosts=result_hosts)
         self._detect_attempts = detect_attempts
         self._detect_interval = detect_interval
         self._sleep = sleep
@@ -149,8 +157,8 @@ class CRUNProvider:
         target_url, swap_url = task.image_urls()
         body: dict[str, Any]
         if task.task == "multi-face-swap":
-            target_indices = _indices(task.options.get("target_faces_index"), default=[0])
-            swap_indices = _indices(task.options.get("swap_faces_index"), default=[0])
+            target_indices = face_indices(task.options.get("target_faces_index"), default=[0], non_negative=True)
+            swap_indices = face_indices(task.options.get("swap_faces_index"), default=[0], non_negative=True)
             if any(index != 0 for index in swap_indices):
                 raise ProviderRejected("CRUN takes one face per swap image; swap_faces_index must be 0.")
             detect_id, faces = self._detect(target_url)
@@ -171,12 +179,9 @@ class CRUNProvider:
             }
         if webhook is not None:
             body["callback_url"] = _callback_url(webhook)
-        try:
-            response = self._client.post(f"{self._base_url}{JOB_API}/CreateTask", json=body, headers=self._headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise ProviderUnavailable(f"CRUN could not be reached: {type(e).__name__}.") from e
-        except httpx.HTTPError as e:
-            raise SubmitOutcomeUnknown(f"CRUN did not answer the create ({type(e).__name__}).") from e
+        response = post_create(
+            self._client, f"{self._base_url}{JOB_API}/CreateTask", label="CRUN", json=body, headers=self._headers()
+        )
         data = self._data(response, what="create")
         task_id = data.get("task_id") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
@@ -294,18 +299,11 @@ class CRUNProvider:
 
     # ------------------------------------------------------------------------------------------ answers
 
-    def _headers(self) -> dict[str, str]:
-        return {"x-api-key": self._api_key()}
-
     def _data(self, response: httpx.Response, *, what: str, reading: bool = False) -> Any:
         """``data`` of a successful answer; raises the classified error for a failed one."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        body = body if isinstance(body, dict) else None
+        body = json_object(response)
         status = response.status_code
-        code = _as_int(body.get("code")) if body is not None else None
+        code = as_int(body.get("code")) if body is not None else None
         if 200 <= status < 300 and code in (200, None):
             if body is None:
                 if reading:
@@ -314,13 +312,13 @@ class CRUNProvider:
             return body.get("data")
         if 200 <= status < 300 and code is not None:
             status = code
-        message = _message(body, redact=self._api_key())
-        raise _classify(status, f"CRUN {what}", message, retry_after=_retry_after(response))
+        message = message_suffix(body.get("message") if body is not None else None, secret=self._api_key())
+        raise _classify(status, f"CRUN {what}", message, retry_after=retry_after(response))
 
     def _task_error(
         self, result: Mapping[str, Any], data: Mapping[str, Any], *, detecting: bool = False
     ) -> PipelineError:
-        code = _as_int(result.get("code"))
+        code = as_int(result.get("code"))
         error = data.get("error")
         text = str(
             result.get("message")
@@ -328,8 +326,7 @@ class CRUNProvider:
             or data.get("message")
             or ""
         )
-        key = self._api_key()
-        text = (text.replace(key, "[redacted]") if key else text)[:300]
+        text = redact(text, self._api_key())[:300]
         summary = text or "no reason given"
         what = "face detection" if detecting else "the task"
         if any(hint in text.lower() for hint in _NO_FACE_HINTS):
@@ -364,18 +361,6 @@ def _callback_url(webhook: Webhook) -> str:
     return f"{webhook.url}{separator}{urlencode({'token': webhook.secret})}"
 
 
-def _indices(value: Any, *, default: list[int]) -> list[int]:
-    if value is None or value == "":
-        return default
-    try:
-        indices = [int(part) for part in str(value).split(",")]
-    except ValueError as e:
-        raise ProviderRejected(f'Face indices must look like "0" or "1,0", not {str(value)[:40]!r}.') from e
-    if any(index < 0 for index in indices):
-        raise ProviderRejected("Face indices must not be negative.")
-    return indices
-
-
 def _face_id(faces: Sequence[Mapping[str, Any]], index: int) -> Any:
     if index >= len(faces):
         raise ProviderRejected(
@@ -394,28 +379,3 @@ def _result_url(result: Mapping[str, Any]) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _message(body: Mapping[str, Any] | None, *, redact: str) -> str:
-    message = body.get("message") if body is not None else None
-    if not message:
-        return ""
-    text = str(message).replace(redact, "[redacted]") if redact else str(message)
-    return f": {text[:200]}"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -14,9 +14,8 @@ https://piapi.ai/docs/unified-webhook, https://piapi.ai/docs/dream-machine/get-t
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -32,6 +31,7 @@ from faceswap.errors import (
 from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus, after, utcnow
 from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.http import KeyedHttpProvider, as_base64, message_suffix, post_create, retry_after
 
 MODEL = "Qubico/image-toolkit"
 TASKS = ("face-swap", "multi-face-swap")
@@ -48,7 +48,7 @@ _STATUS = {
 _NO_FACE_HINTS = ("no face", "face not found", "failed to detect face", "no_face")
 
 
-class PiAPIProvider:
+class PiAPIProvider(KeyedHttpProvider):
     """Adapter for PiAPI (see the module docstring for the contract).
 
     Parameters
@@ -66,14 +66,7 @@ class PiAPIProvider:
     name = "piapi"
     uses_webhook = True
     image_limits = ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
-
-    def __init__(
-        self, client: httpx.Client, *, api_key: Callable[[], str], base_url: str, result_hosts: tuple[str, ...]
-    ) -> None:
-        self._client = client
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self.result_hosts = result_hosts
+    api_key_header = "x-api-key"
 
     def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
         """Create a face-swap task and return PiAPI's ``task_id``.
@@ -101,8 +94,8 @@ class PiAPIProvider:
             "model": MODEL,
             "task_type": task.task,
             "input": {
-                "target_image": _as_base64(task.target_image.data),
-                "swap_image": _as_base64(task.swap_image.data),
+                "target_image": as_base64(task.target_image.data),
+                "swap_image": as_base64(task.swap_image.data),
             },
             "config": {"service_mode": "public"},
         }
@@ -112,12 +105,9 @@ class PiAPIProvider:
                     body["input"][option] = str(task.options[option])
         if webhook is not None:
             body["config"]["webhook_config"] = {"endpoint": webhook.url, "secret": webhook.secret}
-        try:
-            response = self._client.post(f"{self._base_url}/api/v1/task", json=body, headers=self._headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise ProviderUnavailable(f"PiAPI could not be reached: {type(e).__name__}.") from e
-        except httpx.HTTPError as e:
-            raise SubmitOutcomeUnknown(f"PiAPI did not answer the create ({type(e).__name__}).") from e
+        response = post_create(
+            self._client, f"{self._base_url}/api/v1/task", label="PiAPI", json=body, headers=self._headers()
+        )
         self._raise_for_status(response, creating=True)
         try:
             task_id = response.json()["data"]["task_id"]
@@ -184,15 +174,12 @@ class PiAPIProvider:
         """PiAPI's own CLI polls from 1 s, x1.5, up to 30 s; as a webhook safety net the first check is later."""
         return (30.0, 1.5, 120.0)
 
-    def _headers(self) -> dict[str, str]:
-        return {"x-api-key": self._api_key()}
-
     def _raise_for_status(self, response: httpx.Response, *, creating: bool) -> None:
         status = response.status_code
         # PiAPI's message is repeated in the error; never let it carry our key back out (e.g. "invalid key …").
         message = _envelope_message(response, redact=self._api_key())
         if status == 429 or status >= 500:
-            raise ProviderUnavailable(f"PiAPI answered {status}{message}.", retry_after=_retry_after(response))
+            raise ProviderUnavailable(f"PiAPI answered {status}{message}.", retry_after=retry_after(response))
         if status in (401, 403):
             raise ProviderRejected(f"PiAPI refused the API key ({status}){message}.")
         if status == 402:
@@ -208,25 +195,12 @@ class PiAPIProvider:
                 raise ProviderRejected(f"PiAPI rejected the request (code {code}){message}.")
 
 
-def _as_base64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _envelope_message(response: httpx.Response, *, redact: str) -> str:
     try:
         message = response.json().get("message")
     except (ValueError, AttributeError):
         return ""
-    text = str(message).replace(redact, "[redacted]") if redact else str(message)
-    return f": {text[:200]}" if message else ""
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    return message_suffix(message, secret=redact)
 
 
 def _task_error(error: dict[str, Any]) -> Exception:

@@ -14,7 +14,6 @@ Contract: ``engine/faceswap_engine/server.py`` (module docstring), summarised:
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from faceswap.errors import (
 from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus
 from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.http import as_base64, post_create
 
 _STATUS = {
     "queued": TaskStatus.QUEUED,
@@ -77,18 +77,19 @@ class SelfhostedProvider:
         """Create an engine task; see :meth:`faceswap.ports.Provider.create_task` for the errors raised."""
         body: dict[str, Any] = {
             "task": task.task,
-            "target_image": base64.b64encode(task.target_image.data).decode("ascii"),
-            "swap_image": base64.b64encode(task.swap_image.data).decode("ascii"),
+            "target_image": as_base64(task.target_image.data),
+            "swap_image": as_base64(task.swap_image.data),
             "swap_face_index": int(str(task.options.get("swap_faces_index", "0")).split(",")[0]),
             "target_face_indices": _indices(task.options.get("target_faces_index")),
             "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
         }
-        try:
-            response = self._client.post(f"{self._base_url}/v1/tasks", json=body, headers=self._headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise ProviderUnavailable(f"The self-hosted engine could not be reached: {type(e).__name__}.") from e
-        except httpx.HTTPError as e:
-            raise SubmitOutcomeUnknown(f"The self-hosted engine did not answer the create ({type(e).__name__}).") from e
+        response = post_create(
+            self._client,
+            f"{self._base_url}/v1/tasks",
+            label="The self-hosted engine",
+            json=body,
+            headers=self._headers(),
+        )
         self._raise_for_status(response)
         try:
             task_id = response.json()["task_id"]
@@ -141,6 +142,7 @@ class SelfhostedProvider:
 
 
 def _indices(value: Any) -> list[int] | None:
+    # Unlike http.face_indices: no default list, and a malformed index raises ValueError, not ProviderRejected.
     if value is None or value == "":
         return None
     return [int(part) for part in str(value).split(",")]
