@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -281,22 +281,22 @@ class S3ObjectStore:
                 digest.update(chunk)
                 size += len(chunk)
                 buffer += chunk
-                while len(buffer) >= self._part_bytes:
+                if len(buffer) >= self._part_bytes:
+                    # The whole buffer is the part (8 MiB up to one chunk more; only the last part may be under
+                    # 5 MiB): no copy of it is made, so memory holds one part and one chunk.
                     if upload_id is None:
                         upload_id = self._client.create_multipart_upload(
                             Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
                         )["UploadId"]
-                    parts.append(
-                        self._upload_part(bucket, key, upload_id, len(parts) + 1, bytes(buffer[: self._part_bytes]))
-                    )
-                    del buffer[: self._part_bytes]
+                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, buffer))
+                    buffer = bytearray()
             if upload_id is None:
                 response = self._client.put_object(
-                    Bucket=bucket, Key=key, Body=bytes(buffer), ContentType=content_type, Metadata=metadata, **condition
+                    Bucket=bucket, Key=key, Body=_body(buffer), ContentType=content_type, Metadata=metadata, **condition
                 )
             else:
                 if buffer:
-                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, bytes(buffer)))
+                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, buffer))
                 response = self._client.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
                 )
@@ -334,10 +334,12 @@ class S3ObjectStore:
             return self.describe_result(bucket, key)
         return {"IfMatch": head["ETag"]}
 
-    def _upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
-        etag = self._client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)[
-            "ETag"
-        ]
+    def _upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> dict[str, Any]:
+        etag = self._client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_body(body)
+        )["ETag"]
         return {"ETag": etag, "PartNumber": number}
 
     def describe_result(self, bucket: str, key: str) -> StoredResult:
@@ -520,6 +522,11 @@ class EventBridgePublisher:
         if response.get("FailedEntryCount"):
             entry = response["Entries"][0]
             raise RuntimeError(f"EventBridge refused the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
+
+
+def _body(data: bytes | bytearray) -> bytes:
+    """A request body without copying: botocore sends a ``bytearray`` as it is (its stubs only say bytes)."""
+    return cast(bytes, data)
 
 
 def _code(error: ClientError) -> str:
