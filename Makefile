@@ -18,7 +18,7 @@ SAM := SAM_CLI_TELEMETRY=0 PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template build test demo up down deploy lock clean redrive
+.PHONY: help venv lint typecheck unit integration template build test demo bench up down deploy lock clean redrive
 
 help:
 	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -63,6 +63,9 @@ test: lint typecheck template unit integration build
 demo: venv
 	$(BIN)/python -m faceswap_local demo $(if $(FACE),--face "$(FACE)") $(if $(TARGET),--target "$(TARGET)") \
 		$(if $(PROVIDER),--provider "$(PROVIDER)") $(if $(OUT),--out "$(OUT)")
+
+bench: venv
+	$(BIN)/python bench/run.py
 
 up: venv
 	$(BIN)/python -m faceswap_local up
