@@ -222,15 +222,4 @@ class JobsApi:
                 else (f"its error {(job.error or {}).get('code')!r} is not retryable")
             )
             raise JobNotRetryable(f"Job {job_id} cannot be retried: {reason}.")
-        request = JobRequest(
-            job_id=job_id_for("retry", job.job_id),
-            target_image=job.target_image,
-            swap_image=job.swap_image,
-            provider=job.provider,
-            task=job.task,
-            result_key=job.result_key,
-            source=job.source,
-            options=job.options,
-            retry_of=job.job_id,
-        )
-        return self._receive(request)[0]
+        return self._receive(job.request(job_id=job_id_for("retry", job.job_id), retry_of=job.job_id))[0]

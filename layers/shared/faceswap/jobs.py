@@ -331,16 +331,7 @@ class Pipeline:
         logger.info(
             "job failed over", extra={**log_keys(moved), "from_provider": job.provider, "error_code": error.code}
         )
-        request = JobRequest(
-            job_id=moved.job_id,
-            target_image=moved.target_image,
-            swap_image=moved.swap_image,
-            provider=moved.provider,
-            task=moved.task,
-            result_key=moved.result_key,
-            source=moved.source,
-            options=moved.options,
-        )
+        request = moved.request()
         if job.state is JobState.RECEIVED or self.requeue is None:
             return self.submit(request)
         # From a callback or a check: the submit function creates the next task (its permissions, its ceiling).

@@ -143,6 +143,21 @@ class Job:
         """Whether the job has ended."""
         return self.state.terminal
 
+    def request(self, **changes: Any) -> JobRequest:
+        """The job's work as a request (same inputs, provider, task, options and result key), with ``changes``
+        (e.g. another ``job_id`` and ``retry_of`` for a retry)."""
+        fields: dict[str, Any] = {
+            "job_id": self.job_id,
+            "target_image": self.target_image,
+            "swap_image": self.swap_image,
+            "provider": self.provider,
+            "task": self.task,
+            "result_key": self.result_key,
+            "source": self.source,
+            "options": self.options,
+        }
+        return JobRequest(**{**fields, **changes})
+
 
 @dataclass(frozen=True)
 class TaskSnapshot:
