@@ -309,6 +309,25 @@ def test_verified_callback_collects_from_provider_status(world: World) -> None:
     assert world.provider.gets == 1, "a repeat for a finished job does no work"
 
 
+def test_callback_over_the_call_ceiling_answers_at_once_and_schedules_a_check(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    world.pipeline.limiter = Limiter(grants=0)
+    slept: list[float] = []
+    world.pipeline.sleep = slept.append
+    world.pipeline.settings = replace(world.pipeline.settings, rate_limits={"fake": (5, 0)})
+    scheduled = len(world.scheduler.scheduled)
+
+    answered = world.pipeline.callback(
+        "fake", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
+    )
+
+    assert answered.state is JobState.SUBMITTED and world.provider.gets == 0 and slept == []
+    assert world.scheduler.scheduled[scheduled:] == [(job.job_id, 1, 0)], "a check once a call is free (0.4 s)"
+    world.pipeline.limiter = Limiter(grants=1)
+    assert world.pipeline.check(job.job_id, check=0).state is JobState.SUCCEEDED
+
+
 def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World) -> None:
     world.provider.create_errors.append(SubmitOutcomeUnknown("timeout"))
     job = world.pipeline.submit(request())

@@ -10,6 +10,7 @@ reaches a terminal state (:func:`terminal_event`), so exactly one state change p
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -263,21 +264,23 @@ class Pipeline:
         self._schedule_check(job, check=0)
         return job
 
-    def _throttle(self, provider: str) -> None:
+    def _throttle(self, provider: str, *, max_wait: float | None = None) -> None:
         """Take a call from the provider's ceilings, waiting here for short waits.
 
-        Raises ``RateLimited`` (with ``retry_after``) when the wait is longer than ``max_throttle_wait_seconds``
-        in all: the caller hands the work back to its queue rather than hold a function for it.
+        Raises ``RateLimited`` (with ``retry_after``) when the wait is longer than ``max_wait`` seconds in all
+        (default ``max_throttle_wait_seconds``): the caller hands the work back to its queue rather than hold a
+        function for it.
         """
         per_second, per_hour = self.settings.rate_limits.get(provider, (0, 0))
         if self.limiter is None or not (per_second or per_hour):
             return
+        limit = self.settings.max_throttle_wait_seconds if max_wait is None else max_wait
         waited = 0.0
         while True:
             wait = self.limiter.acquire(provider, per_second=per_second, per_hour=per_hour)
             if wait <= 0:
                 return
-            if waited + wait > self.settings.max_throttle_wait_seconds:
+            if waited + wait > limit:
                 raise RateLimited(
                     f"The ceiling of calls to {provider} is reached; retry in {wait:.1f} s.", retry_after=wait
                 )
@@ -425,7 +428,7 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------------------- collect
 
-    def collect(self, job: Job, snapshot: TaskSnapshot | None = None) -> Job:
+    def collect(self, job: Job, snapshot: TaskSnapshot | None = None, *, max_wait: float | None = None) -> Job:
         """Bring a submitted job up to date with its provider task, keeping the result when it is done.
 
         Parameters
@@ -434,6 +437,9 @@ class Pipeline:
             The job as last read.
         snapshot
             The task's status if the caller already has it; otherwise it is read from the provider.
+        max_wait
+            Longest wait, in seconds, for a call under the provider's ceiling (default
+            ``max_throttle_wait_seconds``); longer raises ``RateLimited``.
 
         Returns
         -------
@@ -443,13 +449,14 @@ class Pipeline:
         Raises
         ------
         ProviderUnavailable
-            The provider or the result host is temporarily failing; the job is unchanged. Try again later.
+            The provider or the result host is temporarily failing, or (``RateLimited``) no call is free under
+            the provider's ceiling within ``max_wait``; the job is unchanged. Try again later.
         """
         if job.terminal or job.provider_task_id is None:
             return job
         provider = self.providers[job.provider]
         if snapshot is None:
-            self._throttle(provider.name)
+            self._throttle(provider.name, max_wait=max_wait)
             snapshot = provider.get_task(job.provider_task_id)
         if snapshot.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return job
@@ -618,7 +625,15 @@ class Pipeline:
                 or self.store.get(job_id)
                 or job
             )
-        return self.collect(job)
+        try:
+            return self.collect(job, max_wait=0)
+        except RateLimited as e:
+            # The provider's ceiling has no call free now: answer the callback at once and let a check collect
+            # once a call is free, rather than hold the provider's request (and this function) for a slot.
+            logger.info("callback deferred to a check: call ceiling reached", extra=log_keys(job))
+            delay = math.ceil(e.retry_after or 1)
+            self.scheduler.schedule(job.job_id, delay_seconds=min(delay, MAX_CHECK_DELAY_SECONDS), check=0)
+            return job
 
     def _key(self) -> bytes:
         key = self._signing_key
