@@ -37,15 +37,16 @@ class ImageInput(BaseModel):
 
 
 class JobSubmission(BaseModel):
-    """A job: the face of ``swap_image`` goes onto ``target_image``."""
+    """A job: the face of ``swap_image`` goes onto ``target_image`` (``same-image-swap``: the two faces of
+    ``target_image`` swap places, and there is no ``swap_image``)."""
 
     model_config = ConfigDict(extra="forbid")
     target_image: ImageInput
-    swap_image: ImageInput
+    swap_image: ImageInput | None = Field(default=None, description="Required except for same-image-swap.")
     provider: str | list[str] | None = Field(
         default=None, description="A provider, or an ordered list to fail over through. Default: DefaultProvider."
     )
-    task: Literal["face-swap", "multi-face-swap"] = "face-swap"
+    task: Literal["face-swap", "multi-face-swap", "same-image-swap"] = "face-swap"
     options: dict[str, str] = Field(default_factory=dict, description="swap_faces_index, target_faces_index.")
     result_key: str | None = Field(default=None, description="Key under results/ in the results bucket.")
     idempotency_key: str | None = Field(default=None, description="Same key, same job.")

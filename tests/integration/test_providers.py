@@ -102,6 +102,25 @@ def test_multi_face_job_swaps_only_the_face_asked_for(stack: Stack, provider: st
     assert face_distance(face_descriptor(result, 1), face_descriptor(original, 1)) < 0.1, "face 1 is untouched"
 
 
+def test_same_image_swap_exchanges_the_two_faces_of_the_target(stack: Stack) -> None:
+    pair = (FACES / "obama_and_biden_side_by_side.jpg").read_bytes()
+    key = "photos/providers/same-image-swap.jpg"
+    stack.upload(key, pair)
+    manifest = {"target_image": {"s3_key": key}, "provider": "aiphotocraft", "task": "same-image-swap"}
+    stack.upload("jobs/same-image-swap.json", json.dumps(manifest).encode())
+    job = stack.wait_for(key, timeout=60)
+
+    assert job.state is JobState.SUCCEEDED, job.error
+    task = stack.local.emulators["aiphotocraft"].tasks[job.provider_task_id]
+    assert task.endpoint == "swapfacesameimage" and set(task.request.parts) == {"srcimage"}
+    result = decode_image(stack.s3.get_object(Bucket=stack.results_bucket, Key=job.result["key"])["Body"].read())  # type: ignore[index]
+    original = decode_image(pair)
+    left, right = face_descriptor(original, 0), face_descriptor(original, 1)
+    assert face_distance(face_descriptor(result, 0), right) < SAME_PERSON_THRESHOLD, "the left face is now the right"
+    assert face_distance(face_descriptor(result, 1), left) < SAME_PERSON_THRESHOLD, "the right face is now the left"
+    assert face_distance(face_descriptor(result, 0), left) > face_distance(face_descriptor(result, 0), right)
+
+
 @pytest.fixture(scope="module")
 def busy_stack() -> Iterator[LocalStack]:
     """A stack whose PiAPI ceiling is 5 calls/s, with checks late enough that a job needs 2 PiAPI calls."""

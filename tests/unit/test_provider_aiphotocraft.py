@@ -509,3 +509,11 @@ def test_api_key_in_a_failed_task_message_is_redacted() -> None:
     body = {"status": "failed", "message": f"quota for {API_KEY} exceeded"}
     snapshot = provider(answering(status_answer(body))).get_task(TASK_ID)
     assert API_KEY not in str(snapshot.error)
+
+
+def test_same_image_swap_posts_only_the_target_as_srcimage_to_swapfacesameimage() -> None:
+    capture = Capture(created())
+    provider(capture).create_task(task("same-image-swap"), None)
+    request = capture.requests[0]
+    assert str(request.url) == "https://aiapi.aiphotocraft.com/api/faceswap/swapfacesameimage"
+    assert multipart_parts(request) == {"srcimage": ("target.jpg", TARGET.data)}

@@ -386,3 +386,22 @@ def test_enhance_option_is_accepted_for_any_task_and_normalised() -> None:
             bucket="in",
             default_provider="aiphotocraft",
         )
+
+
+def test_same_image_swap_takes_its_faces_from_the_target_image() -> None:
+    request = parse(manifest(swap_image=..., task="same-image-swap", provider="aiphotocraft"))
+
+    assert request.task == "same-image-swap"
+    assert request.swap_image == request.target_image == ImageRef(bucket=BUCKET, key="photos/party.jpg")
+
+
+def test_same_image_swap_with_a_swap_image_is_refused() -> None:
+    assert "swap_image" in refused(manifest(task="same-image-swap")).message
+
+
+def test_same_image_swap_with_options_is_refused() -> None:
+    assert "no options" in refused(manifest(swap_image=..., task="same-image-swap", options={"enhance": True})).message
+
+
+def test_face_swap_without_a_swap_image_is_refused() -> None:
+    assert "swap_image" in refused(manifest(swap_image=...)).message

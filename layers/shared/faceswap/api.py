@@ -103,7 +103,7 @@ class JobsApi:
             raise InvalidRequest(f"Field 'provider' must name providers among {', '.join(sorted(self.providers))}.")
         job_id = request_job_id(fields)
         target = self._stored(fields.target_image, "target_image")
-        swap = self._stored(fields.swap_image, "swap_image")
+        swap = target if fields.swap_image is fields.target_image else self._stored(fields.swap_image, "swap_image")
         request = fields.request(
             job_id=job_id,
             result_key=fields.result_key or default_result_key(job_id, target),

@@ -202,7 +202,12 @@ class Pipeline:
                     f"Unknown provider {request.provider!r}; configured: {', '.join(sorted(self.providers))}."
                 )
             target = self._prepare(request.target_image, provider, "target image")
-            swap = self._prepare(request.swap_image, provider, "swap image")
+            # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
+            swap = (
+                target
+                if request.swap_image == request.target_image
+                else self._prepare(request.swap_image, provider, "swap image")
+            )
         except InputError as e:
             return self._fail_new(job, e, stored=stored)
 

@@ -35,7 +35,10 @@ MANIFEST_PREFIX = "jobs/"
 RESULTS_PREFIX = "results/"
 MAX_MANIFEST_BYTES = 64 * 1024
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-TASKS = ("face-swap", "multi-face-swap")
+SAME_IMAGE_SWAP = "same-image-swap"
+"""The task that swaps the two faces of one target image with each other (AIPhotoCraft's
+``swapfacesameimage``): it takes no swap image, since the faces come from the target itself."""
+TASKS = ("face-swap", "multi-face-swap", SAME_IMAGE_SWAP)
 
 _FACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MANIFEST_FIELDS = frozenset({"target_image", "swap_image", "provider", "task", "options", "result_key"})
@@ -145,7 +148,7 @@ def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_p
           "target_image": {"s3_key": "photos/party.jpg"} | {"url": "https://…"} | "photos/party.jpg",
           "swap_image":   {"s3_key": "faces/obama.jpg"}  | {"url": "https://…"} | "faces/obama.jpg",
           "provider": "piapi",                       # optional, default: the stack's default provider
-          "task": "face-swap" | "multi-face-swap",   # optional, default "face-swap"
+          "task": "face-swap" | "multi-face-swap" | "same-image-swap",   # optional, default "face-swap"
           "options": {"swap_faces_index": "0", "target_faces_index": "1"},   # multi-face-swap only
           "result_key": "results/party-swapped.jpg"  # optional; must start with results/
         }
@@ -263,11 +266,16 @@ def parse_request_fields(
     if unknown:
         raise InvalidRequest(f"Unknown {what} field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}.")
     target = _image_ref(data, "target_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
-    swap = _image_ref(data, "swap_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
-    providers = _providers(data.get("provider", default_provider))
     task = _string(data, "task", "face-swap")
     if task not in TASKS:
         raise InvalidRequest(f"Field 'task' must be one of {', '.join(TASKS)}.")
+    if task == SAME_IMAGE_SWAP:
+        if data.get("swap_image") is not None:
+            raise InvalidRequest(f"Task {SAME_IMAGE_SWAP!r} takes no 'swap_image': the target's own faces swap.")
+        swap = target  # the faces come from the target image itself
+    else:
+        swap = _image_ref(data, "swap_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
+    providers = _providers(data.get("provider", default_provider))
     options = _options(data.get("options", {}), task)
     result_key = data.get("result_key")
     if result_key is not None:
@@ -364,6 +372,8 @@ def _options(options: Any, task: str) -> dict[str, str]:
         raise InvalidRequest(f"Unknown option {unknown[0]!r}; allowed: {', '.join(sorted(_OPTION_FIELDS))}.")
     if set(options) & _INDEX_OPTIONS and task != "multi-face-swap":
         raise InvalidRequest("Face index options need task 'multi-face-swap'.")
+    if options and task == SAME_IMAGE_SWAP:
+        raise InvalidRequest(f"Task {SAME_IMAGE_SWAP!r} takes no options.")
     checked: dict[str, str] = {}
     for name, value in options.items():
         if name == "enhance":

@@ -5,7 +5,9 @@
 - ``POST /api/faceswap/faceswap2`` (couple swap), multipart ``srcimage``, ``targetimage``, optional
   ``swap_index`` (1-based ``"2,1"``: the source face for target face 1, then 2; default ``"1,2"``) and optional
   ``enhance``. Both images must hold two faces (else the task fails ``face_count_mismatch``).
-- Both answer ``{"success": true, "task_id", "status": "pending"}``; the task runs in the background.
+- ``POST /api/faceswap/swapfacesameimage``, multipart ``srcimage`` alone (two faces, which swap places; the
+  task fails ``face_count_mismatch`` otherwise).
+- Each answers ``{"success": true, "task_id", "status": "pending"}``; the task runs in the background.
 - ``GET /api/task-status/{task_id}`` → ``{task_id, status}`` with ``status`` pending → processing →
   ``completed`` (plus ``image_url`` and ``result``, the same URL) or ``failed`` (plus ``message`` and
   ``error: {code, message}``). The pending representation is UNKNOWN at AIPhotoCraft; this is a guess.
@@ -37,6 +39,11 @@ from faceswap_local.emulators.server import RecordingEmulatorServer
 
 API_KEY_HEADER = "x-api-key"
 WINDOW_SECONDS = 3600
+CREATE_PATHS = (
+    "/api/faceswap/basicswap",
+    "/api/faceswap/faceswap2",
+    "/api/faceswap/swapfacesameimage",
+)
 _SWAP_INDEX = re.compile(r"^([12]),([12])$")
 
 #: engine error code → AIPhotoCraft error code
@@ -155,7 +162,7 @@ class AIPhotoCraftEmulator(RecordingEmulatorServer[Received]):
                 "Rate limit exceeded. Try again later.",
                 details={"limit": self.faults.hourly_limit, "reset_at": reset_at},
             )
-        elif request.method == "POST" and path in ("/api/faceswap/basicswap", "/api/faceswap/faceswap2"):
+        elif request.method == "POST" and path in CREATE_PATHS:
             response = self._create(request, received, path.rsplit("/", 1)[1])
         elif request.method == "GET" and path.startswith("/api/task-status/"):
             response = self._status(path[len("/api/task-status/") :])
@@ -202,7 +209,7 @@ class AIPhotoCraftEmulator(RecordingEmulatorServer[Received]):
                 self.faults.create_errors -= 1
                 return _injected(self.faults.create_error_status)
         images: dict[str, bytes] = {}
-        for name in ("srcimage", "targetimage"):
+        for name in ("srcimage",) if endpoint == "swapfacesameimage" else ("srcimage", "targetimage"):
             upload = request.files.get(name)
             if upload is None:
                 return _error(400, "invalid_parameter", f"Missing file {name}.")
@@ -216,7 +223,10 @@ class AIPhotoCraftEmulator(RecordingEmulatorServer[Received]):
         if enhance not in ("true", "false") and (endpoint == "basicswap" or enhance is not None):
             return _error(400, "invalid_parameter", "enhance must be 'true' or 'false'.")
         swap_index: tuple[int, int] | None = None
-        if endpoint == "faceswap2":
+        if endpoint == "swapfacesameimage":
+            images["targetimage"] = images["srcimage"]
+            swap_index = (2, 1)  # target face 1 gets face 2 and face 2 gets face 1: the two faces swap places
+        elif endpoint == "faceswap2":
             match = _SWAP_INDEX.match(request.form.get("swap_index", "1,2"))
             if match is None:
                 return _error(400, "invalid_parameter", "swap_index must look like '2,1'.")

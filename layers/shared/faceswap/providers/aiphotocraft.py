@@ -11,8 +11,11 @@ https://aiphotocraft.com/docs/FaceSwap/couple_swap).
   - ``multi-face-swap`` → ``POST {base}/api/faceswap/faceswap2`` (couple swap): both images hold two faces;
     ``swap_index`` (optional, 1-based, e.g. ``"2,1"``) says which source face goes onto target face 1 and 2;
     by default faces map by position (left to left). ``enhance`` is sent too (the couple-swap page requires it).
-  - ``swap1from2`` (two target images) and ``swapfacesameimage`` (no swap image) do not fit a task of one
-    target and one swap image, so they are not offered.
+  - ``same-image-swap`` → ``POST {base}/api/faceswap/swapfacesameimage`` with ``srcimage`` only: the target
+    image, whose two faces swap places (the job has no swap image). No ``enhance`` (not documented there).
+  - ``swap1from2`` (``srcimage`` with two faces, ``targetimage1`` and ``targetimage2``) is not offered: it takes
+    two target images, and nothing says whether one image or two come back or which target a single
+    ``image_url`` shows, so a job could not say what its one result is.
 
   The answer's task id is read defensively (``task_id``, ``data.task_id``, ``id``): clients read ``task_id``,
   while the couple-swap page claims a synchronous "201 Swap successful".
@@ -68,7 +71,11 @@ from faceswap.providers.http import (
 )
 
 DEFAULT_BASE_URL = "https://aiapi.aiphotocraft.com"
-ENDPOINTS = {"face-swap": "/api/faceswap/basicswap", "multi-face-swap": "/api/faceswap/faceswap2"}
+ENDPOINTS = {
+    "face-swap": "/api/faceswap/basicswap",
+    "multi-face-swap": "/api/faceswap/faceswap2",
+    "same-image-swap": "/api/faceswap/swapfacesameimage",
+}
 LOW_QUOTA_FRACTION = 0.05
 """``quota_delay`` holds off when at most this fraction of the hourly limit (and at least 1 call) remains."""
 
@@ -127,7 +134,8 @@ class AIPhotoCraftProvider(KeyedHttpProvider):
         self.rate_limit = RateLimit()
 
     def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
-        """Upload both images to ``basicswap`` (face-swap) or ``faceswap2`` (multi-face-swap); return the task id.
+        """Upload the images to ``basicswap`` (face-swap), ``faceswap2`` (multi-face-swap) or
+        ``swapfacesameimage`` (same-image-swap: the target image alone); return the task id.
 
         Parameters
         ----------
@@ -160,15 +168,19 @@ class AIPhotoCraftProvider(KeyedHttpProvider):
             raise ProviderRejected(
                 f"AIPhotoCraft does not offer the task {task.task!r}; use one of {', '.join(ENDPOINTS)}."
             )
-        form = {"enhance": _enhance(task.options.get("enhance", "false"))}
+        form: dict[str, str] = {}
+        if task.task == "same-image-swap":
+            files = {"srcimage": multipart_file("target", task.target_image)}
+        else:
+            form["enhance"] = _enhance(task.options.get("enhance", "false"))
+            files = {
+                "srcimage": multipart_file("swap", task.swap_image),
+                "targetimage": multipart_file("target", task.target_image),
+            }
         if task.task == "multi-face-swap":
             swap_index = _swap_index(task.options)
             if swap_index is not None:
                 form["swap_index"] = swap_index
-        files = {
-            "srcimage": multipart_file("swap", task.swap_image),
-            "targetimage": multipart_file("target", task.target_image),
-        }
         self._refuse_when_exhausted()
         response = post_create(
             self._client,
