@@ -1,5 +1,5 @@
 # The project's commands. Everything sets itself up: virtual environments, pinned dependencies.
-#   make test    lint, type check, unit and integration tests, template checks (cfn-lint, sam validate, sam build)
+#   make test    lint, type check, unit and integration tests, template checks (cfn-lint, checkov, sam validate, sam build)
 #   make demo    the whole pipeline offline on real photos (see README)
 #   make up      start the local stack and keep it running; make down stops it
 #   make build   sam build (no container)       make deploy ENV=dev   sam build + sam deploy
@@ -13,12 +13,15 @@ PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.1
 	&& { command -v "$$p" 2>/dev/null || echo "$$p"; } && break; done)
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam
+# Offline (no policy metadata from the Prisma Cloud platform, no PyPI update check); a template it cannot parse fails.
+CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE CKV_PARSE_ERROR_FAIL=true $(CHECKOV_VENV)/bin/checkov
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template build test demo bench up down deploy lock clean redrive
+.PHONY: help venv lint typecheck unit integration template checkov build test demo bench up down deploy lock clean redrive
 
 help:
 	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -35,6 +38,12 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	$(SAM_VENV)/bin/pip install $(PIP_QUIET) -r requirements/sam.txt 2>&1 | grep -v "^WARNING: Location" || true
 	@$(SAM_VENV)/bin/sam --version >/dev/null && touch $@
 
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed (python3.13 on PATH or pyenv)"; exit 1; }
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install $(PIP_QUIET) -r requirements/checkov.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(CHECKOV) --version >/dev/null && touch $@
+
 venv: $(VENV)/.installed
 
 lint: venv
@@ -50,9 +59,14 @@ unit: venv
 integration: venv
 	$(BIN)/pytest tests/integration -q
 
-template: venv $(SAM_VENV)/.installed
+template: venv $(SAM_VENV)/.installed checkov
 	$(BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint
+
+# Security checks of the template; fails on any failed check. Each accepted one is skipped in the template itself
+# (Metadata: checkov: skip, with the reason), so a new resource or a new release's check fails until decided.
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV) -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
 build: $(SAM_VENV)/.installed
 	$(SAM) build
@@ -81,7 +95,7 @@ lock: venv
 	$(BIN)/pip freeze --all --exclude-editable | grep -v "^pip==" | sed "1i # Exact pins of the development environment. Python 3.13. Regenerate: make lock" > requirements/dev.txt
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .local out
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .local out
 
 # Dead-letter queue → its queue, after the fix: make redrive QUEUE=submit|check [STACK=faceswap-prod] (README)
 redrive: venv
