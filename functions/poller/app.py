@@ -28,7 +28,12 @@ def record_handler(record: SQSRecord) -> None:
     """One check: message body ``{"job_id": str, "check": int}``."""
     body = json.loads(record.body)
     telemetry.job(body["job_id"])  # provider and task id follow when the job is read
-    job = pipeline.check(body["job_id"], check=int(body.get("check", 0)))
+    try:
+        job = pipeline.check(body["job_id"], check=int(body.get("check", 0)))
+    except Exception as e:
+        # On the message's last delivery the job is ended FAILED, visibly, before the message goes to the DLQ.
+        pipeline.failed_delivery(body["job_id"], e, deliveries=int(record.attributes.approximate_receive_count))
+        raise
     if job is not None:
         telemetry.job_seen(job)
         logger.info("job checked", extra={"state": job.state})

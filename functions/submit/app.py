@@ -31,7 +31,12 @@ message_delay = SqsMessageDelay(boto3.client("sqs"))
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
-    """Submit every job an SQS message names; raising makes SQS deliver the message again."""
+    """Submit every job an SQS message names; raising makes SQS deliver the message again.
+
+    Each job is submitted on its own, so one that fails does not hold back the others (submitting again is
+    harmless); on the message's last delivery a job that still fails is ended FAILED before the message goes
+    to the dead-letter queue.
+    """
     telemetry.job(None)
     requests = requests_in_message(
         json.loads(record.body),
@@ -39,14 +44,18 @@ def record_handler(record: SQSRecord) -> None:
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
     )
+    failure: Exception | None = None
     for request in requests:
         telemetry.job(request.job_id, provider=request.provider)  # provider_task_id follows once created
         try:
             job = pipeline.submit(request)
-        except RateLimited as e:
-            # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
-            message_delay.delay(record.event_source_arn, record.receipt_handle, e.retry_after or 1)
-            raise
+        except Exception as e:
+            if isinstance(e, RateLimited):
+                # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
+                message_delay.delay(record.event_source_arn, record.receipt_handle, e.retry_after or 1)
+            pipeline.failed_delivery(request.job_id, e, deliveries=int(record.attributes.approximate_receive_count))
+            failure = failure or e
+            continue
         logger.info(
             "job submitted",
             extra={
@@ -55,6 +64,8 @@ def record_handler(record: SQSRecord) -> None:
                 "error_code": (job.error or {}).get("code"),
             },
         )
+    if failure is not None:
+        raise failure
 
 
 @logger.inject_lambda_context(clear_state=True)

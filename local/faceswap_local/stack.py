@@ -126,7 +126,7 @@ def create_stack(
     }
     for name, spec in template.get("Parameters", {}).items():
         refs[name] = str((parameters or {}).get(name, spec.get("Default", "")))
-    resolver = Resolver(refs, stack.attributes)
+    resolver = Resolver(refs, stack.attributes, template.get("Mappings", {}))
     resources: dict[str, dict[str, Any]] = template["Resources"]
 
     sqs, ddb, s3, events, sm = (stack.client(s) for s in ("sqs", "dynamodb", "s3", "events", "secretsmanager"))

@@ -1,7 +1,7 @@
 """Reading ``template.yaml`` for the local stack: CloudFormation YAML tags and the intrinsics it uses.
 
-Only what the template needs is resolved: ``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::Join``, ``Fn::Select``
-and ``Fn::Split``, with parameters, pseudo parameters and the attributes of resources created so far.
+Only what the template needs is resolved: ``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::Join``, ``Fn::Select``,
+``Fn::Split`` and ``Fn::FindInMap``, with parameters, pseudo parameters and the attributes of resources created so far.
 """
 
 from __future__ import annotations
@@ -49,11 +49,19 @@ class Resolver:
         ``Ref`` values: parameters, pseudo parameters (``AWS::Region`` …) and created resources.
     attributes
         ``Fn::GetAtt`` values by ``(logical id, attribute)``.
+    mappings
+        The template's ``Mappings`` (for ``Fn::FindInMap``).
     """
 
-    def __init__(self, refs: Mapping[str, Any], attributes: Mapping[tuple[str, str], Any]) -> None:
+    def __init__(
+        self,
+        refs: Mapping[str, Any],
+        attributes: Mapping[tuple[str, str], Any],
+        mappings: Mapping[str, Any] | None = None,
+    ) -> None:
         self.refs = dict(refs)
         self.attributes = dict(attributes)
+        self.mappings = dict(mappings or {})
 
     def resolve(self, value: Any) -> Any:
         """Return ``value`` with every intrinsic function replaced by its value; ``KeyError`` if unknown."""
@@ -79,6 +87,9 @@ class Resolver:
                 return str(self.resolve(text)).split(separator)
             if name == "Fn::Sub":
                 return self._sub(argument)
+            if name == "Fn::FindInMap":
+                mapping, top, second = (self.resolve(v) for v in argument)
+                return self.mappings[mapping][top][second]
         return {k: self.resolve(v) for k, v in value.items()}
 
     def _sub(self, argument: Any) -> str:

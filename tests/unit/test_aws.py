@@ -166,6 +166,20 @@ def test_crash_after_first_part_leaves_no_object_and_no_open_upload(s3: tuple[S3
     assert "Uploads" not in client.list_multipart_uploads(Bucket="results")  # type: ignore[attr-defined]
 
 
+def test_upload_left_open_by_a_killed_attempt_is_aborted_by_the_retry(s3: tuple[S3ObjectStore, object]) -> None:
+    store, client = s3
+    # What an attempt killed after its first part leaves behind (no code of its ran to abort it).
+    upload_id = client.create_multipart_upload(Bucket="results", Key="results/k.png")["UploadId"]  # type: ignore[attr-defined]
+    client.upload_part(Bucket="results", Key="results/k.png", UploadId=upload_id, PartNumber=1, Body=b"x" * PART)  # type: ignore[attr-defined]
+    data = os.urandom(12 * MIB)
+
+    stored = store.store_result("results", "results/k.png", chunks(data), content_type="image/png", job_id="a" * 32)
+
+    assert "Uploads" not in client.list_multipart_uploads(Bucket="results")  # type: ignore[attr-defined]
+    body = client.get_object(Bucket="results", Key="results/k.png")["Body"].read()  # type: ignore[attr-defined]
+    assert body == data and stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
 def test_repeated_store_for_one_job_writes_one_version(s3: tuple[S3ObjectStore, object]) -> None:
     store, client = s3
     data = os.urandom(MIB)

@@ -432,6 +432,19 @@ def test_connection_error_means_provider_unavailable() -> None:
         download(fetcher(handler))
 
 
+def test_connection_broken_off_mid_body_means_provider_unavailable() -> None:
+    class BrokenOff(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield PNG + b"\0" * 1024
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "image/png"}, stream=BrokenOff())
+
+    with pytest.raises(ProviderUnavailable, match="broke off"):
+        download(fetcher(handler))
+
+
 def test_read_timeout_means_provider_unavailable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)

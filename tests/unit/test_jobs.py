@@ -493,3 +493,50 @@ def test_no_face_from_the_provider_does_not_fail_over(world: World) -> None:
     done = world.pipeline.check(job.job_id, check=0)
 
     assert done is not None and done.state is JobState.FAILED and backup.creates == []
+
+
+def test_a_failed_delivery_before_the_last_changes_nothing(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=5)
+    before = world.store.rows[job.job_id]
+
+    assert world.pipeline.failed_delivery(job.job_id, KeyError("deadline_at"), deliveries=4) is None
+    assert world.store.rows[job.job_id] == before
+
+
+def test_a_failed_last_delivery_ends_the_job_processing_failed_and_retryable(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=5)
+
+    ended = world.pipeline.failed_delivery(job.job_id, KeyError("secret-looking text"), deliveries=5)
+
+    assert ended is not None and ended.state is JobState.FAILED and ended.error is not None
+    assert ended.error["code"] == "processing_failed" and ended.error["retryable"] is True
+    assert "KeyError" in ended.error["message"] and "secret-looking" not in ended.error["message"]
+
+
+def test_a_failed_last_delivery_keeps_a_pipeline_errors_own_code(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=50)
+
+    ended = world.pipeline.failed_delivery(job.job_id, RateLimited("ceiling", retry_after=2), deliveries=50)
+
+    assert ended is not None and ended.state is JobState.FAILED and ended.error["code"] == "rate_limited"  # type: ignore[index]
+
+
+def test_a_failed_last_delivery_leaves_an_ended_job_alone(world: World) -> None:
+    world.provider.status = TaskStatus.SUCCEEDED
+    job = world.pipeline.submit(request())
+    done = world.pipeline.check(job.job_id, check=0)
+    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=5)
+
+    assert done is not None and done.state is JobState.SUCCEEDED
+    assert world.pipeline.failed_delivery(job.job_id, RuntimeError(), deliveries=9) == world.store.rows[job.job_id]
+    assert world.store.rows[job.job_id].state is JobState.SUCCEEDED
+
+
+def test_without_a_receive_limit_failed_deliveries_never_end_a_job(world: World) -> None:
+    job = world.pipeline.submit(request())
+
+    assert world.pipeline.failed_delivery(job.job_id, RuntimeError(), deliveries=1000) is None
+    assert world.store.rows[job.job_id].state is JobState.SUBMITTED

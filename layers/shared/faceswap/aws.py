@@ -11,6 +11,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
 
 PART_BYTES = 8 * 1024 * 1024
 """Multipart part size for results: the most memory a result copy holds at once."""
@@ -261,7 +264,10 @@ class S3ObjectStore:
         """Stream a result into S3 with at most one part in memory; see the port for the contract.
 
         A body that fits one part is written with one ``PutObject``; a larger one with a multipart upload
-        that is aborted on any failure (so no partial object is ever visible and none is left open). The
+        that is aborted on any failure (so no partial object is ever visible and none is left open). An upload
+        that an earlier attempt left open because it was killed mid-copy (no code of its ran to abort it) is
+        aborted before the new one starts: results are written only by collects of the key's job, which are
+        safe to repeat, and the write condition keeps a racing collect from being harmed beyond a retry. The
         write is conditional: ``If-None-Match: *`` when the key is free, ``If-Match: <ETag>`` when it holds an
         older job's result (a new version replaces it). If the key already holds this job's result (an
         earlier collect stored it), that object is described and nothing is written.
@@ -285,6 +291,7 @@ class S3ObjectStore:
                     # The whole buffer is the part (8 MiB up to one chunk more; only the last part may be under
                     # 5 MiB): no copy of it is made, so memory holds one part and one chunk.
                     if upload_id is None:
+                        self._abort_open_uploads(bucket, key)
                         upload_id = self._client.create_multipart_upload(
                             Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
                         )["UploadId"]
@@ -373,6 +380,15 @@ class S3ObjectStore:
         """A presigned GET URL (pinned to ``version_id`` when given)."""
         params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
         return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+
+    def _abort_open_uploads(self, bucket: str, key: str) -> None:
+        """Abort every multipart upload open on exactly ``key`` (left by a killed attempt)."""
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    logger.warning("aborting a multipart upload left open by an earlier attempt", extra={"key": key})
+                    self._abort(bucket, key, upload["UploadId"])
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
         # If the abort itself fails, the bucket's lifecycle rule removes the incomplete upload after a day.

@@ -33,6 +33,7 @@ MAX_SUBMIT_ATTEMPTS = "MAX_SUBMIT_ATTEMPTS"
 POLL_DELAYS = "POLL_DELAYS"
 RESULT_URL_ALLOW_LOOPBACK = "RESULT_URL_ALLOW_LOOPBACK"
 SECRETS_MAX_AGE_SECONDS = "SECRETS_MAX_AGE_SECONDS"
+MAX_RECEIVE_COUNT = "MAX_RECEIVE_COUNT"
 
 
 class ConfigError(PipelineError):
@@ -88,6 +89,9 @@ class Config:
     poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     allow_loopback_results: bool = False
     secrets_max_age_seconds: int = 300
+    max_receive_count: int = 0
+    """The function's queue's ``maxReceiveCount`` (its redrive policy): on that delivery a failing message's job
+    is ended FAILED before the message goes to the dead-letter queue. 0: not a queue consumer."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -145,6 +149,7 @@ class Config:
             poll_delays=delays,
             allow_loopback_results=env.get(RESULT_URL_ALLOW_LOOPBACK, "").strip().lower() == "true",
             secrets_max_age_seconds=number(SECRETS_MAX_AGE_SECONDS, cls.secrets_max_age_seconds),
+            max_receive_count=number(MAX_RECEIVE_COUNT, cls.max_receive_count),
         )
 
     def provider_names(self) -> frozenset[str]:

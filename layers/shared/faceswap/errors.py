@@ -25,6 +25,8 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── InvalidResult       ``invalid_result``: the result is not an image (content type, magic bytes)
 │   └── ResultMissing       ``result_missing``: the provider says done but gives no result URL
 ├── JobTimedOut             ``timed_out``: the job passed its deadline
+├── ProcessingFailed        ``processing_failed``: the pipeline's own step failed on every delivery of its message
+│                           (the message is in a dead-letter queue); retry the job once the cause is fixed
 ├── WebhookRejected         ``webhook_unauthorized``: a callback whose secret is missing or wrong
 └── ApiError                what the jobs API answers about a job (never stored on a job)
     ├── JobNotFound         ``job_not_found``: no job with that id (404)
@@ -153,6 +155,14 @@ class ResultMissing(ResultError):
 
 class JobTimedOut(PipelineError):
     code = "timed_out"
+    retryable = True
+
+
+class ProcessingFailed(PipelineError):
+    """The pipeline's own processing of the job failed on every delivery of its queue message; the message is
+    in a dead-letter queue for inspection and the job is ended so that it is visible (retry it)."""
+
+    code = "processing_failed"
     retryable = True
 
 

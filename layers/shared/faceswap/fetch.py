@@ -232,7 +232,7 @@ class ResultFetcher:
         declared = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if declared and not (declared.startswith("image/") or declared == "application/octet-stream"):
             raise InvalidResult(f"The result has content type {declared!r}, not an image.")
-        body = response.iter_bytes(CHUNK_BYTES)
+        body = _broken_off_is_unavailable(response.iter_bytes(CHUNK_BYTES))
         head = b""
         for chunk in body:
             head += chunk
@@ -242,3 +242,12 @@ class ResultFetcher:
         if sniffed is None:
             raise InvalidResult("The result is not a JPEG, PNG or WebP image (magic bytes).")
         return ResultStream(url=url, content_type=sniffed, _head=head, _rest=body, _max_bytes=self._max_bytes)
+
+
+def _broken_off_is_unavailable(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks``, with a connection that breaks off mid-body (``httpx.TransportError``) raised as
+    ``ProviderUnavailable``: the download is tried again later."""
+    try:
+        yield from chunks
+    except httpx.TransportError as e:
+        raise ProviderUnavailable(f"The result download broke off ({type(e).__name__}).") from e

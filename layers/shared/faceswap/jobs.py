@@ -23,6 +23,7 @@ from faceswap.errors import (
     InvalidRequest,
     JobTimedOut,
     PipelineError,
+    ProcessingFailed,
     ProviderTaskFailed,
     ProviderUnavailable,
     RateLimited,
@@ -91,6 +92,9 @@ class Settings:
         Per-provider ``(per_second, per_hour)`` ceilings of calls (0 = none), enforced with the rate limiter.
     max_throttle_wait_seconds
         Longest a function waits in all for a call under the ceilings before handing the work back.
+    max_receive_count
+        The consuming queue's ``maxReceiveCount``: a job whose message fails on that delivery is ended FAILED
+        (see :meth:`Pipeline.failed_delivery`). 0: never.
     """
 
     results_bucket: str
@@ -102,6 +106,7 @@ class Settings:
     input_bucket: str = ""
     rate_limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     max_throttle_wait_seconds: float = 3.0
+    max_receive_count: int = 0
 
 
 class Pipeline:
@@ -577,6 +582,44 @@ class Pipeline:
         to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()
         delay = max(0.0, min(delay, to_deadline + 1, MAX_CHECK_DELAY_SECONDS))
         self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check)
+
+    def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> Job | None:
+        """Called when processing a queue message about ``job_id`` raised; on the message's last allowed delivery
+        (``deliveries`` reached ``max_receive_count``: the dead-letter queue is next) the job is ended.
+
+        So that nothing is lost silently, a poison message's job ends FAILED and visible, with ``cause`` when it
+        is a pipeline error (e.g. ``rate_limited`` after a ceiling held it back every time), else
+        ``processing_failed`` naming only the exception's type (its text may hold data that does not belong in a
+        job row or an event). Both are retryable (``POST /jobs/{job_id}/retry``) once the cause is fixed; the
+        message stays in the dead-letter queue for inspection.
+
+        Parameters
+        ----------
+        job_id
+            The job the message is about.
+        cause
+            What the last delivery raised.
+        deliveries
+            How many times the message was delivered (its ``ApproximateReceiveCount``).
+
+        Returns
+        -------
+        Job or None
+            The job, FAILED on the last delivery (unchanged if it had already ended); ``None`` before the last
+            delivery (the message will be delivered again) or if no such job exists.
+        """
+        if not self.settings.max_receive_count or deliveries < self.settings.max_receive_count:
+            return None
+        job = self.store.get(job_id)
+        if job is None or job.terminal:
+            return job
+        error = cause if isinstance(cause, PipelineError) else None
+        error = error or ProcessingFailed(
+            f"Processing the job failed on all {deliveries} deliveries of its message ({type(cause).__name__}); "
+            "the message is in the dead-letter queue."
+        )
+        logger.error("job given up after its last delivery", extra={**log_keys(job), "error_code": error.code})
+        return self._finish(job, JobState.FAILED, error=error)
 
     # --------------------------------------------------------------------------------------------- callback
 

@@ -105,6 +105,7 @@ def build_pipeline(
             poll_delays=config.poll_delays,
             input_bucket=config.input_bucket,
             rate_limits={name: (p.per_second, p.per_hour) for name, p in config.providers.items()},
+            max_receive_count=config.max_receive_count,
         ),
     )
 
