@@ -1,15 +1,38 @@
-"""Callback function: ``POST /callbacks/{provider}/{job_id}`` → verify the per-job secret, then collect."""
+"""Callback function: ``POST /callbacks/{provider}/{job_id}`` → verify the per-job secret, then collect.
+
+The order of the checks is the contract (design.md "Webhook security"):
+
+1. a malformed job id → 401 ``webhook_unauthorized``; a body over ``MAX_CALLBACK_BYTES`` → 413
+   ``payload_too_large`` (both before the secret: neither needs it);
+2. the per-job secret, on the raw request → 401 ``webhook_unauthorized`` (an unauthenticated caller learns
+   nothing else);
+3. only then the body: for a provider whose callbacks are JSON (``json_callbacks``), another content type →
+   415 ``unsupported_media_type`` and a body that is not a JSON object → 400 ``invalid_callback``;
+4. the job, and the provider's own task status (the body is never trusted for it).
+
+Steps 2 to 4 are the domain's ``Pipeline.callback``; this handler maps its errors to answers.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from faceswap.config import Config
-from faceswap.errors import PipelineError, ProviderUnavailable, WebhookRejected
+from faceswap.errors import (
+    CallbackRefused,
+    PipelineError,
+    ProviderUnavailable,
+    UnsupportedCallbackType,
+    WebhookRejected,
+)
 from faceswap.ids import is_job_id
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
@@ -38,6 +61,15 @@ def webhook_rejected(error: WebhookRejected) -> Response:
     return _error(401, error.code, "unauthorized")
 
 
+@app.exception_handler(CallbackRefused)
+def callback_refused(error: CallbackRefused) -> Response:
+    # Counted: if a provider changed its callbacks' format, every one would be refused (the poller still collects).
+    metrics.add_metric(name="CallbackBodyRefusals", unit="Count", value=1)
+    logger.warning("callback body refused", extra={"error_code": error.code})
+    status = 415 if isinstance(error, UnsupportedCallbackType) else 400
+    return _error(status, error.code, str(error))
+
+
 @app.exception_handler(ProviderUnavailable)
 def provider_unavailable(error: ProviderUnavailable) -> Response:
     logger.warning("provider unavailable during callback", extra={"error_code": error.code})
@@ -50,6 +82,23 @@ def pipeline_error(error: PipelineError) -> Response:
     return _error(500, error.code, "internal error")
 
 
+def raw_body(event: APIGatewayProxyEventV2) -> bytes:
+    """The request body as the caller sent it, in bytes (base64 undone, nothing decoded as text).
+
+    Raises
+    ------
+    WebhookRejected
+        The gateway marked the body base64 but it is not (never the case behind API Gateway).
+    """
+    body = event.body or ""
+    if not event.is_base64_encoded:
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise WebhookRejected("The callback body could not be read.") from e
+
+
 @app.post("/callbacks/<provider>/<job_id>")
 @tracer.capture_method
 def callback(provider: str, job_id: str) -> Response:
@@ -57,16 +106,12 @@ def callback(provider: str, job_id: str) -> Response:
     if not is_job_id(job_id):
         raise WebhookRejected("malformed job id")
     telemetry.job(job_id, provider=provider)  # provider_task_id follows when the task is read
-    body = app.current_event.decoded_body or ""
-    raw = body.encode("utf-8") if isinstance(body, str) else body
+    event = app.current_event
+    raw = raw_body(event)
     if len(raw) > MAX_CALLBACK_BYTES:
         return _error(413, "payload_too_large", f"callback bodies are limited to {MAX_CALLBACK_BYTES} bytes")
     job = pipeline.callback(
-        provider,
-        job_id,
-        headers=app.current_event.headers,
-        query=app.current_event.query_string_parameters or {},
-        body=raw,
+        provider, job_id, headers=event.headers, query=event.query_string_parameters or {}, body=raw
     )
     telemetry.job_seen(job)
     logger.info("callback handled", extra={"state": job.state})

@@ -134,6 +134,7 @@ class FakeProvider:
 
     name: str = "fake"
     uses_webhook: bool = True
+    json_callbacks: bool = False
     image_limits: ImageLimits = field(default_factory=lambda: ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024))
     result_hosts: tuple[str, ...] = (RESULT_HOST,)
     create_errors: list[Exception] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
@@ -14,6 +15,9 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
+
+from faceswap.errors import ProviderUnavailable
+from faceswap.ids import webhook_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -152,6 +156,102 @@ def test_callback_refuses_a_malformed_job_id(aws: dict[str, Any]) -> None:
     response = load("callback").lambda_handler(sample, Context())
 
     assert response["statusCode"] in (401, 404)
+
+
+SIGNING_KEY = b"k" * 64  # the "signing-key" secret of the aws fixture
+
+
+def webhook(
+    *, secret: str | None = None, content_type: str | None = "application/json", body: bytes | None = None
+) -> dict[str, Any]:
+    """The PiAPI sample webhook with its secret, content type and raw body replaced (``None`` leaves one out)."""
+    sample = event("http_webhook_piapi_completed.json")
+    headers = {k: v for k, v in sample["headers"].items() if k not in ("x-webhook-secret", "content-type")}
+    if secret is not None:
+        headers["x-webhook-secret"] = secret
+    if content_type is not None:
+        headers["content-type"] = content_type
+    sample["headers"] = headers
+    if body is not None:
+        sample["body"], sample["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
+    return sample
+
+
+def answer(response: dict[str, Any]) -> tuple[int, str]:
+    return response["statusCode"], json.loads(response["body"])["code"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        pytest.param("text/plain", None, id="text-plain"),
+        pytest.param("application/x-www-form-urlencoded", b"task_id=x&status=completed", id="form"),
+        pytest.param(None, None, id="no-content-type"),
+    ],
+)
+def test_callback_refuses_a_wrong_content_type_only_after_the_secret(
+    aws: dict[str, Any], content_type: str | None, body: bytes | None
+) -> None:
+    handler = load("callback").lambda_handler
+    secret = webhook_secret(SIGNING_KEY, JOB_ID)
+
+    unauthenticated = handler(webhook(content_type=content_type, body=body), Context())
+    verified = handler(webhook(secret=secret, content_type=content_type, body=body), Context())
+
+    assert answer(unauthenticated) == (401, "webhook_unauthorized")
+    assert answer(verified) == (415, "unsupported_media_type")
+    assert secret not in verified["body"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"timestamp": 1, "data": {', id="truncated"),
+        pytest.param(b"[1, 2]", id="not-an-object"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xff\xfe{not utf-8", id="not-utf8"),
+    ],
+)
+def test_callback_refuses_a_malformed_json_body_only_after_the_secret(aws: dict[str, Any], body: bytes) -> None:
+    handler = load("callback").lambda_handler
+    secret = webhook_secret(SIGNING_KEY, JOB_ID)
+
+    unauthenticated = handler(webhook(body=body), Context())
+    verified = handler(webhook(secret=secret, body=body), Context())
+
+    assert answer(unauthenticated) == (401, "webhook_unauthorized")
+    assert answer(verified) == (400, "invalid_callback")
+    assert aws["ddb"].scan(TableName="jobs")["Items"] == []
+
+
+def test_callback_with_a_json_body_and_charset_reaches_the_domain(aws: dict[str, Any]) -> None:
+    sample = webhook(secret=webhook_secret(SIGNING_KEY, JOB_ID), content_type="application/json; charset=utf-8")
+
+    response = load("callback").lambda_handler(sample, Context())
+
+    # Verified and well-formed, so the domain looks the job up: there is none.
+    assert answer(response) == (401, "webhook_unauthorized")
+
+
+def test_callback_from_crun_is_not_held_to_json(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENABLED_PROVIDERS", "piapi,crun")
+    monkeypatch.setenv("CRUN_API_KEY_SECRET_NAME", "crun-key")
+    module = load("callback")
+    received: list[bytes] = []
+
+    def callback(provider: str, job_id: str, *, headers: Any, query: Any, body: bytes) -> None:
+        received.append(body)
+        raise ProviderUnavailable("stub: the domain was reached")
+
+    monkeypatch.setattr(module.pipeline, "callback", callback)
+    sample = webhook(content_type="text/plain", body=b"task_id=t-1")
+    sample["rawPath"] = sample["requestContext"]["http"]["path"] = f"/callbacks/crun/{JOB_ID}"
+    sample["queryStringParameters"] = {"token": webhook_secret(SIGNING_KEY, JOB_ID)}
+
+    response = module.lambda_handler(sample, Context())
+
+    assert answer(response) == (503, "provider_unavailable")
+    assert received == [b"task_id=t-1"]
 
 
 def test_poller_ignores_a_check_for_an_unknown_job(aws: dict[str, Any]) -> None:

@@ -161,11 +161,27 @@ def test_photo_within_limits_in_accepted_format_passes_unchanged() -> None:
     assert (prepared.width, prepared.height) == (910, 1137)
 
 
-def test_one_pixel_image_passes() -> None:
-    data = encode(Image.new("RGB", (1, 1), (1, 2, 3)), "JPEG")
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        pytest.param(1, 1, id="1x1"),
+        pytest.param(15, 400, id="15-px-wide"),
+        pytest.param(400, 15, id="15-px-tall"),
+    ],
+)
+def test_image_too_small_to_hold_a_face_is_invalid_image(width: int, height: int) -> None:
+    data = encode(Image.new("RGB", (width, height), (1, 2, 3)), "PNG")
+    with pytest.raises(InvalidImage) as caught:
+        prepare_image(data, PIAPI, name="target image")
+    assert caught.value.code == "invalid_image"
+    assert f"target image is {width}x{height} pixels" in caught.value.message
+
+
+def test_image_at_the_minimum_side_passes_unchanged() -> None:
+    data = encode(Image.new("RGB", (images.MIN_INPUT_SIDE, images.MIN_INPUT_SIDE), (1, 2, 3)), "JPEG")
     prepared = prepare_image(data, PIAPI)
     assert prepared.data == data
-    assert (prepared.width, prepared.height) == (1, 1)
+    assert (prepared.width, prepared.height) == (16, 16)
 
 
 # --- Formats and modes ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from fakes import SIGNING_KEY, FakeProvider, World, jpeg, make_world
 from faceswap.errors import (
     InvalidRequest,
     NoFaceDetected,
+    PipelineError,
     ProviderRejected,
     ProviderTaskFailed,
     ProviderUnavailable,
@@ -540,3 +541,40 @@ def test_without_a_receive_limit_failed_deliveries_never_end_a_job(world: World)
 
     assert world.pipeline.failed_delivery(job.job_id, RuntimeError(), deliveries=1000) is None
     assert world.store.rows[job.job_id].state is JobState.SUBMITTED
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "code"),
+    [
+        ("text/plain", b"{}", "unsupported_media_type"),
+        (None, b"{}", "unsupported_media_type"),
+        ("application/json", b"[1]", "invalid_callback"),
+        ("application/json", b"{trunc", "invalid_callback"),
+    ],
+)
+def test_verified_callback_not_in_a_json_providers_format_is_refused_without_change(
+    world: World, content_type: str | None, body: bytes, code: str
+) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.json_callbacks = True
+    world.provider.status = TaskStatus.SUCCEEDED
+    headers = signed(webhook_secret(SIGNING_KEY, job.job_id))
+    if content_type:
+        headers["content-type"] = content_type
+    before = world.store.rows[job.job_id]
+
+    with pytest.raises(PipelineError) as refused:
+        world.pipeline.callback("fake", job.job_id, headers=headers, query={}, body=body)
+
+    assert refused.value.code == code
+    assert world.store.rows[job.job_id] == before and world.provider.gets == 0
+
+
+def test_callback_of_a_provider_without_json_callbacks_is_not_held_to_json(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    headers = {**signed(webhook_secret(SIGNING_KEY, job.job_id)), "content-type": "text/plain"}
+
+    done = world.pipeline.callback("fake", job.job_id, headers=headers, query={}, body=b"not json")
+
+    assert done.state is JobState.SUCCEEDED

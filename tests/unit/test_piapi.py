@@ -308,6 +308,14 @@ def test_failed_task_with_no_face_in_raw_message_is_no_face_detected() -> None:
     assert isinstance(snapshot.error, NoFaceDetected)
 
 
+def test_failed_task_for_a_face_index_out_of_range_is_no_face_detected_once_worded() -> None:
+    text = "face index 99 is out of range (1 face found)"
+    error = {"code": 10000, "raw_message": text, "message": text, "detail": None}
+    snapshot = provider(answering(get_answer("failed", error=error))).get_task(TASK_ID)
+    assert isinstance(snapshot.error, NoFaceDetected) and not snapshot.error.retryable
+    assert str(snapshot.error).count("out of range") == 1
+
+
 def test_failed_task_with_other_error_is_provider_task_failed() -> None:
     error = {"code": 10000, "raw_message": "gpu worker crashed", "message": "internal error", "detail": None}
     snapshot = provider(answering(get_answer("failed", error=error))).get_task(TASK_ID)

@@ -308,7 +308,18 @@ def test_incoming_upload_without_swap_face_is_swap_face_missing() -> None:
     assert request.result_key == "results/obama/party/x.jpg"
 
 
-@pytest.mark.parametrize("key", ["incoming/x.jpg", "incoming/obama/", "incoming/.hidden/x.jpg", "incoming//x.jpg"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "incoming/x.jpg",
+        "incoming/obama/",
+        "incoming/.hidden/x.jpg",
+        "incoming//x.jpg",
+        "incoming/obama/../../escape.jpg",
+        "incoming/obama/./x.jpg",
+        "incoming/obama/party//x.jpg",
+    ],
+)
 def test_incoming_upload_without_face_id_and_file_is_invalid_request(key: str) -> None:
     request = upload(key, Objects({"faces/x.jpg": b"face", "faces/obama.jpg": b"face"}))
     assert request is not None
@@ -405,3 +416,7 @@ def test_same_image_swap_with_options_is_refused() -> None:
 
 def test_face_swap_without_a_swap_image_is_refused() -> None:
     assert "swap_image" in refused(manifest(swap_image=...)).message
+
+
+def test_manifest_nested_deeper_than_the_parser_goes_is_invalid_request() -> None:
+    assert "nested too deeply" in refused(b"[" * 40_000).message

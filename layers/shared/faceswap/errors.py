@@ -28,6 +28,9 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 ├── ProcessingFailed        ``processing_failed``: the pipeline's own step failed on every delivery of its message
 │                           (the message is in a dead-letter queue); retry the job once the cause is fixed
 ├── WebhookRejected         ``webhook_unauthorized``: a callback whose secret is missing or wrong
+├── CallbackRefused         a verified callback whose body breaks the provider's format (never stored on a job)
+│   ├── UnsupportedCallbackType ``unsupported_media_type``: not the provider's content type (415)
+│   └── InvalidCallback     ``invalid_callback``: not the JSON object the provider sends (400)
 └── ApiError                what the jobs API answers about a job (never stored on a job)
     ├── JobNotFound         ``job_not_found``: no job with that id (404)
     └── JobNotRetryable     ``job_not_retryable``: the job has not failed, or its error is not retryable (409)
@@ -168,6 +171,18 @@ class ProcessingFailed(PipelineError):
 
 class WebhookRejected(PipelineError):
     code = "webhook_unauthorized"
+
+
+class CallbackRefused(PipelineError):
+    """A callback with the job's secret whose body is not in its provider's format; nothing is changed."""
+
+
+class UnsupportedCallbackType(CallbackRefused):
+    code = "unsupported_media_type"
+
+
+class InvalidCallback(CallbackRefused):
+    code = "invalid_callback"
 
 
 class ApiError(PipelineError):

@@ -1,8 +1,8 @@
 """Input image checks with Pillow, run before any provider is paid.
 
 Each input is decoded fully (so truncated files fail here, not at the provider), refused if it is not an
-image or is a decompression bomb, turned upright by its EXIF orientation, converted to a format the
-provider takes, and downscaled to fit the provider's limits.
+image, is a decompression bomb or is too small to hold a face, turned upright by its EXIF orientation,
+converted to a format the provider takes, and downscaled to fit the provider's limits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from faceswap.errors import ImageTooLarge, InvalidImage
 
 MAX_INPUT_PIXELS = 50_000_000
 """Decoded pixels above which an input is refused as a decompression bomb (about 7000x7000)."""
+
+MIN_INPUT_SIDE = 16
+"""Pixels a side below which an input is refused before any provider is paid: no face fits in it (the
+self-hosted engine itself refuses images under 8 px)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,8 @@ def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> P
     Raises
     ------
     InvalidImage
-        ``data`` is empty, not an image, truncated or corrupt.
+        ``data`` is empty, not an image, truncated or corrupt, or narrower or shorter than
+        :data:`MIN_INPUT_SIDE` pixels.
     ImageTooLarge
         The image declares more than :data:`MAX_INPUT_PIXELS` pixels (a decompression bomb), or cannot
         be brought under ``limits.max_bytes``.
@@ -101,6 +106,11 @@ def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> P
             raise ImageTooLarge(f"The {name} is too large to decode safely.") from e
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise InvalidImage(f"The {name} is not a readable image (JPEG, PNG or WebP expected).") from e
+    if min(width, height) < MIN_INPUT_SIDE:
+        raise InvalidImage(
+            f"The {name} is {width}x{height} pixels, too small to hold a face "
+            f"(at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} is needed)."
+        )
 
     rotated = _has_orientation(image)
     oriented = ImageOps.exif_transpose(image) if rotated else image

@@ -9,6 +9,7 @@ reaches a terminal state (:func:`terminal_event`), so exactly one state change p
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,6 +21,8 @@ from faceswap.errors import (
     ImageTooLarge,
     InputError,
     InputNotFound,
+    InvalidCallback,
+    InvalidImage,
     InvalidRequest,
     JobTimedOut,
     PipelineError,
@@ -30,6 +33,7 @@ from faceswap.errors import (
     ResultError,
     ResultMissing,
     SubmitOutcomeUnknown,
+    UnsupportedCallbackType,
     WebhookRejected,
 )
 from faceswap.fetch import ResultFetcher
@@ -427,9 +431,8 @@ class Pipeline:
                 with self.fetcher.open(ref.url, allowed_hosts=("*",)) as stream:
                     return b"".join(stream.chunks())
             except ResultError as e:
-                raise (ImageTooLarge if e.code == "result_too_large" else InputNotFound)(
-                    f"The {name} URL could not be used: {e.message}"
-                ) from e
+                error = {"result_too_large": ImageTooLarge, "invalid_result": InvalidImage}.get(e.code, InputNotFound)
+                raise error(f"The {name} URL could not be used: {e.message}") from e
             except ProviderUnavailable as e:
                 raise InputNotFound(f"The {name} URL could not be downloaded: {e.message}", retryable=True) from e
         if not ref.bucket or not ref.key:
@@ -646,7 +649,11 @@ class Pipeline:
         Raises
         ------
         WebhookRejected
-            The secret is missing or wrong, or the job is unknown or belongs to another provider.
+            The secret is missing or wrong, or the job is unknown or belongs to another provider. Checked first,
+            on the raw request: an unauthenticated caller learns nothing else.
+        UnsupportedCallbackType, InvalidCallback
+            For a provider with ``json_callbacks``: the content type is not ``application/json`` (or
+            ``application/*+json``), or the body is not a JSON object. Nothing is changed.
         ProviderUnavailable
             The provider could not be asked for the task's status; the caller answers 5xx so it retries.
         """
@@ -654,6 +661,8 @@ class Pipeline:
         presented = provider.presented_secret(headers, query) if provider is not None else None
         if not verify_webhook_secret(self._key(), job_id, presented):
             raise WebhookRejected("The callback's secret is missing or wrong.")
+        if provider is not None and provider.json_callbacks:
+            _check_json_callback(provider_name, headers, body)
         job = self.store.get(job_id)
         if job is None or job.provider != provider_name or provider is None:
             raise WebhookRejected("The callback names no job of this provider.")
@@ -686,6 +695,21 @@ class Pipeline:
     def _key(self) -> bytes:
         key = self._signing_key
         return key() if callable(key) else key
+
+
+def _check_json_callback(provider_name: str, headers: Mapping[str, str], body: bytes) -> None:
+    """Refuse a callback that is not a JSON object sent as ``application/json`` (or ``application/*+json``)."""
+    media_type = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if not (
+        media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+    ):
+        raise UnsupportedCallbackType(f"Callbacks from {provider_name} must be application/json.")
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise InvalidCallback("The callback body is not a JSON object.")
 
 
 def _awaiting_create(job: Job) -> bool:

@@ -96,6 +96,7 @@ class ObservedProvider:
         self.name: str = provider.name
         self.image_limits: ImageLimits = provider.image_limits
         self.uses_webhook: bool = provider.uses_webhook
+        self.json_callbacks: bool = provider.json_callbacks
         self.result_hosts: tuple[str, ...] = provider.result_hosts
         self._observer = observer
         self._clock = clock

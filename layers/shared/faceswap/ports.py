@@ -170,6 +170,9 @@ class Provider(Protocol):
         What its create accepts; inputs are prepared to fit.
     uses_webhook
         Whether it calls back; if not, the poller drives the job.
+    json_callbacks
+        Whether its callbacks are JSON objects sent as ``application/json`` by contract; such a callback in
+        another form is refused (after its secret is verified).
     result_hosts
         Host names its result URLs may come from (``*.example.com`` matches subdomains).
     """
@@ -177,6 +180,7 @@ class Provider(Protocol):
     name: str
     image_limits: ImageLimits
     uses_webhook: bool
+    json_callbacks: bool
     result_hosts: tuple[str, ...]
 
     def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:

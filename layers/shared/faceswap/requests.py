@@ -110,6 +110,9 @@ def _face_library_request(
     swap = ImageRef()
     if not _FACE_ID.match(face_id) or not rest:
         invalid = InvalidRequest(f"Uploads go to incoming/<face-id>/<file>; {key!r} names no face id and file.")
+    elif {"", ".", ".."} & set(rest.split("/")):
+        # The result key mirrors the upload's key, so it must stay a plain relative key under results/.
+        invalid = InvalidRequest(f"The upload key {key!r} has an empty, '.' or '..' segment.")
     else:
         swap_key = _find_face(bucket, face_id, objects)
         if swap_key is None:
@@ -164,6 +167,8 @@ def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_p
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"The manifest is not valid JSON: {e}.") from e
+    except RecursionError as e:  # e.g. 40 KB of "[": under the size cap, but deeper than the parser goes
+        raise InvalidRequest("The manifest is not valid JSON: it is nested too deeply.") from e
     fields = parse_request_fields(manifest, bucket=bucket, default_provider=default_provider, what="manifest")
     target = fields.target_image
     assert isinstance(target, ImageRef)  # manifests take no inline images

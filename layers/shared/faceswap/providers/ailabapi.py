@@ -78,6 +78,7 @@ class AILabAPIProvider(KeyedHttpProvider):
 
     name = "ailabapi"
     uses_webhook = False
+    json_callbacks = False
     image_limits = ImageLimits(max_side=4095, max_bytes=5 * 1024 * 1024, formats=("JPEG", "PNG"))
     api_key_header = "ailabapi-api-key"
 

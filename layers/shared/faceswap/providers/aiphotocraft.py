@@ -116,6 +116,7 @@ class AIPhotoCraftProvider(KeyedHttpProvider):
 
     name = "aiphotocraft"
     uses_webhook = False
+    json_callbacks = False
     image_limits = ImageLimits(max_side=4096, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG"))
     api_key_header = "X-Api-Key"
 

@@ -101,6 +101,7 @@ class CRUNProvider(KeyedHttpProvider):
 
     name = "crun"
     uses_webhook = True
+    json_callbacks = False  # the callback's body and content type are UNKNOWN (providers.md §3.2): a trigger only
     image_limits = ImageLimits(max_side=4096, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
     api_key_header = "x-api-key"
 

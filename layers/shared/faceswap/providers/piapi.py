@@ -45,7 +45,8 @@ _STATUS = {
     "failed": TaskStatus.FAILED,
 }
 
-_NO_FACE_HINTS = ("no face", "face not found", "failed to detect face", "no_face")
+_NO_FACE_HINTS = ("no face", "face not found", "failed to detect face", "no_face", "out of range")
+"""Failure texts meaning the image has no (such) face: a face index past the faces found is no face there."""
 
 
 class PiAPIProvider(KeyedHttpProvider):
@@ -65,6 +66,7 @@ class PiAPIProvider(KeyedHttpProvider):
 
     name = "piapi"
     uses_webhook = True
+    json_callbacks = True  # a JSON POST (providers.md §1.2); the header's value is inferred from that
     image_limits = ImageLimits(max_side=2048, max_bytes=10 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
     api_key_header = "x-api-key"
 
@@ -204,7 +206,8 @@ def _envelope_message(response: httpx.Response, *, redact: str) -> str:
 
 
 def _task_error(error: dict[str, Any]) -> Exception:
-    text = " ".join(str(error.get(k) or "") for k in ("message", "raw_message")).strip()
+    parts = dict.fromkeys(str(error.get(k) or "").strip() for k in ("message", "raw_message"))  # once each
+    text = " ".join(p for p in parts if p)
     summary = text[:300] or "no reason given"
     if any(hint in text.lower() for hint in _NO_FACE_HINTS):
         return NoFaceDetected(f"PiAPI found no face to swap: {summary}.")

@@ -58,6 +58,7 @@ class SelfhostedProvider:
 
     name = "selfhosted"
     uses_webhook = True
+    json_callbacks = True  # the engine's server posts application/json
     image_limits = ImageLimits(max_side=4096, max_bytes=20 * 1024 * 1024, formats=("JPEG", "PNG", "WEBP"))
 
     def __init__(
