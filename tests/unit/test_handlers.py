@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 
 from faceswap.errors import ProviderUnavailable
@@ -261,6 +262,66 @@ def test_poller_ignores_a_check_for_an_unknown_job(aws: dict[str, Any]) -> None:
     assert "Messages" not in aws["sqs"].receive_message(
         QueueUrl=aws["sqs"].get_queue_url(QueueName="checks")["QueueUrl"]
     )
+
+
+def poison_check(deliveries: int) -> dict[str, Any]:
+    """A check message on its ``deliveries``-th delivery, for a job whose row holds a deadline no one can read."""
+    sample = event("sqs_check.json")
+    sample["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(deliveries)
+    return sample
+
+
+@pytest.mark.parametrize(("deliveries", "state"), [(4, "SUBMITTED"), (5, "FAILED")])
+def test_poller_ends_a_poison_messages_job_on_its_last_delivery(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, deliveries: int, state: str
+) -> None:
+    monkeypatch.setenv("MAX_RECEIVE_COUNT", "5")
+    row = {
+        "job_id": {"S": JOB_ID},
+        "state": {"S": "SUBMITTED"},
+        "provider": {"S": "piapi"},
+        "task": {"S": "face-swap"},
+        "target_image": {"M": {"bucket": {"S": "faceswap-inputs-example"}, "key": {"S": "incoming/obama/b.jpg"}}},
+        "swap_image": {"M": {"bucket": {"S": "faceswap-inputs-example"}, "key": {"S": "faces/obama.jpg"}}},
+        "result_key": {"S": "results/obama/b.jpg"},
+        "source": {"S": "s3"},
+        "created_at": {"S": "2026-11-25T10:00:00.000Z"},
+        "updated_at": {"S": "2026-11-25T10:00:00.000Z"},
+        "deadline_at": {"S": "next tuesday"},
+        "provider_task_id": {"S": "task-1"},
+    }
+    aws["ddb"].put_item(TableName="jobs", Item=row)
+
+    with pytest.raises(BatchProcessingError):  # the message fails (so SQS delivers it again, or dead-letters it)
+        load("poller").lambda_handler(poison_check(deliveries), Context())
+
+    ended = job_row(aws["ddb"], JOB_ID)
+    assert ended["state"]["S"] == state
+    if state == "FAILED":
+        assert ended["error"]["M"]["code"]["S"] == "processing_failed"
+
+
+def test_submit_on_the_last_delivery_ends_the_job_with_the_error_that_held_it(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_RECEIVE_COUNT", "3")
+    aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="faces/obama.jpg", Body=b"\xff\xd8\xff face")
+    version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="incoming/obama/b.jpg", Body=b"x")["VersionId"]
+    module = load("submit")
+
+    def failing(request: Any) -> Any:
+        module.pipeline.receive(request)
+        raise ProviderUnavailable("the provider stayed down")
+
+    monkeypatch.setattr(module.pipeline, "submit", failing)
+    sample = with_version("sqs_s3_put_incoming.json", version)
+    sample["Records"][0]["attributes"]["ApproximateReceiveCount"] = "3"
+
+    with pytest.raises(BatchProcessingError):  # the message still goes on to the dead-letter queue
+        module.lambda_handler(sample, Context())
+
+    row = job_row(aws["ddb"])
+    assert row["state"]["S"] == "FAILED" and row["error"]["M"]["code"]["S"] == "provider_unavailable"
 
 
 def test_publisher_publishes_job_succeeded_once_per_terminal_change(aws: dict[str, Any]) -> None:
