@@ -136,6 +136,12 @@ def not_found(error: Exception) -> Response[dict[str, str]]:
     return _error(404, "job_not_found", "No such job or route.")
 
 
+@app.exception_handler(RecursionError)
+def too_deep(error: RecursionError) -> Response[dict[str, str]]:
+    """A body nested deeper than the JSON parser goes (e.g. 40 KB of ``[``) is malformed, not a server error."""
+    return _error(400, "invalid_request", "Field 'body': the body is nested too deeply.")
+
+
 @app.exception_handler(ApiError)
 def api_error(error: ApiError) -> Response[dict[str, str]]:
     return _error(error.status, error.code, error.message)

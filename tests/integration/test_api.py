@@ -157,8 +157,24 @@ def test_tampered_body_breaks_the_signature(stack: Stack) -> None:
         ({"target_image": {"s3_key": "../secrets.jpg"}, "swap_image": {"s3_key": "faces/obama.jpg"}}, "target_image"),
         ({"target_image": {"base64": "!!!"}, "swap_image": {"s3_key": "faces/obama.jpg"}}, "target_image"),
         ({"target_image": {"s3_key": "x.jpg"}, "swap_image": {"s3_key": "y.jpg"}, "provider": "nobody"}, "provider"),
+        ("[" * 40_000, "body"),
+        ({"target_image": {"s3_key": "x.jpg"}, "task": "face-swap"}, "swap_image"),
+        (
+            {"target_image": {"s3_key": "x.jpg"}, "swap_image": {"s3_key": "y.jpg"}, "task": "same-image-swap"},
+            "swap_image",
+        ),
     ],
-    ids=["malformed-json", "missing-image", "unknown-field", "path-traversal", "bad-base64", "unknown-provider"],
+    ids=[
+        "malformed-json",
+        "missing-image",
+        "unknown-field",
+        "path-traversal",
+        "bad-base64",
+        "unknown-provider",
+        "nested-too-deeply",
+        "face-swap-without-swap-image",
+        "same-image-swap-with-swap-image",
+    ],
 )
 def test_bad_request_is_400_with_code_naming_the_field(api: httpx.Client, body: Any, field: str) -> None:
     content = body if isinstance(body, str) else json.dumps(body)
