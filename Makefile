@@ -1,5 +1,6 @@
 # The project's commands. Everything sets itself up: virtual environments, pinned dependencies.
-#   make test    lint, type check, unit and integration tests, template checks (cfn-lint, checkov, sam validate, sam build)
+#   make test    lint, type check, unit and integration tests, template checks (cfn-lint, checkov, sam validate,
+#                sam build), a 100-job make stress
 #   make demo    the whole pipeline offline on real photos (see README)
 #   make up      start the local stack and keep it running; make down stops it
 #   make build   sam build (no container)       make deploy ENV=dev   sam build + sam deploy
@@ -21,7 +22,7 @@ CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE CKV_PARSE_ERR
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template checkov build test demo bench up down deploy lock clean redrive
+.PHONY: help venv lint typecheck unit integration template checkov build test demo bench stress up down deploy lock clean redrive
 
 help:
 	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -72,6 +73,7 @@ build: $(SAM_VENV)/.installed
 	$(SAM) build
 
 test: lint typecheck template unit integration build
+	$(MAKE) --no-print-directory stress N=100
 	@echo "make test: all checks passed"
 
 demo: venv
@@ -80,6 +82,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+
+# N uploads at once while the PiAPI emulator injects faults; fails on lost or duplicated work: make stress [N=100]
+N ?= 500
+stress: venv
+	$(BIN)/python -m faceswap_local stress --jobs $(N)
 
 up: venv
 	$(BIN)/python -m faceswap_local up

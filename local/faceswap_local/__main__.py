@@ -1,9 +1,11 @@
-"""``python -m faceswap_local up | env | demo``: run the local stack.
+"""``python -m faceswap_local up | env | demo | stress``: run the local stack.
 
 - ``up``: start the stack and keep it running until interrupted (Ctrl-C, or ``make down`` from another
   terminal); prints and writes ``.local/stack.json`` (endpoint, credentials, bucket, table, API and bus names).
 - ``env``: print ``export`` lines for a shell, from ``.local/stack.json`` (``eval "$(… env)"``).
 - ``demo``: see :mod:`faceswap_local.demo`.
+- ``stress``: N uploads at once under injected provider faults, checked for lost or duplicated work; see
+  :mod:`faceswap_local.stress` (``make stress N=100``).
 """
 
 from __future__ import annotations
@@ -77,15 +79,19 @@ def env() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``up``, ``env`` or ``demo``."""
+    """Dispatch ``up``, ``env``, ``demo`` or ``stress``."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("up", "env", "demo"):
+    if not args or args[0] not in ("up", "env", "demo", "stress"):
         print(__doc__, file=sys.stderr)
         return 2
     if args[0] == "up":
         return up()
     if args[0] == "env":
         return env()
+    if args[0] == "stress":
+        from faceswap_local.stress import main as stress
+
+        return stress(args[1:])
     from faceswap_local.demo import main as demo
 
     return demo(args[1:])

@@ -4,7 +4,8 @@
   SQS event (``Records`` with ``messageId``, ``receiptHandle``, ``body``, ``attributes``…); messages the
   handler reports as failed (``batchItemFailures``) or all of them, if it raises, are made visible again
   after ``retry_delay`` seconds (on AWS: the queue's visibility timeout), and the queue's redrive policy
-  moves them to its DLQ after ``maxReceiveCount`` receives.
+  moves them to its DLQ after ``maxReceiveCount`` receives. With ``duplicate_s3_events`` every S3 event
+  notification is delivered twice (S3 and SQS deliver at least once): :class:`S3EventDuplicator`.
 - DynamoDB stream event sources: a thread reads the table's stream and calls the handler with
   ``Records`` as Lambda delivers them; a failed batch is retried, then sent to the ``OnFailure`` queue.
 - HttpApi event sources: :class:`Gateway` serves the routes on loopback as API Gateway HTTP API payload 2.0
@@ -17,6 +18,7 @@ Handlers are the real modules from ``functions/``, imported with the environment
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.util
 import json
 import logging
@@ -82,15 +84,22 @@ def load_handler(spec: FunctionSpec) -> Handler:
     return getattr(module, attribute)
 
 
+OWN_ENVIRONMENT = frozenset({"MAX_RECEIVE_COUNT"})
+"""Variables whose value differs between functions. The functions share one process here, so these may be read
+only while a function's module is imported (its ``Config.from_env()``); see :meth:`Runtime.start`."""
+
+
 def function_environment(stack: AwsStack, overrides: Mapping[str, str]) -> dict[str, str]:
     """The environment every local function sees: the template's (merged over functions) plus ``overrides``.
 
-    Raises ``ValueError`` if two functions give one variable different values (they share a process here).
+    Variables in :data:`OWN_ENVIRONMENT` are left out (each function gets its own value while it is imported).
+
+    Raises ``ValueError`` if two functions give another variable different values (they share a process here).
     """
     env: dict[str, str] = {}
     for spec in stack.functions.values():
         for name, value in spec.environment.items():
-            if name in overrides:
+            if name in overrides or name in OWN_ENVIRONMENT:
                 continue
             if name in env and env[name] != value:
                 raise ValueError(f"functions disagree on {name}; the local runtime shares one environment")
@@ -113,6 +122,52 @@ class Invoker:
             return self.handler(event, LambdaContext(self.spec.logical_id, self.spec.timeout))
 
 
+class S3EventDuplicator:
+    """Delivers every S3 event notification a queue receives a second time, as S3 and SQS may (at least once).
+
+    The first time a poller receives a message whose body is an S3 event (``Records`` from ``aws:s3``), a copy
+    of it is sent to the same queue, so the function gets the same event again in a later, separate delivery.
+    The copy, or the original received again after a failure, is not copied again: each event body is
+    duplicated once.
+
+    Parameters
+    ----------
+    enabled
+        Whether to duplicate (off by default; :attr:`Runtime.duplicate_s3_events` switches it at run time).
+
+    Attributes
+    ----------
+    duplicated
+        S3 event messages copied so far.
+    """
+
+    def __init__(self, *, enabled: bool = False) -> None:
+        self.enabled = enabled
+        self.duplicated = 0
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def copy_needed(self, body: str) -> bool:
+        """Whether ``body`` is an S3 event not copied before (and remember it as copied)."""
+        if not self.enabled or not _is_s3_event(body):
+            return False
+        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        with self._lock:
+            if digest in self._seen:
+                return False
+            self._seen.add(digest)
+            self.duplicated += 1
+            return True
+
+
+def _is_s3_event(body: str) -> bool:
+    try:
+        records = json.loads(body).get("Records")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
+
+
 class SqsPoller(threading.Thread):
     """Long-polls one queue and invokes the function with SQS events (see the module docstring)."""
 
@@ -126,10 +181,12 @@ class SqsPoller(threading.Thread):
         batch_size: int,
         stop: threading.Event,
         retry_delay: int,
+        duplicator: S3EventDuplicator | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"sqs-{invoker.spec.logical_id}")
         self._sqs, self._url, self._arn, self._invoke = sqs, queue_url, queue_arn, invoker
         self._batch, self._stop, self._retry_delay = min(batch_size, 10), stop, retry_delay
+        self._duplicator = duplicator
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -149,6 +206,10 @@ class SqsPoller(threading.Thread):
         ).get("Messages", [])
         if not messages:
             return
+        if self._duplicator is not None:
+            for message in messages:
+                if self._duplicator.copy_needed(message["Body"]):
+                    self._sqs.send_message(QueueUrl=self._url, MessageBody=message["Body"])
         event = {
             "Records": [
                 {
@@ -402,16 +463,25 @@ class Runtime:
         Local configuration added to every function's environment (endpoint URL, provider URLs…).
     retry_delay
         Seconds before a failed SQS message is delivered again.
+    duplicate_s3_events
+        Deliver every S3 event notification twice (see :class:`S3EventDuplicator`); off by default.
     """
 
     def __init__(
-        self, stack: AwsStack, overrides: Mapping[str, str], *, gateway_port: int | None = None, retry_delay: int = 2
+        self,
+        stack: AwsStack,
+        overrides: Mapping[str, str],
+        *,
+        gateway_port: int | None = None,
+        retry_delay: int = 2,
+        duplicate_s3_events: bool = False,
     ) -> None:
         self.stack = stack
         self.stop_event = threading.Event()
         self.gateway_port = gateway_port or free_port()
         self._overrides = dict(overrides)
         self._retry_delay = retry_delay
+        self.s3_events = S3EventDuplicator(enabled=duplicate_s3_events)
         self.invokers: dict[str, Invoker] = {}
         self._threads: list[threading.Thread] = []
         self.gateway: Gateway | None = None
@@ -421,11 +491,26 @@ class Runtime:
         """The gateway's base URL."""
         return f"http://127.0.0.1:{self.gateway_port}"
 
+    @property
+    def duplicate_s3_events(self) -> bool:
+        """Whether every S3 event notification is delivered twice; may be switched while the runtime runs."""
+        return self.s3_events.enabled
+
+    @duplicate_s3_events.setter
+    def duplicate_s3_events(self, enabled: bool) -> None:
+        self.s3_events.enabled = enabled
+
     def start(self) -> None:
         """Set the functions' environment, import their handlers, and start polling and serving."""
         os.environ.update(function_environment(self.stack, self._overrides))
         for logical_id, spec in self.stack.functions.items():
-            self.invokers[logical_id] = Invoker(spec, load_handler(spec))
+            own = {k: v for k, v in spec.environment.items() if k in OWN_ENVIRONMENT and k not in self._overrides}
+            os.environ.update(own)  # read by the module's configuration as it is imported
+            try:
+                self.invokers[logical_id] = Invoker(spec, load_handler(spec))
+            finally:
+                for name in own:
+                    os.environ.pop(name, None)
         sqs = self.stack.client("sqs")
         routes: list[Route] = []
         for logical_id, spec in self.stack.functions.items():
@@ -443,6 +528,7 @@ class Runtime:
                             batch_size=int(event.get("BatchSize", 10)),
                             stop=self.stop_event,
                             retry_delay=self._retry_delay,
+                            duplicator=self.s3_events,
                         )
                     )
                 elif event["Type"] == "DynamoDB":

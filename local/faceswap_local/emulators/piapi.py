@@ -8,15 +8,19 @@
 - ``GET /results/{task_id}.png``: the result image (the "short-lived" URL).
 
 The swap itself is done by ``swap_fn`` (the self-hosted engine when available). :class:`Faults` injects
-failures; :attr:`PiAPIEmulator.tasks` records every task created, for tests to count.
+failures, either by count (the next N calls) or at random rates drawn from a seeded RNG (``make stress``).
+:attr:`PiAPIEmulator.tasks` records every task created (with the sha256 of every result it served), and
+:attr:`PiAPIEmulator.injected` every fault that fired, for tests and the stress run to count.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -37,7 +41,12 @@ SwapFn = Callable[[bytes, bytes, dict[str, Any]], bytes]
 
 @dataclass
 class Faults:
-    """Failures to inject. Counters count down as they fire.
+    """Failures to inject. Counters count down as they fire; rates are drawn per call or per task.
+
+    Counters and fixed modes (``create_errors``, ``webhook``, ``result_expired``…) apply first; the rates apply
+    on top, each decision drawn from :attr:`rng` (seeded with ``seed``, so a run's faults are reproducible as far
+    as the order of concurrent calls allows). Every fault that fires is recorded in
+    :attr:`PiAPIEmulator.injected`.
 
     Attributes
     ----------
@@ -57,6 +66,20 @@ class Faults:
         Tasks end ``failed`` with this message.
     processing_seconds
         Time a task spends processing before it completes.
+    create_error_rate
+        Fraction (0-1) of creates that answer 500 (no task created).
+    webhook_lost_rate
+        Fraction of tasks whose webhook is never sent (drawn when the task is created).
+    webhook_duplicate_rate
+        Fraction of tasks whose webhook is sent twice.
+    result_expired_rate
+        Fraction of tasks whose result URL answers 404 or 410 (at random) whenever it is fetched.
+    slow_rate
+        Fraction of API calls (create, get-task; not result downloads) answered after a delay.
+    slow_range_seconds
+        ``(shortest, longest)`` delay of a slow call, in seconds (uniform).
+    seed
+        Seeds :attr:`rng` (``None``: from the OS).
     """
 
     create_errors: int = 0
@@ -68,6 +91,32 @@ class Faults:
     result_expired: bool = False
     fail_task: str | None = None
     processing_seconds: float = 0.2
+    create_error_rate: float = 0.0
+    webhook_lost_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    result_expired_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_range_seconds: tuple[float, float] = (0.2, 1.0)
+    seed: int | None = None
+    rng: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def draw(self, rate: float) -> bool:
+        """Whether a fault with probability ``rate`` fires this time (no draw is made for a zero rate)."""
+        return rate > 0 and self.rng.random() < rate
+
+
+@dataclass(frozen=True)
+class Injected:
+    """One fault that fired: ``kind`` (``create_error``, ``get_error``, ``slow_response``, ``webhook_lost``,
+    ``webhook_duplicate``, ``result_expired``), the task and job it hit when known, and when (epoch seconds)."""
+
+    kind: str
+    task_id: str | None
+    job_id: str | None
+    at: float
 
 
 @dataclass
@@ -84,6 +133,24 @@ class Task:
     error: dict[str, Any] = field(default_factory=lambda: {"code": 0, "raw_message": "", "message": "", "detail": None})
     webhook_deliveries: int = 0
     gets: int = 0
+    webhook_fate: str = "normal"
+    result_expired: bool = False
+    result_sha256: str | None = None
+    served_sha256: list[str] = field(default_factory=list)
+    expired_answers: int = 0
+    webhook_failures: int = 0
+
+    @property
+    def job_id(self) -> str | None:
+        """The job the task belongs to: the last segment of its webhook endpoint's path (``None`` without one)."""
+        return job_id_of(self.webhook_endpoint)
+
+
+def job_id_of(endpoint: str | None) -> str | None:
+    """The job id a webhook endpoint ``…/callbacks/<provider>/<job_id>`` names, or ``None``."""
+    if not endpoint:
+        return None
+    return endpoint.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or None
 
 
 def placeholder_swap(target: bytes, swap: bytes, options: dict[str, Any]) -> bytes:
@@ -114,6 +181,8 @@ class PiAPIEmulator(EmulatorServer):
         self.create_calls = 0
         #: arrival times (epoch seconds) of every API request (result downloads excluded)
         self.request_times: list[float] = []
+        #: every fault that fired, in order
+        self.injected: list[Injected] = []
         self._http = httpx.Client(timeout=httpx.Timeout(10.0))
 
     def stop(self) -> None:
@@ -125,6 +194,10 @@ class PiAPIEmulator(EmulatorServer):
         """Tasks whose webhook endpoint names ``job_id``."""
         return [t for t in self.tasks.values() if t.webhook_endpoint and t.webhook_endpoint.endswith("/" + job_id)]
 
+    def _record(self, kind: str, *, task_id: str | None = None, job_id: str | None = None) -> None:
+        with self._lock:
+            self.injected.append(Injected(kind, task_id, job_id, time.time()))
+
     # ---------------------------------------------------------------------------------------------- HTTP
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -134,6 +207,9 @@ class PiAPIEmulator(EmulatorServer):
             response = self._result(path[len("/results/") :].removesuffix(".png"))
             return response(environ, start_response)
         self.request_times.append(time.time())
+        if self.faults.draw(self.faults.slow_rate):
+            self._record("slow_response")
+            time.sleep(self.faults.rng.uniform(*self.faults.slow_range_seconds))
         if request.headers.get("x-api-key") != self.api_key:
             response = _json(401, {"code": 401, "data": None, "message": "Invalid API key"})
         elif request.method == "POST" and path == "/api/v1/task":
@@ -147,15 +223,22 @@ class PiAPIEmulator(EmulatorServer):
     def _create(self, request: Request) -> Response:
         with self._lock:
             self.create_calls += 1
-            if self.faults.create_errors > 0:
+            counted_error = self.faults.create_errors > 0
+            if counted_error:
                 self.faults.create_errors -= 1
-                return _json(500, {"code": 500, "data": None, "message": "internal error"})
+        if counted_error:
+            self._record("create_error")
+            return _json(500, {"code": 500, "data": None, "message": "internal error"})
         try:
             body = json.loads(request.get_data())
             task_type = body["task_type"]
             inputs = body["input"]
+            webhook = (body.get("config") or {}).get("webhook_config") or {}
+            if self.faults.draw(self.faults.create_error_rate):
+                self._record("create_error", job_id=job_id_of(webhook.get("endpoint")))
+                return _json(500, {"code": 500, "data": None, "message": "internal error"})
             target, swap = self._image(inputs["target_image"]), self._image(inputs["swap_image"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return _json(400, {"code": 400, "data": None, "message": "invalid request body"})
         if body.get("model") != "Qubico/image-toolkit" or task_type not in ("face-swap", "multi-face-swap"):
             return _json(400, {"code": 400, "data": None, "message": "unsupported model or task_type"})
@@ -167,13 +250,17 @@ class PiAPIEmulator(EmulatorServer):
                 return _json(400, {"code": 400, "data": None, "message": f"failed to get valid image ({name})"})
             if max(sizes[name]) > self.MAX_SIDE:
                 return _json(400, {"code": 400, "data": None, "message": f"{name} exceeds 2048x2048"})
-        webhook = (body.get("config") or {}).get("webhook_config") or {}
+        lost, duplicate = self.faults.webhook_lost_rate, self.faults.webhook_duplicate_rate
+        roll = self.faults.rng.random() if lost + duplicate > 0 else 1.0
+        fate = "lost" if roll < lost else "duplicate" if roll < lost + duplicate else "normal"
         task = Task(
             task_id=str(uuid.uuid4()),
             task_type=task_type,
             webhook_endpoint=webhook.get("endpoint"),
             webhook_secret=webhook.get("secret"),
             image_sizes=sizes,
+            webhook_fate=fate,
+            result_expired=self.faults.draw(self.faults.result_expired_rate),
         )
         with self._lock:
             self.tasks[task.task_id] = task
@@ -183,12 +270,15 @@ class PiAPIEmulator(EmulatorServer):
 
     def _get(self, task_id: str) -> Response:
         with self._lock:
-            if self.faults.get_errors > 0:
+            counted_error = self.faults.get_errors > 0
+            if counted_error:
                 self.faults.get_errors -= 1
-                return _json(500, {"code": 500, "data": None, "message": "internal error"})
             task = self.tasks.get(task_id)
-            if task is not None:
+            if task is not None and not counted_error:
                 task.gets += 1
+        if counted_error:
+            self._record("get_error", task_id=task_id, job_id=task.job_id if task else None)
+            return _json(500, {"code": 500, "data": None, "message": "internal error"})
         if task is None:
             return _json(404, {"code": 404, "data": None, "message": "task not found"})
         return _json(200, {"code": 200, "data": self._task_data(task), "message": "success"})
@@ -197,10 +287,22 @@ class PiAPIEmulator(EmulatorServer):
         task = self.tasks.get(task_id)
         if task is None or task.result is None or self.faults.result_expired:
             return Response(b"not found", status=404, content_type="text/plain")
+        if task.result_expired:
+            with self._lock:
+                task.expired_answers += 1
+                first = task.expired_answers == 1
+            if first:
+                self._record("result_expired", task_id=task.task_id, job_id=task.job_id)
+            status = self.faults.rng.choice((404, 410))
+            return Response(b"not found" if status == 404 else b"gone", status=status, content_type="text/plain")
         if self.faults.result_bytes is not None:
-            filler = b"\x89PNG\r\n\x1a\n" + b"\0" * (self.faults.result_bytes - 8)
-            return Response(filler, content_type="image/png")
-        return Response(task.result, content_type="image/png")
+            body = b"\x89PNG\r\n\x1a\n" + b"\0" * (self.faults.result_bytes - 8)
+            digest = hashlib.sha256(body).hexdigest()
+        else:
+            body, digest = task.result, task.result_sha256 or hashlib.sha256(task.result).hexdigest()
+        with self._lock:
+            task.served_sha256.append(digest)
+        return Response(body, content_type="image/png")
 
     # ------------------------------------------------------------------------------------------ processing
 
@@ -222,7 +324,9 @@ class PiAPIEmulator(EmulatorServer):
             task.status = "failed"
         else:
             try:
-                task.result = self.swap_fn(target, swap, options)
+                result = self.swap_fn(target, swap, options)
+                task.result_sha256 = hashlib.sha256(result).hexdigest()
+                task.result = result
                 task.status = "completed"
             except Exception as e:  # the engine's error becomes the task's failure, as PiAPI reports it
                 message = getattr(e, "message", None) or str(e)
@@ -233,15 +337,24 @@ class PiAPIEmulator(EmulatorServer):
     def _send_webhooks(self, task: Task) -> None:
         if not task.webhook_endpoint or self.faults.webhook == "none":
             return
-        copies = self.faults.webhook_copies if self.faults.webhook == "duplicate" else 1
+        if task.webhook_fate == "lost":
+            self._record("webhook_lost", task_id=task.task_id, job_id=task.job_id)
+            return
+        copies = 1
+        if self.faults.webhook == "duplicate":
+            copies = self.faults.webhook_copies
+        elif task.webhook_fate == "duplicate":
+            copies = 2
+            self._record("webhook_duplicate", task_id=task.task_id, job_id=task.job_id)
         headers = {"x-webhook-secret": task.webhook_secret} if task.webhook_secret else {}
         body = {"timestamp": int(time.time()), "data": self._task_data(task)}
         for _ in range(copies):
             try:
                 self._http.post(task.webhook_endpoint, json=body, headers=headers)
                 task.webhook_deliveries += 1
-            except httpx.HTTPError:
-                logger.warning("webhook delivery failed for task %s", task.task_id)
+            except httpx.HTTPError as e:
+                task.webhook_failures += 1
+                logger.warning("webhook delivery failed for task %s: %s", task.task_id, type(e).__name__)
 
     def _task_data(self, task: Task) -> dict[str, Any]:
         output = None

@@ -1,0 +1,177 @@
+"""Recovery on the local stack: a crash in the middle of copying a result, and a poison message.
+
+- Crash mid-copy: the result download breaks off after the first multipart part has been written, and an
+  earlier attempt that was killed mid-copy (so none of its code ran to clean up) has left a multipart upload
+  open on the same key. The retry completes the job; only the whole result is ever visible (one version, the
+  served bytes) and no multipart upload is left open.
+- Poison message: a check message that fails on every delivery (the job row holds a deadline this version
+  cannot read) ends in the check dead-letter queue after the queue's ``maxReceiveCount`` deliveries, with the
+  job FAILED ``processing_failed`` and visible, while another job goes through meanwhile.
+
+The stack here is its own (a result cap above one 8 MiB part), started once for the module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import FACES
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from faceswap.aws import job_from_item
+from faceswap.model import Job, JobState
+from faceswap_local.app import LocalStack
+from faceswap_local.emulators.piapi import Faults
+from faceswap_local.stack import free_port
+
+MIB = 1024 * 1024
+RESULT = b"\x89PNG\r\n\x1a\n" + os.urandom(12 * MIB)
+"""A 12 MiB result (PNG magic bytes, then noise): two multipart parts of 8 MiB and 4 MiB."""
+BROKEN_OFF_AT = 9 * MIB
+"""The first download breaks off here: after the first 8 MiB part was uploaded."""
+
+
+class ResultHost:
+    """A result host on loopback serving :data:`RESULT`; the first ``breaks`` downloads break off midway."""
+
+    def __init__(self, *, breaks: int) -> None:
+        self.breaks = breaks
+        self.downloads = 0
+        self.port = free_port()
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="result-host")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/result.png"
+
+    def __enter__(self) -> ResultHost:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        self.downloads += 1
+        breaks = self.downloads <= self.breaks
+
+        def body() -> Iterator[bytes]:
+            for start in range(0, len(RESULT), MIB):
+                if breaks and start >= BROKEN_OFF_AT:
+                    raise ConnectionAbortedError("the result host dropped the connection")  # werkzeug closes it
+                yield RESULT[start : start + MIB]
+
+        response = Response(body(), content_type="image/png", headers={"Content-Length": str(len(RESULT))})
+        return response(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[LocalStack]:
+    stack = LocalStack(
+        parameters={"DefaultProvider": "piapi", "ResultMaxBytes": str(32 * MIB)},
+        config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 2], "selfhosted": [1, 1.5, 2]})},
+    ).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def job_for(local: LocalStack, target_key: str) -> Job | None:
+    ddb, table = local.client("dynamodb"), local.info()["jobs_table"]
+    items = ddb.scan(TableName=table, ConsistentRead=True)["Items"]
+    jobs = [job_from_item(item) for item in items if item["target_image"]["M"]["key"]["S"] == target_key]
+    return jobs[0] if jobs else None
+
+
+def wait_for(local: LocalStack, target_key: str, done: Callable[[Job], bool], *, timeout: float = 60) -> Job:
+    deadline = time.monotonic() + timeout
+    job = None
+    while time.monotonic() < deadline:
+        job = job_for(local, target_key)
+        if job is not None and done(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"the job for {target_key} did not get there in {timeout} s: {job}")
+
+
+def start_job(local: LocalStack, name: str, **manifest: Any) -> str:
+    """Upload a target (Biden), the face (Obama) and a manifest for them; returns the target key."""
+    s3, bucket = local.client("s3"), local.info()["input_bucket"]
+    target_key = f"photos/recovery/{name}.jpg"
+    s3.put_object(Bucket=bucket, Key=target_key, Body=(FACES / "biden.jpg").read_bytes())
+    s3.put_object(Bucket=bucket, Key="faces/obama.jpg", Body=(FACES / "obama.jpg").read_bytes())
+    body = {"target_image": {"s3_key": target_key}, "swap_image": {"s3_key": "faces/obama.jpg"}, **manifest}
+    s3.put_object(Bucket=bucket, Key=f"jobs/{name}.json", Body=json.dumps(body).encode())
+    return target_key
+
+
+def test_crash_mid_copy_is_recovered_with_no_partial_object_and_no_open_upload(local: LocalStack) -> None:
+    s3, results = local.client("s3"), local.info()["results_bucket"]
+    result_key = "results/recovery/crash.png"
+    # What an attempt killed after its first part leaves: an open upload holding one part, on the same key.
+    upload_id = s3.create_multipart_upload(Bucket=results, Key=result_key)["UploadId"]
+    s3.upload_part(Bucket=results, Key=result_key, UploadId=upload_id, PartNumber=1, Body=RESULT[: 8 * MIB])
+    assert local.piapi is not None
+
+    with ResultHost(breaks=1) as host:
+        local.piapi.faults = Faults(result_url=host.url)
+        try:
+            target_key = start_job(local, "crash", result_key=result_key)
+            job = wait_for(local, target_key, lambda j: j.terminal)
+        finally:
+            local.piapi.faults = Faults()
+
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert host.downloads >= 2, "the first download broke off; a retry downloaded it again"
+    assert job.result is not None and job.result["sha256"] == hashlib.sha256(RESULT).hexdigest()
+    versions = s3.list_object_versions(Bucket=results, Prefix=result_key).get("Versions", [])
+    assert [v["Size"] for v in versions] == [len(RESULT)], "only the whole result was ever visible"
+    stored = s3.get_object(Bucket=results, Key=result_key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(RESULT).hexdigest()
+    assert s3.list_multipart_uploads(Bucket=results).get("Uploads", []) == [], "no multipart upload left open"
+
+
+def test_poison_message_ends_in_the_dlq_with_the_job_failed_and_others_go_through(local: LocalStack) -> None:
+    info, ddb, sqs = local.info(), local.client("dynamodb"), local.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=info["check_queue_url"], AttributeNames=["RedrivePolicy"])
+    max_deliveries = int(json.loads(attributes["Attributes"]["RedrivePolicy"])["maxReceiveCount"])
+    assert local.piapi is not None
+    local.piapi.faults = Faults(webhook="none", processing_seconds=1.0)  # checks, not webhooks, drive both jobs
+    try:
+        poisoned_key = start_job(local, "poison")
+        poisoned = wait_for(local, poisoned_key, lambda j: j.state is JobState.SUBMITTED)
+        # The row now holds a deadline this version cannot read: every check of it raises.
+        ddb.update_item(
+            TableName=info["jobs_table"],
+            Key={"job_id": {"S": poisoned.job_id}},
+            UpdateExpression="SET deadline_at = :bad",
+            ExpressionAttributeValues={":bad": {"S": "next tuesday"}},
+        )
+        other_key = start_job(local, "healthy")
+
+        other = wait_for(local, other_key, lambda j: j.terminal)
+        failed = wait_for(local, poisoned_key, lambda j: j.terminal, timeout=90)
+    finally:
+        local.piapi.faults = Faults()
+
+    assert other.state is JobState.SUCCEEDED, "the poison message did not hold back another job"
+    assert failed.state is JobState.FAILED and failed.error is not None
+    assert failed.error["code"] == "processing_failed" and failed.error["retryable"] is True
+    assert f"all {max_deliveries} deliveries" in failed.error["message"], "ended on the last allowed delivery"
+    deadline, dead = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not dead:
+        dead = sqs.receive_message(
+            QueueUrl=info["check_dead_letter_queue_url"], MaxNumberOfMessages=10, AttributeNames=["All"]
+        ).get("Messages", [])
+        time.sleep(0.5)
+    assert [json.loads(m["Body"])["job_id"] for m in dead] == [poisoned.job_id]
