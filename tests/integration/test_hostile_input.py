@@ -407,6 +407,7 @@ CASES = [
     Case("url-declaring-a-terabyte", None, nothing, FAILED, "image_too_large", url_path="/terabyte.jpg"),
     Case("url-with-an-endless-body", None, nothing, FAILED, "image_too_large", url_path="/endless.jpg"),
     Case("url-serving-text", None, nothing, FAILED, "invalid_image", url_path="/notes.jpg"),
+    Case("url-serving-an-animated-gif", None, nothing, SUCCEEDED, tasks=1, url_path="/animated.gif"),
 ]
 """The corpus, in the order it is sent."""
 
@@ -415,7 +416,8 @@ CASES = [
 
 
 class HostileImageHandler(BaseHTTPRequestHandler):
-    """Serves the URL cases: a declared 1 TB body, an endless body and text posing as a JPEG.
+    """Serves the URL cases: a declared 1 TB body, an endless body, text posing as a JPEG and an animated GIF
+    (converted like an uploaded one).
 
     ``gets`` counts the requests for each path (a download repeated for a bad image would be a retry storm).
     """
@@ -433,6 +435,10 @@ class HostileImageHandler(BaseHTTPRequestHandler):
                 self.wfile.write(b"\xff\xd8\xff\xe0")
                 for _ in range(1024):  # 64 MiB at most, so the thread ends even if nobody stops reading
                     self.wfile.write(b"\0" * 65_536)
+            elif self.path == "/animated.gif":
+                body = animated_gif()
+                self._headers({"Content-Type": "image/gif", "Content-Length": str(len(body))})
+                self.wfile.write(body)
             elif self.path == "/notes.jpg":
                 body = shopping_list()
                 self._headers({"Content-Type": "image/jpeg", "Content-Length": str(len(body))})

@@ -456,3 +456,21 @@ def test_read_timeout_means_provider_unavailable() -> None:
 def test_unexpected_success_status_is_invalid_result() -> None:
     with pytest.raises(InvalidResult):
         download(fetcher(lambda request: httpx.Response(204)))
+
+
+def input_fetcher(handler: Handler) -> ResultFetcher:
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return ResultFetcher(client, max_bytes=CAP, resolve=resolver(), subject="input image", sniff=False)
+
+
+def test_an_input_fetcher_takes_any_image_type_for_pillow_to_read() -> None:
+    gif = b"GIF89a" + b"\0" * 64
+
+    stream, body = download(input_fetcher(image_handler(gif, "image/gif")))
+
+    assert body == gif and stream.content_type == "image/gif"
+
+
+def test_an_input_fetcher_still_refuses_a_non_image_content_type_and_names_its_subject() -> None:
+    with pytest.raises(InvalidResult, match="The input image has content type 'text/html'"):
+        download(input_fetcher(image_handler(b"<html>", "text/html")))

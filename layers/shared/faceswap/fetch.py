@@ -106,6 +106,7 @@ class ResultStream:
     _head: bytes
     _rest: Iterator[bytes]
     _max_bytes: int
+    _subject: str = "result"
     size: int = 0
     _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
@@ -114,7 +115,7 @@ class ResultStream:
         for chunk in self._iter_all():
             self.size += len(chunk)
             if self.size > self._max_bytes:
-                raise ResultTooLarge(f"The result is larger than the cap of {self._max_bytes:,} bytes.")
+                raise ResultTooLarge(f"The {self._subject} is larger than the cap of {self._max_bytes:,} bytes.")
             self._digest.update(chunk)
             yield chunk
 
@@ -142,15 +143,29 @@ class ResultFetcher:
         Allow ``http://`` and loopback addresses (the local stack's emulators only). Never set on AWS.
     resolve
         Host resolver (injected by tests).
+    subject
+        What is downloaded, as error messages name it: ``result`` (a provider's result) or e.g. ``input image``.
+    sniff
+        Require JPEG, PNG or WebP magic bytes (results). ``False`` for input images, which Pillow decodes and
+        converts afterwards (a GIF input is fine); the content type must still say image.
     """
 
     def __init__(
-        self, client: httpx.Client, *, max_bytes: int, allow_loopback: bool = False, resolve: Resolver = resolve_host
+        self,
+        client: httpx.Client,
+        *,
+        max_bytes: int,
+        allow_loopback: bool = False,
+        resolve: Resolver = resolve_host,
+        subject: str = "result",
+        sniff: bool = True,
     ) -> None:
         self._client = client
         self._max_bytes = max_bytes
         self._allow_loopback = allow_loopback
         self._resolve = resolve
+        self._subject = subject
+        self._sniff = sniff
 
     @contextmanager
     def open(self, url: str, *, allowed_hosts: tuple[str, ...]) -> Iterator[ResultStream]:
@@ -176,42 +191,42 @@ class ResultFetcher:
             try:
                 response = self._client.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as e:
-                raise ProviderUnavailable(f"The result download failed: {type(e).__name__}.") from e
+                raise ProviderUnavailable(f"The {self._subject} download failed: {type(e).__name__}.") from e
             try:
                 self._check_peer(response)
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:
-                        raise InvalidResult("The result URL redirected without a Location.")
+                        raise InvalidResult(f"The {self._subject} URL redirected without a Location.")
                     current = current.join(location)
                     continue
                 yield self._checked_stream(response, str(current))
                 return
             finally:
                 response.close()
-        raise ResultUrlRefused(f"The result URL redirected more than {MAX_REDIRECTS} times.")
+        raise ResultUrlRefused(f"The {self._subject} URL redirected more than {MAX_REDIRECTS} times.")
 
     def _check_url(self, url: httpx.URL, allowed_hosts: tuple[str, ...]) -> None:
         host = url.host
         if url.scheme not in ("https", "http"):
-            raise ResultUrlRefused(f"The result URL scheme {url.scheme!r} is not allowed (https only).")
+            raise ResultUrlRefused(f"The {self._subject} URL scheme {url.scheme!r} is not allowed (https only).")
         if not host or not host_allowed(host, allowed_hosts):
-            raise ResultUrlRefused(f"The result host {host!r} is not on the provider's allow-list.")
+            raise ResultUrlRefused(f"The {self._subject} host {host!r} is not on the provider's allow-list.")
         port = url.port or (443 if url.scheme == "https" else 80)
         addresses = self._resolve(host, port)
         if not addresses:
-            raise ResultUrlRefused(f"The result host {host!r} does not resolve.")
+            raise ResultUrlRefused(f"The {self._subject} host {host!r} does not resolve.")
         for address in addresses:
             self._check_address(host, address)
         if url.scheme == "http" and not (self._allow_loopback and all(map(is_loopback_address, addresses))):
-            raise ResultUrlRefused("The result URL is plain http; only https is allowed.")
+            raise ResultUrlRefused(f"The {self._subject} URL is plain http; only https is allowed.")
 
     def _check_address(self, host: str, address: str) -> None:
         if is_public_address(address):
             return
         if self._allow_loopback and is_loopback_address(address):
             return
-        raise ResultUrlRefused(f"The result host {host!r} resolves to a non-public address.")
+        raise ResultUrlRefused(f"The {self._subject} host {host!r} resolves to a non-public address.")
 
     def _check_peer(self, response: httpx.Response) -> None:
         stream = response.extensions.get("network_stream")
@@ -221,17 +236,19 @@ class ResultFetcher:
 
     def _checked_stream(self, response: httpx.Response, url: str) -> ResultStream:
         if response.status_code in (403, 404, 410):
-            raise ResultExpired(f"The result URL answered {response.status_code}: the provider no longer has it.")
+            raise ResultExpired(
+                f"The {self._subject} URL answered {response.status_code}: the provider no longer has it."
+            )
         if response.status_code >= 500 or response.status_code == 429:
-            raise ProviderUnavailable(f"The result host answered {response.status_code}.")
+            raise ProviderUnavailable(f"The {self._subject} host answered {response.status_code}.")
         if response.status_code != 200:
-            raise InvalidResult(f"The result URL answered {response.status_code}.")
+            raise InvalidResult(f"The {self._subject} URL answered {response.status_code}.")
         length = response.headers.get("content-length")
         if length and length.isdigit() and int(length) > self._max_bytes:
-            raise ResultTooLarge(f"The result is {int(length):,} bytes, over the cap of {self._max_bytes:,}.")
+            raise ResultTooLarge(f"The {self._subject} is {int(length):,} bytes, over the cap of {self._max_bytes:,}.")
         declared = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if declared and not (declared.startswith("image/") or declared == "application/octet-stream"):
-            raise InvalidResult(f"The result has content type {declared!r}, not an image.")
+            raise InvalidResult(f"The {self._subject} has content type {declared!r}, not an image.")
         body = _broken_off_is_unavailable(response.iter_bytes(CHUNK_BYTES))
         head = b""
         for chunk in body:
@@ -239,9 +256,17 @@ class ResultFetcher:
             if len(head) >= 16:
                 break
         sniffed = sniff_image_type(head)
-        if sniffed is None:
-            raise InvalidResult("The result is not a JPEG, PNG or WebP image (magic bytes).")
-        return ResultStream(url=url, content_type=sniffed, _head=head, _rest=body, _max_bytes=self._max_bytes)
+        if sniffed is None and self._sniff:
+            raise InvalidResult(f"The {self._subject} is not a JPEG, PNG or WebP image (magic bytes).")
+        content_type = sniffed or declared or "application/octet-stream"
+        return ResultStream(
+            url=url,
+            content_type=content_type,
+            _head=head,
+            _rest=body,
+            _max_bytes=self._max_bytes,
+            _subject=self._subject,
+        )
 
 
 def _broken_off_is_unavailable(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -250,4 +275,4 @@ def _broken_off_is_unavailable(chunks: Iterator[bytes]) -> Iterator[bytes]:
     try:
         yield from chunks
     except httpx.TransportError as e:
-        raise ProviderUnavailable(f"The result download broke off ({type(e).__name__}).") from e
+        raise ProviderUnavailable(f"The download broke off ({type(e).__name__}).") from e

@@ -123,7 +123,10 @@ class Pipeline:
     providers
         Provider adapters by name.
     fetcher
-        Safe downloader for results and for input images given as URLs.
+        Safe downloader for results.
+    input_fetcher
+        Safe downloader for input images given as URLs (the input byte cap; any image type Pillow then reads);
+        default ``fetcher``.
     signing_key
         The webhook signing key (bytes); each job's secret is derived from it.
     settings
@@ -147,6 +150,7 @@ class Pipeline:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         requeue: RequestQueue | None = None,
+        input_fetcher: ResultFetcher | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -160,6 +164,7 @@ class Pipeline:
         self.limiter = limiter
         self.sleep = sleep
         self.requeue = requeue
+        self.input_fetcher = input_fetcher or fetcher
 
     # ----------------------------------------------------------------------------------------------- submit
 
@@ -428,7 +433,7 @@ class Pipeline:
         limit = self.settings.max_input_bytes
         if ref.url:
             try:
-                with self.fetcher.open(ref.url, allowed_hosts=("*",)) as stream:
+                with self.input_fetcher.open(ref.url, allowed_hosts=("*",)) as stream:
                     return b"".join(stream.chunks())
             except ResultError as e:
                 error = {"result_too_large": ImageTooLarge, "invalid_result": InvalidImage}.get(e.code, InputNotFound)

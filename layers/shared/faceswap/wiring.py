@@ -95,6 +95,13 @@ def build_pipeline(
         fetcher=ResultFetcher(
             fetch_client, max_bytes=config.result_max_bytes, allow_loopback=config.allow_loopback_results
         ),
+        input_fetcher=ResultFetcher(
+            fetch_client,
+            max_bytes=config.input_max_bytes,
+            allow_loopback=config.allow_loopback_results,
+            subject="input image",
+            sniff=False,
+        ),
         signing_key=lambda: signing_key().encode("utf-8"),
         settings=Settings(
             results_bucket=config.results_bucket,
