@@ -23,6 +23,8 @@ ProviderErrors     Count         (provider), (provider, operation)        0 or 1
 ProviderErrors     Count         (provider, error_code)                   a call that raised (its error code)
 ProviderLatency    Milliseconds  (provider), (provider, operation)        every call, failed ones included
 WebhookRejections  Count         ()                                       a callback without the job's secret (handler)
+CallbackBodyRefusals Count       ()                                       a callback with the secret but not in its
+                                                                          provider's format (415/400; handler)
 =================  ============  =======================================  =============================================
 
 ``operation`` is ``create_task`` or ``get_task``. Values are counts, sizes and durations only: no secret, no
