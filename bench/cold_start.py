@@ -6,10 +6,11 @@
   (the same top-level packages, taken from this environment's site-packages and ``layers/shared``, built for
   this machine) goes first on the path, as ``/opt/python`` does; then the packages the Lambda runtime itself
   provides (boto3 and its dependencies, with bytecode); nothing else (``python -S``: no site-packages of the
-  development environment, whose extra packages would change what gets imported). ``sam build`` ships no
-  ``.pyc`` files and Lambda's file systems are read only, so the main figures import the layer and the
-  function **without bytecode caches** (compiled on every cold start); ``*_with_pyc_*`` figures are the same
-  with caches present (what shipping ``.pyc`` files would give).
+  development environment, whose extra packages would change what gets imported). Lambda's file systems
+  are read only, so what is not shipped compiled is compiled on every cold start: the main figures import the
+  layer as it is shipped (compiled, as ``layers/shared/Makefile`` builds it, when the built layer holds
+  ``.pyc`` files) and the function's own code **without bytecode caches**; ``*_with_pyc_*`` figures are the
+  same with every cache present.
 - For each function of ``template.yaml``, ``runs`` fresh processes (``python bench/cold_start.py child``)
   import the handler module (``app`` from the function's directory) and invoke it once with a sample event
   from ``events/``; the figures are medians. The environment is the function's own from the template,
@@ -381,12 +382,15 @@ def _run_child(
         return json.loads(Path(out.name).read_text()), done.stderr
 
 
-def build_layout(target: Path, layer_entries: list[str], function_dirs: dict[str, Path]) -> dict[str, Any]:
+def build_layout(
+    target: Path, layer_entries: list[str], function_dirs: dict[str, Path], *, compile_layer: bool = False
+) -> dict[str, Any]:
     """Lay out the code as Lambda sees it under ``target`` (see the module docstring).
 
-    ``target/opt`` holds the layer's top-level entries without bytecode caches, ``target/runtime`` the
-    runtime's packages (:data:`RUNTIME_PACKAGES`, with their caches) and ``target/task/<function>`` each
-    function's code without caches. Entries missing from this environment are listed in ``missing``.
+    ``target/opt`` holds the layer's top-level entries without bytecode caches (compiled as the layer's
+    Makefile does when ``compile_layer``), ``target/runtime`` the runtime's packages (:data:`RUNTIME_PACKAGES`,
+    with their caches) and ``target/task/<function>`` each function's code without caches. Entries missing
+    from this environment are listed in ``missing``.
 
     Returns
     -------
@@ -414,6 +418,11 @@ def build_layout(target: Path, layer_entries: list[str], function_dirs: dict[str
         return False
 
     missing = [name for name in layer_entries if not copy(name, [REPO / "layers" / "shared", *site], opt, no_cache)]
+    if compile_layer:
+        import compileall
+        import py_compile
+
+        compileall.compile_dir(opt, quiet=1, workers=0, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     for name in RUNTIME_PACKAGES:
         if not copy(name, site, runtime, None):
             copy(f"{name}.py", site, runtime, None)
@@ -448,12 +457,15 @@ def _samples(
     }
 
 
-def measure_cold_starts(runs: int, layer_entries: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def measure_cold_starts(
+    runs: int, layer_entries: list[str] | None, *, layer_pyc: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Import and first-invocation medians, and import reports, for every function of the template.
 
     ``layer_entries`` are the top-level names in the layer ``sam build`` made. Without them (the build
     failed), the functions run against this development environment instead (``cold_start_layout`` says
-    which), where packages the layer does not ship can change what gets imported.
+    which), where packages the layer does not ship can change what gets imported. ``layer_pyc``: the built
+    layer ships compiled bytecode, so the "shipped" layout has it too.
     """
     import tempfile
     import uuid
@@ -478,7 +490,7 @@ def measure_cold_starts(runs: int, layer_entries: list[str] | None) -> tuple[dic
             entries = layer_entries if isolated else ["faceswap"]
             code_dirs = {k: v.code_dir for k, v in created.functions.items()}
             # One copy stays as shipped (never written to); the other gets bytecode caches.
-            shipped_layout = build_layout(Path(workdir) / "shipped", entries, code_dirs)
+            shipped_layout = build_layout(Path(workdir) / "shipped", entries, code_dirs, compile_layer=layer_pyc)
             cached_layout = build_layout(Path(workdir) / "cached", entries, code_dirs)
             details["layout_missing"] = shipped_layout["missing"]
             inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHON"))}
@@ -599,6 +611,8 @@ def measure_package_sizes() -> tuple[dict[str, Any], dict[str, Any]]:
         for layer in layers:
             root = layer / "python" if (layer / "python").is_dir() else layer
             for entry in root.iterdir():
+                if entry.name == "__pycache__":  # bytecode of top-level modules; compiled again in the layout
+                    continue
                 entries.append(entry.name)
                 if not entry.name.endswith((".dist-info", ".data")):
                     sizes[entry.name] = round((_tree_bytes(entry) if entry.is_dir() else entry.stat().st_size) / MIB, 2)
@@ -606,7 +620,11 @@ def measure_package_sizes() -> tuple[dict[str, Any], dict[str, Any]]:
             figures["package_shared_layer_pyc_files"] = sum(1 for _ in root.rglob("*.pyc"))
         largest = sorted(sizes.items(), key=lambda kv: -kv[1])
         figures["package_shared_layer_largest"] = [f"{name} {mib:g} MiB" for name, mib in largest[:10]]
-        return figures, {"layer_contents_mib": dict(largest), "layer_entries": sorted(entries)}
+        return figures, {
+            "layer_contents_mib": dict(largest),
+            "layer_entries": sorted(entries),
+            "layer_ships_pyc": figures.get("package_shared_layer_pyc_files", 0) > 0,
+        }
 
 
 def _python313() -> str | None:

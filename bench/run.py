@@ -253,16 +253,18 @@ def main(argv: list[str] | None = None) -> int:
 
         attempt("memory", memory)
     layer_entries: list[str] | None = None
+    layer_pyc = False
     if "sizes" in parts:
         say("3. package sizes (sam build)")
         from cold_start import measure_package_sizes
 
         def sizes() -> None:
-            nonlocal layer_entries
+            nonlocal layer_entries, layer_pyc
             found, contents = measure_package_sizes()
             figures.update(found)
             details["package"] = contents
             layer_entries = contents["layer_entries"]
+            layer_pyc = contents["layer_ships_pyc"]
 
         attempt("sizes", sizes)
     if "cold" in parts:
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         from cold_start import measure_cold_starts
 
         def cold() -> None:
-            found, reports = measure_cold_starts(cold_runs, layer_entries)
+            found, reports = measure_cold_starts(cold_runs, layer_entries, layer_pyc=layer_pyc)
             figures.update(found)
             details["cold_start"] = reports
 
