@@ -10,12 +10,11 @@ by content type and magic bytes. No provider credentials are sent.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -91,7 +90,8 @@ def sniff_image_type(head: bytes) -> str | None:
 
 @dataclass
 class ResultStream:
-    """An open, checked result download. Iterate :meth:`chunks` once; then ``size`` and ``sha256`` are final.
+    """An open, checked result download. Iterate :meth:`chunks` once; then ``size`` is final. (The sha256 is
+    computed where the bytes are kept: :meth:`faceswap.ports.ObjectStore.store_result`.)
 
     Attributes
     ----------
@@ -108,26 +108,19 @@ class ResultStream:
     _max_bytes: int
     _subject: str = "result"
     size: int = 0
-    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield the body in chunks, hashing and counting; raises ``ResultTooLarge`` past the cap."""
+        """Yield the body in chunks, counting; raises ``ResultTooLarge`` past the cap."""
         for chunk in self._iter_all():
             self.size += len(chunk)
             if self.size > self._max_bytes:
                 raise ResultTooLarge(f"The {self._subject} is larger than the cap of {self._max_bytes:,} bytes.")
-            self._digest.update(chunk)
             yield chunk
 
     def _iter_all(self) -> Iterator[bytes]:
         if self._head:
             yield self._head
         yield from self._rest
-
-    @property
-    def sha256(self) -> str:
-        """Hex SHA-256 of the bytes yielded so far (all of them once :meth:`chunks` is exhausted)."""
-        return self._digest.hexdigest()
 
 
 class ResultFetcher:
