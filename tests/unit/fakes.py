@@ -101,9 +101,8 @@ class MemoryObjects:
             raise ImageTooLarge("too large")
         return data
 
-    def find_first(self, bucket: str, prefix: str) -> str | None:
-        keys = sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
-        return keys[0] if keys else None
+    def exists(self, bucket: str, key: str) -> bool:
+        return (bucket, key) in self.objects
 
     def store_result(
         self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str

@@ -225,3 +225,12 @@ def test_rate_limiter_spaces_calls_and_counts_the_hour() -> None:
             assert limiter.acquire("piapi", per_second=5, per_hour=3) == 0.0
         now[0] += 0.25
         assert limiter.acquire("piapi", per_second=5, per_hour=3) > 60, "the hour's 3 calls are spent"
+
+
+def test_exists_is_a_head_of_exactly_that_key(s3: tuple[S3ObjectStore, object]) -> None:
+    store, client = s3
+    client.put_object(Bucket="results", Key="faces/obama.jpg", Body=b"face")  # type: ignore[attr-defined]
+
+    assert store.exists("results", "faces/obama.jpg")
+    assert not store.exists("results", "faces/obama")
+    assert not store.exists("results", "faces/obama.jpg.bak")

@@ -33,7 +33,7 @@ def refused(raw: bytes, name: str = "party") -> InvalidRequest:
 
 
 class Objects:
-    """An ObjectStore with only ``read`` and ``find_first``, over ``{(bucket, key): bytes}``."""
+    """An ObjectStore with only ``read`` and ``exists``, over ``{(bucket, key): bytes}``."""
 
     def __init__(self, objects: dict[str, bytes] | None = None, bucket: str = BUCKET) -> None:
         self.objects = {(bucket, key): data for key, data in (objects or {}).items()}
@@ -50,9 +50,8 @@ class Objects:
             raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
         return data
 
-    def find_first(self, bucket: str, prefix: str) -> str | None:
-        keys = sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
-        return keys[0] if keys else None
+    def exists(self, bucket: str, key: str) -> bool:
+        return (bucket, key) in self.objects
 
 
 def upload(

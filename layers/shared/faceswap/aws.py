@@ -253,10 +253,15 @@ class S3ObjectStore:
             raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
         return data
 
-    def find_first(self, bucket: str, prefix: str) -> str | None:
-        """First key under ``prefix``, in key order."""
-        contents = self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents") or []
-        return contents[0]["Key"] if contents else None
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether ``key`` exists: ``HeadObject`` (404 → ``False``; other errors raise ``ClientError``)."""
+        try:
+            self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True
 
     def store_result(
         self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str

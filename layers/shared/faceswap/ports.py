@@ -59,8 +59,8 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def find_first(self, bucket: str, prefix: str) -> str | None:
-        """The first key (in key order) under ``prefix``, or ``None``."""
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether the object ``key`` exists (a HEAD: billed as a GET, not as a LIST)."""
         ...
 
     def store_result(

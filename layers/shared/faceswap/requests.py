@@ -135,9 +135,9 @@ def _face_library_request(
 
 
 def _find_face(bucket: str, face_id: str, objects: ObjectStore) -> str | None:
-    for extension in IMAGE_EXTENSIONS:
-        key = objects.find_first(bucket, f"{FACES_PREFIX}{face_id}.{extension}")
-        if key == f"{FACES_PREFIX}{face_id}.{extension}":
+    for extension in IMAGE_EXTENSIONS:  # most libraries hold .jpg: usually one HEAD
+        key = f"{FACES_PREFIX}{face_id}.{extension}"
+        if objects.exists(bucket, key):
             return key
     return None
 
