@@ -18,10 +18,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from faceswap.aws import EventBridgePublisher, job_from_item
 from faceswap.config import EVENT_BUS_NAME
 from faceswap.jobs import terminal_event
-from faceswap.observability import TRACED_MODULES, Telemetry
+from faceswap.observability import Telemetry
 
 logger = Logger()
-tracer = Tracer(patch_modules=TRACED_MODULES)
+tracer = Tracer(patch_modules=("botocore",))  # it calls only AWS (EventBridge): no httpx to patch
 metrics = Metrics()
 telemetry = Telemetry(logger, tracer=tracer)
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})

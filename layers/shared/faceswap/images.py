@@ -10,10 +10,15 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from typing import TYPE_CHECKING
 
 from faceswap.errors import ImageTooLarge, InvalidImage
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Pillow is imported where images are prepared (the submit function), not with this module, whose types every
+# function imports: the callback, poller and publisher functions never load it (about 10 ms of each cold start).
 
 MAX_INPUT_PIXELS = 50_000_000
 """Decoded pixels above which an input is refused as a decompression bomb (about 7000x7000)."""
@@ -87,6 +92,8 @@ def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> P
         The image declares more than :data:`MAX_INPUT_PIXELS` pixels (a decompression bomb), or cannot
         be brought under ``limits.max_bytes``.
     """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     if not data:
         raise InvalidImage(f"The {name} is empty (0 bytes).")
     with warnings.catch_warnings():
@@ -152,6 +159,8 @@ def _encode(image: Image.Image, limits: ImageLimits, name: str) -> PreparedImage
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    from PIL import Image
+
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits rather than clip.
         image = image.point(lambda v: v / 256).convert("L")

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceswap.errors import (
     ImageTooLarge,
@@ -36,7 +36,6 @@ from faceswap.errors import (
     UnsupportedCallbackType,
     WebhookRejected,
 )
-from faceswap.fetch import ResultFetcher
 from faceswap.ids import verify_webhook_secret, webhook_secret
 from faceswap.images import PreparedImage, prepare_image
 from faceswap.model import (
@@ -62,6 +61,9 @@ from faceswap.ports import (
     TaskInput,
     Webhook,
 )
+
+if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher, which imports this module, never loads it
+    from faceswap.fetch import ResultFetcher
 
 logger = logging.getLogger(__name__)
 
