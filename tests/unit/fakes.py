@@ -170,6 +170,9 @@ class FakeProvider:
     def poll_delays(self) -> tuple[float, float, float]:
         return (10.0, 2.0, 60.0)
 
+    def quota_delay(self) -> float | None:
+        return None
+
 
 class Clock:
     """A settable clock."""

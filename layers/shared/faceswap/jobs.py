@@ -584,9 +584,7 @@ class Pipeline:
         )
         delay = min(first * factor**check, maximum)
         # A provider that counts reads against a quota (AIPhotoCraft) may ask to wait for its reset.
-        quota_delay = getattr(self.providers.get(job.provider), "quota_delay", None)
-        wait = quota_delay() if callable(quota_delay) else None
-        for floor in (at_least, wait):
+        for floor in (at_least, self.providers[job.provider].quota_delay()):
             if floor:
                 delay = max(delay, floor)
         to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()

@@ -137,6 +137,10 @@ class ObservedProvider:
         """The adapter's own."""
         return self.provider.poll_delays()
 
+    def quota_delay(self) -> float | None:
+        """The adapter's own (no provider call is made)."""
+        return self.provider.quota_delay()
+
     def __getattr__(self, name: str) -> Any:
         """Anything else the adapter offers, unchanged (only task creation and reads are calls to observe)."""
         return getattr(self.provider, name)

@@ -48,6 +48,10 @@ class KeyedHttpProvider:
         self._base_url = base_url.rstrip("/")
         self.result_hosts = result_hosts
 
+    def quota_delay(self) -> float | None:
+        """No quota to wait for unless the provider counts reads against one (see AIPhotoCraft's override)."""
+        return None
+
     def _headers(self) -> dict[str, str]:
         return {self.api_key_header: self._api_key()}
 

@@ -132,6 +132,10 @@ class SelfhostedProvider:
         """Swaps take well under a second: first check after 5 s (a webhook usually came first), up to 30 s."""
         return (5.0, 1.5, 30.0)
 
+    def quota_delay(self) -> float | None:
+        """The engine has no call quota."""
+        return None
+
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._token()}"} if self._token else {}
 
