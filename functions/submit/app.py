@@ -25,8 +25,9 @@ telemetry = Telemetry(logger, tracer=tracer)
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed record is logged with its job keys
 config = Config.from_env()
-pipeline = build_pipeline(config, observer=telemetry)
-message_delay = SqsMessageDelay(boto3.client("sqs"))
+sqs = boto3.client("sqs")  # one client for the pipeline and for handing messages back to the submit queue
+pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
+message_delay = SqsMessageDelay(sqs, config.submit_queue_url)
 
 
 @tracer.capture_method
@@ -52,7 +53,7 @@ def record_handler(record: SQSRecord) -> None:
         except Exception as e:
             if isinstance(e, RateLimited):
                 # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
-                message_delay.delay(record.event_source_arn, record.receipt_handle, e.retry_after or 1)
+                message_delay.delay(record.receipt_handle, e.retry_after or 1)
             pipeline.failed_delivery(request.job_id, e, deliveries=int(record.attributes.approximate_receive_count))
             failure = failure or e
             continue

@@ -430,18 +430,20 @@ class SqsRequestQueue:
 
 
 class SqsMessageDelay:
-    """Makes a received SQS message visible again after a chosen delay (instead of the visibility timeout)."""
+    """Makes a message received from ``queue_url`` visible again after a chosen delay (instead of the queue's
+    visibility timeout)."""
 
-    def __init__(self, client: SQSClient) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._client = client
+        self._queue_url = queue_url
 
-    def delay(self, queue_arn: str, receipt_handle: str, seconds: float) -> None:
+    def delay(self, receipt_handle: str, seconds: float) -> None:
         """Best effort: if the change fails, the message comes back after the queue's visibility timeout."""
-        _, _, _, region, account, name = queue_arn.split(":", 5)
-        url = f"https://sqs.{region}.amazonaws.com/{account}/{name}"
-        with contextlib.suppress(ClientError, ValueError):
+        with contextlib.suppress(ClientError):
             self._client.change_message_visibility(
-                QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(1, min(43_200, math.ceil(seconds)))
+                QueueUrl=self._queue_url,
+                ReceiptHandle=receipt_handle,
+                VisibilityTimeout=max(1, min(43_200, math.ceil(seconds))),
             )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import boto3
 import httpx
@@ -10,7 +11,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from faceswap.api import JobsApi
 from faceswap.aws import DynamoJobStore, DynamoRateLimiter, S3ObjectStore, SqsCheckScheduler, SqsRequestQueue
-from faceswap.config import Config, ConfigError
+from faceswap.config import SUBMIT_QUEUE_URL, Config, ConfigError
 from faceswap.fetch import ResultFetcher
 from faceswap.jobs import Pipeline, Settings
 from faceswap.observability import ObservedProvider, ProviderObserver
@@ -20,6 +21,9 @@ from faceswap.providers.aiphotocraft import AIPhotoCraftProvider
 from faceswap.providers.crun import CRUNProvider
 from faceswap.providers.piapi import PiAPIProvider
 from faceswap.providers.selfhosted import SelfhostedProvider
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 PROVIDER_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 """Provider API calls: 5 s to connect, 20 s for each read/write."""
@@ -71,18 +75,23 @@ def build_providers(
 
 
 def build_pipeline(
-    config: Config, *, with_providers: bool = True, observer: ProviderObserver | None = None
+    config: Config,
+    *,
+    with_providers: bool = True,
+    observer: ProviderObserver | None = None,
+    sqs: SQSClient | None = None,
 ) -> Pipeline:
     """Wire the domain to AWS and the providers, as each handler does once per container.
 
     ``with_providers=False`` (the jobs API) builds no provider adapters and never reads a provider secret.
     ``observer`` (a handler's :class:`faceswap.observability.Telemetry`) is told about every provider call.
+    ``sqs``: an SQS client the handler uses too (one client per container; made here when not given).
     Make the handler's ``Tracer`` first: X-Ray patches ``httpx.Client``, which is instantiated here.
     """
     provider_client = httpx.Client(timeout=PROVIDER_TIMEOUT)
     fetch_client = httpx.Client(timeout=RESULT_TIMEOUT, follow_redirects=False)
     signing_key = secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds)
-    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
+    dynamodb, sqs = boto3.client("dynamodb"), sqs or boto3.client("sqs")
     objects = S3ObjectStore(boto3.client("s3"))
     return Pipeline(
         store=DynamoJobStore(dynamodb, config.jobs_table),
@@ -120,13 +129,15 @@ def build_pipeline(
 def build_jobs_api(config: Config) -> JobsApi:
     """The jobs API over the same adapters as the pipeline (no provider adapters, no secrets read)."""
     pipeline = build_pipeline(config, with_providers=False)
-    store, objects = pipeline.store, pipeline.objects
+    store, objects, queue = pipeline.store, pipeline.objects, pipeline.requeue
     assert isinstance(store, DynamoJobStore) and isinstance(objects, S3ObjectStore)
+    if queue is None:
+        raise ConfigError(f"Environment variable {SUBMIT_QUEUE_URL} is required by the jobs API.")
     return JobsApi(
         pipeline=pipeline,
         index=store,
         inputs=objects,
-        queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url),
+        queue=queue,
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
         providers=config.provider_names(),
