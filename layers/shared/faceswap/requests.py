@@ -87,17 +87,23 @@ def request_for_upload(
                 raise InvalidRequest(f"The manifest is larger than {MAX_MANIFEST_BYTES // 1024} KiB.") from e
             return parse_manifest(raw, job_id=job_id, bucket=bucket, name=name, default_provider=default_provider)
         except InputError as e:
-            return JobRequest(
-                job_id=job_id,
-                target_image=ImageRef(),
-                swap_image=ImageRef(),
-                provider=default_provider,
-                task="face-swap",
-                result_key="",
-                source="manifest",
-                invalid=e,
-            )
+            return invalid_request(job_id, source="manifest", provider=default_provider, error=e)
     return None
+
+
+def invalid_request(job_id: str, *, source: str, provider: str, error: InputError) -> JobRequest:
+    """A request too broken to name its images (bad manifest or event detail), kept so the job is recorded
+    FAILED with ``error`` rather than lost."""
+    return JobRequest(
+        job_id=job_id,
+        target_image=ImageRef(),
+        swap_image=ImageRef(),
+        provider=provider,
+        task="face-swap",
+        result_key="",
+        source=source,
+        invalid=error,
+    )
 
 
 def _face_library_request(
@@ -490,16 +496,7 @@ def request_for_event(detail: Any, *, event_id: str, input_bucket: str, default_
     try:
         fields = parse_request_fields(detail, bucket=input_bucket, default_provider=default_provider, what="event")
     except InvalidRequest as e:
-        return JobRequest(
-            job_id=job_id_for("event", event_id),
-            target_image=ImageRef(),
-            swap_image=ImageRef(),
-            provider=default_provider,
-            task="face-swap",
-            result_key="",
-            source="event",
-            invalid=e,
-        )
+        return invalid_request(job_id_for("event", event_id), source="event", provider=default_provider, error=e)
     job_id = request_job_id(fields)
     target = fields.target_image
     assert isinstance(target, ImageRef)
