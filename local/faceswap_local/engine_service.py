@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
-
-from werkzeug.serving import make_server
 
 from faceswap_engine import swap_image_bytes
 from faceswap_engine.server import EngineServer
+from faceswap_local.loopback import LoopbackServer
 from faceswap_local.stack import free_port
 
 
@@ -20,25 +18,15 @@ def engine_swap(target: bytes, swap: bytes, options: dict[str, Any]) -> bytes:
     return swap_image_bytes(target, swap, swap_face_index=swap_index, target_face_indices=targets, format="PNG")
 
 
-class EngineService:
+class EngineService(LoopbackServer):
     """:class:`faceswap_engine.server.EngineServer` served on a free loopback port in a background thread."""
 
     def __init__(self, *, port: int | None = None, workers: int = 2) -> None:
-        self.port = port or free_port()
-        self.app = EngineServer(base_url=self.url, workers=workers)
-        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="engine")
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
+        port = port or free_port()
+        self.app = EngineServer(base_url=f"http://127.0.0.1:{port}", workers=workers)
+        super().__init__(self.app, name="engine", port=port)
 
     def stop(self) -> None:
         """Stop serving and stop the engine's workers."""
-        self._server.shutdown()
+        super().stop()
         self.app.close()

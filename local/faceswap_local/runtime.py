@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from faceswap_cli.sigv4 import verify
+from faceswap_local.loopback import LoopbackServer
 from faceswap_local.stack import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, AwsStack, FunctionSpec, free_port
 
 logger = logging.getLogger("faceswap_local.runtime")
@@ -324,7 +324,7 @@ class Route:
     iam: bool
 
 
-class Gateway:
+class Gateway(LoopbackServer):
     """Serves the template's HttpApi routes on loopback as API Gateway HTTP API payload 2.0 events.
 
     Routes authorised with ``AWS_IAM`` need a valid SigV4 signature made with the local stack's credentials
@@ -333,24 +333,9 @@ class Gateway:
     """
 
     def __init__(self, routes: list[Route], *, credentials: tuple[str, str], port: int | None = None) -> None:
-        self.port = port or free_port()
         self._routes = [(route, _route_regex(route.path)) for route in routes]
         self._credentials = credentials
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="gateway")
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>`` (the local stand-in for the HTTP API's invoke URL)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
+        super().__init__(self._app, name="gateway", port=port)  # its url stands in for the HTTP API's invoke URL
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)

@@ -9,7 +9,6 @@ quota. Only the emulators run here, not the local stack.
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from faceswap.errors import (
@@ -41,7 +39,7 @@ from faceswap_local.emulators.aiphotocraft import Faults as AIPhotoCraftFaults
 from faceswap_local.emulators.crun import CRUNEmulator
 from faceswap_local.emulators.crun import Faults as CRUNFaults
 from faceswap_local.engine_service import engine_swap
-from faceswap_local.stack import free_port
+from faceswap_local.loopback import LoopbackServer
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
 API_KEY = "emulated-provider-key"
@@ -57,19 +55,13 @@ def reset_faults() -> Iterator[None]:
 # --- Loopback helpers -------------------------------------------------------------------------------------------------
 
 
-class Files:
+class Files(LoopbackServer):
     """A tiny loopback server: serves images as presigned URLs would, and records callbacks posted to it."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.images: dict[str, bytes] = {}
         self.callbacks: list[tuple[str, dict[str, str], bytes]] = []
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="test-files")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(self._app, name="test-files")
 
     def put(self, name: str, data: bytes) -> str:
         """Serve ``data``; returns a presigned-looking URL (with a query string) for it."""
@@ -89,11 +81,11 @@ class Files:
         return response(environ, start_response)
 
     def __enter__(self) -> Files:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
+        self.stop()
 
 
 def face(name: str) -> bytes:

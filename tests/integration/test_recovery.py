@@ -16,21 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from conftest import FACES
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 from faceswap.aws import job_from_item
 from faceswap.model import Job, JobState
 from faceswap_local.app import LocalStack
 from faceswap_local.emulators.piapi import Faults
-from faceswap_local.stack import free_port
+from faceswap_local.loopback import LoopbackServer
 
 MIB = 1024 * 1024
 RESULT = b"\x89PNG\r\n\x1a\n" + os.urandom(12 * MIB)
@@ -39,26 +37,24 @@ BROKEN_OFF_AT = 9 * MIB
 """The first download breaks off here: after the first 8 MiB part was uploaded."""
 
 
-class ResultHost:
+class ResultHost(LoopbackServer):
     """A result host on loopback serving :data:`RESULT`; the first ``breaks`` downloads break off midway."""
 
     def __init__(self, *, breaks: int) -> None:
         self.breaks = breaks
         self.downloads = 0
-        self.port = free_port()
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="result-host")
+        super().__init__(self._app, name="result-host")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/result.png"
 
     def __enter__(self) -> ResultHost:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
+        self.stop()
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         self.downloads += 1

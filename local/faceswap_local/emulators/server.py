@@ -6,13 +6,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from werkzeug.serving import make_server
-
-from faceswap_local.stack import free_port
+from faceswap_local.loopback import LoopbackServer
 
 
-class EmulatorServer:
-    """A WSGI server on ``127.0.0.1`` serving :meth:`_app`, started and stopped by the test or the local stack.
+class EmulatorServer(LoopbackServer):
+    """A :class:`LoopbackServer` serving :meth:`_app`, started and stopped by the test or the local stack.
 
     Parameters
     ----------
@@ -28,23 +26,8 @@ class EmulatorServer:
     """
 
     def __init__(self, *, name: str, port: int | None) -> None:
-        self.port = port or free_port()
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=f"{name}-emulator")
-
-    @property
-    def url(self) -> str:
-        """The emulator's base URL (the stand-in for the provider's API host)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
+        super().__init__(self._app, name=f"{name}-emulator", port=port)
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         raise NotImplementedError
