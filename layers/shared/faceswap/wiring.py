@@ -40,11 +40,16 @@ ADAPTERS: dict[str, Callable[..., Provider]] = {
 """Adapters of the providers with an API key, by name (``selfhosted`` needs none)."""
 
 
-def secret_reader(name: str, *, max_age: int) -> Callable[[], str]:
-    """A function returning the secret's current value, cached by Powertools Parameters for ``max_age`` s."""
+def secret_reader(name: str, *, max_age: int, secrets: parameters.SecretsProvider) -> Callable[[], str]:
+    """A function returning the secret's current value, cached by ``secrets`` for ``max_age`` s.
+
+    ``secrets`` is the build's own Powertools provider, with a client made with the build's other clients: not
+    Powertools' process-wide default, whose client is made at the first read anywhere in the process (in the
+    local stack, several stacks come and go in one process, and a later one would read through a stopped one).
+    """
 
     def read() -> str:
-        value = parameters.get_secret(name, max_age=max_age)
+        value = secrets.get(name, max_age=max_age)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"Secret {name} is empty.")
         return value
@@ -53,7 +58,11 @@ def secret_reader(name: str, *, max_age: int) -> Callable[[], str]:
 
 
 def build_providers(
-    config: Config, client: httpx.Client, *, observer: ProviderObserver | None = None
+    config: Config,
+    client: httpx.Client,
+    *,
+    observer: ProviderObserver | None = None,
+    secrets: parameters.SecretsProvider,
 ) -> dict[str, Provider]:
     """The configured provider adapters by name (a provider that is not configured is left out).
 
@@ -65,7 +74,7 @@ def build_providers(
         if name == "selfhosted":
             providers[name] = SelfhostedProvider(client, base_url=settings.base_url, result_hosts=settings.result_hosts)
             continue
-        api_key = secret_reader(settings.api_key_secret, max_age=config.secrets_max_age_seconds)
+        api_key = secret_reader(settings.api_key_secret, max_age=config.secrets_max_age_seconds, secrets=secrets)
         providers[name] = ADAPTERS[name](
             client, api_key=api_key, base_url=settings.base_url, result_hosts=settings.result_hosts
         )
@@ -90,7 +99,14 @@ def build_pipeline(
     """
     provider_client = httpx.Client(timeout=PROVIDER_TIMEOUT)
     fetch_client = httpx.Client(timeout=RESULT_TIMEOUT, follow_redirects=False)
-    signing_key = secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds)
+    providers: dict[str, Provider] = {}
+    signing_key: Callable[[], bytes] = _no_signing_key
+    if with_providers:
+        secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+        providers = build_providers(config, provider_client, observer=observer, secrets=secrets)
+        signing_key = _encoded(
+            secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds, secrets=secrets)
+        )
     dynamodb, sqs = boto3.client("dynamodb"), sqs or boto3.client("sqs")
     objects = S3ObjectStore(boto3.client("s3"))
     return Pipeline(
@@ -100,7 +116,7 @@ def build_pipeline(
         limiter=DynamoRateLimiter(dynamodb, config.rate_limit_table) if config.rate_limit_table else None,
         requeue=SqsRequestQueue(sqs, config.submit_queue_url) if config.submit_queue_url else None,
         scheduler=SqsCheckScheduler(sqs, config.check_queue_url),
-        providers=build_providers(config, provider_client, observer=observer) if with_providers else {},
+        providers=providers,
         fetcher=ResultFetcher(
             fetch_client, max_bytes=config.result_max_bytes, allow_loopback=config.allow_loopback_results
         ),
@@ -111,7 +127,7 @@ def build_pipeline(
             subject="input image",
             sniff=False,
         ),
-        signing_key=lambda: signing_key().encode("utf-8"),
+        signing_key=signing_key,
         settings=Settings(
             results_bucket=config.results_bucket,
             callback_base_url=config.callback_base_url,
@@ -124,6 +140,14 @@ def build_pipeline(
             max_receive_count=config.max_receive_count,
         ),
     )
+
+
+def _encoded(read: Callable[[], str]) -> Callable[[], bytes]:
+    return lambda: read().encode("utf-8")
+
+
+def _no_signing_key() -> bytes:
+    raise ConfigError("This function reads no secrets: it neither signs nor verifies webhooks.")
 
 
 def build_jobs_api(config: Config) -> JobsApi:
