@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from mock_http import Capture, Handler, answering
 
 from faceswap.errors import (
     NoFaceDetected,
@@ -30,8 +30,6 @@ TASK_ID = "0f8e4c2a-6f1d-4b53-9d1e-2f0e8b7c1a11"
 TARGET = PreparedImage(b"\xff\xd8\xff target bytes", "image/jpeg", 640, 480)
 SWAP = PreparedImage(b"\x89PNG\r\n\x1a\n swap bytes", "image/png", 256, 256)
 WEBHOOK = Webhook(url="https://hooks.example.com/callbacks/piapi/abc", secret="per-job-secret")
-
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def provider(handler: Handler) -> PiAPIProvider:
@@ -63,26 +61,6 @@ def task_body(status: str, *, output: Any = None, error: dict[str, Any] | None =
         "output": output,
         "error": error or {"code": 0, "raw_message": "", "message": "", "detail": None},
     }
-
-
-def answering(response: httpx.Response) -> Handler:
-    return lambda request: response
-
-
-class Capture:
-    """Records each request and answers ``response``."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.response
-
-    @property
-    def body(self) -> dict[str, Any]:
-        return json.loads(self.requests[-1].content)
 
 
 # --- Create task: the request -----------------------------------------------------------------------------------------

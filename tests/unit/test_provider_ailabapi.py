@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
 import httpx
 import pytest
+from mock_http import Capture, Handler, answering
 
 from faceswap.errors import (
     InvalidImage,
@@ -29,8 +29,6 @@ BASE_URL = "https://www.ailabapi.com"
 TASK_ID = "A1B2C3D4E5F6"
 TARGET = PreparedImage(b"\xff\xd8\xff target bytes", "image/jpeg", 640, 480)
 SWAP = PreparedImage(b"\x89PNG\r\n\x1a\n swap bytes", "image/png", 256, 256)
-
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def provider(handler: Handler) -> AILabAPIProvider:
@@ -68,22 +66,6 @@ def failure(status: int, code: str, message: str = "refused", **headers: str) ->
 
 def queried(task_status: int, **extra: Any) -> httpx.Response:
     return httpx.Response(200, json=envelope(task_status=task_status, **extra))
-
-
-def answering(response: httpx.Response) -> Handler:
-    return lambda request: response
-
-
-class Capture:
-    """Records each request and answers ``response``."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.response
 
 
 def multipart_parts(request: httpx.Request) -> dict[str, tuple[str | None, str, bytes]]:

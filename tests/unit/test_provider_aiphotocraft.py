@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
 import httpx
 import pytest
+from mock_http import Capture, Handler, answering
 
 from faceswap.errors import (
     InvalidImage,
@@ -31,8 +31,6 @@ NOW = 1_750_000_000.0
 TARGET = PreparedImage(b"\xff\xd8\xff target bytes", "image/jpeg", 640, 480)
 SWAP = PreparedImage(b"\x89PNG\r\n\x1a\n swap bytes", "image/png", 256, 256)
 RESULT_URL = "https://aiapi.aiphotocraft.com/results/swapped_image.jpg"
-
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 class Clock:
@@ -76,22 +74,6 @@ def refused(status: int, code: str, message: str = "refused", details: Any = Non
 
 def status_answer(body: dict[str, Any], **headers: str) -> httpx.Response:
     return httpx.Response(200, headers=headers, json=body)
-
-
-def answering(response: httpx.Response) -> Handler:
-    return lambda request: response
-
-
-class Capture:
-    """Records each request and answers ``response``."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.response
 
 
 def multipart_parts(request: httpx.Request) -> dict[str, tuple[str | None, bytes]]:

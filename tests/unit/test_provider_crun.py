@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from mock_http import Handler, answering
 
 from faceswap.errors import (
     NoFaceDetected,
@@ -32,8 +32,6 @@ SWAP_URL = "https://inputs.s3.amazonaws.com/prepared/job/swap.png?X-Amz-Signatur
 IMAGE = PreparedImage(b"\xff\xd8\xff jpeg", "image/jpeg", 64, 64)
 WEBHOOK = Webhook(url="https://api.example.com/callbacks/crun/job-1", secret="per-job s3cret/+=")
 RESULT_URL = "https://file.crun.ai/results/result.png?expires=1700000000&sig=x"
-
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def provider(handler: Handler, *, sleeps: list[float] | None = None, attempts: int = 20) -> CRUNProvider:
@@ -85,10 +83,6 @@ def task_info(status: str, result: Any = None) -> httpx.Response:
             "source": "api",
         }
     )
-
-
-def answering(response: httpx.Response) -> Handler:
-    return lambda request: response
 
 
 class Router:
