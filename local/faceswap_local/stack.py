@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 from faceswap_local.template import Resolver, load_template
 
@@ -71,11 +74,25 @@ class AwsStack:
 
 
 class MotoServer:
-    """moto in server mode on a free loopback port."""
+    """moto in server mode on a free loopback port, serving DynamoDB one request at a time.
+
+    DynamoDB applies a conditional write, check and write together, atomically; moto checks and then writes, so
+    two requests on different threads could both pass the same condition. The pipeline's guarantees rest on
+    that atomicity (forward-only job states, the call ceilings), so the local stack serves DynamoDB's requests
+    in turn, as DynamoDB would apply them.
+    """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._dynamodb = threading.Lock()
+        self._server = make_server(
+            "127.0.0.1",
+            self.port,
+            self._app(DomainDispatcherApplication(create_backend_app)),
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
 
     @property
     def endpoint_url(self) -> str:
@@ -84,11 +101,21 @@ class MotoServer:
 
     def start(self) -> None:
         """Start serving in a background thread."""
-        self._server.start()
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop serving."""
-        self._server.stop()
+        self._server.shutdown()
+        self._thread.join()
+
+    def _app(self, moto: Callable[[dict[str, Any], Callable[..., Any]], Any]) -> Callable[..., Any]:
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+                return moto(environ, start_response)
+            with self._dynamodb:
+                return list(moto(environ, start_response))  # the whole answer, before the next request starts
+
+        return app
 
 
 def create_stack(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
+import random
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -13,6 +16,7 @@ from moto import mock_aws
 from faceswap.aws import DynamoJobStore, DynamoRateLimiter, S3ObjectStore, job_from_item, job_to_item
 from faceswap.errors import ImageTooLarge, InputNotFound
 from faceswap.model import ImageRef, Job, JobState
+from faceswap.ports import Turn
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest multipart part
@@ -204,7 +208,9 @@ def test_new_job_for_same_key_adds_a_version(s3: tuple[S3ObjectStore, object]) -
     assert len(versions) == 2 and body == b"two"
 
 
-def test_rate_limiter_spaces_calls_and_counts_the_hour() -> None:
+@pytest.fixture
+def limits() -> Iterator[tuple[DynamoRateLimiter, list[float], Any]]:
+    """A limiter on a fresh table, its clock (``now[0]``, seconds) and the DynamoDB client."""
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(
@@ -214,17 +220,102 @@ def test_rate_limiter_spaces_calls_and_counts_the_hour() -> None:
             KeySchema=[{"AttributeName": "window", "KeyType": "HASH"}],
         )
         now = [1_795_600_000.0]
-        limiter = DynamoRateLimiter(client, "limits", clock=lambda: now[0])
+        yield DynamoRateLimiter(client, "limits", clock=lambda: now[0]), now, client
 
-        assert limiter.acquire("piapi", per_second=5, per_hour=3) == 0.0
-        wait = limiter.acquire("piapi", per_second=5, per_hour=3)
-        assert 0.23 < wait <= 0.241, "calls are spaced 1.2 / 5 s apart"
-        assert limiter.acquire("crun", per_second=5, per_hour=3) == 0.0, "providers count separately"
-        for _ in range(2):
-            now[0] += 0.25
-            assert limiter.acquire("piapi", per_second=5, per_hour=3) == 0.0
-        now[0] += 0.25
-        assert limiter.acquire("piapi", per_second=5, per_hour=3) > 60, "the hour's 3 calls are spent"
+
+def test_rate_limiter_grants_per_second_calls_then_waits_until_one_is_answered_and_a_window_passed(
+    limits: tuple[DynamoRateLimiter, list[float], Any],
+) -> None:
+    limiter, now, _ = limits
+
+    first, second = (limiter.acquire("piapi", per_second=2, per_hour=0) for _ in range(2))
+    assert first.wait == second.wait == 0 and {first.slot, second.slot} == {"s0", "s1"}
+    assert limiter.acquire("crun", per_second=2, per_hour=0).wait == 0, "providers count separately"
+    held = limiter.acquire("piapi", per_second=2, per_hour=0)
+    assert held.wait == 1.05 and not held.slot, "both calls are in flight: at least a window away"
+
+    now[0] += 5.0  # the first call is answered 5 s after it went out
+    limiter.release(first)
+    assert 0 < limiter.acquire("piapi", per_second=2, per_hour=0).wait <= 1.05
+    now[0] += 1.0
+    assert limiter.acquire("piapi", per_second=2, per_hour=0).wait == pytest.approx(0.05)
+    now[0] += 0.06
+    third = limiter.acquire("piapi", per_second=2, per_hour=0)
+    assert third.wait == 0 and third.slot == first.slot
+
+
+def test_rate_limiter_shares_slots_between_containers_and_reads_past_a_stale_view(
+    limits: tuple[DynamoRateLimiter, list[float], Any],
+) -> None:
+    limiter, now, client = limits
+    other = DynamoRateLimiter(client, "limits", clock=lambda: now[0])
+
+    turns = [limiter.acquire("piapi", per_second=3, per_hour=0) for _ in range(2)]
+    mine = other.acquire("piapi", per_second=3, per_hour=0)
+    assert mine.wait == 0 and mine.slot not in {t.slot for t in turns}, "a taken slot is never granted twice"
+    assert limiter.acquire("piapi", per_second=3, per_hour=0).wait > 0
+    other.release(mine)  # answered by the other container
+    now[0] += 1.1
+    assert limiter.acquire("piapi", per_second=3, per_hour=0).slot == mine.slot, "its stale view is read again"
+
+
+def test_no_second_sees_more_calls_than_the_ceiling_however_late_requests_arrive(
+    limits: tuple[DynamoRateLimiter, list[float], Any],
+) -> None:
+    """Eight functions call a provider with a ceiling of 5/s; each request reaches the provider 0–0.8 s after its
+    turn is granted and is answered 10–300 ms later. Simulated time, the real limiter on moto."""
+    limiter, now, _ = limits
+    rng = random.Random(7)
+    events = [(0.0, worker, "acquire") for worker in range(8)]
+    arrivals: list[float] = []
+    turns: dict[int, Turn] = {}
+    while len(arrivals) < 300:
+        now[0], worker, action = heapq.heappop(events)
+        if action == "release":
+            limiter.release(turns.pop(worker))
+            heapq.heappush(events, (now[0], worker, "acquire"))
+            continue
+        turn = limiter.acquire("piapi", per_second=5, per_hour=0)
+        if turn.wait > 0:
+            heapq.heappush(events, (now[0] + turn.wait, worker, "acquire"))
+            continue
+        turns[worker] = turn
+        arrival = now[0] + rng.uniform(0, 0.8)
+        arrivals.append(arrival)
+        heapq.heappush(events, (arrival + rng.uniform(0.01, 0.3), worker, "release"))
+
+    arrivals.sort()
+    busiest = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
+    span = arrivals[-1] - arrivals[0]
+    assert busiest <= 5
+    assert len(arrivals) / span > 2.5, f"{len(arrivals) / span:.2f} calls/s under a 5/s ceiling"
+
+
+def test_rate_limiter_frees_a_slot_never_released_when_its_lease_ends(
+    limits: tuple[DynamoRateLimiter, list[float], Any],
+) -> None:
+    limiter, now, _ = limits
+    limiter.acquire("piapi", per_second=1, per_hour=0)  # the function holding it dies
+
+    now[0] += DynamoRateLimiter.LEASE_SECONDS - 1
+    assert limiter.acquire("piapi", per_second=1, per_hour=0).wait > 0
+    now[0] += 1.01
+    assert limiter.acquire("piapi", per_second=1, per_hour=0).wait == 0
+
+
+def test_rate_limiter_counts_the_hour_and_gives_back_the_slot_it_cannot_use(
+    limits: tuple[DynamoRateLimiter, list[float], Any],
+) -> None:
+    limiter, now, _ = limits
+
+    for _ in range(3):
+        turn = limiter.acquire("aiphotocraft", per_second=1, per_hour=3)
+        assert turn.wait == 0
+        limiter.release(turn)
+        now[0] += 1.1
+    refused = limiter.acquire("aiphotocraft", per_second=1, per_hour=3)
+    assert refused.wait > 60 and not refused.slot, "the hour's 3 calls are spent"
+    assert limiter.acquire("aiphotocraft", per_second=1, per_hour=0).wait == 0, "the slot was given back at once"
 
 
 def test_exists_is_a_head_of_exactly_that_key(s3: tuple[S3ObjectStore, object]) -> None:

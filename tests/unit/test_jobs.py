@@ -21,6 +21,7 @@ from faceswap.errors import (
 )
 from faceswap.ids import webhook_secret
 from faceswap.model import ImageRef, JobRequest, JobState, TaskStatus
+from faceswap.ports import Turn
 
 
 def signed(secret: str | None) -> dict[str, str]:
@@ -365,18 +366,39 @@ def test_oversized_input_fails_with_image_too_large(world: World) -> None:
 
 
 class Limiter:
-    """A rate limiter that grants ``grants`` calls, then asks to wait 0.4 s."""
+    """A rate limiter that grants ``grants`` turns, then asks to wait 0.4 s; it records turns given back."""
 
     def __init__(self, grants: int) -> None:
         self.grants = grants
         self.asked: list[tuple[str, int, int]] = []
+        self.released: list[Turn] = []
 
-    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> float:
+    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> Turn:
         self.asked.append((provider, per_second, per_hour))
         if self.grants > 0:
             self.grants -= 1
-            return 0.0
-        return 0.4
+            return Turn(provider=provider, slot=f"s{len(self.asked)}", lease=60.0)
+        return Turn(wait=0.4, provider=provider)
+
+    def release(self, turn: Turn) -> None:
+        self.released.append(turn)
+
+
+def test_a_turn_is_given_back_once_its_call_is_answered_or_has_failed() -> None:
+    world = make_world()
+    world.pipeline.limiter = limiter = Limiter(grants=3)
+    world.pipeline.settings = replace(world.pipeline.settings, rate_limits={"fake": (5, 0)})
+    world.provider.create_errors.append(ProviderUnavailable("PiAPI answered 503."))
+
+    with pytest.raises(ProviderUnavailable):
+        world.pipeline.submit(request())
+    assert [t.slot for t in limiter.released] == ["s1"], "the failed create's turn"
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    world.pipeline.check(job.job_id, check=0)
+
+    assert [t.slot for t in limiter.released] == ["s1", "s2", "s3"], "one per call: the create, then the read"
+    assert world.provider.gets == 1 and len(world.provider.creates) == 2
 
 
 def test_short_rate_limit_waits_are_slept_through() -> None:

@@ -34,7 +34,7 @@ WEBHOOK = Webhook(url="https://api.example.com/callbacks/crun/job-1", secret="pe
 RESULT_URL = "https://file.crun.ai/results/result.png?expires=1700000000&sig=x"
 
 
-def provider(handler: Handler, *, sleeps: list[float] | None = None, attempts: int = 20) -> CRUNProvider:
+def provider(handler: Handler, *, sleeps: list[float] | None = None, attempts: int = 10) -> CRUNProvider:
     return CRUNProvider(
         httpx.Client(transport=httpx.MockTransport(handler)),
         api_key=lambda: API_KEY,
@@ -206,7 +206,7 @@ def test_multi_face_detects_on_the_target_url_then_creates_with_detect_id() -> N
     results = router.to("detect-face-result")
     assert len(results) == 3
     assert all(r.method == "GET" and r.url.params["detect_task_id"] == "dt_1" for r in results)
-    assert sleeps == [0.5, 0.5]
+    assert sleeps == [1.05] * 4, "a window after each answer: 3 reads, then the create"
     body = json.loads(router.to("CreateTask")[0].content)
     assert body["model"] == "image-face-swap-multi"
     assert body["input"] == {
@@ -284,7 +284,7 @@ def test_multi_face_detection_that_never_finishes_is_unavailable_after_bounded_t
     with pytest.raises(ProviderUnavailable, match="did not finish"):
         provider(router, sleeps=sleeps, attempts=4).create_task(task("multi-face-swap"), WEBHOOK)
     assert len(router.to("detect-face-result")) == 4
-    assert sleeps == [0.5, 0.5, 0.5]
+    assert sleeps == [1.05] * 4
     assert router.to("CreateTask") == []
 
 

@@ -13,7 +13,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -247,8 +248,8 @@ class Pipeline:
             image_urls=self._image_urls(job.job_id, target, swap),
         )
         try:
-            self._throttle(provider.name)  # right before the call, so the ceiling holds where the provider sees it
-            task_id = provider.create_task(task_input, webhook)
+            with self._call_turn(provider.name):
+                task_id = provider.create_task(task_input, webhook)
         except RateLimited:
             released = {"submit_started_at": None, "submit_attempts": attempt - 1}
             self.store.update(job.job_id, in_states=[job.state], changes=released)
@@ -285,28 +286,40 @@ class Pipeline:
         self._schedule_check(job, check=0)
         return job
 
-    def _throttle(self, provider: str, *, max_wait: float | None = None) -> None:
-        """Take a call from the provider's ceilings, waiting here for short waits.
+    @contextmanager
+    def _call_turn(self, provider: str, *, max_wait: float | None = None) -> Iterator[None]:
+        """Hold a turn under the provider's ceilings for one call: the block makes the call.
 
-        Raises ``RateLimited`` (with ``retry_after``) when the wait is longer than ``max_wait`` seconds in all
-        (default ``max_throttle_wait_seconds``): the caller hands the work back to its queue rather than hold a
-        function for it.
+        Short waits for a turn are slept through here. The turn is given back when the block ends (the call was
+        answered or failed), and the limiter counts the ceiling from then, so network delays cannot bunch calls
+        up where the provider counts them.
+
+        Raises ``RateLimited`` (with ``retry_after``), before the block runs, when the wait would be longer than
+        ``max_wait`` seconds in all (default ``max_throttle_wait_seconds``): the caller hands the work back to its
+        queue rather than hold a function for it.
         """
         per_second, per_hour = self.settings.rate_limits.get(provider, (0, 0))
-        if self.limiter is None or not (per_second or per_hour):
+        limiter = self.limiter
+        if limiter is None or not (per_second or per_hour):
+            yield
             return
         limit = self.settings.max_throttle_wait_seconds if max_wait is None else max_wait
         waited = 0.0
         while True:
-            wait = self.limiter.acquire(provider, per_second=per_second, per_hour=per_hour)
-            if wait <= 0:
-                return
-            if waited + wait > limit:
+            turn = limiter.acquire(provider, per_second=per_second, per_hour=per_hour)
+            if turn.wait <= 0:
+                break
+            if waited + turn.wait > limit:
                 raise RateLimited(
-                    f"The ceiling of calls to {provider} is reached; retry in {wait:.1f} s.", retry_after=wait
+                    f"The ceiling of calls to {provider} is reached; retry in {turn.wait:.1f} s.",
+                    retry_after=turn.wait,
                 )
-            self.sleep(wait)
-            waited += wait
+            self.sleep(turn.wait)
+            waited += turn.wait
+        try:
+            yield
+        finally:
+            limiter.release(turn)
 
     def _image_urls(
         self, job_id: str, target: PreparedImage, swap: PreparedImage
@@ -476,8 +489,8 @@ class Pipeline:
             return job
         provider = self.providers[job.provider]
         if snapshot is None:
-            self._throttle(provider.name, max_wait=max_wait)
-            snapshot = provider.get_task(job.provider_task_id)
+            with self._call_turn(provider.name, max_wait=max_wait):
+                snapshot = provider.get_task(job.provider_task_id)
         if snapshot.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return job
         if snapshot.status is TaskStatus.FAILED:

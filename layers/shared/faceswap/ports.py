@@ -110,14 +110,31 @@ class RequestQueue(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Turn:
+    """A rate limiter's answer to :meth:`RateLimiter.acquire`.
+
+    ``wait`` > 0: no call is free; ask again in that many seconds (nothing is held). ``wait`` == 0: the call may
+    go ahead, and the turn must be handed to :meth:`RateLimiter.release` once the call is answered or has failed.
+    ``slot`` names what the turn holds ("" for nothing) and ``lease`` is the time (epoch seconds) it is held until
+    if it is never released.
+    """
+
+    wait: float = 0.0
+    provider: str = ""
+    slot: str = ""
+    lease: float = 0.0
+
+
 class RateLimiter(Protocol):
-    """Shared counters of provider calls, so every function together stays under a provider's ceilings."""
+    """Shared ceilings of provider calls, so every function together stays under a provider's ceilings."""
 
-    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> float:
-        """Take one call from the provider's current second and hour windows (0 = no ceiling).
+    def acquire(self, provider: str, *, per_second: int, per_hour: int) -> Turn:
+        """Take a turn for one call to ``provider`` under ``per_second`` and ``per_hour`` (0 = no ceiling)."""
+        ...
 
-        Returns 0 when the call may go ahead, else the seconds to wait before trying again.
-        """
+    def release(self, turn: Turn) -> None:
+        """Give back a granted turn once its call is answered (or failed); never raises."""
         ...
 
 

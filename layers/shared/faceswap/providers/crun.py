@@ -93,10 +93,12 @@ class CRUNProvider(KeyedHttpProvider):
     result_hosts
         Hosts CRUN serves results from (``*.example.com`` for subdomains).
     detect_attempts, detect_interval
-        How often, and how many seconds apart, ``create_task`` reads a face detection's result before
-        giving up (multi-face swap only): 20 x 0.5 s by default.
+        How often ``create_task`` reads a face detection's result before giving up (multi-face swap only), and
+        the seconds it waits after each answer before its next request: 10 x 1.05 s by default. At least a
+        second apart, the requests of one multi-face create count as one call under the create's single turn
+        of the call ceiling (:class:`faceswap.aws.DynamoRateLimiter` frees a slot 1.05 s after the last answer).
     sleep
-        Waits between detection reads (injected by tests).
+        Waits between the requests of a multi-face create (injected by tests).
     """
 
     name = "crun"
@@ -112,8 +114,8 @@ class CRUNProvider(KeyedHttpProvider):
         api_key: Callable[[], str],
         base_url: str,
         result_hosts: tuple[str, ...],
-        detect_attempts: int = 20,
-        detect_interval: float = 0.5,
+        detect_attempts: int = 10,
+        detect_interval: float = 1.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(client, api_key=api_key, base_url=base_url, result_hosts=result_hosts)
@@ -164,6 +166,7 @@ class CRUNProvider(KeyedHttpProvider):
                 raise ProviderRejected("CRUN takes one face per swap image; swap_faces_index must be 0.")
             detect_id, faces = self._detect(target_url)
             face_ids = [_face_id(faces, index) for index in target_indices]
+            self._sleep(self._detect_interval)
             body = {
                 "model": MULTI_MODEL,
                 "input": {
@@ -268,9 +271,8 @@ class CRUNProvider(KeyedHttpProvider):
         detect_task_id = data.get("detect_task_id") if isinstance(data, dict) else None
         if not isinstance(detect_task_id, str) or not detect_task_id:
             raise ProviderUnavailable("CRUN answered detect-face-image without a detect_task_id.")
-        for attempt in range(self._detect_attempts):
-            if attempt:
-                self._sleep(self._detect_interval)
+        for _ in range(self._detect_attempts):
+            self._sleep(self._detect_interval)
             try:
                 response = self._client.get(
                     f"{self._base_url}{JOB_API}/detect-face-result",
@@ -295,7 +297,7 @@ class CRUNProvider(KeyedHttpProvider):
                 if not isinstance(detect_id, str | int) or isinstance(detect_id, bool) or detect_id == "":
                     raise ProviderUnavailable("CRUN finished face detection without a detect_id.")
                 return str(detect_id), faces
-        waited = self._detect_interval * max(0, self._detect_attempts - 1)
+        waited = self._detect_interval * self._detect_attempts
         raise ProviderUnavailable(f"CRUN face detection did not finish within {waited:g} s.")
 
     # ------------------------------------------------------------------------------------------ answers
