@@ -262,8 +262,8 @@ def test_rate_limiter_shares_slots_between_containers_and_reads_past_a_stale_vie
 def test_no_second_sees_more_calls_than_the_ceiling_however_late_requests_arrive(
     limits: tuple[DynamoRateLimiter, list[float], Any],
 ) -> None:
-    """Eight functions call a provider with a ceiling of 5/s; each request reaches the provider 0–0.8 s after its
-    turn is granted and is answered 10–300 ms later. Simulated time, the real limiter on moto."""
+    """Eight functions call a provider with a ceiling of 5/s; each request reaches the provider 0 to 0.8 s after its
+    turn is granted and is answered 10 to 300 ms later. Simulated time, the real limiter on moto."""
     limiter, now, _ = limits
     rng = random.Random(7)
     events = [(0.0, worker, "acquire") for worker in range(8)]
