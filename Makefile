@@ -57,7 +57,13 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-integration: venv
+# Each function's IAM statements, SAM policy templates expanded (samtranslator lives in the SAM CLI's environment):
+# the integration tests check every AWS request a function makes against them (tests/integration/iam.py).
+.local/sam-policies.json: template.yaml tests/integration/sam_policies.py $(SAM_VENV)/.installed
+	@mkdir -p .local
+	$(SAM_VENV)/bin/python tests/integration/sam_policies.py template.yaml > $@.tmp && mv $@.tmp $@
+
+integration: venv .local/sam-policies.json
 	$(BIN)/pytest tests/integration -q
 
 template: venv $(SAM_VENV)/.installed checkov

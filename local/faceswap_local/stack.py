@@ -222,7 +222,7 @@ def create_stack(
             },
             timeout=int(props.get("Timeout", globals_timeout)),
         )
-    stack.refs = resolver.refs
+    stack.refs, stack.attributes = resolver.refs, resolver.attributes
     for name, output in template.get("Outputs", {}).items():
         try:
             stack.outputs[name] = resolver.resolve(output["Value"])

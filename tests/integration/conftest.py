@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from iam import SAM_POLICIES, Policies, RequestLog
 
 from faceswap.aws import job_from_item
 from faceswap.model import Job
-from faceswap_local.app import LocalStack
+from faceswap_local.app import ROOT, LocalStack
 from faceswap_local.emulators.piapi import Faults
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
@@ -81,6 +82,21 @@ class Stack:
             for message in messages:
                 received.append(json.loads(message["Body"]))
                 self.sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_requests() -> Iterator[RequestLog]:
+    """Every AWS request the functions make, on every local stack the tests start (see ``iam.py``)."""
+    with RequestLog(Policies(ROOT / "template.yaml", ROOT / SAM_POLICIES)).installed() as log:
+        yield log
+
+
+@pytest.fixture(autouse=True)
+def requests_allowed_by_the_template(aws_requests: RequestLog) -> Iterator[None]:
+    """After each test: every AWS request a function made is one its IAM policy in template.yaml allows."""
+    yield
+    refused = aws_requests.refused()
+    assert not refused, "IAM would refuse:\n" + "\n".join(refused)
 
 
 @pytest.fixture(scope="session")
