@@ -9,8 +9,9 @@ integration`` runs in the SAM CLI's environment), every intrinsic resolved with 
 that made the request. A statement allows a request when one of its ``Action``
 patterns matches the request's IAM action and one of its ``Resource`` patterns matches the resource's ARN.
 
-Not covered: statement ``Condition``s (ignored, so a condition could still refuse a request), presigned URLs
-(the signer's permission is used later, by whoever follows the URL) and keys used implicitly through SSE-KMS.
+A presigned URL counts as the request it presigns: whoever follows it acts with the signing function's
+permissions. Not covered: statement ``Condition``s (ignored, so a condition could still refuse a request) and
+keys used implicitly through SSE-KMS.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.client
+import botocore.signers
 import pytest
 
 from faceswap_local import stack as local_aws
@@ -156,10 +158,11 @@ class RequestLog:
     def installed(self) -> Iterator[RequestLog]:
         """Hook stack creation, function invocations and every botocore request while the block runs."""
         log = self
-        create_stack, invoke, api_call = (
+        create_stack, invoke, api_call, presign = (
             local_aws.create_stack,
             Invoker.__call__,
             botocore.client.BaseClient._make_api_call,
+            botocore.signers.generate_presigned_url,
         )
 
         def creating(*args: Any, **kwargs: Any) -> AwsStack:
@@ -181,10 +184,18 @@ class RequestLog:
                 log._record(function, client.meta.service_model.service_name, operation, params)
             return api_call(client, operation, params)
 
+        def presigning(client: Any, method: str, Params: Any = None, **kwargs: Any) -> str:
+            function = getattr(log._local, "function", None)
+            if function is not None:
+                operation = client.meta.method_to_api_mapping.get(method, method)
+                log._record(function, client.meta.service_model.service_name, operation, dict(Params or {}))
+            return str(presign(client, method, Params=Params, **kwargs))
+
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(local_aws, "create_stack", creating)
             patch.setattr(Invoker, "__call__", invoking)
             patch.setattr(botocore.client.BaseClient, "_make_api_call", calling)
+            patch.setattr(botocore.signers, "generate_presigned_url", presigning)  # bound as clients are made
             yield self
 
     def _record(self, function: str, service: str, operation: str, params: dict[str, Any]) -> None:
