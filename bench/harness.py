@@ -8,7 +8,7 @@
   Powertools Parameters makes for Secrets Manager) gets a ``before-parameter-build`` handler on its event
   system (emitted once per API call, with its parameters); a call is counted by service and operation
   (DynamoDB operations as ``Operation:LogicalTableId``) against the function whose invocation is running on
-  that thread.
+  that thread (:func:`faceswap_local.runtime.current_function`).
 - **Provider HTTP calls.** ``httpx.Client.send`` is wrapped the same way (create, read, result download).
 - **Log bytes.** The functions log to stdout (as on Lambda); stdout is a stream that counts the bytes per
   function and writes them to a log file.
@@ -30,6 +30,8 @@ from typing import Any
 import boto3
 import boto3.session
 import httpx
+
+from faceswap_local.runtime import current_function
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT"})
 
@@ -56,7 +58,6 @@ class Recorder:
     """Collects what the instruments see; thread-safe. See the module docstring."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.aws_calls: Counter[tuple[str, str, str]] = Counter()
@@ -72,9 +73,9 @@ class Recorder:
 
     def origin(self) -> str | None:
         """The function whose invocation runs on this thread, ``event-source:<thread>``, or ``None``."""
-        function = getattr(self._local, "function", None)
+        function = current_function()
         if function:
-            return str(function)
+            return function
         name = threading.current_thread().name
         if name.startswith(("sqs-", "stream-")):
             return f"event-source:{name}"
@@ -146,12 +147,11 @@ class Recorder:
     def wrap(
         self, function: str, handler: Callable[[dict[str, Any], Any], Any]
     ) -> Callable[[dict[str, Any], Any], Any]:
-        """``handler`` timed and attributed to ``function``."""
+        """``handler`` timed, its invocations recorded as ``function``'s."""
 
         def timed(event: dict[str, Any], context: Any) -> Any:
             with self._lock:
                 self.running += 1
-            self._local.function = function
             wall, started = time.time(), time.perf_counter()
             result: Any = None
             error: str | None = None
@@ -163,7 +163,6 @@ class Recorder:
                 raise
             finally:
                 ended = time.perf_counter()
-                self._local.function = None
                 invocation = Invocation(
                     function=function,
                     started=started,

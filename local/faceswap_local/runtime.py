@@ -107,6 +107,15 @@ def function_environment(stack: AwsStack, overrides: Mapping[str, str]) -> dict[
     return {**env, **overrides}
 
 
+_invoking = threading.local()
+
+
+def current_function() -> str | None:
+    """The logical id of the function whose invocation runs on this thread, or ``None`` (e.g. an event source's
+    own polling)."""
+    return getattr(_invoking, "function", None)
+
+
 class Invoker:
     """Calls a function's handler as Lambda would, one invocation at a time per function (like concurrency 1)."""
 
@@ -119,7 +128,11 @@ class Invoker:
     def __call__(self, event: dict[str, Any]) -> Any:
         with self._lock:
             self.invocations += 1
-            return self.handler(event, LambdaContext(self.spec.logical_id, self.spec.timeout))
+            _invoking.function = self.spec.logical_id
+            try:
+                return self.handler(event, LambdaContext(self.spec.logical_id, self.spec.timeout))
+            finally:
+                _invoking.function = None
 
 
 class S3EventDuplicator:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ import botocore.signers
 import pytest
 
 from faceswap_local import stack as local_aws
-from faceswap_local.runtime import Invoker
+from faceswap_local.runtime import current_function
 from faceswap_local.stack import ACCOUNT_ID, REGION, AwsStack
 from faceswap_local.template import Resolver, load_template
 
@@ -134,9 +134,9 @@ class Policies:
         """``[(action patterns, resource patterns)]`` of ``function``'s Allow statements in ``stack``."""
         key = (id(stack), function)
         if key not in self._cache:
-            resolve = _resolved(Resolver(stack.refs, stack.attributes, self._mappings))
+            resolver = Resolver(stack.refs, stack.attributes, self._mappings)
             self._cache[key] = [
-                (_strings(s.get("Action")), [r for r in map(resolve, _list(s.get("Resource"))) if r])
+                (_strings(s.get("Action")), _strings([_resolved(resolver, r) for r in _list(s.get("Resource"))]))
                 for s in self._statements.get(function, [])
                 if s.get("Effect") == "Allow"
             ]
@@ -151,16 +151,14 @@ class RequestLog:
         self.stacks: list[AwsStack] = []
         self._requests: list[Request] = []
         self._unmapped: list[str] = []
-        self._local = threading.local()
         self._lock = threading.Lock()
 
     @contextmanager
     def installed(self) -> Iterator[RequestLog]:
-        """Hook stack creation, function invocations and every botocore request while the block runs."""
+        """Hook stack creation and every botocore request and presigned URL while the block runs."""
         log = self
-        create_stack, invoke, api_call, presign = (
+        create_stack, api_call, presign = (
             local_aws.create_stack,
-            Invoker.__call__,
             botocore.client.BaseClient._make_api_call,
             botocore.signers.generate_presigned_url,
         )
@@ -171,21 +169,14 @@ class RequestLog:
                 log.stacks.append(created)
             return created
 
-        def invoking(invoker: Invoker, event: dict[str, Any]) -> Any:
-            log._local.function = invoker.spec.logical_id
-            try:
-                return invoke(invoker, event)
-            finally:
-                log._local.function = None
-
         def calling(client: Any, operation: str, params: dict[str, Any]) -> Any:
-            function = getattr(log._local, "function", None)
+            function = current_function()
             if function is not None:
                 log._record(function, client.meta.service_model.service_name, operation, params)
             return api_call(client, operation, params)
 
         def presigning(client: Any, method: str, Params: Any = None, **kwargs: Any) -> str:
-            function = getattr(log._local, "function", None)
+            function = current_function()
             if function is not None:
                 operation = client.meta.method_to_api_mapping.get(method, method)
                 log._record(function, client.meta.service_model.service_name, operation, dict(Params or {}))
@@ -193,7 +184,6 @@ class RequestLog:
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(local_aws, "create_stack", creating)
-            patch.setattr(Invoker, "__call__", invoking)
             patch.setattr(botocore.client.BaseClient, "_make_api_call", calling)
             patch.setattr(botocore.signers, "generate_presigned_url", presigning)  # bound as clients are made
             yield self
@@ -238,12 +228,8 @@ def _strings(value: Any) -> list[str]:
     return [v for v in _list(value) if isinstance(v, str)]
 
 
-def _resolved(resolver: Resolver) -> Callable[[Any], str | None]:
-    def resolve(value: Any) -> str | None:
-        try:
-            resolved = resolver.resolve(value)
-        except KeyError:
-            return None  # a resource the local stack does not create (a KMS key, an alarm topic…)
-        return resolved if isinstance(resolved, str) else None
-
-    return resolve
+def _resolved(resolver: Resolver, value: Any) -> Any:
+    try:
+        return resolver.resolve(value)
+    except KeyError:
+        return None  # a resource the local stack does not create (a KMS key, an alarm topic…)

@@ -508,7 +508,7 @@ class DynamoRateLimiter:
 
     def _take_slot(self, provider: str, per_second: int) -> Turn:
         slots = [f"s{i}" for i in range(per_second)]
-        key = {"window": {"S": f"{provider}#slots"}}
+        key = _slots_key(provider)
         seen = self._seen.setdefault(provider, {})
         fresh, tries = False, 0
         while True:
@@ -563,7 +563,7 @@ class DynamoRateLimiter:
         with contextlib.suppress(ClientError, BotoCoreError):
             self._client.update_item(
                 TableName=self._table,
-                Key={"window": {"S": f"{turn.provider}#slots"}},
+                Key=_slots_key(turn.provider),
                 UpdateExpression="SET #slot = :free",
                 ConditionExpression="#slot = :lease",
                 ExpressionAttributeNames={"#slot": turn.slot},
@@ -612,6 +612,11 @@ class EventBridgePublisher:
         if response.get("FailedEntryCount"):
             entry = response["Entries"][0]
             raise RuntimeError(f"EventBridge refused the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
+
+
+def _slots_key(provider: str) -> dict[str, Any]:
+    """The rate-limit table's item holding ``provider``'s call slots."""
+    return {"window": {"S": f"{provider}#slots"}}
 
 
 def _body(data: bytes | bytearray) -> bytes:
