@@ -4,7 +4,7 @@
   SQS event (``Records`` with ``messageId``, ``receiptHandle``, ``body``, ``attributes``…); messages the
   handler reports as failed (``batchItemFailures``) or all of them, if it raises, are made visible again
   after ``retry_delay`` seconds (on AWS: the queue's visibility timeout), and the queue's redrive policy
-  moves them to its DLQ after ``maxReceiveCount`` receives. With ``duplicate_s3_events`` every S3 event
+  moves them to its DLQ after ``maxReceiveCount`` receives. With ``Runtime.s3_events.enabled`` every S3 event
   notification is delivered twice (S3 and SQS deliver at least once): :class:`S3EventDuplicator`.
 - DynamoDB stream event sources: a thread reads the table's stream and calls the handler with
   ``Records`` as Lambda delivers them; a failed batch is retried, then sent to the ``OnFailure`` queue.
@@ -146,7 +146,7 @@ class S3EventDuplicator:
     Parameters
     ----------
     enabled
-        Whether to duplicate (off by default; :attr:`Runtime.duplicate_s3_events` switches it at run time).
+        Whether to duplicate; may be switched while the runtime runs (``Runtime.s3_events.enabled``).
 
     Attributes
     ----------
@@ -461,8 +461,11 @@ class Runtime:
         Local configuration added to every function's environment (endpoint URL, provider URLs…).
     retry_delay
         Seconds before a failed SQS message is delivered again.
-    duplicate_s3_events
-        Deliver every S3 event notification twice (see :class:`S3EventDuplicator`); off by default.
+
+    Attributes
+    ----------
+    s3_events
+        Delivers every S3 event notification twice once enabled (:class:`S3EventDuplicator`); off at first.
     """
 
     def __init__(
@@ -472,14 +475,13 @@ class Runtime:
         *,
         gateway_port: int | None = None,
         retry_delay: int = 2,
-        duplicate_s3_events: bool = False,
     ) -> None:
         self.stack = stack
         self.stop_event = threading.Event()
         self.gateway_port = gateway_port or free_port()
         self._overrides = dict(overrides)
         self._retry_delay = retry_delay
-        self.s3_events = S3EventDuplicator(enabled=duplicate_s3_events)
+        self.s3_events = S3EventDuplicator()
         self.invokers: dict[str, Invoker] = {}
         self._threads: list[threading.Thread] = []
         self.gateway: Gateway | None = None
@@ -488,15 +490,6 @@ class Runtime:
     def api_url(self) -> str:
         """The gateway's base URL."""
         return f"http://127.0.0.1:{self.gateway_port}"
-
-    @property
-    def duplicate_s3_events(self) -> bool:
-        """Whether every S3 event notification is delivered twice; may be switched while the runtime runs."""
-        return self.s3_events.enabled
-
-    @duplicate_s3_events.setter
-    def duplicate_s3_events(self, enabled: bool) -> None:
-        self.s3_events.enabled = enabled
 
     def start(self) -> None:
         """Set the functions' environment, import their handlers, and start polling and serving."""

@@ -773,7 +773,7 @@ def _drive(settings: RunSettings, face: bytes, targets: list[bytes]) -> tuple[Ob
             slow_range_seconds=rates.slow_range_seconds,
             seed=settings.seed,
         )
-        runtime.duplicate_s3_events = rates.duplicate_s3_events
+        runtime.s3_events.enabled = rates.duplicate_s3_events
         driver = _Driver(stack)
         driver.subscribe_events()
         say(f"Uploading a face and {len(targets)} targets at once…")
