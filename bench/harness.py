@@ -1,23 +1,18 @@
 """The local stack with instruments: invocation timings, AWS and provider calls, and log bytes, per function.
 
-- **Invocations.** Each function's handler is wrapped after the runtime imported it
-  (``stack.runtime.invokers[logical_id].handler``), so every invocation is timed (``perf_counter``) and its
-  outcome noted: the callback's answer names the job and its state, the publisher's stream records name the
-  jobs that ended. Waiting for a job to end needs no polling of the table.
-- **AWS requests.** Every boto3 session created from now on (the handlers' default session and the one
-  Powertools Parameters makes for Secrets Manager) gets a ``before-parameter-build`` handler on its event
-  system (emitted once per API call, with its parameters); a call is counted by service and operation
-  (DynamoDB operations as ``Operation:LogicalTableId``) against the function whose invocation is running on
-  that thread (:func:`faceswap_local.runtime.current_function`).
-- **Provider HTTP calls.** ``httpx.Client.send`` is wrapped the same way (create, read, result download).
-- **Log bytes.** The functions log to stdout (as on Lambda); stdout is a stream that counts the bytes per
-  function and writes them to a log file.
+The :class:`Recorder` is an observer of the local runtime (``faceswap_local.environments.Observer``): each execution
+environment reports its function's invocations, AWS calls (with their parameters: DynamoDB operations are counted as
+``Operation:LogicalTableId``), HTTP requests and log lines. Waiting for a job to end needs no polling of the table:
+the callback's answer names the job and its state, the publisher's stream records name the jobs that ended.
+
+The event sources' own AWS requests (receiving and deleting messages, reading the stream) are made in this process:
+every boto3 session created from now on gets a ``before-parameter-build`` handler that counts the calls of the event
+sources' threads as ``event-source:<thread>``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import threading
 import time
@@ -31,7 +26,8 @@ import boto3
 import boto3.session
 import httpx
 
-from faceswap_local.runtime import current_function
+from faceswap_local.environments import AwsCall, HttpCall, Observer
+from faceswap_local.runtime import OBSERVERS
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT"})
 
@@ -47,6 +43,7 @@ class Invocation:
     records: int
     ended_jobs: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    init_seconds: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -54,7 +51,7 @@ class Invocation:
         return self.ended - self.started
 
 
-class Recorder:
+class Recorder(Observer):
     """Collects what the instruments see; thread-safe. See the module docstring."""
 
     def __init__(self) -> None:
@@ -69,18 +66,6 @@ class Recorder:
         self.providers: dict[str, str] = {}
         self._undo: list[Callable[[], None]] = []
 
-    # ------------------------------------------------------------------------------------------ attribution
-
-    def origin(self) -> str | None:
-        """The function whose invocation runs on this thread, ``event-source:<thread>``, or ``None``."""
-        function = current_function()
-        if function:
-            return function
-        name = threading.current_thread().name
-        if name.startswith(("sqs-", "stream-")):
-            return f"event-source:{name}"
-        return None
-
     def reset_counts(self) -> None:
         """Forget the AWS calls, HTTP calls and log bytes counted so far (invocations are kept)."""
         with self._lock:
@@ -88,98 +73,88 @@ class Recorder:
             self.http_calls.clear()
             self.log_bytes.clear()
 
-    # ---------------------------------------------------------------------------------------------- hooks
+    # ------------------------------------------------------------------------------------- the observer
+
+    def invocation_started(self, function: str, event: dict[str, Any]) -> None:
+        """Count a running invocation."""
+        with self._lock:
+            self.running += 1
+
+    def invocation(self, invocation: Any) -> None:
+        """Record an ended invocation (times converted to ``perf_counter``'s clock)."""
+        offset = time.perf_counter() - time.time()
+        event, outcome = invocation.event, invocation.outcome
+        recorded = Invocation(
+            function=invocation.function,
+            started=invocation.started + offset,
+            ended=invocation.ended + offset,
+            wall_started=invocation.started,
+            records=len(event.get("Records", [])) if isinstance(event, dict) else 0,
+            ended_jobs=_ended_jobs(event, outcome.payload),
+            error=(outcome.error or {}).get("errorMessage") if outcome.failed else None,
+            init_seconds=invocation.init_seconds,
+        )
+        with self._changed:
+            self.running -= 1
+            self.invocations.append(recorded)
+            for job_id, state in recorded.ended_jobs.items():
+                self.ended.setdefault(job_id, (state, recorded.ended))
+            self._changed.notify_all()
+
+    def aws_call(self, call: AwsCall) -> None:
+        """Count a function's AWS call."""
+        if not call.presigned:
+            self._count_aws(call.function, call.service, call.operation, call.params)
+
+    def http_call(self, call: HttpCall) -> None:
+        """Count a function's HTTP request by provider and kind."""
+        url = httpx.URL(call.url)
+        base = f"{url.scheme}://{url.host}:{url.port}"
+        provider = self.providers.get(base, url.host or "?")
+        with self._lock:
+            self.http_calls[(call.function, provider, _http_kind(call.method, url.path))] += 1
+
+    def log_line(self, function: str, line: str) -> None:
+        """Count a function's log bytes."""
+        with self._lock:
+            self.log_bytes[function] += len(line.encode("utf-8", "replace")) + 1
+
+    # -------------------------------------------------------------------------- the event sources' calls
 
     def install(self) -> None:
-        """Hook boto3 sessions and ``httpx.Client.send``; undone by :meth:`uninstall`."""
+        """Observe every local runtime and hook boto3 sessions (the event sources'); undone by :meth:`uninstall`."""
         recorder = self
+        OBSERVERS.append(self)
+        self._undo.append(lambda: OBSERVERS.remove(self))
         original_init = boto3.session.Session.__init__
 
         def init(session: boto3.session.Session, *args: Any, **kwargs: Any) -> None:
             original_init(session, *args, **kwargs)
-            session.events.register("before-parameter-build", recorder._on_aws_call)
+            session.events.register("before-parameter-build", recorder._on_event_source_call)
 
         boto3.session.Session.__init__ = init  # type: ignore[method-assign]
         self._undo.append(lambda: setattr(boto3.session.Session, "__init__", original_init))
         if boto3.DEFAULT_SESSION is not None:
-            boto3.DEFAULT_SESSION.events.register("before-parameter-build", self._on_aws_call)
-
-        original_send = httpx.Client.send
-
-        def send(client: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-            origin = recorder.origin()
-            if origin is not None:
-                with recorder._lock:
-                    recorder.http_calls[(origin, recorder._provider(request.url), _http_kind(request))] += 1
-            return original_send(client, request, **kwargs)
-
-        httpx.Client.send = send  # type: ignore[method-assign]
-        self._undo.append(lambda: setattr(httpx.Client, "send", original_send))
+            boto3.DEFAULT_SESSION.events.register("before-parameter-build", self._on_event_source_call)
 
     def uninstall(self) -> None:
         """Undo :meth:`install`."""
         while self._undo:
             self._undo.pop()()
 
-    def _on_aws_call(self, model: Any, params: Any = None, **_: Any) -> None:
-        origin = self.origin()
-        if origin is None:
-            return
-        operation = model.name
+    def _on_event_source_call(self, model: Any, params: Any = None, **_: Any) -> None:
+        name = threading.current_thread().name
+        if name.startswith(("sqs-", "stream-")):
+            self._count_aws(f"event-source:{name}", model.service_model.service_name, model.name, params)
+
+    def _count_aws(self, origin: str, service: str, operation: str, params: Any) -> None:
         table = params.get("TableName") if isinstance(params, dict) else None
         if isinstance(table, str):
             operation += ":" + table.rsplit("-", 1)[-1]  # local tables are "<stack>-<LogicalId>"
         with self._lock:
-            self.aws_calls[(origin, model.service_model.service_name, operation)] += 1
-
-    def _provider(self, url: httpx.URL) -> str:
-        base = f"{url.scheme}://{url.host}:{url.port}"
-        return self.providers.get(base, url.host or "?")
-
-    def count_log(self, text: str) -> None:
-        """Count ``text`` written to stdout against the running function."""
-        origin = self.origin() or "other"
-        with self._lock:
-            self.log_bytes[origin] += len(text.encode("utf-8", "replace"))
+            self.aws_calls[(origin, service, operation)] += 1
 
     # ---------------------------------------------------------------------------------------- invocations
-
-    def wrap(
-        self, function: str, handler: Callable[[dict[str, Any], Any], Any]
-    ) -> Callable[[dict[str, Any], Any], Any]:
-        """``handler`` timed, its invocations recorded as ``function``'s."""
-
-        def timed(event: dict[str, Any], context: Any) -> Any:
-            with self._lock:
-                self.running += 1
-            wall, started = time.time(), time.perf_counter()
-            result: Any = None
-            error: str | None = None
-            try:
-                result = handler(event, context)
-                return result
-            except BaseException as e:
-                error = f"{type(e).__name__}: {e}"
-                raise
-            finally:
-                ended = time.perf_counter()
-                invocation = Invocation(
-                    function=function,
-                    started=started,
-                    ended=ended,
-                    wall_started=wall,
-                    records=len(event.get("Records", [])) if isinstance(event, dict) else 0,
-                    ended_jobs=_ended_jobs(event, result),
-                    error=error,
-                )
-                with self._changed:
-                    self.running -= 1
-                    self.invocations.append(invocation)
-                    for job_id, state in invocation.ended_jobs.items():
-                        self.ended.setdefault(job_id, (state, ended))
-                    self._changed.notify_all()
-
-        return timed
 
     def wait_ended(
         self, jobs: list[tuple[str, ...]], timeout: float, *, stall: float | None = None
@@ -225,10 +200,10 @@ class Recorder:
             ]
 
 
-def _http_kind(request: httpx.Request) -> str:
-    if "/results/" in request.url.path:
+def _http_kind(method: str, path: str) -> str:
+    if "/results/" in path:
         return "result_download"
-    return "create" if request.method == "POST" else "read"
+    return "create" if method == "POST" else "read"
 
 
 def _ended_jobs(event: Any, result: Any) -> dict[str, str]:
@@ -251,29 +226,6 @@ def _ended_jobs(event: Any, result: Any) -> dict[str, str]:
             if state in TERMINAL_STATES and job_id:
                 ended[job_id] = state
     return ended
-
-
-class CountingStdout(io.TextIOBase):
-    """A text stream that counts what each function writes and passes it on to ``sink``."""
-
-    def __init__(self, recorder: Recorder, sink: io.TextIOBase | Any) -> None:
-        super().__init__()
-        self._recorder = recorder
-        self._sink = sink
-
-    def writable(self) -> bool:
-        """Always writable."""
-        return True
-
-    def write(self, text: str) -> int:
-        """Count and pass on ``text``."""
-        self._recorder.count_log(text)
-        self._sink.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        """Flush the sink."""
-        self._sink.flush()
 
 
 @contextlib.contextmanager
@@ -301,15 +253,13 @@ def instrumented_stack(
     from faceswap_local.app import LocalStack
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("w") as sink, contextlib.redirect_stdout(CountingStdout(recorder, sink)):
+    with log_file.open("w") as sink, contextlib.redirect_stdout(sink):
         recorder.install()
         stack = LocalStack(parameters=parameters, config=config, swap_fn=swap_fn)
         try:
             stack.start()
             assert stack.runtime is not None and stack.piapi is not None and stack.engine is not None
             recorder.providers = {stack.piapi.url: "piapi", stack.engine.url: "selfhosted"}
-            for logical_id, invoker in stack.runtime.invokers.items():
-                invoker.handler = recorder.wrap(logical_id, invoker.handler)
             yield stack
         finally:
             stack.stop()

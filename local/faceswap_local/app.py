@@ -8,7 +8,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from faceswap_local import stack as aws
 from faceswap_local.emulators.ailabapi import AILabAPIEmulator
@@ -62,6 +62,11 @@ class LocalStack:
         Extra function environment on top of :data:`LOCAL_CONFIG`.
     swap_fn
         How the emulators make results (default: the self-hosted engine, so results are real swaps).
+    time_scale
+        Multiplies every duration the stack applies (functions' timeouts, the HTTP API's integration timeout,
+        queues' visibility timeouts and message delays); 1 runs them as the template sets them.
+    log_stream
+        Where the functions' log lines go (``None``: this process's stdout).
     """
 
     def __init__(
@@ -71,15 +76,19 @@ class LocalStack:
         config: Mapping[str, str] | None = None,
         swap_fn: SwapFn | None = None,
         template: Path = ROOT / "template.yaml",
+        time_scale: float = 1.0,
+        log_stream: IO[str] | None = None,
     ) -> None:
         self.template = template
+        self.time_scale = time_scale
+        self.log_stream = log_stream
         self.parameters = {
             "DefaultProvider": "selfhosted",
             "EnabledProviders": ",".join(EMULATORS),
             **(parameters or {}),
         }
         self.config = {**LOCAL_CONFIG, **(config or {})}
-        self.moto = aws.MotoServer()
+        self.moto = aws.MotoServer(time_scale=time_scale)
         self.swap_fn = swap_fn or engine_swap
         self.stack: aws.AwsStack | None = None
         self.engine: EngineService | None = None
@@ -102,6 +111,7 @@ class LocalStack:
             self.moto.endpoint_url,
             parameters=self.parameters,
             stack_name=f"faceswap-local-{secrets.token_hex(3)}",
+            time_scale=self.time_scale,
         )
         for name, emulator_class in EMULATORS.items():
             secret = self.stack.secret_values[f"{name.capitalize()}ApiKeySecret"]
@@ -120,6 +130,8 @@ class LocalStack:
                 "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
             },
             gateway_port=gateway_port,
+            time_scale=self.time_scale,
+            log_stream=self.log_stream,
         )
         self.runtime.start()
         return self

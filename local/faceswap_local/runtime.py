@@ -1,138 +1,84 @@
-"""The local runtime: what Lambda and API Gateway do, for the template's functions, in one process.
+"""The local runtime: what Lambda and API Gateway do for the template's functions, no kinder than they are.
 
-- SQS event sources: a thread per queue long-polls it and calls the function's handler with a Lambda-shaped
-  SQS event (``Records`` with ``messageId``, ``receiptHandle``, ``body``, ``attributes``…); messages the
-  handler reports as failed (``batchItemFailures``) or all of them, if it raises, are made visible again
-  after ``retry_delay`` seconds (on AWS: the queue's visibility timeout), and the queue's redrive policy
-  moves them to its DLQ after ``maxReceiveCount`` receives. With ``Runtime.s3_events.enabled`` every S3 event
+Every invocation runs in an execution environment of its own function: a child process that imports the function
+from its ``CodeUri`` and the shared layer as built for this machine, with exactly that function's environment
+(:mod:`faceswap_local.environments`). Environments are reused while warm; new ones start when all are busy, up to:
+
+- SQS event sources (:class:`SqsEventSource`): the mapping's ``MaximumConcurrency`` pollers, each receiving a batch
+  with the queue's visibility timeout and invoking the function; a failed invocation (error, timeout, crash) leaves
+  every message to come back when its visibility timeout ends (the queue's or the one the handler set); with
+  ``ReportBatchItemFailures`` only the messages ``batchItemFailures`` names stay. The queue's redrive policy moves a
+  message to its DLQ after ``maxReceiveCount`` receives. With ``Runtime.s3_events.enabled`` every S3 event
   notification is delivered twice (S3 and SQS deliver at least once): :class:`S3EventDuplicator`.
-- DynamoDB stream event sources: a thread reads the table's stream and calls the handler with
-  ``Records`` as Lambda delivers them; a failed batch is retried, then sent to the ``OnFailure`` queue.
-- HttpApi event sources: :class:`Gateway` serves the routes on loopback as API Gateway HTTP API payload 2.0
-  events.
+- DynamoDB stream event sources (:class:`StreamEventSource`): one invocation at a time per shard, the template's
+  ``FilterCriteria``, ``MaximumRetryAttempts``, ``BisectBatchOnFunctionError`` and ``OnFailure`` destination.
+- HttpApi event sources (:class:`Gateway`): the routes on loopback as API Gateway HTTP API payload 2.0 events, with
+  the HTTP API's limits: 30 s integration timeout (503 to the caller while the function goes on) and Lambda's 6 MB
+  synchronous payload limit (413).
 
-Handlers are the real modules from ``functions/``, imported with the environment the template gives them
-(resolved to the local resources) plus the local configuration (endpoint URL, loopback allowance).
+A function's ``Timeout`` is enforced: an environment still running at its deadline is killed with its invocation.
+Every duration the stack applies can be multiplied by one ``time_scale`` (timeouts here; the queues' visibility
+timeouts and message delays in :mod:`faceswap_local.stack`).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import logging
-import os
 import re
-import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from werkzeug.wrappers import Request, Response
 
 from faceswap_cli.sigv4 import verify
+from faceswap_local.build import built_layer, lambda_python
+from faceswap_local.environments import FunctionImage, FunctionPool, Observer, Outcome, lambda_environment
 from faceswap_local.loopback import LoopbackServer
 from faceswap_local.stack import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, AwsStack, FunctionSpec, free_port
 
 logger = logging.getLogger("faceswap_local.runtime")
 
-# Powertools warns on every invocation that records no metric (an S3 test event, a stream record that ends no
-# job); on Lambda that goes to CloudWatch, here it would drown the demo's output.
-warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
-
-Handler = Callable[[dict[str, Any], Any], Any]
-
-
-@dataclass
-class LambdaContext:
-    """The parts of Lambda's context object the handlers and Powertools read."""
-
-    function_name: str
-    timeout_seconds: int
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-
-    def __post_init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + self.timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        """Milliseconds left before the function's timeout."""
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+INTEGRATION_TIMEOUT_SECONDS = 30
+"""API Gateway HTTP API's maximum integration timeout (https://docs.aws.amazon.com/apigateway/latest/developerguide/
+http-api-quotas.html); the caller gets 503 Service Unavailable while the function goes on."""
+SYNC_PAYLOAD_MAX_BYTES = 6 * 1024 * 1024
+"""Lambda's limit on a synchronous invocation's request and response payloads
+(https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html): a larger request is refused 413 before any
+invocation; a larger answer is an invocation error (500)."""
+HTTP_API_PAYLOAD_MAX_BYTES = 10 * 1024 * 1024
+"""API Gateway HTTP API's own payload limit (http-api-quotas.html, "Payload size")."""
 
 
-def load_handler(spec: FunctionSpec) -> Handler:
-    """Import ``functions/<name>/app.py`` under a unique module name and return its handler."""
-    module_name, attribute = spec.handler.rsplit(".", 1)
-    path = spec.code_dir / f"{module_name}.py"
-    unique = f"faceswap_function_{spec.logical_id}"
-    module_spec = importlib.util.spec_from_file_location(unique, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[unique] = module
-    module_spec.loader.exec_module(module)
-    return getattr(module, attribute)
+LOCAL_ONLY = frozenset(
+    {
+        "AWS_ENDPOINT_URL",
+        "RESULT_URL_ALLOW_LOOPBACK",
+        "POLL_DELAYS",
+        "POWERTOOLS_TRACE_DISABLED",
+        "POWERTOOLS_METRICS_DISABLED",
+    }
+)
+"""Local configuration every function gets although the template gives it to none: the endpoint of the moto server,
+the loopback allowance for result downloads from the emulators, quicker checks, tracing off (no X-Ray daemon) and
+metrics on (their EMF lines go to the log, as on Lambda)."""
 
 
-OWN_ENVIRONMENT = frozenset({"MAX_RECEIVE_COUNT"})
-"""Variables whose value differs between functions. The functions share one process here, so these may be read
-only while a function's module is imported (its ``Config.from_env()``); see :meth:`Runtime.start`."""
-
-
-def function_environment(stack: AwsStack, overrides: Mapping[str, str]) -> dict[str, str]:
-    """The environment every local function sees: the template's (merged over functions) plus ``overrides``.
-
-    Variables in :data:`OWN_ENVIRONMENT` are left out (each function gets its own value while it is imported).
-
-    Raises ``ValueError`` if two functions give another variable different values (they share a process here).
-    """
-    env: dict[str, str] = {}
-    for spec in stack.functions.values():
-        for name, value in spec.environment.items():
-            if name in overrides or name in OWN_ENVIRONMENT:
-                continue
-            if name in env and env[name] != value:
-                raise ValueError(f"functions disagree on {name}; the local runtime shares one environment")
-            env[name] = value
-    return {**env, **overrides}
-
-
-_invoking = threading.local()
-
-
-def current_function() -> str | None:
-    """The logical id of the function whose invocation runs on this thread, or ``None`` (e.g. an event source's
-    own polling)."""
-    return getattr(_invoking, "function", None)
-
-
-class Invoker:
-    """Calls a function's handler as Lambda would, one invocation at a time per function (like concurrency 1)."""
-
-    def __init__(self, spec: FunctionSpec, handler: Handler) -> None:
-        self.spec = spec
-        self.handler = handler
-        self.invocations = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, event: dict[str, Any]) -> Any:
-        with self._lock:
-            self.invocations += 1
-            _invoking.function = self.spec.logical_id
-            try:
-                return self.handler(event, LambdaContext(self.spec.logical_id, self.spec.timeout))
-            finally:
-                _invoking.function = None
+def function_variables(spec: FunctionSpec, overrides: Mapping[str, str]) -> dict[str, str]:
+    """One function's own variables: the template's for it (Globals and its own, resolved to the local resources),
+    each replaced by its override if there is one, plus the :data:`LOCAL_ONLY` overrides. An override of a variable
+    the template does not give this function is not added: no function sees another's variables."""
+    variables = {name: overrides.get(name, value) for name, value in spec.environment.items()}
+    variables.update({name: value for name, value in overrides.items() if name in LOCAL_ONLY})
+    return variables
 
 
 class S3EventDuplicator:
@@ -181,33 +127,87 @@ def _is_s3_event(body: str) -> bool:
     return isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
 
 
-class SqsPoller(threading.Thread):
-    """Long-polls one queue and invokes the function with SQS events (see the module docstring)."""
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source sends for ``messages`` (as ``ReceiveMessage`` returned them)."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+def sqs_messages_done(outcome: Outcome, message_ids: list[str], *, report_failures: bool) -> list[str]:
+    """Which messages of a batch the SQS event source deletes after ``outcome``.
+
+    As Lambda does (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html): a failed
+    invocation (an error, a timeout, a crash) deletes none, and every message comes back when its visibility timeout
+    ends (the queue's, or the one the handler set); a successful one deletes all of them, except, with
+    ``ReportBatchItemFailures``, those its ``batchItemFailures`` names. An answer that names an id not in the batch, or
+    an empty one, counts as a failure of the whole batch.
+    """
+    if outcome.failed:
+        return []
+    if not report_failures:
+        return list(message_ids)
+    payload = outcome.payload if isinstance(outcome.payload, dict) else {}
+    failures = payload.get("batchItemFailures") or []
+    try:
+        failed = {str(f["itemIdentifier"]) for f in failures}
+    except (TypeError, KeyError):
+        return []
+    if not failed <= set(message_ids) or "" in failed:
+        return []
+    return [m for m in message_ids if m not in failed]
+
+
+class SqsEventSource:
+    """An SQS event source mapping: ``concurrency`` pollers, each receiving a batch and invoking the function.
+
+    ``concurrency`` is the mapping's ``ScalingConfig.MaximumConcurrency`` (the most invocations it runs at once:
+    https://docs.aws.amazon.com/lambda/latest/dg/API_ScalingConfig.html); what happens to a batch after the
+    invocation is :func:`sqs_messages_done`. Messages are received with the queue's own visibility timeout, as Lambda
+    receives them. With ``Runtime.s3_events.enabled`` every S3 event notification is delivered twice.
+    """
 
     def __init__(
         self,
         sqs: Any,
         queue_url: str,
         queue_arn: str,
-        invoker: Invoker,
+        function: FunctionPool,
         *,
         batch_size: int,
+        concurrency: int,
+        report_failures: bool,
         stop: threading.Event,
-        retry_delay: int,
         duplicator: S3EventDuplicator | None = None,
     ) -> None:
-        super().__init__(daemon=True, name=f"sqs-{invoker.spec.logical_id}")
-        self._sqs, self._url, self._arn, self._invoke = sqs, queue_url, queue_arn, invoker
-        self._batch, self._stop, self._retry_delay = min(batch_size, 10), stop, retry_delay
+        self._sqs, self._url, self._arn, self._function = sqs, queue_url, queue_arn, function
+        self._batch, self._report_failures, self._stop = min(batch_size, 10), report_failures, stop
         self._duplicator = duplicator
+        self.threads = [
+            threading.Thread(target=self._run, daemon=True, name=f"sqs-{function.name}-{i}") for i in range(concurrency)
+        ]
 
-    def run(self) -> None:
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._poll_once()
             except Exception:
-                logger.exception("sqs poller error")
-                time.sleep(0.5)
+                if not self._stop.is_set():
+                    logger.exception("sqs event source error")
+                    time.sleep(0.5)
 
     def _poll_once(self) -> None:
         messages = self._sqs.receive_message(
@@ -223,55 +223,86 @@ class SqsPoller(threading.Thread):
             for message in messages:
                 if self._duplicator.copy_needed(message["Body"]):
                     self._sqs.send_message(QueueUrl=self._url, MessageBody=message["Body"])
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": m.get("MessageAttributes", {}),
-                    "md5OfBody": m.get("MD5OfBody", ""),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self._arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
-        try:
-            response = self._invoke(event) or {}
-            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        except Exception:
-            logger.exception("handler %s raised", self._invoke.spec.logical_id)
-            failed = {m["MessageId"] for m in messages}
-        for message in messages:
-            if message["MessageId"] in failed:
-                self._sqs.change_message_visibility(
-                    QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=self._retry_delay
-                )
-            else:
-                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
+        outcome = self._function.invoke(sqs_event(messages, self._arn))
+        if outcome.failed:
+            logger.info(
+                "%s failed: %s", self._function.name, outcome.error.get("errorMessage") if outcome.error else ""
+            )
+        done = set(
+            sqs_messages_done(outcome, [m["MessageId"] for m in messages], report_failures=self._report_failures)
+        )
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(messages)
+            if m["MessageId"] in done
+        ]
+        if entries:
+            self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
 
 
-class StreamPoller(threading.Thread):
-    """Reads a DynamoDB stream and invokes the function with its records (see the module docstring)."""
+def matches_filter(record: Any, pattern: Any) -> bool:
+    """Whether ``record`` matches an event filter ``pattern`` (the subset of Lambda's filter syntax the template
+    uses: nested objects, lists of allowed values, ``{"exists": bool}``, ``{"prefix": str}``, ``{"anything-but":
+    […]}``): https://docs.aws.amazon.com/lambda/latest/dg/invocation-eventfiltering.html."""
+    if isinstance(pattern, dict):
+        if not isinstance(record, dict):
+            return False
+        for key, sub in pattern.items():
+            if isinstance(sub, list) and any(isinstance(s, dict) and "exists" in s for s in sub):
+                present = key in record
+                if not any(isinstance(s, dict) and s.get("exists") == present for s in sub):
+                    return False
+                continue
+            if key not in record or not matches_filter(record[key], sub):
+                return False
+        return True
+    if isinstance(pattern, list):
+        values = record if isinstance(record, list) else [record]
+        return any(_matches_value(v, p) for v in values for p in pattern)
+    return bool(record == pattern)
+
+
+def _matches_value(value: Any, allowed: Any) -> bool:
+    if isinstance(allowed, dict):
+        if "prefix" in allowed:
+            return isinstance(value, str) and value.startswith(allowed["prefix"])
+        if "anything-but" in allowed:
+            excluded = allowed["anything-but"]
+            return value not in (excluded if isinstance(excluded, list) else [excluded])
+        return False
+    return bool(value == allowed)
+
+
+class StreamEventSource(threading.Thread):
+    """A DynamoDB stream event source mapping: one invocation at a time per shard (``ParallelizationFactor`` 1).
+
+    As Lambda does (https://docs.aws.amazon.com/lambda/latest/dg/with-ddb.html,
+    https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-params.html): records that match none of the
+    ``FilterCriteria`` are dropped without an invocation; a failed batch is retried up to ``MaximumRetryAttempts``
+    times (-1: until the record expires) from its first failed record (``ReportBatchItemFailures``), split in two on
+    a function error first when ``BisectBatchOnFunctionError`` (splits do not count as retries); then it is sent to
+    the ``OnFailure`` queue and the shard moves on.
+    """
 
     def __init__(
         self,
         streams: Any,
         sqs: Any,
         stream_arn: str,
-        invoker: Invoker,
+        function: FunctionPool,
         *,
         batch_size: int,
         max_retries: int,
+        bisect: bool,
+        filters: list[Any],
         on_failure_queue_url: str | None,
         stop: threading.Event,
     ) -> None:
-        super().__init__(daemon=True, name=f"stream-{invoker.spec.logical_id}")
-        self._streams, self._sqs, self._arn, self._invoke = streams, sqs, stream_arn, invoker
-        self._batch, self._retries, self._dlq, self._stop = batch_size, max_retries, on_failure_queue_url, stop
+        super().__init__(daemon=True, name=f"stream-{function.name}")
+        self._streams, self._sqs, self._arn, self._function = streams, sqs, stream_arn, function
+        self._batch, self._retries, self._bisect, self._filters = batch_size, max_retries, bisect, filters
+        self._dlq, self._stop = on_failure_queue_url, stop
+        self.filtered_out = 0
 
     def run(self) -> None:
         iterators: dict[str, str] = {}
@@ -287,44 +318,77 @@ class StreamPoller(threading.Thread):
                     response = self._streams.get_records(ShardIterator=iterators[shard_id], Limit=self._batch)
                     iterators[shard_id] = response["NextShardIterator"]
                     if response["Records"]:
-                        self._deliver(response["Records"])
+                        self._deliver(shard_id, response["Records"])
                         continue
                 time.sleep(0.2)
             except Exception:
-                logger.exception("stream poller error")
-                time.sleep(0.5)
+                if not self._stop.is_set():
+                    logger.exception("stream event source error")
+                    time.sleep(0.5)
 
-    def _deliver(self, records: list[dict[str, Any]]) -> None:
+    def _deliver(self, shard_id: str, records: list[dict[str, Any]]) -> None:
         for record in records:
             record.setdefault("eventSourceARN", self._arn)
-            for key in ("ApproximateCreationDateTime",):
-                value = record.get("dynamodb", {}).get(key)
-                if isinstance(value, datetime):
-                    record["dynamodb"][key] = value.timestamp()
-        pending = records
-        for _attempt in range(self._retries + 1):
-            try:
-                response = self._invoke({"Records": pending}) or {}
-                failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-            except Exception:
-                logger.exception("handler %s raised", self._invoke.spec.logical_id)
-                failed = {r["dynamodb"]["SequenceNumber"] for r in pending}
+            value = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+            if isinstance(value, datetime):
+                record["dynamodb"]["ApproximateCreationDateTime"] = value.timestamp()
+        kept = [r for r in records if not self._filters or any(matches_filter(r, f) for f in self._filters)]
+        self.filtered_out += len(records) - len(kept)
+        if kept:
+            self._invoke_until_done(shard_id, kept)
+
+    def _invoke_until_done(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        pending, retries = records, 0
+        while pending and not self._stop.is_set():
+            outcome = self._function.invoke({"Records": pending})
+            if outcome.failed and self._bisect and len(pending) > 1:
+                half = len(pending) // 2
+                self._invoke_until_done(shard_id, pending[:half])
+                self._invoke_until_done(shard_id, pending[half:])
+                return
+            failed = self._failed(outcome, pending)
             if not failed:
                 return
-            first = min(i for i, r in enumerate(pending) if r["dynamodb"]["SequenceNumber"] in failed)
-            pending = pending[first:]
+            pending = pending[min(i for i, r in enumerate(pending) if r["dynamodb"]["SequenceNumber"] in failed) :]
+            if self._retries >= 0 and retries >= self._retries:
+                self._discard(shard_id, pending)
+                return
+            retries += 1
             time.sleep(0.2)
-        if self._dlq:
-            self._sqs.send_message(
-                QueueUrl=self._dlq,
-                MessageBody=json.dumps(
-                    {
-                        "requestContext": {"condition": "RetryAttemptsExhausted"},
-                        "records": len(pending),
-                        "firstSequenceNumber": pending[0]["dynamodb"]["SequenceNumber"],
-                    }
-                ),
-            )
+
+    @staticmethod
+    def _failed(outcome: Outcome, pending: list[dict[str, Any]]) -> set[str]:
+        every = {r["dynamodb"]["SequenceNumber"] for r in pending}
+        if outcome.failed:
+            return every
+        payload = outcome.payload if isinstance(outcome.payload, dict) else {}
+        failed = {str(f.get("itemIdentifier")) for f in payload.get("batchItemFailures") or [] if isinstance(f, dict)}
+        return failed if failed <= every else every
+
+    def _discard(self, shard_id: str, pending: list[dict[str, Any]]) -> None:
+        """Send the batch's description to the ``OnFailure`` queue (the shape Lambda sends for a stream)."""
+        if not self._dlq:
+            return
+        self._sqs.send_message(
+            QueueUrl=self._dlq,
+            MessageBody=json.dumps(
+                {
+                    "requestContext": {
+                        "condition": "RetryAttemptsExhausted",
+                        "functionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self._function.name}",
+                        "approximateInvokeCount": self._retries + 1,
+                    },
+                    "DDBStreamBatchInfo": {
+                        "shardId": shard_id,
+                        "startSequenceNumber": pending[0]["dynamodb"]["SequenceNumber"],
+                        "endSequenceNumber": pending[-1]["dynamodb"]["SequenceNumber"],
+                        "batchSize": len(pending),
+                        "streamArn": self._arn,
+                    },
+                    "timestamp": datetime.now(UTC).isoformat(),
+                }
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -333,7 +397,7 @@ class Route:
 
     method: str
     path: str
-    invoker: Invoker
+    function: FunctionPool
     iam: bool
 
 
@@ -343,11 +407,24 @@ class Gateway(LoopbackServer):
     Routes authorised with ``AWS_IAM`` need a valid SigV4 signature made with the local stack's credentials
     (checked with botocore's signer, :func:`faceswap_cli.sigv4.verify`); otherwise the gateway answers
     ``403 {"message": "Forbidden"}`` without invoking the function, as API Gateway does.
+
+    Limits, as the HTTP API and Lambda apply them: a body over 10 MB is refused 413; an event over Lambda's 6 MB
+    synchronous payload limit is refused 413 without an invocation; an invocation that has not answered after
+    ``integration_timeout`` seconds gets 503 while it goes on in its environment; a function error, a timeout or
+    an answer over 6 MB gets 500.
     """
 
-    def __init__(self, routes: list[Route], *, credentials: tuple[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        routes: list[Route],
+        *,
+        credentials: tuple[str, str],
+        port: int | None = None,
+        integration_timeout: float = INTEGRATION_TIMEOUT_SECONDS,
+    ) -> None:
         self._routes = [(route, _route_regex(route.path)) for route in routes]
         self._credentials = credentials
+        self._integration_timeout = integration_timeout
         super().__init__(self._app, name="gateway", port=port)  # its url stands in for the HTTP API's invoke URL
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -379,7 +456,9 @@ class Gateway(LoopbackServer):
         )
 
     def _invoke(self, route: Route, request: Request, path_parameters: dict[str, str]) -> Response:
-        invoker, route_key = route.invoker, f"{route.method} {route.path}"
+        route_key = f"{route.method} {route.path}"
+        if (request.content_length or 0) > HTTP_API_PAYLOAD_MAX_BYTES:
+            return _message(413, "Request Entity Too Large")
         body = request.get_data()
         try:
             text: str | None = body.decode("utf-8")
@@ -432,16 +511,37 @@ class Gateway(LoopbackServer):
             "body": text if body else None,
             "isBase64Encoded": encoded,
         }
-        try:
-            result = invoker(event)
-        except Exception:
-            logger.exception("handler %s raised", invoker.spec.logical_id)
-            return Response(
-                json.dumps({"message": "Internal Server Error"}), status=500, content_type="application/json"
-            )
+        if len(json.dumps(event).encode("utf-8")) > SYNC_PAYLOAD_MAX_BYTES:
+            return _message(413, "Request Entity Too Large")
+        answered: dict[str, Outcome] = {}
+        done = threading.Event()
+
+        def invoke() -> None:
+            try:
+                answered["outcome"] = route.function.invoke(event)
+            except Exception as e:  # the runtime is stopping
+                answered["outcome"] = Outcome(error={"errorType": type(e).__name__, "errorMessage": str(e)})
+            finally:
+                done.set()
+
+        threading.Thread(target=invoke, daemon=True, name=f"gateway-{route.function.name}").start()
+        if not done.wait(self._integration_timeout):
+            logger.info("%s did not answer within the integration timeout: 503", route_key)
+            return _message(503, "Service Unavailable")
+        outcome = answered["outcome"]
+        if outcome.failed or not isinstance(outcome.payload, dict):
+            logger.info("%s failed: %s", route.function.name, (outcome.error or {}).get("errorMessage"))
+            return _message(500, "Internal Server Error")
+        result = outcome.payload
+        if len(json.dumps(result).encode("utf-8")) > SYNC_PAYLOAD_MAX_BYTES:
+            return _message(500, "Internal Server Error")
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode("utf-8")
         return Response(data, status=int(result.get("statusCode", 200)), headers=result.get("headers") or {})
+
+
+def _message(status: int, message: str) -> Response:
+    return Response(json.dumps({"message": message}), status=status, content_type="application/json")
 
 
 def _route_regex(path: str) -> re.Pattern[str]:
@@ -451,21 +551,35 @@ def _route_regex(path: str) -> re.Pattern[str]:
 
 
 class Runtime:
-    """Runs the template's functions against the local stack: SQS and stream pollers, and the gateway.
+    """Runs the template's functions against the local stack: event sources and the gateway, each invocation in
+    an execution environment of its function (:mod:`faceswap_local.environments`).
 
     Parameters
     ----------
     stack
         The created AWS resources and function specs.
     overrides
-        Local configuration added to every function's environment (endpoint URL, provider URLs…).
-    retry_delay
-        Seconds before a failed SQS message is delivered again.
+        Local configuration: replaces the template's value of a variable a function has (provider base URLs, the
+        callback base URL…) and adds the :data:`LOCAL_ONLY` ones (see :func:`function_variables`).
+    gateway_port
+        The gateway's port (a free one when ``None``).
+    time_scale
+        Multiplies every duration of the stack the runtime applies: functions' timeouts and the HTTP API's
+        integration timeout (the moto server and :func:`faceswap_local.stack.create_stack` scale the queues').
+    default_concurrency
+        Environments per function where the template sets no limit (HTTP routes; SQS without
+        ``MaximumConcurrency``).
+    log_stream
+        Where the functions' log lines are written (``None``: ``sys.stdout`` at the time of each line).
 
     Attributes
     ----------
     s3_events
         Delivers every S3 event notification twice once enabled (:class:`S3EventDuplicator`); off at first.
+    functions
+        Each function's :class:`FunctionPool`, by logical id.
+    observers
+        Who receives what execution environments report (starts as a copy of :data:`OBSERVERS`).
     """
 
     def __init__(
@@ -474,15 +588,21 @@ class Runtime:
         overrides: Mapping[str, str],
         *,
         gateway_port: int | None = None,
-        retry_delay: int = 2,
+        time_scale: float = 1.0,
+        default_concurrency: int = 10,
+        log_stream: IO[str] | None = None,
     ) -> None:
         self.stack = stack
         self.stop_event = threading.Event()
         self.gateway_port = gateway_port or free_port()
+        self.time_scale = time_scale
         self._overrides = dict(overrides)
-        self._retry_delay = retry_delay
+        self._default_concurrency = default_concurrency
+        self._log_stream = log_stream
         self.s3_events = S3EventDuplicator()
-        self.invokers: dict[str, Invoker] = {}
+        self.functions: dict[str, FunctionPool] = {}
+        self.observers: list[Observer] = list(OBSERVERS)
+        self.stream_sources: list[StreamEventSource] = []
         self._threads: list[threading.Thread] = []
         self.gateway: Gateway | None = None
 
@@ -491,65 +611,108 @@ class Runtime:
         """The gateway's base URL."""
         return f"http://127.0.0.1:{self.gateway_port}"
 
+    def image(self, spec: FunctionSpec, layer_root: Path) -> FunctionImage:
+        """What ``spec``'s execution environments are made from (its environment, scaled timeout…)."""
+        handler = spec.handler
+        return FunctionImage(
+            name=spec.logical_id,
+            task_root=spec.code_dir.resolve(),
+            layer_root=layer_root,
+            handler=handler,
+            environment=lambda_environment(
+                name=spec.logical_id,
+                variables=function_variables(spec, self._overrides),
+                region=REGION,
+                task_root=spec.code_dir.resolve(),
+                credentials=(ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+                memory_mb=spec.memory_mb,
+                handler=handler,
+                log_format=spec.log_format,
+                application_log_level=spec.application_log_level,
+            ),
+            timeout_seconds=spec.timeout * self.time_scale,
+            memory_mb=spec.memory_mb,
+            application_log_level=spec.application_log_level if (spec.log_format or "").upper() == "JSON" else None,
+            python=lambda_python(),
+            function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{spec.logical_id}",
+            observers=self.observers,
+            log_stream=self._log_stream,
+        )
+
     def start(self) -> None:
-        """Set the functions' environment, import their handlers, and start polling and serving."""
-        os.environ.update(function_environment(self.stack, self._overrides))
-        for logical_id, spec in self.stack.functions.items():
-            own = {k: v for k, v in spec.environment.items() if k in OWN_ENVIRONMENT and k not in self._overrides}
-            os.environ.update(own)  # read by the module's configuration as it is imported
-            try:
-                self.invokers[logical_id] = Invoker(spec, load_handler(spec))
-            finally:
-                for name in own:
-                    os.environ.pop(name, None)
+        """Build the layer for this machine if needed, then start the event sources and the gateway (execution
+        environments start on the first invocation that needs one, as cold starts do)."""
+        layer_root = built_layer()
         sqs = self.stack.client("sqs")
         routes: list[Route] = []
         for logical_id, spec in self.stack.functions.items():
-            invoker = self.invokers[logical_id]
+            limits = [
+                int(e.get("ScalingConfig", {}).get("MaximumConcurrency", self._default_concurrency))
+                for e in spec.events.values()
+                if e["Type"] == "SQS"
+            ]
+            pool = FunctionPool(self.image(spec, layer_root), max_environments=sum(limits) or self._default_concurrency)
+            self.functions[logical_id] = pool
             for event in spec.events.values():
                 if event["Type"] == "SQS":
                     arn = event["Queue"]
                     url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
-                    self._threads.append(
-                        SqsPoller(
-                            sqs,
-                            url,
-                            arn,
-                            invoker,
-                            batch_size=int(event.get("BatchSize", 10)),
-                            stop=self.stop_event,
-                            retry_delay=self._retry_delay,
-                            duplicator=self.s3_events,
-                        )
+                    source = SqsEventSource(
+                        sqs,
+                        url,
+                        arn,
+                        pool,
+                        batch_size=int(event.get("BatchSize", 10)),
+                        concurrency=int(
+                            event.get("ScalingConfig", {}).get("MaximumConcurrency", self._default_concurrency)
+                        ),
+                        report_failures="ReportBatchItemFailures" in event.get("FunctionResponseTypes", []),
+                        stop=self.stop_event,
+                        duplicator=self.s3_events,
                     )
+                    self._threads.extend(source.threads)
                 elif event["Type"] == "DynamoDB":
                     dlq_arn = event.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
                     dlq_url = sqs.get_queue_url(QueueName=dlq_arn.rsplit(":", 1)[1])["QueueUrl"] if dlq_arn else None
-                    self._threads.append(
-                        StreamPoller(
-                            self.stack.client("dynamodbstreams"),
-                            sqs,
-                            event["Stream"],
-                            invoker,
-                            batch_size=int(event.get("BatchSize", 100)),
-                            max_retries=min(int(event.get("MaximumRetryAttempts", 3)), 5),
-                            on_failure_queue_url=dlq_url,
-                            stop=self.stop_event,
-                        )
+                    filters = [json.loads(f["Pattern"]) for f in event.get("FilterCriteria", {}).get("Filters", [])]
+                    stream_source = StreamEventSource(
+                        self.stack.client("dynamodbstreams"),
+                        sqs,
+                        event["Stream"],
+                        pool,
+                        batch_size=int(event.get("BatchSize", 100)),
+                        max_retries=int(event.get("MaximumRetryAttempts", -1)),
+                        bisect=bool(event.get("BisectBatchOnFunctionError", False)),
+                        filters=filters,
+                        on_failure_queue_url=dlq_url,
+                        stop=self.stop_event,
                     )
+                    self.stream_sources.append(stream_source)
+                    self._threads.append(stream_source)
                 elif event["Type"] == "HttpApi":
                     default = self.stack.default_authorizers.get(str(event.get("ApiId")), "NONE")
                     authorizer = event.get("Auth", {}).get("Authorizer", default)
-                    routes.append(Route(event["Method"].upper(), event["Path"], invoker, iam=authorizer == "AWS_IAM"))
-        self.gateway = Gateway(routes, credentials=(ACCESS_KEY_ID, SECRET_ACCESS_KEY), port=self.gateway_port)
+                    routes.append(Route(event["Method"].upper(), event["Path"], pool, iam=authorizer == "AWS_IAM"))
+        self.gateway = Gateway(
+            routes,
+            credentials=(ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+            port=self.gateway_port,
+            integration_timeout=INTEGRATION_TIMEOUT_SECONDS * self.time_scale,
+        )
         self.gateway.start()
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """Stop the pollers (each finishes its current long poll) and the gateway."""
+        """Stop the event sources (each finishes its current long poll), the gateway and every environment."""
         self.stop_event.set()
         if self.gateway is not None:
             self.gateway.stop()
+        for pool in self.functions.values():
+            pool.close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+OBSERVERS: list[Observer] = []
+"""Observers every :class:`Runtime` made from now on reports to (the integration tests' IAM check adds itself)."""

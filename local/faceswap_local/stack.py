@@ -8,7 +8,9 @@ environment (Globals + function) and event sources, for the local runtime to run
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import secrets
 import socket
 import threading
@@ -48,6 +50,9 @@ class FunctionSpec:
     environment: dict[str, str]
     events: dict[str, dict[str, Any]]
     timeout: int
+    memory_mb: int = 128
+    log_format: str | None = None
+    application_log_level: str | None = None
 
 
 @dataclass
@@ -73,6 +78,19 @@ class AwsStack:
         )
 
 
+SQS_DURATIONS = {
+    "SendMessage": ("DelaySeconds",),
+    "ChangeMessageVisibility": ("VisibilityTimeout",),
+    "ReceiveMessage": ("VisibilityTimeout",),
+}
+"""SQS request parameters that are durations (seconds), by operation; batch operations scale their entries'."""
+
+
+def scaled_seconds(seconds: float, scale: float) -> int:
+    """``seconds`` times the local stack's time scale, rounded up (a positive duration stays at least 1 s)."""
+    return 0 if seconds <= 0 else max(1, math.ceil(seconds * scale))
+
+
 class MotoServer:
     """moto in server mode on a free loopback port, serving DynamoDB one request at a time.
 
@@ -80,10 +98,15 @@ class MotoServer:
     two requests on different threads could both pass the same condition. The pipeline's guarantees rest on
     that atomicity (forward-only job states, the call ceilings), so the local stack serves DynamoDB's requests
     in turn, as DynamoDB would apply them.
+
+    With a ``time_scale`` other than 1, every duration in an SQS request (a message's delay, a visibility
+    timeout) is multiplied by it, as the local runtime multiplies every other duration of the stack (functions'
+    timeouts, queues' visibility timeouts): one clock for the whole local stack, run faster or slower.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, time_scale: float = 1.0) -> None:
         self.port = port or free_port()
+        self.time_scale = time_scale
         self._dynamodb = threading.Lock()
         self._server = make_server(
             "127.0.0.1",
@@ -110,16 +133,38 @@ class MotoServer:
 
     def _app(self, moto: Callable[[dict[str, Any], Callable[..., Any]], Any]) -> Callable[..., Any]:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            if target.startswith("AmazonSQS.") and self.time_scale != 1:
+                self._scale_sqs_request(environ, target.split(".", 1)[1])
+            if not target.startswith("DynamoDB"):
                 return moto(environ, start_response)
             with self._dynamodb:
                 return list(moto(environ, start_response))  # the whole answer, before the next request starts
 
         return app
 
+    def _scale_sqs_request(self, environ: dict[str, Any], operation: str) -> None:
+        """Scale the durations of an SQS request in the JSON protocol (see the class docstring)."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        entries = body.get("Entries") if operation.endswith("Batch") else [body]
+        names = SQS_DURATIONS.get(operation.removesuffix("Batch"), ())
+        for entry in entries or []:
+            for name in names:
+                if isinstance(entry.get(name), int):
+                    entry[name] = scaled_seconds(entry[name], self.time_scale)
+        data = json.dumps(body).encode("utf-8")
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+
 
 def create_stack(
-    template_path: Path, endpoint_url: str, *, parameters: dict[str, str] | None = None, stack_name: str = STACK_NAME
+    template_path: Path,
+    endpoint_url: str,
+    *,
+    parameters: dict[str, str] | None = None,
+    stack_name: str = STACK_NAME,
+    time_scale: float = 1.0,
 ) -> AwsStack:
     """Create the template's data resources in the moto server at ``endpoint_url``.
 
@@ -133,6 +178,8 @@ def create_stack(
         Template parameter overrides (defaults come from the template).
     stack_name
         Prefix of the resource names (unique per stack, so cached secrets never cross stacks).
+    time_scale
+        Multiplies the queues' durations (visibility timeout, delay), as the runtime does the functions' timeouts.
 
     Returns
     -------
@@ -162,7 +209,7 @@ def create_stack(
     }
     queues = by_type.get("AWS::SQS::Queue", {})
     for logical_id in sorted(queues, key=lambda k: "RedrivePolicy" in queues[k].get("Properties", {})):
-        _create_queue(sqs, stack_name, logical_id, queues[logical_id].get("Properties", {}), resolver)
+        _create_queue(sqs, stack_name, logical_id, queues[logical_id].get("Properties", {}), resolver, time_scale)
     for logical_id, resource in by_type.get("AWS::DynamoDB::Table", {}).items():
         _create_table(ddb, stack_name, logical_id, resource["Properties"], resolver)
     for logical_id, resource in by_type.get("AWS::Events::EventBus", {}).items():
@@ -205,12 +252,15 @@ def create_stack(
     for logical_id in by_type.get("AWS::Serverless::LayerVersion", {}):
         resolver.refs[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical_id}:1"
 
-    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-    globals_timeout = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    function_globals = template.get("Globals", {}).get("Function", {})
+    globals_env = function_globals.get("Environment", {}).get("Variables", {})
     root = template_path.parent
     for logical_id, resource in by_type.get("AWS::Serverless::Function", {}).items():
         props = resource["Properties"]
         env = {**globals_env, **props.get("Environment", {}).get("Variables", {})}
+        logging_config = resolver.resolve(
+            {**function_globals.get("LoggingConfig", {}), **props.get("LoggingConfig", {})}
+        )
         stack.functions[logical_id] = FunctionSpec(
             logical_id=logical_id,
             code_dir=root / props["CodeUri"],
@@ -220,7 +270,10 @@ def create_stack(
                 name: {"Type": e["Type"], **resolver.resolve(e.get("Properties", {}))}
                 for name, e in props.get("Events", {}).items()
             },
-            timeout=int(props.get("Timeout", globals_timeout)),
+            timeout=int(props.get("Timeout", function_globals.get("Timeout", 3))),
+            memory_mb=int(props.get("MemorySize", function_globals.get("MemorySize", 128))),
+            log_format=logging_config.get("LogFormat"),
+            application_log_level=logging_config.get("ApplicationLogLevel"),
         )
     stack.refs, stack.attributes = resolver.refs, resolver.attributes
     for name, output in template.get("Outputs", {}).items():
@@ -231,9 +284,14 @@ def create_stack(
     return stack
 
 
-def _create_queue(sqs: Any, stack_name: str, logical_id: str, props: dict[str, Any], resolver: Resolver) -> None:
+def _create_queue(
+    sqs: Any, stack_name: str, logical_id: str, props: dict[str, Any], resolver: Resolver, time_scale: float
+) -> None:
     attributes: dict[str, str] = {}
-    for name in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"):
+    for name in ("VisibilityTimeout", "DelaySeconds"):
+        if name in props:
+            attributes[name] = str(scaled_seconds(int(props[name]), time_scale))
+    for name in ("MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds"):
         if name in props:
             attributes[name] = str(props[name])
     if "RedrivePolicy" in props:

@@ -787,7 +787,7 @@ def _drive(settings: RunSettings, face: bytes, targets: list[bytes]) -> tuple[Ob
         observed.injected = faults_by_kind(
             (i.kind for i in piapi.injected), s3_event_duplicates=runtime.s3_events.duplicated
         )
-        observed.invocations = {name: invoker.invocations for name, invoker in runtime.invokers.items()}
+        observed.invocations = {name: pool.invocations for name, pool in runtime.functions.items()}
         observed.create_errors = dict(
             Counter(i.job_id for i in piapi.injected if i.kind == "create_error" and i.job_id)
         )

@@ -99,9 +99,16 @@ def requests_allowed_by_the_template(aws_requests: RequestLog) -> Iterator[None]
     assert not refused, "IAM would refuse:\n" + "\n".join(refused)
 
 
+FUNCTION_LOG = ROOT / ".local" / "logs" / "integration-functions.log"
+"""Where the integration stack's functions log (tests read lines through the runtime's observers)."""
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
+    FUNCTION_LOG.parent.mkdir(parents=True, exist_ok=True)
+    log = FUNCTION_LOG.open("w", encoding="utf-8")
     local = LocalStack(
+        log_stream=log,
         parameters={"ResultMaxBytes": str(RESULT_MAX_BYTES), "DefaultProvider": "piapi"},
         config={
             "POLL_DELAYS": json.dumps(
@@ -137,6 +144,7 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         local.stop()
+        log.close()
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,22 @@
 """Checks every AWS request a function makes on the local stack against that function's IAM policy in
-``template.yaml``, so a permission the code needs and the template lacks fails a test here instead of a
-deployment (moto does not enforce IAM).
+``template.yaml``, so a permission the code needs and the template lacks fails a test here instead of a deployment
+(moto does not enforce IAM).
 
-A request counts when a function's handler makes it (the local runtime's own polling stands for Lambda's event
-source mappings, whose permissions SAM adds). The function's policies are its ``Policies`` in the template: inline
-statements as written, SAM policy templates expanded by ``samtranslator`` (``sam_policies.py``, which ``make
-integration`` runs in the SAM CLI's environment), every intrinsic resolved with the physical names of the stack
-that made the request. A statement allows a request when one of its ``Action``
-patterns matches the request's IAM action and one of its ``Resource`` patterns matches the resource's ARN.
+A request counts when a function's code makes it: each execution environment reports every botocore call its
+function makes, with the error code it was answered with (``faceswap_local.environments.AwsCall``); the local
+runtime's own polling stands for Lambda's event source mappings, whose permissions SAM adds. The function's policies
+are its ``Policies`` in the template: inline statements as written, SAM policy templates expanded by
+``samtranslator`` (``sam_policies.py``, which ``make integration`` runs in the SAM CLI's environment), every
+intrinsic resolved with the physical names of the stack that made the request. A statement allows a request when one
+of its ``Action`` patterns matches the request's IAM action and one of its ``Resource`` patterns matches the
+resource's ARN.
 
-A presigned URL counts as the request it presigns: whoever follows it acts with the signing function's
-permissions. Not covered: statement ``Condition``s (ignored, so a condition could still refuse a request) and
-keys used implicitly through SSE-KMS.
+A presigned URL counts as the request it presigns: whoever follows it acts with the signing function's permissions.
+A ``HeadObject`` or ``GetObject`` that S3 answers "no such key" also needs ``s3:ListBucket`` on the bucket: without
+it S3 answers 403 Forbidden instead of 404, so code that treats "absent" as a normal outcome would fail on AWS where
+moto told it "absent" (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html and API_GetObject.html,
+"Permissions"). A request this module cannot map to its IAM action fails the check. Not covered: statement
+``Condition``s (ignored, so a condition could still refuse a request) and keys used implicitly through SSE-KMS.
 """
 
 from __future__ import annotations
@@ -25,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import botocore.client
-import botocore.signers
 import pytest
 
 from faceswap_local import stack as local_aws
-from faceswap_local.runtime import current_function
+from faceswap_local.environments import AwsCall, Observer
+from faceswap_local.runtime import OBSERVERS
 from faceswap_local.stack import ACCOUNT_ID, REGION, AwsStack
 from faceswap_local.template import Resolver, load_template
 
@@ -73,8 +77,18 @@ class Request:
     needs: tuple[tuple[str, str], ...]
 
 
-def needs(service: str, operation: str, params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The ``(IAM action, resource ARN)`` pairs a request needs; raises ``ValueError`` for one not mapped here."""
+ABSENT_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+"""Error codes with which S3 says a key does not exist (``HeadObject`` answers a bare 404, ``GetObject`` NoSuchKey)."""
+
+
+def needs(
+    service: str, operation: str, params: dict[str, Any], *, error_code: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The ``(IAM action, resource ARN)`` pairs a request needs; raises ``ValueError`` for one not mapped here.
+
+    ``error_code`` is the code of the error the request was answered with, if any: an S3 read answered "no such
+    key" needs ``s3:ListBucket`` on the bucket as well (see the module docstring).
+    """
     if service == "dynamodb":
         tables = [params["TableName"]] if "TableName" in params else list(params.get("RequestItems", {}))
         if not tables:
@@ -93,7 +107,11 @@ def needs(service: str, operation: str, params: dict[str, Any]) -> tuple[tuple[s
         if params.get("VersionId"):
             action = S3_VERSIONED.get(action, action)
         arn = f"arn:aws:s3:::{bucket}/{params['Key']}"
-        extra = (("s3:PutObjectTagging", arn),) if operation == "PutObject" and params.get("Tagging") else ()
+        extra: tuple[tuple[str, str], ...] = ()
+        if operation == "PutObject" and params.get("Tagging"):
+            extra = (("s3:PutObjectTagging", arn),)
+        if operation in ("GetObject", "HeadObject") and error_code in ABSENT_KEY_CODES:
+            extra = (("s3:ListBucket", f"arn:aws:s3:::{bucket}"),)
         return ((action, arn), *extra)
     if service == "sqs":
         if "QueueUrl" not in params:
@@ -143,7 +161,7 @@ class Policies:
         return self._cache[key]
 
 
-class RequestLog:
+class RequestLog(Observer):
     """Records the AWS requests functions make on every local stack started while installed."""
 
     def __init__(self, policies: Policies) -> None:
@@ -155,13 +173,9 @@ class RequestLog:
 
     @contextmanager
     def installed(self) -> Iterator[RequestLog]:
-        """Hook stack creation and every botocore request and presigned URL while the block runs."""
+        """Observe every local runtime and remember every stack created while the block runs."""
         log = self
-        create_stack, api_call, presign = (
-            local_aws.create_stack,
-            botocore.client.BaseClient._make_api_call,
-            botocore.signers.generate_presigned_url,
-        )
+        create_stack = local_aws.create_stack
 
         def creating(*args: Any, **kwargs: Any) -> AwsStack:
             created = create_stack(*args, **kwargs)
@@ -169,28 +183,25 @@ class RequestLog:
                 log.stacks.append(created)
             return created
 
-        def calling(client: Any, operation: str, params: dict[str, Any]) -> Any:
-            function = current_function()
-            if function is not None:
-                log._record(function, client.meta.service_model.service_name, operation, params)
-            return api_call(client, operation, params)
-
-        def presigning(client: Any, method: str, Params: Any = None, **kwargs: Any) -> str:
-            function = current_function()
-            if function is not None:
-                operation = client.meta.method_to_api_mapping.get(method, method)
-                log._record(function, client.meta.service_model.service_name, operation, dict(Params or {}))
-            return str(presign(client, method, Params=Params, **kwargs))
-
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(local_aws, "create_stack", creating)
-            patch.setattr(botocore.client.BaseClient, "_make_api_call", calling)
-            patch.setattr(botocore.signers, "generate_presigned_url", presigning)  # bound as clients are made
-            yield self
+            OBSERVERS.append(self)
+            try:
+                yield self
+            finally:
+                OBSERVERS.remove(self)
 
-    def _record(self, function: str, service: str, operation: str, params: dict[str, Any]) -> None:
+    def aws_call(self, call: AwsCall) -> None:
+        """Record ``call`` (an :class:`faceswap_local.environments.Observer` method)."""
+        self._record(call.function, call.service, call.operation, call.params, error_code=call.error_code)
+
+    def _record(
+        self, function: str, service: str, operation: str, params: dict[str, Any], *, error_code: str | None = None
+    ) -> None:
         try:
-            request = Request(function, f"{service}:{operation}", needs(service, operation, params))
+            request = Request(
+                function, f"{service}:{operation}", needs(service, operation, params, error_code=error_code)
+            )
         except (ValueError, KeyError) as e:
             with self._lock:
                 self._unmapped.append(f"{function} {service}:{operation}: {e}")

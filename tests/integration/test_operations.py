@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from conftest import FACES, Stack
 from faceswap.ids import webhook_secret
 from faceswap.model import Job, JobState
 from faceswap_local import redrive
+from faceswap_local.environments import Observer
 
 JOB_KEYS = ("job_id", "provider", "provider_task_id")
 LIFECYCLE = {
@@ -35,22 +34,20 @@ LIFECYCLE = {
 """Messages that are always about one job."""
 
 
-class Output(io.TextIOBase):
-    """What the functions write (log lines and EMF records), from every runtime thread."""
+class Output(Observer):
+    """What the functions write to their logs (log lines and EMF records), from every execution environment."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._lock = threading.Lock()
-        self._chunks: list[str] = []
+        self._lines: list[str] = []
 
-    def write(self, text: str) -> int:
+    def log_line(self, function: str, line: str) -> None:
         with self._lock:
-            self._chunks.append(text)
-        return len(text)
+            self._lines.append(line)
 
     def text(self) -> str:
         with self._lock:
-            return "".join(self._chunks)
+            return "\n".join(self._lines)
 
     def records(self) -> list[dict[str, Any]]:
         """Every JSON line written so far."""
@@ -64,27 +61,16 @@ class Output(io.TextIOBase):
 
 
 @contextmanager
-def function_output() -> Iterator[Output]:
-    """Capture the functions' stdout while the block runs.
-
-    Powertools' logger keeps the stream it was made with (``sys.stdout`` when the stack started), so its
-    handler is pointed here; EMF records are printed, so ``sys.stdout`` is too (the runtime's threads see it).
-    """
+def function_output(stack: Stack) -> Iterator[Output]:
+    """Capture the lines the functions write to their logs while the block runs (CloudWatch Logs, locally)."""
     output = Output()
-    handlers = {
-        id(handler): handler
-        for name, module in list(sys.modules.items())
-        if name.startswith("faceswap_function_")
-        for handler in module.logger.handlers
-    }
-    previous = {key: handler.setStream(output) for key, handler in handlers.items()}
-    stdout, sys.stdout = sys.stdout, output
+    runtime = stack.local.runtime
+    assert runtime is not None
+    runtime.observers.append(output)
     try:
         yield output
     finally:
-        sys.stdout = stdout
-        for key, handler in handlers.items():
-            handler.setStream(previous[key])
+        runtime.observers.remove(output)
 
 
 def wait_for_line(output: Output, job_id: str, message: str, timeout: float = 30) -> None:
@@ -108,7 +94,7 @@ def test_every_log_line_of_a_job_carries_its_keys_and_no_secret(stack: Stack) ->
     stack.piapi.faults.processing_seconds = 2.5  # the poller looks (after 1 s) before the webhook comes
     stack.piapi.faults.get_errors = 1  # and its first look fails: the domain's warning line
 
-    with function_output() as output:
+    with function_output(stack) as output:
         job = run_job(stack, "incoming/obama/correlated.jpg", output)
 
     lines = output.logs()
@@ -134,7 +120,7 @@ def test_every_log_line_of_a_job_carries_its_keys_and_no_secret(stack: Stack) ->
 
 
 def test_a_job_emits_its_metrics(stack: Stack) -> None:
-    with function_output() as output:
+    with function_output(stack) as output:
         job = run_job(stack, "incoming/obama/measured.jpg", output)
 
     namespace = stack.local.stack.outputs["MetricsNamespace"]  # type: ignore[union-attr]

@@ -71,13 +71,13 @@ def test_provider_expired_result_is_a_retryable_failure(stack: Stack, provider: 
 
 @pytest.mark.parametrize("provider", ["ailabapi", "aiphotocraft"])
 def test_polling_provider_completes_without_any_webhook(stack: Stack, provider: str) -> None:
-    callbacks_before = stack.local.runtime.invokers["CallbackFunction"].invocations  # type: ignore[union-attr]
+    callbacks_before = stack.local.runtime.functions["CallbackFunction"].invocations  # type: ignore[union-attr]
     job = run_manifest(
         stack, f"polling-{provider}", (FACES / "obama.jpg").read_bytes(), swap="biden.jpg", provider=provider
     )
 
     assert job.state is JobState.SUCCEEDED, job.error
-    assert stack.local.runtime.invokers["CallbackFunction"].invocations == callbacks_before  # type: ignore[union-attr]
+    assert stack.local.runtime.functions["CallbackFunction"].invocations == callbacks_before  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("provider", ["piapi", "crun"])

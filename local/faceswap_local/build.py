@@ -1,0 +1,82 @@
+"""The local stack's build of the shared layer: ``layers/shared/Makefile``, for this machine, in a folder of its own.
+
+``sam build`` builds the layer for Lambda (arm64); the local runtime runs each function from the same Makefile's
+output built for this machine's architecture (``PLATFORM=native``) under ``.local/build/``, never from the source
+tree or the development virtual environment, so a module the layer lacks fails locally as it would on AWS. A build
+is kept under a digest of everything it is made from and reused until one of those files changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER_SOURCE = ROOT / "layers" / "shared"
+BUILD_DIR = Path(os.environ.get("FACESWAP_LOCAL_STATE_DIR") or ROOT / ".local") / "build"
+
+
+def layer_digest(source: Path = LAYER_SOURCE) -> str:
+    """sha256 (hex, 16 characters) of the layer's sources: its Makefile, requirements and ``faceswap`` package."""
+    digest = hashlib.sha256()
+    files = [source / "Makefile", source / "requirements.txt", *sorted((source / "faceswap").rglob("*.py"))]
+    for path in files:
+        digest.update(str(path.relative_to(source)).encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def built_layer(source: Path = LAYER_SOURCE, build_dir: Path = BUILD_DIR) -> Path:
+    """The layer built for this machine: the folder Lambda would mount as ``/opt/python``.
+
+    Builds it (``make build-SharedLayer PLATFORM=native``, about 10 to 60 s, pip's cache permitting) when no build
+    of the current sources exists; one process builds at a time (a file lock) and older builds are removed.
+
+    Raises
+    ------
+    RuntimeError
+        The Makefile failed (its output is in the message).
+    """
+    digest = layer_digest(source)
+    final = build_dir / f"SharedLayer-{digest}"
+    if (final / "python" / "faceswap").is_dir():
+        return final / "python"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with (build_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "python" / "faceswap").is_dir():
+            return final / "python"
+        staging = build_dir / f".staging-{digest}"
+        shutil.rmtree(staging, ignore_errors=True)
+        done = subprocess.run(  # noqa: S603 - make, from PATH, on the layer's own Makefile
+            [
+                shutil.which("make") or "make",
+                "--no-print-directory",
+                "-C",
+                str(source),
+                "build-SharedLayer",
+                f"ARTIFACTS_DIR={staging}",
+                "PLATFORM=native",
+                f"PYTHON={sys.executable}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"building the shared layer failed:\n{done.stdout}\n{done.stderr}")
+        for old in build_dir.glob("SharedLayer-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        staging.rename(final)
+    return final / "python"
+
+
+def lambda_python() -> str:
+    """The Python interpreter execution environments run: the base interpreter of this virtual environment
+    (3.13, as the template's ``Runtime``), started isolated (``-I -S``) so none of its packages are importable;
+    ``FACESWAP_LAMBDA_PYTHON`` overrides it."""
+    return os.environ.get("FACESWAP_LAMBDA_PYTHON") or getattr(sys, "_base_executable", sys.executable)
