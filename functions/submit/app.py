@@ -11,9 +11,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import SqsMessageDelay
+from faceswap.aws import SqsMessageDelay, retry_backoff
 from faceswap.config import Config
-from faceswap.errors import RateLimited
+from faceswap.errors import ProviderUnavailable, RateLimited
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.requests import requests_in_message
 from faceswap.wiring import build_pipeline
@@ -51,10 +51,14 @@ def record_handler(record: SQSRecord) -> None:
         try:
             job = pipeline.submit(request)
         except Exception as e:
+            deliveries = int(record.attributes.approximate_receive_count)
             if isinstance(e, RateLimited):
                 # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
                 message_delay.delay(record.receipt_handle, e.retry_after or 1)
-            pipeline.failed_delivery(request.job_id, e, deliveries=int(record.attributes.approximate_receive_count))
+            elif isinstance(e, ProviderUnavailable):
+                # The provider could not take the task: try again soon, not after the queue's 6-minute visibility.
+                message_delay.delay(record.receipt_handle, e.retry_after or retry_backoff(deliveries))
+            pipeline.failed_delivery(request.job_id, e, deliveries=deliveries)
             failure = failure or e
             continue
         logger.info(

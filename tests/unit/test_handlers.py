@@ -347,3 +347,26 @@ def test_publisher_publishes_job_succeeded_once_per_terminal_change(aws: dict[st
     assert published["source"] == "faceswap.pipeline"
     assert published["detail"]["job_id"] == JOB_ID
     assert published["detail"]["result"]["sha256"] == "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+@pytest.mark.parametrize(("deliveries", "retry_after", "delay"), [(1, None, 10), (2, None, 30), (2, 7.0, 7.0)])
+def test_submit_paces_a_create_the_provider_could_not_take_instead_of_the_visibility_timeout(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, deliveries: int, retry_after: float | None, delay: float
+) -> None:
+    aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="faces/obama.jpg", Body=b"\xff\xd8\xff face")
+    version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="incoming/obama/c.jpg", Body=b"x")["VersionId"]
+    module = load("submit")
+    delays: list[tuple[str, float]] = []
+
+    def failing(request: Any) -> Any:
+        raise ProviderUnavailable("the provider answered 503", retry_after=retry_after)
+
+    monkeypatch.setattr(module.pipeline, "submit", failing)
+    monkeypatch.setattr(module.message_delay, "delay", lambda handle, seconds: delays.append((handle, seconds)))
+    sample = with_version("sqs_s3_put_incoming.json", version)
+    sample["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(deliveries)
+
+    with pytest.raises(BatchProcessingError):
+        module.lambda_handler(sample, Context())
+
+    assert delays == [(sample["Records"][0]["receiptHandle"], delay)]

@@ -431,6 +431,12 @@ class SqsRequestQueue:
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=request_to_message(request))
 
 
+def retry_backoff(deliveries: int, *, first: float = 10.0, factor: float = 3.0, most: float = 300.0) -> float:
+    """Seconds before a message that failed on its ``deliveries``-th delivery is delivered again: ``first``,
+    then ``factor`` times longer each time, at most ``most`` (10, 30, 90, 270, 300… s by default)."""
+    return float(min(most, first * factor ** max(0, deliveries - 1)))
+
+
 class SqsMessageDelay:
     """Makes a message received from ``queue_url`` visible again after a chosen delay (instead of the queue's
     visibility timeout)."""
@@ -440,12 +446,17 @@ class SqsMessageDelay:
         self._queue_url = queue_url
 
     def delay(self, receipt_handle: str, seconds: float) -> None:
-        """Best effort: if the change fails, the message comes back after the queue's visibility timeout."""
-        with contextlib.suppress(ClientError):
+        """Best effort: if the change fails (logged as a warning), the message comes back after the queue's
+        visibility timeout. Needs ``sqs:ChangeMessageVisibility`` on the queue."""
+        try:
             self._client.change_message_visibility(
                 QueueUrl=self._queue_url,
                 ReceiptHandle=receipt_handle,
                 VisibilityTimeout=max(1, min(43_200, math.ceil(seconds))),
+            )
+        except ClientError as e:
+            logger.warning(
+                "could not delay a message; it returns after the visibility timeout", extra={"error": _code(e)}
             )
 
 
