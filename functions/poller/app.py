@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from faceswap.aws import SqsMessageDelay, retry_backoff
 from faceswap.config import Config
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
@@ -20,7 +22,10 @@ metrics = Metrics()
 telemetry = Telemetry(logger, tracer=tracer)
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed record is logged with its job keys
-pipeline = build_pipeline(Config.from_env(), observer=telemetry)
+config = Config.from_env()
+sqs = boto3.client("sqs")  # one client for the pipeline and for pacing failed checks
+pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
+message_delay = SqsMessageDelay(sqs, config.check_queue_url)
 
 
 @tracer.capture_method
@@ -31,8 +36,12 @@ def record_handler(record: SQSRecord) -> None:
     try:
         job = pipeline.check(body["job_id"], check=int(body.get("check", 0)))
     except Exception as e:
+        deliveries = int(record.attributes.approximate_receive_count)
+        # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that
+        # keeps failing reaches its last delivery (and its job ends) within minutes, not half an hour.
+        message_delay.delay(record.receipt_handle, retry_backoff(deliveries))
         # On the message's last delivery the job is ended FAILED, visibly, before the message goes to the DLQ.
-        pipeline.failed_delivery(body["job_id"], e, deliveries=int(record.attributes.approximate_receive_count))
+        pipeline.failed_delivery(body["job_id"], e, deliveries=deliveries)
         raise
     if job is not None:
         telemetry.job_seen(job)

@@ -3,7 +3,8 @@
 ``sam build`` builds the layer for Lambda (arm64); the local runtime runs each function from the same Makefile's
 output built for this machine's architecture (``PLATFORM=native``) under ``.local/build/``, never from the source
 tree or the development virtual environment, so a module the layer lacks fails locally as it would on AWS. A build
-is kept under a digest of everything it is made from and reused until one of those files changes.
+is kept under a digest of everything it is made from and reused until one of those files changes; the
+newest few builds are kept, so a stack started before a change keeps running on its own build.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_SOURCE = ROOT / "layers" / "shared"
+KEEP_BUILDS = 3
+"""Builds kept (newest first); older ones are removed after a new build."""
 BUILD_DIR = Path(os.environ.get("FACESWAP_LOCAL_STATE_DIR") or ROOT / ".local") / "build"
 
 
@@ -34,7 +37,8 @@ def built_layer(source: Path = LAYER_SOURCE, build_dir: Path = BUILD_DIR) -> Pat
     """The layer built for this machine: the folder Lambda would mount as ``/opt/python``.
 
     Builds it (``make build-SharedLayer PLATFORM=native``, about 10 to 60 s, pip's cache permitting) when no build
-    of the current sources exists; one process builds at a time (a file lock) and older builds are removed.
+    of the current sources exists; one process builds at a time (a file lock), and builds older than the newest
+    :data:`KEEP_BUILDS` are removed.
 
     Raises
     ------
@@ -69,9 +73,10 @@ def built_layer(source: Path = LAYER_SOURCE, build_dir: Path = BUILD_DIR) -> Pat
         )
         if done.returncode != 0:
             raise RuntimeError(f"building the shared layer failed:\n{done.stdout}\n{done.stderr}")
-        for old in build_dir.glob("SharedLayer-*"):
-            shutil.rmtree(old, ignore_errors=True)
         staging.rename(final)
+        builds = sorted(build_dir.glob("SharedLayer-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in builds[KEEP_BUILDS:]:  # a stack still running may use the newest older one
+            shutil.rmtree(old, ignore_errors=True)
     return final / "python"
 
 

@@ -5,7 +5,10 @@ from its ``CodeUri`` and the shared layer built for this machine (:mod:`faceswap
 function's environment: the template's variables for that function, the local stack's overrides of them, and the
 variables Lambda itself defines (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html, "Defined
 runtime environment variables"). It runs one invocation at a time; an invocation still running at the function's
-``Timeout`` is killed with its process, and the environment is gone, as on Lambda.
+``Timeout`` is killed with its process, and the environment is gone, as on Lambda. An invocation after which
+the process's peak resident memory is over the function's ``MemorySize`` fails (``Runtime.OutOfMemory``) and
+the environment is ended, as Lambda ends one that runs out of memory (measured after the invocation, so a
+function over its memory runs to its end here, where Lambda would stop it earlier).
 
 A :class:`FunctionPool` holds a function's environments: an invocation takes an idle (warm) one, or starts a new
 one while fewer than ``max_environments`` exist, or waits for one to be free.
@@ -198,6 +201,7 @@ class ExecutionEnvironment:
         ]
         for reader in self._readers:
             reader.start()
+        self.max_rss_mb = 0.0
         first = self._replies.get()
         self.init_seconds = time.monotonic() - started
         self.init_error: dict[str, Any] | None = None
@@ -252,6 +256,13 @@ class ExecutionEnvironment:
         if reply is None:
             self.kill()
             return Outcome(error={"errorType": "Runtime.ExitError", "errorMessage": "the execution environment exited"})
+        self.max_rss_mb = float(reply.get("max_rss_mb") or 0)
+        if self.max_rss_mb > image.memory_mb:
+            # Lambda ends an environment that goes over its memory: the invocation fails and the environment is gone.
+            self.kill()
+            message = f"Runtime exited: memory {self.max_rss_mb:.0f} MB over the function's {image.memory_mb} MB"
+            self._log(json.dumps({"level": "ERROR", "type": "platform.outOfMemory", "message": message}))
+            return Outcome(error={"errorType": "Runtime.OutOfMemory", "errorMessage": message})
         if reply["type"] == "result":
             return Outcome(payload=reply.get("payload"))
         return Outcome(error=reply.get("error") or {"errorType": "Unknown", "errorMessage": ""})

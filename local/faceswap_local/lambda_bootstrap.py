@@ -12,7 +12,8 @@ The parent speaks to it over the socket ``<fd>`` in frames (4-byte big-endian le
 - parent → child: ``{"type": "invoke", "event": …, "context": {"aws_request_id", "deadline_epoch_ms", …}}``;
 - child → parent: ``{"type": "ready", "init_seconds"}`` once the handler's module is imported, or ``{"type":
   "init_error", "error"}`` (then it exits); per invocation ``{"type": "result", "payload"}`` or ``{"type": "error",
-  "error"}``, with ``error`` as Lambda reports it (``errorType``, ``errorMessage``, ``stackTrace``);
+  "error"}``, with ``error`` as Lambda reports it (``errorType``, ``errorMessage``, ``stackTrace``), and the
+  process's peak resident memory so far (``max_rss_mb``);
 - child → parent, as they happen: ``{"type": "aws", …}`` for every AWS API call and presigned URL the function makes
   (botocore) and ``{"type": "http", …}`` for every request it sends with httpx, for the local stack's checks and
   measurements (the IAM check, ``make bench``). They are recorded where the function's code calls the SDK, through
@@ -215,6 +216,18 @@ def _error(e: BaseException, error_type: str | None = None) -> dict[str, Any]:
     }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (``VmHWM``; ``ru_maxrss`` would count the parent's before exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def main() -> int:
     fd, task_root, layer_root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     sys.path[:0] = [task_root, layer_root]
@@ -246,6 +259,7 @@ def main() -> int:
             reply = {"type": "result", "payload": json.loads(text)}
         sys.stdout.flush()
         sys.stderr.flush()
+        reply["max_rss_mb"] = _peak_rss_mb()
         channel.send(reply)
 
 

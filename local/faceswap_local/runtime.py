@@ -12,6 +12,7 @@ from its ``CodeUri`` and the shared layer as built for this machine, with exactl
   notification is delivered twice (S3 and SQS deliver at least once): :class:`S3EventDuplicator`.
 - DynamoDB stream event sources (:class:`StreamEventSource`): one invocation at a time per shard, the template's
   ``FilterCriteria``, ``MaximumRetryAttempts``, ``BisectBatchOnFunctionError`` and ``OnFailure`` destination.
+- ScheduleV2 event sources (:class:`Schedule`): the function invoked with the schedule's ``Input`` at its rate.
 - HttpApi event sources (:class:`Gateway`): the routes on loopback as API Gateway HTTP API payload 2.0 events, with
   the HTTP API's limits: 30 s integration timeout (503 to the caller while the function goes on) and Lambda's 6 MB
   synchronous payload limit (413).
@@ -391,6 +392,47 @@ class StreamEventSource(threading.Thread):
         )
 
 
+RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+RATE_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate_seconds(expression: str) -> int:
+    """Seconds between runs of an EventBridge Scheduler ``rate(N unit)`` expression; ``ValueError`` for another
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#rate-based)."""
+    match = RATE.fullmatch(expression.strip())
+    if match is None:
+        raise ValueError(f"the local runtime runs rate() schedules only, not {expression!r}")
+    return int(match.group(1)) * RATE_SECONDS[match.group(2).rstrip("s")]
+
+
+class Schedule(threading.Thread):
+    """A ``ScheduleV2`` event source (EventBridge Scheduler): invokes the function with the schedule's ``Input``
+    every ``period`` seconds (the rate times the time scale), the first time one period after the start.
+    :meth:`fire` runs it now, as a test does when it cannot wait for the period."""
+
+    def __init__(
+        self, name: str, function: FunctionPool, *, period: float, payload: Any, stop: threading.Event
+    ) -> None:
+        super().__init__(daemon=True, name=f"schedule-{name}")
+        self.function, self.period, self.payload, self._stop = function, period, payload, stop
+        self.runs = 0
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.fire()
+            except Exception:
+                if not self._stop.is_set():
+                    logger.exception("schedule %s failed", self.name)
+
+    def fire(self) -> Outcome:
+        """Invoke the function once with the schedule's input (one run at a time)."""
+        with self._lock:
+            self.runs += 1
+            return self.function.invoke(json.loads(json.dumps(self.payload)))
+
+
 @dataclass(frozen=True)
 class Route:
     """One HttpApi route: ``method``, ``path`` (``/jobs/{job_id}``), its function, and whether IAM authorises it."""
@@ -578,6 +620,8 @@ class Runtime:
         Delivers every S3 event notification twice once enabled (:class:`S3EventDuplicator`); off at first.
     functions
         Each function's :class:`FunctionPool`, by logical id.
+    schedules
+        Each ``ScheduleV2`` event source, as ``<function>.<event name>``.
     observers
         Who receives what execution environments report (starts as a copy of :data:`OBSERVERS`).
     """
@@ -603,6 +647,7 @@ class Runtime:
         self.functions: dict[str, FunctionPool] = {}
         self.observers: list[Observer] = list(OBSERVERS)
         self.stream_sources: list[StreamEventSource] = []
+        self.schedules: dict[str, Schedule] = {}
         self._threads: list[threading.Thread] = []
         self.gateway: Gateway | None = None
 
@@ -689,6 +734,17 @@ class Runtime:
                     )
                     self.stream_sources.append(stream_source)
                     self._threads.append(stream_source)
+                elif event["Type"] == "ScheduleV2":
+                    name = next(n for n, e in spec.events.items() if e is event)
+                    schedule = Schedule(
+                        f"{logical_id}.{name}",
+                        pool,
+                        period=rate_seconds(event["ScheduleExpression"]) * self.time_scale,
+                        payload=json.loads(event.get("Input", "{}")),
+                        stop=self.stop_event,
+                    )
+                    self.schedules[f"{logical_id}.{name}"] = schedule
+                    self._threads.append(schedule)
                 elif event["Type"] == "HttpApi":
                     default = self.stack.default_authorizers.get(str(event.get("ApiId")), "NONE")
                     authorizer = event.get("Auth", {}).get("Authorizer", default)

@@ -8,7 +8,13 @@
   cannot read) ends in the check dead-letter queue after the queue's ``maxReceiveCount`` deliveries, with the
   job FAILED ``processing_failed`` and visible, while another job goes through meanwhile.
 
-The stack here is its own (a result cap above one 8 MiB part), started once for the module.
+- A chain that died: jobs still running past their deadline with no message left anywhere to move them (a submit
+  function killed after writing the job SUBMITTED and before sending its first check; a submit message gone to
+  the dead-letter queue) are ended by the scheduled sweep.
+
+The crash test's stack is its own (a result cap above one 8 MiB part). The poison test's runs at a time scale of
+0.05: every duration of the stack (functions' timeouts, visibility timeouts, the backoff a handler sets) is 20
+times shorter, so five deliveries that take about 7 minutes on AWS take about 25 s here.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import FACES
 from werkzeug.wrappers import Response
 
-from faceswap.aws import job_from_item
-from faceswap.model import Job, JobState
+from faceswap.aws import job_from_item, job_to_item
+from faceswap.model import ImageRef, Job, JobState
 from faceswap_local.app import LocalStack
 from faceswap_local.emulators.piapi import Faults
 from faceswap_local.loopback import LoopbackServer
@@ -75,6 +82,19 @@ def local() -> Iterator[LocalStack]:
     stack = LocalStack(
         parameters={"DefaultProvider": "piapi", "ResultMaxBytes": str(32 * MIB)},
         config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 2], "selfhosted": [1, 1.5, 2]})},
+    ).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def scaled() -> Iterator[LocalStack]:
+    stack = LocalStack(
+        parameters={"DefaultProvider": "piapi"},
+        config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 2], "selfhosted": [1, 1.5, 2]})},
+        time_scale=0.05,
     ).start()
     try:
         yield stack
@@ -137,7 +157,8 @@ def test_crash_mid_copy_is_recovered_with_no_partial_object_and_no_open_upload(l
     assert s3.list_multipart_uploads(Bucket=results).get("Uploads", []) == [], "no multipart upload left open"
 
 
-def test_poison_message_ends_in_the_dlq_with_the_job_failed_and_others_go_through(local: LocalStack) -> None:
+def test_poison_message_ends_in_the_dlq_with_the_job_failed_and_others_go_through(scaled: LocalStack) -> None:
+    local = scaled
     info, ddb, sqs = local.info(), local.client("dynamodb"), local.client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=info["check_queue_url"], AttributeNames=["RedrivePolicy"])
     max_deliveries = int(json.loads(attributes["Attributes"]["RedrivePolicy"])["maxReceiveCount"])
@@ -171,3 +192,51 @@ def test_poison_message_ends_in_the_dlq_with_the_job_failed_and_others_go_throug
         ).get("Messages", [])
         time.sleep(0.5)
     assert [json.loads(m["Body"])["job_id"] for m in dead] == [poisoned.job_id]
+
+
+def test_the_sweep_ends_jobs_whose_chain_died(local: LocalStack) -> None:
+    info, ddb = local.info(), local.client("dynamodb")
+    assert local.runtime is not None
+    schedule = local.runtime.schedules["SweeperFunction.Sweep"]
+    assert schedule.period == 300  # rate(5 minutes) from the template
+    overdue = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 300))
+    base = Job(
+        job_id="a" * 32,
+        state=JobState.SUBMITTED,
+        provider="piapi",
+        task="face-swap",
+        target_image=ImageRef(bucket=info["input_bucket"], key="photos/recovery/orphan.jpg"),
+        swap_image=ImageRef(bucket=info["input_bucket"], key="faces/obama.jpg"),
+        result_key="results/recovery/orphan.jpg",
+        source="manifest",
+        created_at=overdue,
+        updated_at=overdue,
+        deadline_at=overdue,
+    )
+    # A submit function killed after the job became SUBMITTED and before it sent the first check; and a job whose
+    # submit message went to the dead-letter queue while it was RECEIVED. Nothing will ever look at either.
+    orphans = {
+        "a" * 32: job_to_item(replace(base, provider_task_id="lost", submit_attempts=1)),
+        "b" * 32: job_to_item(replace(base, job_id="b" * 32, state=JobState.RECEIVED)),
+    }
+    for item in orphans.values():
+        ddb.put_item(TableName=info["jobs_table"], Item=item)
+
+    outcome = schedule.fire()  # as EventBridge Scheduler would, at its next run
+
+    assert not outcome.failed, outcome.error
+    assert outcome.payload == {"swept": 2}
+    deadline, jobs = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        jobs = [
+            job_from_item(
+                ddb.get_item(TableName=info["jobs_table"], Key={"job_id": {"S": j}}, ConsistentRead=True)["Item"]
+            )
+            for j in orphans
+        ]
+        if all(job.terminal for job in jobs):
+            break
+        time.sleep(0.2)
+    assert [job.state for job in jobs] == [JobState.TIMED_OUT, JobState.TIMED_OUT], jobs
+    assert all(job.error is not None and job.error["code"] == "timed_out" for job in jobs), jobs
+    assert schedule.fire().payload == {"swept": 0}  # ended jobs are not swept again

@@ -43,6 +43,9 @@ def lambda_handler(event, context):
         return {"slept": event["seconds"], "pid": os.getpid()}
     if action == "raise":
         raise ValueError("failed on purpose")
+    if action == "allocate":
+        block = bytearray(event["mb"] * 1024 * 1024)
+        return {"allocated": len(block)}
     if action == "import":
         __import__(event["module"])
         return {"imported": event["module"]}
@@ -75,7 +78,12 @@ class Invocations(Observer):
 
 
 def _image(
-    tmp_path: Path, *, timeout: float = 30, variables: dict[str, str] | None = None, app: str = APP
+    tmp_path: Path,
+    *,
+    timeout: float = 30,
+    variables: dict[str, str] | None = None,
+    app: str = APP,
+    memory_mb: int = 512,
 ) -> FunctionImage:
     task_root = tmp_path / "function"
     task_root.mkdir(exist_ok=True)
@@ -91,13 +99,13 @@ def _image(
             region=REGION,
             task_root=task_root,
             credentials=(ACCESS_KEY_ID, SECRET_ACCESS_KEY),
-            memory_mb=512,
+            memory_mb=memory_mb,
             handler="app.lambda_handler",
             log_format="JSON",
             application_log_level="INFO",
         ),
         timeout_seconds=timeout,
-        memory_mb=512,
+        memory_mb=memory_mb,
         application_log_level="INFO",
         python=lambda_python(),
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:TestFunction",
@@ -169,6 +177,18 @@ def test_an_invocation_is_killed_at_the_timeout_with_its_environment(tmp_path: P
             os.kill(first.payload["pid"], 0)  # the environment's process is gone
         again = pool.invoke({"action": "sleep", "seconds": 0})
         assert again.payload["pid"] != first.payload["pid"]  # a new environment (a cold start)
+        assert pool.environments_started == 2
+    finally:
+        pool.close()
+
+
+def test_an_invocation_over_the_functions_memory_fails_and_ends_its_environment(tmp_path: Path) -> None:
+    pool = FunctionPool(_image(tmp_path, memory_mb=128), max_environments=1)
+    try:
+        assert not pool.invoke({"action": "allocate", "mb": 16}).failed
+        outcome = pool.invoke({"action": "allocate", "mb": 200})
+        assert outcome.failed and outcome.error is not None and outcome.error["errorType"] == "Runtime.OutOfMemory"
+        assert not pool.invoke({"action": "allocate", "mb": 16}).failed
         assert pool.environments_started == 2
     finally:
         pool.close()
