@@ -383,6 +383,11 @@ class FunctionPool:
         return self.image.name
 
     @property
+    def busy(self) -> int:
+        """Invocations running now."""
+        return self._busy
+
+    @property
     def peak_concurrency(self) -> int:
         """The most invocations that ran at once."""
         return self._peak
@@ -406,6 +411,32 @@ class FunctionPool:
                 call(observer)
             except Exception:
                 logger.exception("observer failed")
+
+    def provision(self, count: int) -> None:
+        """Start environments (at once) until ``count`` are idle and warm (as far as ``max_environments`` allows),
+        as Lambda's provisioned concurrency does: what a test needs so that invocations it starts together run
+        together, none held by a cold start."""
+        with self._changed:
+            missing = max(0, min(count - len(self._idle), self.max_environments - self._count))
+            self._count += missing
+        started: list[ExecutionEnvironment] = []
+        lock = threading.Lock()
+
+        def start() -> None:
+            environment = ExecutionEnvironment(self.image)
+            with lock:
+                started.append(environment)
+
+        threads = [threading.Thread(target=start) for _ in range(missing)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with self._changed:
+            self._count -= missing - len(started)
+            self.environments_started += len(started)
+            self._idle.extend(started)
+            self._changed.notify_all()
 
     def _acquire(self) -> tuple[ExecutionEnvironment, float | None]:
         with self._changed:

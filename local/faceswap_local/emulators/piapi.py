@@ -55,7 +55,8 @@ class Faults:
     get_errors
         Next N get-task calls answer 500.
     webhook
-        ``"normal"`` (one delivery), ``"none"`` (lost) or ``"duplicate"`` (``webhook_copies`` deliveries).
+        ``"normal"`` (one delivery), ``"none"`` (lost), ``"duplicate"`` (``webhook_copies`` deliveries, one after
+        another) or ``"concurrent"`` (``webhook_copies`` deliveries sent at the same moment).
     result_url
         Serve this result URL instead of the emulator's own (e.g. a private address).
     result_bytes
@@ -341,20 +342,37 @@ class PiAPIEmulator(EmulatorServer):
             self._record("webhook_lost", task_id=task.task_id, job_id=task.job_id)
             return
         copies = 1
-        if self.faults.webhook == "duplicate":
+        if self.faults.webhook in ("duplicate", "concurrent"):
             copies = self.faults.webhook_copies
         elif task.webhook_fate == "duplicate":
             copies = 2
             self._record("webhook_duplicate", task_id=task.task_id, job_id=task.job_id)
         headers = {"x-webhook-secret": task.webhook_secret} if task.webhook_secret else {}
         body = {"timestamp": int(time.time()), "data": self._task_data(task)}
-        for _ in range(copies):
+        endpoint = task.webhook_endpoint
+
+        def deliver(start: threading.Barrier | None = None) -> None:
+            if start is not None:
+                start.wait()
             try:
-                self._http.post(task.webhook_endpoint, json=body, headers=headers)
-                task.webhook_deliveries += 1
+                self._http.post(endpoint, json=body, headers=headers)
+                with self._lock:
+                    task.webhook_deliveries += 1
             except httpx.HTTPError as e:
-                task.webhook_failures += 1
+                with self._lock:
+                    task.webhook_failures += 1
                 logger.warning("webhook delivery failed for task %s: %s", task.task_id, type(e).__name__)
+
+        if self.faults.webhook == "concurrent":
+            start = threading.Barrier(copies)
+            senders = [threading.Thread(target=deliver, args=(start,), daemon=True) for _ in range(copies)]
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join()
+            return
+        for _ in range(copies):
+            deliver()
 
     def _task_data(self, task: Task) -> dict[str, Any]:
         output = None
