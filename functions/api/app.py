@@ -28,7 +28,8 @@ jobs_api = build_jobs_api(Config.from_env())
 
 
 class ImageInput(BaseModel):
-    """Exactly one of ``url`` (https), ``base64`` (at most 4 MiB decoded) or ``s3_key`` (inputs bucket)."""
+    """Exactly one of ``url`` (https), ``base64`` (at most 4 MiB decoded for all of a request's images together;
+    more is refused 413 ``payload_too_large``: use ``POST /uploads``) or ``s3_key`` (inputs bucket)."""
 
     model_config = ConfigDict(extra="forbid")
     url: str | None = None
@@ -158,7 +159,7 @@ def _status_url(job_id: str) -> str:
     return f"{scheme}://{event.request_context.domain_name}/jobs/{job_id}"
 
 
-@app.post("/jobs", status_code=202, responses=_responses(202, Accepted), summary="Submit a job")
+@app.post("/jobs", status_code=202, responses=_responses(202, Accepted, 413), summary="Submit a job")
 @tracer.capture_method
 def submit_job(submission: Annotated[JobSubmission, Body()]) -> Response[Accepted]:
     job, created = jobs_api.submit(submission.model_dump(exclude_none=True))

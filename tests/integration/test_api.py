@@ -393,3 +393,20 @@ def test_cli_submit_wait_downloads_the_result(stack: Stack, tmp_path: Path) -> N
     files = list(out.iterdir())
     assert len(files) == 1 and files[0].stat().st_size > 10_000
     assert "SUCCEEDED" in run.stderr
+
+
+def test_inline_images_over_what_one_request_carries_are_refused_413_with_a_pointer_to_uploads(
+    api: httpx.Client,
+) -> None:
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * (2150 * 1024 // 256)  # 2.1 MiB each, 4.2 MiB together
+    body = {
+        "target_image": {"base64": base64.b64encode(jpeg).decode()},
+        "swap_image": {"base64": base64.b64encode(jpeg[::-1]).decode()},
+    }
+    answer = api.post("/jobs", json=body)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["code"] == "payload_too_large" and "POST /uploads" in answer.json()["message"]
+
+    far_over = {"target_image": {"base64": base64.b64encode(jpeg * 3).decode()}, "swap_image": body["swap_image"]}
+    answer = api.post("/jobs", json=far_over)  # an event over Lambda's 6 MB: refused before the function
+    assert answer.status_code == 413

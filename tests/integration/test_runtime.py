@@ -341,4 +341,28 @@ def test_stream_filters_match_as_the_templates_filter_criteria() -> None:
 
 def test_functions_spec_carries_the_templates_logging_config(stack: Stack) -> None:
     spec: FunctionSpec = stack.local.stack.functions["PublisherFunction"]  # type: ignore[union-attr]
-    assert spec.log_format == "JSON" and spec.application_log_level == "INFO" and spec.memory_mb == 512
+    assert spec.log_format == "JSON" and spec.application_log_level is None and spec.memory_mb == 512
+
+
+@pytest.mark.parametrize("log_level", ["DEBUG", "INFO", "WARNING", "ERROR"])
+def test_no_log_level_stops_the_metric_lines_the_alarms_read(log_level: str) -> None:
+    """Lambda's log-level filter drops JSON lines below ``ApplicationLogLevel``, and an EMF line has no ``level``
+    (it counts as INFO): whatever ``LogLevel`` is deployed, the metrics the alarms read must reach CloudWatch."""
+    from faceswap_local.app import ROOT
+    from faceswap_local.environments import _passes_level_filter
+    from faceswap_local.template import Resolver, load_template
+
+    template = load_template(ROOT / "template.yaml")
+    resolver = Resolver({"LogLevel": log_level}, {}, template.get("Mappings", {}))
+    emf = json.dumps({"_aws": {"Timestamp": 1, "CloudWatchMetrics": []}, "service": "faceswap", "JobsFailed": [1.0]})
+    globals_config = template["Globals"]["Function"].get("LoggingConfig", {})
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        config = resolver.resolve({**globals_config, **resource["Properties"].get("LoggingConfig", {})})
+        level = config.get("ApplicationLogLevel") if config.get("LogFormat") == "JSON" else None
+        assert _passes_level_filter(emf, level), f"{name} drops its metric lines at LogLevel {log_level}"
+        powertools = resolver.resolve(
+            template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"]
+        )
+        assert powertools == log_level, "the application's own lines are filtered by Powertools at LogLevel"

@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable
+from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge
 from faceswap.fetch import sniff_image_type
 from faceswap.ids import is_job_id, job_id_for
 from faceswap.jobs import Pipeline
 from faceswap.model import ImageRef, Job, JobRequest, JobState
 from faceswap.ports import InputStore, JobIndex, RequestQueue
-from faceswap.requests import default_result_key, parse_request_fields, request_job_id
+from faceswap.requests import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_request_fields, request_job_id
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -91,6 +91,8 @@ class JobsApi:
         ------
         InvalidRequest
             A bad field (named in the message) or an unconfigured provider.
+        PayloadTooLarge
+            The inline images total over ``MAX_INLINE_IMAGE_BYTES`` (the message points to ``POST /uploads``).
         """
         fields = parse_request_fields(
             body,
@@ -99,6 +101,13 @@ class JobsApi:
             allow_base64=True,
             allow_http=self.allow_http,
         )
+        inline = {id(i): len(i) for i in (fields.target_image, fields.swap_image) if isinstance(i, bytes)}
+        if sum(inline.values()) > MAX_INLINE_IMAGE_BYTES:
+            raise PayloadTooLarge(
+                f"The inline images total {sum(inline.values()):,} bytes, over the {MAX_INLINE_IMAGE_BYTES:,} one "
+                "request can carry (Lambda's 6 MB request limit, base64 included): upload each image with "
+                "POST /uploads and name it by its s3_key."
+            )
         if not {fields.provider, *fields.fallback_providers} <= self.providers:
             raise InvalidRequest(f"Field 'provider' must name providers among {', '.join(sorted(self.providers))}.")
         job_id = request_job_id(fields)

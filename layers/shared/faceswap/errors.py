@@ -33,7 +33,8 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   └── InvalidCallback     ``invalid_callback``: not the JSON object the provider sends (400)
 └── ApiError                what the jobs API answers about a job (never stored on a job)
     ├── JobNotFound         ``job_not_found``: no job with that id (404)
-    └── JobNotRetryable     ``job_not_retryable``: the job has not failed, or its error is not retryable (409)
+    ├── JobNotRetryable     ``job_not_retryable``: the job has not failed, or its error is not retryable (409)
+    └── PayloadTooLarge     ``payload_too_large``: inline images over what one request can carry (413)
 """
 
 from __future__ import annotations
@@ -199,3 +200,10 @@ class JobNotFound(ApiError):
 class JobNotRetryable(ApiError):
     code = "job_not_retryable"
     status = 409
+
+
+class PayloadTooLarge(ApiError):
+    """Inline images over what one request can carry: Lambda's 6 MB synchronous payload limit, base64 included."""
+
+    code = "payload_too_large"
+    status = 413

@@ -45,7 +45,10 @@ _MANIFEST_FIELDS = frozenset({"target_image", "swap_image", "provider", "task", 
 _REQUEST_FIELDS = _MANIFEST_FIELDS | {"idempotency_key"}
 _IMAGE_FIELDS = frozenset({"s3_key", "url", "base64"})
 MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
-"""Largest decoded ``base64`` image in an API request (larger ones go through ``POST /uploads``)."""
+"""Most decoded ``base64`` image bytes in one API request, all images together (larger ones go through ``POST
+/uploads``): 4 MiB is 5.3 MiB of base64, which with the rest of the event fits Lambda's 6 MB synchronous payload
+limit (https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html). A request far over it never reaches the
+function: the HTTP API or Lambda refuses it with 413."""
 _INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index", "swap_index"})
 _OPTION_FIELDS = _INDEX_OPTIONS | {"enhance"}
 _INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
