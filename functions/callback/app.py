@@ -10,6 +10,10 @@ The order of the checks is the contract (design.md "Webhook security"):
    415 ``unsupported_media_type`` and a body that is not a JSON object → 400 ``invalid_callback``;
 4. the job, and the provider's own task status (the body is never trusted for it).
 
+The answer comes inside the HTTP API's 30 s integration timeout: the function's ``Timeout`` is below it, and a
+result copy still running when ``COPY_SHARE`` of the function's time is spent is stopped (nothing kept) and handed
+to a check at once (``Pipeline.callback``'s ``deadline``).
+
 Steps 2 to 4 are the domain's ``Pipeline.callback``; this handler maps its errors to answers.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -38,6 +43,9 @@ from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
 
 MAX_CALLBACK_BYTES = 256 * 1024
+COPY_SHARE = 0.6
+"""Share of the invocation's remaining time the result copy may take (15 of 25 s); the rest covers the S3 part
+upload in flight when the deadline passes, the abort, the check it is handed to and the answer."""
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_MODULES)
@@ -110,8 +118,9 @@ def callback(provider: str, job_id: str) -> Response:
     raw = raw_body(event)
     if len(raw) > MAX_CALLBACK_BYTES:
         return _error(413, "payload_too_large", f"callback bodies are limited to {MAX_CALLBACK_BYTES} bytes")
+    deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000 * COPY_SHARE
     job = pipeline.callback(
-        provider, job_id, headers=event.headers, query=event.query_string_parameters or {}, body=raw
+        provider, job_id, headers=event.headers, query=event.query_string_parameters or {}, body=raw, deadline=deadline
     )
     telemetry.job_seen(job)
     logger.info("callback handled", extra={"state": job.state})

@@ -28,6 +28,14 @@ pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.check_queue_url)
 
 
+def next_delivery_in(deliveries: int) -> float:
+    """Seconds before a message that failed its ``deliveries``-th delivery comes back: a backoff, or at once after
+    the last allowed delivery (its job was just ended FAILED), so it moves to the dead-letter queue now."""
+    if config.max_receive_count and deliveries >= config.max_receive_count:
+        return 0
+    return retry_backoff(deliveries)
+
+
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """One check: message body ``{"job_id": str, "check": int}``."""
@@ -39,7 +47,7 @@ def record_handler(record: SQSRecord) -> None:
         deliveries = int(record.attributes.approximate_receive_count)
         # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that
         # keeps failing reaches its last delivery (and its job ends) within minutes, not half an hour.
-        message_delay.delay(record.receipt_handle, retry_backoff(deliveries))
+        message_delay.delay(record.receipt_handle, next_delivery_in(deliveries))
         # On the message's last delivery the job is ended FAILED, visibly, before the message goes to the DLQ.
         pipeline.failed_delivery(body["job_id"], e, deliveries=deliveries)
         raise

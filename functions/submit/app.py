@@ -30,6 +30,14 @@ pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.submit_queue_url)
 
 
+def next_delivery_in(deliveries: int) -> float:
+    """Seconds before a message that failed its ``deliveries``-th delivery comes back: a backoff, or at once after
+    the last allowed delivery (its job was just ended FAILED), so it moves to the dead-letter queue now."""
+    if config.max_receive_count and deliveries >= config.max_receive_count:
+        return 0
+    return retry_backoff(deliveries)
+
+
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """Submit every job an SQS message names; raising makes SQS deliver the message again.
@@ -57,7 +65,7 @@ def record_handler(record: SQSRecord) -> None:
                 message_delay.delay(record.receipt_handle, e.retry_after or 1)
             elif isinstance(e, ProviderUnavailable):
                 # The provider could not take the task: try again soon, not after the queue's 6-minute visibility.
-                message_delay.delay(record.receipt_handle, e.retry_after or retry_backoff(deliveries))
+                message_delay.delay(record.receipt_handle, e.retry_after or next_delivery_in(deliveries))
             pipeline.failed_delivery(request.job_id, e, deliveries=deliveries)
             failure = failure or e
             continue

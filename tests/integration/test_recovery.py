@@ -12,9 +12,13 @@
   function killed after writing the job SUBMITTED and before sending its first check; a submit message gone to
   the dead-letter queue) are ended by the scheduled sweep.
 
-The crash test's stack is its own (a result cap above one 8 MiB part). The poison test's runs at a time scale of
-0.05: every duration of the stack (functions' timeouts, visibility timeouts, the backoff a handler sets) is 20
-times shorter, so five deliveries that take about 7 minutes on AWS take about 25 s here.
+- A callback whose result copy would not fit the HTTP API's 30 s: the callback answers in time and hands the job to
+  a check, which keeps the whole result.
+
+The crash test's stack is its own (a result cap above one 8 MiB part). The poison and slow-result tests' stack runs
+at a time scale of 0.1: every duration of the stack (functions' timeouts, the HTTP API's integration timeout,
+visibility timeouts, the backoff a handler sets) is 10 times shorter, so five deliveries that take about 7 minutes
+on AWS take about 40 s here, and the HTTP API waits 3 s for the callback (whose timeout is 2.5 s).
 """
 
 from __future__ import annotations
@@ -45,10 +49,12 @@ BROKEN_OFF_AT = 9 * MIB
 
 
 class ResultHost(LoopbackServer):
-    """A result host on loopback serving :data:`RESULT`; the first ``breaks`` downloads break off midway."""
+    """A result host on loopback serving :data:`RESULT`; the first ``breaks`` downloads break off midway; each MiB
+    takes ``seconds_per_mib``."""
 
-    def __init__(self, *, breaks: int) -> None:
+    def __init__(self, *, breaks: int, seconds_per_mib: float = 0.0) -> None:
         self.breaks = breaks
+        self.seconds_per_mib = seconds_per_mib
         self.downloads = 0
         super().__init__(self._app, name="result-host")
 
@@ -71,6 +77,7 @@ class ResultHost(LoopbackServer):
             for start in range(0, len(RESULT), MIB):
                 if breaks and start >= BROKEN_OFF_AT:
                     raise ConnectionAbortedError("the result host dropped the connection")  # werkzeug closes it
+                time.sleep(self.seconds_per_mib)
                 yield RESULT[start : start + MIB]
 
         response = Response(body(), content_type="image/png", headers={"Content-Length": str(len(RESULT))})
@@ -94,7 +101,7 @@ def scaled() -> Iterator[LocalStack]:
     stack = LocalStack(
         parameters={"DefaultProvider": "piapi"},
         config={"POLL_DELAYS": json.dumps({"piapi": [1, 1.5, 2], "selfhosted": [1, 1.5, 2]})},
-        time_scale=0.05,
+        time_scale=0.1,
     ).start()
     try:
         yield stack
@@ -240,3 +247,27 @@ def test_the_sweep_ends_jobs_whose_chain_died(local: LocalStack) -> None:
     assert [job.state for job in jobs] == [JobState.TIMED_OUT, JobState.TIMED_OUT], jobs
     assert all(job.error is not None and job.error["code"] == "timed_out" for job in jobs), jobs
     assert schedule.fire().payload == {"swept": 0}  # ended jobs are not swept again
+
+
+def test_a_callback_whose_copy_would_not_fit_the_http_apis_time_answers_and_a_check_keeps_the_result(
+    scaled: LocalStack,
+) -> None:
+    local = scaled
+    assert local.piapi is not None and local.runtime is not None
+    local.runtime.functions["CallbackFunction"].provision(1)  # the answer's time is the invocation's, not a cold start
+    with ResultHost(breaks=0, seconds_per_mib=0.3) as host:  # 12 MiB in 3.6 s: over the callback's 2 s for copying
+        local.piapi.faults = Faults(result_url=host.url, processing_seconds=0.2)
+        try:
+            target_key = start_job(local, "slow-result", result_key="results/recovery/slow.png")
+            job = wait_for(local, target_key, lambda j: j.terminal, timeout=60)
+        finally:
+            local.piapi.faults = Faults()
+
+    (task,) = local.piapi.tasks_for_job(job.job_id)
+    assert task.webhook_answers == [200], "answered by the callback, not 503 at the HTTP API's integration timeout"
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.result is not None and job.result["sha256"] == hashlib.sha256(RESULT).hexdigest()
+    assert host.downloads >= 2, "the callback's copy was stopped; a check's kept the result"
+    s3, results = local.client("s3"), local.info()["results_bucket"]
+    versions = s3.list_object_versions(Bucket=results, Prefix=job.result_key).get("Versions", [])
+    assert len(versions) == 1

@@ -240,7 +240,7 @@ def test_callback_from_crun_is_not_held_to_json(aws: dict[str, Any], monkeypatch
     module = load("callback")
     received: list[bytes] = []
 
-    def callback(provider: str, job_id: str, *, headers: Any, query: Any, body: bytes) -> None:
+    def callback(provider: str, job_id: str, *, headers: Any, query: Any, body: bytes, deadline: float) -> None:
         received.append(body)
         raise ProviderUnavailable("stub: the domain was reached")
 

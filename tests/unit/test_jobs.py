@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import replace
 
 import pytest
@@ -328,6 +329,26 @@ def test_callback_over_the_call_ceiling_answers_at_once_and_schedules_a_check(wo
     assert world.scheduler.scheduled[scheduled:] == [(job.job_id, 1, 0)], "a check once a call is free (0.4 s)"
     world.pipeline.limiter = Limiter(grants=1)
     assert world.pipeline.check(job.job_id, check=0).state is JobState.SUCCEEDED
+
+
+def test_callback_whose_result_copy_would_not_fit_its_time_hands_it_to_a_check_at_once(world: World) -> None:
+    job = world.pipeline.submit(request())
+    world.provider.status = TaskStatus.SUCCEEDED
+    scheduled = len(world.scheduler.scheduled)
+
+    answered = world.pipeline.callback(
+        "fake",
+        job.job_id,
+        headers=signed(webhook_secret(SIGNING_KEY, job.job_id)),
+        query={},
+        body=b"",
+        deadline=time.monotonic() - 1,  # the callback's share of the HTTP API's 30 s is spent
+    )
+
+    assert answered.state is JobState.SUBMITTED and world.objects.result_writes == 0
+    assert world.scheduler.scheduled[scheduled:] == [(job.job_id, 0, 0)], "a check now, with the poller's own time"
+    assert world.pipeline.check(job.job_id, check=0).state is JobState.SUCCEEDED
+    assert world.objects.result_writes == 1
 
 
 def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World) -> None:

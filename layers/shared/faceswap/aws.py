@@ -452,7 +452,7 @@ class SqsMessageDelay:
             self._client.change_message_visibility(
                 QueueUrl=self._queue_url,
                 ReceiptHandle=receipt_handle,
-                VisibilityTimeout=max(1, min(43_200, math.ceil(seconds))),
+                VisibilityTimeout=max(0, min(43_200, math.ceil(seconds))),
             )
         except ClientError as e:
             logger.warning(

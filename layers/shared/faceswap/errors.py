@@ -35,6 +35,9 @@ PipelineError               base: ``code``, ``message``, ``retryable``
     ├── JobNotFound         ``job_not_found``: no job with that id (404)
     ├── JobNotRetryable     ``job_not_retryable``: the job has not failed, or its error is not retryable (409)
     └── PayloadTooLarge     ``payload_too_large``: inline images over what one request can carry (413)
+
+CopyOutOfTime               not a PipelineError (never seen by a user): a result copy stopped at its caller's
+                            deadline, nothing kept; the callback hands the job to a check
 """
 
 from __future__ import annotations
@@ -207,3 +210,8 @@ class PayloadTooLarge(ApiError):
 
     code = "payload_too_large"
     status = 413
+
+
+class CopyOutOfTime(Exception):
+    """A result download reached the caller's deadline before it ended; nothing was kept. The job is unchanged:
+    collect it again where there is time (the callback hands it to a check)."""

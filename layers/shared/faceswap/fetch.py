@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 
-from faceswap.errors import InvalidResult, ProviderUnavailable, ResultExpired, ResultTooLarge, ResultUrlRefused
+from faceswap.errors import (
+    CopyOutOfTime,
+    InvalidResult,
+    ProviderUnavailable,
+    ResultExpired,
+    ResultTooLarge,
+    ResultUrlRefused,
+)
 
 CHUNK_BYTES = 1024 * 1024
 """Bytes read from the network at a time."""
@@ -88,6 +96,15 @@ def sniff_image_type(head: bytes) -> str | None:
     return None
 
 
+def _read_timeout(deadline: float | None, default: float | None) -> httpx.Timeout | None:
+    """The request timeouts under ``deadline`` (``time.monotonic()`` seconds): connect and each read bounded by a
+    quarter of the time left (so one stalled read overshoots the deadline by at most that), else ``None``."""
+    if deadline is None:
+        return None
+    share = max(0.1, (deadline - time.monotonic()) / 4)
+    return httpx.Timeout(min(default or share, share), connect=min(5.0, share))
+
+
 @dataclass
 class ResultStream:
     """An open, checked result download. Iterate :meth:`chunks` once; then ``size`` is final. (The sha256 is
@@ -107,11 +124,15 @@ class ResultStream:
     _rest: Iterator[bytes]
     _max_bytes: int
     _subject: str = "result"
+    _deadline: float | None = None
     size: int = 0
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield the body in chunks, counting; raises ``ResultTooLarge`` past the cap."""
+        """Yield the body in chunks, counting; raises ``ResultTooLarge`` past the cap and ``CopyOutOfTime`` once
+        the deadline the stream was opened with has passed."""
         for chunk in self._iter_all():
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise CopyOutOfTime(f"The {self._subject} download did not end before the deadline.")
             self.size += len(chunk)
             if self.size > self._max_bytes:
                 raise ResultTooLarge(f"The {self._subject} is larger than the cap of {self._max_bytes:,} bytes.")
@@ -161,11 +182,18 @@ class ResultFetcher:
         self._sniff = sniff
 
     @contextmanager
-    def open(self, url: str, *, allowed_hosts: tuple[str, ...]) -> Iterator[ResultStream]:
+    def open(
+        self, url: str, *, allowed_hosts: tuple[str, ...], deadline: float | None = None
+    ) -> Iterator[ResultStream]:
         """Open ``url`` for streaming after checking it, following at most 3 checked redirects.
+
+        ``deadline`` (``time.monotonic()`` seconds), if given, bounds the download: its timeouts shrink to fit, and
+        once it has passed the stream raises ``CopyOutOfTime`` (nothing is kept).
 
         Raises
         ------
+        CopyOutOfTime
+            ``deadline`` passed before the download ended.
         ResultUrlRefused
             Scheme, host or address not allowed (also for any redirect target).
         ResultExpired
@@ -180,10 +208,17 @@ class ResultFetcher:
         current = httpx.URL(url)
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(current, allowed_hosts)
-            request = self._client.build_request("GET", current)
+            timeout = _read_timeout(deadline, self._client.timeout.read)
+            request = (
+                self._client.build_request("GET", current, timeout=timeout)
+                if timeout is not None
+                else self._client.build_request("GET", current)
+            )
             try:
                 response = self._client.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise CopyOutOfTime(f"The {self._subject} download did not start before the deadline.") from e
                 raise ProviderUnavailable(f"The {self._subject} download failed: {type(e).__name__}.") from e
             try:
                 self._check_peer(response)
@@ -193,7 +228,14 @@ class ResultFetcher:
                         raise InvalidResult(f"The {self._subject} URL redirected without a Location.")
                     current = current.join(location)
                     continue
-                yield self._checked_stream(response, str(current))
+                stream = self._checked_stream(response, str(current))
+                stream._deadline = deadline
+                try:
+                    yield stream
+                except ProviderUnavailable as e:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise CopyOutOfTime(f"The {self._subject} download stalled past the deadline.") from e
+                    raise
                 return
             finally:
                 response.close()

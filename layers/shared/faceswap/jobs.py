@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from faceswap.errors import (
+    CopyOutOfTime,
     ImageTooLarge,
     InputError,
     InputNotFound,
@@ -461,7 +462,14 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------------------- collect
 
-    def collect(self, job: Job, snapshot: TaskSnapshot | None = None, *, max_wait: float | None = None) -> Job:
+    def collect(
+        self,
+        job: Job,
+        snapshot: TaskSnapshot | None = None,
+        *,
+        max_wait: float | None = None,
+        deadline: float | None = None,
+    ) -> Job:
         """Bring a submitted job up to date with its provider task, keeping the result when it is done.
 
         Parameters
@@ -473,6 +481,9 @@ class Pipeline:
         max_wait
             Longest wait, in seconds, for a call under the provider's ceiling (default
             ``max_throttle_wait_seconds``); longer raises ``RateLimited``.
+        deadline
+            ``time.monotonic()`` by which the result copy must have ended (the callback's share of the HTTP API's
+            time); ``None``: no limit but the function's own timeout.
 
         Returns
         -------
@@ -481,6 +492,8 @@ class Pipeline:
 
         Raises
         ------
+        CopyOutOfTime
+            The result copy did not end by ``deadline``; nothing was kept and the job is unchanged.
         ProviderUnavailable
             The provider or the result host is temporarily failing, or (``RateLimited``) no call is free under
             the provider's ceiling within ``max_wait``; the job is unchanged. Try again later.
@@ -504,7 +517,9 @@ class Pipeline:
                 job, JobState.FAILED, error=ResultMissing("The provider reported success without a result URL.")
             )
         try:
-            with self.fetcher.open(snapshot.result_url, allowed_hosts=provider.result_hosts) as stream:
+            with self.fetcher.open(
+                snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
+            ) as stream:
                 stored = self.objects.store_result(
                     self.settings.results_bucket,
                     job.result_key,
@@ -645,7 +660,14 @@ class Pipeline:
     # --------------------------------------------------------------------------------------------- callback
 
     def callback(
-        self, provider_name: str, job_id: str, *, headers: Mapping[str, str], query: Mapping[str, str], body: bytes
+        self,
+        provider_name: str,
+        job_id: str,
+        *,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: bytes,
+        deadline: float | None = None,
     ) -> Job:
         """Take a provider's callback: verify it, then collect from the provider's own status.
 
@@ -658,6 +680,9 @@ class Pipeline:
             the per-job secret (PiAPI: the ``x-webhook-secret`` header; CRUN: the ``token`` query parameter).
         body
             The raw body; used only to learn a task id the job row lacks, never as the task's status.
+        deadline
+            ``time.monotonic()`` by which the result copy must end so the callback is answered in time (the HTTP
+            API waits 30 s); a copy that would not end by then is stopped and handed to a check at once.
 
         Returns
         -------
@@ -701,13 +726,18 @@ class Pipeline:
                 or job
             )
         try:
-            return self.collect(job, max_wait=0)
+            return self.collect(job, max_wait=0, deadline=deadline)
         except RateLimited as e:
             # The provider's ceiling has no call free now: answer the callback at once and let a check collect
             # once a call is free, rather than hold the provider's request (and this function) for a slot.
             logger.info("callback deferred to a check: call ceiling reached", extra=log_keys(job))
             delay = math.ceil(e.retry_after or 1)
             self.scheduler.schedule(job.job_id, delay_seconds=min(delay, MAX_CHECK_DELAY_SECONDS), check=0)
+            return job
+        except CopyOutOfTime:
+            # The copy would not end in the callback's time: a check (with the poller's own time) collects it now.
+            logger.info("callback deferred to a check: the result copy did not fit its time", extra=log_keys(job))
+            self.scheduler.schedule(job.job_id, delay_seconds=0, check=0)
             return job
 
     def _key(self) -> bytes:

@@ -133,6 +133,7 @@ class Task:
     result: bytes | None = None
     error: dict[str, Any] = field(default_factory=lambda: {"code": 0, "raw_message": "", "message": "", "detail": None})
     webhook_deliveries: int = 0
+    webhook_answers: list[int] = field(default_factory=list)
     gets: int = 0
     webhook_fate: str = "normal"
     result_expired: bool = False
@@ -355,9 +356,10 @@ class PiAPIEmulator(EmulatorServer):
             if start is not None:
                 start.wait()
             try:
-                self._http.post(endpoint, json=body, headers=headers)
+                answer = self._http.post(endpoint, json=body, headers=headers)
                 with self._lock:
                     task.webhook_deliveries += 1
+                    task.webhook_answers.append(answer.status_code)
             except httpx.HTTPError as e:
                 with self._lock:
                     task.webhook_failures += 1
