@@ -177,6 +177,28 @@ def test_failover_from_a_provider_answering_503_to_the_next(stack: Stack) -> Non
     assert not any(t for t in ailab.tasks.values() if t.task_id == job.provider_task_id)
 
 
+def test_a_failover_chain_of_three_whose_second_fails_at_create_ends_on_the_third(stack: Stack) -> None:
+    crun, ailab, piapi = (stack.local.emulators[name] for name in ("crun", "ailabapi", "piapi"))
+    crun.faults.fail_task = "generation failed"
+    ailab.faults.create_errors, ailab.faults.create_error_status = 1, 503
+    ailab_tasks, piapi_tasks = len(ailab.tasks), len(piapi.tasks)
+    try:
+        job = run_manifest(
+            stack, "failover-chain", (FACES / "biden.jpg").read_bytes(), provider=["crun", "ailabapi", "piapi"]
+        )
+    finally:
+        crun.faults.fail_task, ailab.faults.create_errors = None, 0
+
+    assert job.state is JobState.SUCCEEDED, (job.error, job.attempts)
+    assert job.provider == "piapi"
+    assert [a["provider"] for a in job.attempts] == ["crun", "crun", "ailabapi", "piapi"]
+    assert job.attempts[2]["error"]["code"] == "provider_unavailable"
+    assert len(ailab.tasks) == ailab_tasks, "the refused create made no task"
+    assert len(piapi.tasks) == piapi_tasks + 1, "exactly one task on the provider that did the work"
+    versions = stack.s3.list_object_versions(Bucket=stack.results_bucket, Prefix=job.result_key)["Versions"]
+    assert len([v for v in versions if v["Key"] == job.result_key]) == 1
+
+
 def test_an_input_error_does_not_fail_over(stack: Stack) -> None:
     job = run_manifest(stack, "no-failover", gradient(), provider=["crun", "piapi"])
 

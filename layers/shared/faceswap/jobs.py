@@ -259,7 +259,7 @@ class Pipeline:
             return self._outcome_unknown(job, e)
         except (ProviderUnavailable, ProviderTaskFailed) as e:
             if e.retryable and job.fallback_providers:
-                return self._fail_over(job, e)
+                return self._fail_over(job, e, in_submit=True)
             if not isinstance(e, ProviderUnavailable):
                 return self._finish(job, JobState.FAILED, error=e)
             if attempt < self.settings.max_submit_attempts:
@@ -340,11 +340,14 @@ class Pipeline:
 
         return urls
 
-    def _fail_over(self, job: Job, error: PipelineError) -> Job:
+    def _fail_over(self, job: Job, error: PipelineError, *, in_submit: bool = False) -> Job:
         """Record the failed attempt, move the job to its next provider and submit it there at once.
 
         Only retryable provider errors fail over (unavailable, maintenance, a failed generation); an input
         error (no face, bad image) or a refusal ends the job, since another provider would refuse it too.
+        ``in_submit``: called by :meth:`submit` (the submit function), which creates the next task itself;
+        otherwise (a callback, a check) the request goes back to the submit function, whose permissions and
+        ceiling the create needs, through the submit queue.
         """
         stamp = isoformat(self.clock())
         failed: dict[str, Any] = {"provider": job.provider, "at": stamp, "error": error.as_dict()}
@@ -370,7 +373,7 @@ class Pipeline:
             "job failed over", extra={**log_keys(moved), "from_provider": job.provider, "error_code": error.code}
         )
         request = moved.request()
-        if job.state is JobState.RECEIVED or self.requeue is None:
+        if in_submit or self.requeue is None:
             return self.submit(request)
         # From a callback or a check: the submit function creates the next task (its permissions, its ceiling).
         self.requeue.send(request)
