@@ -14,6 +14,9 @@
 
 - A callback whose result copy would not fit the HTTP API's 30 s: the callback answers in time and hands the job to
   a check, which keeps the whole result.
+- A check killed at its timeout in the middle of a result copy: its message comes back after the queue's visibility
+  timeout (the handler never got to set a backoff), and the retry aborts the upload the killed copy left open and
+  keeps the whole result.
 
 The crash test's stack is its own (a result cap above one 8 MiB part). The poison and slow-result tests' stack runs
 at a time scale of 0.1: every duration of the stack (functions' timeouts, the HTTP API's integration timeout,
@@ -36,9 +39,10 @@ from conftest import FACES
 from werkzeug.wrappers import Response
 
 from faceswap.aws import job_from_item, job_to_item
-from faceswap.model import ImageRef, Job, JobState
+from faceswap.model import ImageRef, Job, JobState, parse_time
 from faceswap_local.app import LocalStack
 from faceswap_local.emulators.piapi import Faults
+from faceswap_local.environments import Invocation, Observer
 from faceswap_local.loopback import LoopbackServer
 
 MIB = 1024 * 1024
@@ -50,11 +54,12 @@ BROKEN_OFF_AT = 9 * MIB
 
 class ResultHost(LoopbackServer):
     """A result host on loopback serving :data:`RESULT`; the first ``breaks`` downloads break off midway; each MiB
-    takes ``seconds_per_mib``."""
+    takes ``seconds_per_mib`` (in the first ``slow_downloads`` downloads only, if given)."""
 
-    def __init__(self, *, breaks: int, seconds_per_mib: float = 0.0) -> None:
+    def __init__(self, *, breaks: int, seconds_per_mib: float = 0.0, slow_downloads: int | None = None) -> None:
         self.breaks = breaks
         self.seconds_per_mib = seconds_per_mib
+        self.slow_downloads = slow_downloads
         self.downloads = 0
         super().__init__(self._app, name="result-host")
 
@@ -72,12 +77,14 @@ class ResultHost(LoopbackServer):
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         self.downloads += 1
         breaks = self.downloads <= self.breaks
+        slow = self.slow_downloads is None or self.downloads <= self.slow_downloads
+        pause = self.seconds_per_mib if slow else 0.0
 
         def body() -> Iterator[bytes]:
             for start in range(0, len(RESULT), MIB):
                 if breaks and start >= BROKEN_OFF_AT:
                     raise ConnectionAbortedError("the result host dropped the connection")  # werkzeug closes it
-                time.sleep(self.seconds_per_mib)
+                time.sleep(pause)
                 yield RESULT[start : start + MIB]
 
         response = Response(body(), content_type="image/png", headers={"Content-Length": str(len(RESULT))})
@@ -271,3 +278,40 @@ def test_a_callback_whose_copy_would_not_fit_the_http_apis_time_answers_and_a_ch
     s3, results = local.client("s3"), local.info()["results_bucket"]
     versions = s3.list_object_versions(Bucket=results, Prefix=job.result_key).get("Versions", [])
     assert len(versions) == 1
+
+
+def test_a_check_killed_at_its_timeout_mid_copy_comes_back_after_the_visibility_timeout_and_keeps_the_result(
+    scaled: LocalStack,
+) -> None:
+    local = scaled
+    assert local.piapi is not None and local.runtime is not None
+    killed: list[Invocation] = []
+
+    class Timeouts(Observer):
+        def invocation(self, invocation: Invocation) -> None:
+            if invocation.outcome.timed_out:
+                killed.append(invocation)
+
+    observer = Timeouts()
+    local.runtime.observers.append(observer)
+    # 12 MiB at 0.5 s a MiB: the first 8 MiB part is uploaded at 4 s, and the poller's 6 s timeout (60 s at time
+    # scale 0.1) ends the copy in the middle of the second; the next download is fast.
+    with ResultHost(breaks=0, seconds_per_mib=0.5, slow_downloads=1) as host:
+        local.piapi.faults = Faults(result_url=host.url, webhook="none", processing_seconds=0.2)
+        try:
+            target_key = start_job(local, "killed-mid-copy", result_key="results/recovery/killed.png")
+            job = wait_for(local, target_key, lambda j: j.terminal, timeout=120)
+        finally:
+            local.piapi.faults = Faults()
+            local.runtime.observers.remove(observer)
+
+    assert [i.function for i in killed] == ["PollerFunction"], "the first check was killed at its timeout"
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.result is not None and job.result["sha256"] == hashlib.sha256(RESULT).hexdigest()
+    assert host.downloads == 2
+    s3, results = local.client("s3"), local.info()["results_bucket"]
+    assert s3.list_multipart_uploads(Bucket=results).get("Uploads", []) == [], "the killed copy's upload was aborted"
+    versions = s3.list_object_versions(Bucket=results, Prefix=job.result_key).get("Versions", [])
+    assert len(versions) == 1
+    redelivered = killed[0].started + 36  # received then, and invisible for the queue's 360 s (at time scale 0.1)
+    assert parse_time(job.finished_at or "").timestamp() >= redelivered - 1, "not retried before the visibility ended"
