@@ -4,6 +4,7 @@
 #   make demo    the whole pipeline offline on real photos (see README)
 #   make up      start the local stack and keep it running; make down stops it
 #   make build   sam build (no container)       make deploy ENV=dev   sam build + sam deploy
+#   make smoke [STACK=name]  one real job, the jobs API and an alarm on a deployed stack (or on make up)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -22,7 +23,7 @@ CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE CKV_PARSE_ERR
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template checkov build test demo bench stress up down deploy lock clean redrive
+.PHONY: help venv lint typecheck unit integration template checkov build test demo bench stress up down deploy lock clean redrive smoke
 
 help:
 	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -109,6 +110,11 @@ lock: venv
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .local out
+
+# One real job end to end, the jobs API, an alarm: after every deploy, make smoke STACK=faceswap-prod; without STACK
+# against `make up` (README, "Deploy to AWS")
+smoke: venv
+	$(BIN)/python -m faceswap_local.smoke $(if $(STACK),--stack-name "$(STACK)")
 
 # Dead-letter queue → its queue, after the fix: make redrive QUEUE=submit|check [STACK=faceswap-prod] (README)
 redrive: venv

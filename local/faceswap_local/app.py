@@ -167,6 +167,7 @@ class LocalStack:
         assert self.stack is not None and self.runtime is not None
         refs = self.stack.refs
         return {
+            "stack_name": refs["AWS::StackName"],
             "aws_endpoint_url": self.moto.endpoint_url,
             "region": aws.REGION,
             "aws_access_key_id": aws.ACCESS_KEY_ID,

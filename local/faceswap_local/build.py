@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYER_SOURCE = ROOT / "layers" / "shared"
 KEEP_BUILDS = 3
 """Builds kept (newest first); older ones are removed after a new build."""
-BUILD_DIR = Path(os.environ.get("FACESWAP_LOCAL_STATE_DIR") or ROOT / ".local") / "build"
+BUILD_DIR = ROOT / ".local" / "build"
+"""Shared by every local stack of this checkout (builds are keyed by their sources' digest)."""
 
 
 def layer_digest(source: Path = LAYER_SOURCE) -> str:

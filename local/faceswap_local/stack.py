@@ -244,6 +244,9 @@ def create_stack(
         )
         resolver.refs[logical_id] = name
         resolver.attributes[(logical_id, "Arn")] = arn
+    cloudwatch = stack.client("cloudwatch")
+    for logical_id, resource in by_type.get("AWS::CloudWatch::Alarm", {}).items():
+        _create_alarm(cloudwatch, logical_id, resource["Properties"], resolver)
     for logical_id, resource in by_type.get("AWS::Serverless::HttpApi", {}).items():
         resolver.refs[logical_id] = logical_id  # the API id; the gateway serves every HttpApi on one port
         stack.default_authorizers[logical_id] = (
@@ -351,3 +354,38 @@ def _create_bucket(s3: Any, logical_id: str, props: dict[str, Any], resolver: Re
         s3.put_bucket_notification_configuration(
             Bucket=name, NotificationConfiguration={"QueueConfigurations": queue_configs}
         )
+
+
+ALARM_PROPERTIES = (
+    "AlarmName",
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "Period",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "Metrics",
+)
+"""The alarm properties created locally; actions are left out (there is no SNS topic or e-mail locally)."""
+
+
+def _create_alarm(cloudwatch: Any, logical_id: str, props: dict[str, Any], resolver: Resolver) -> None:
+    args: dict[str, Any] = {}
+    for name in ALARM_PROPERTIES:
+        if name in props:
+            try:
+                args[name] = resolver.resolve(props[name])
+            except KeyError:
+                continue  # refers to a resource the local stack does not create
+    for name in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+        if name in args:
+            args[name] = int(args[name])
+    if "Threshold" in args:
+        args["Threshold"] = float(args["Threshold"])
+    cloudwatch.put_metric_alarm(**args)
+    resolver.refs[logical_id] = args["AlarmName"]

@@ -102,6 +102,7 @@ def test_make_up_serves_the_aws_cli_example_and_stops_cleanly(tmp_path: Path) ->
             time.sleep(0.2)
         info = json.loads(stack_file.read_text())
         assert set(info) >= {
+            "stack_name",
             "aws_endpoint_url",
             "region",
             "aws_access_key_id",
@@ -140,6 +141,18 @@ exit 1
         )
         assert run.returncode == 0, run.stderr
         assert "biden.jpg" in run.stdout
+        smoke = subprocess.run(  # make smoke, against make up
+            [sys.executable, "-m", "faceswap_local.smoke", "--timeout", "60"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        found = json.loads(smoke.stdout[smoke.stdout.index("{") : smoke.stdout.rindex("}") + 1])
+        assert found["alarm"]["name"] == f"{info['stack_name']}-jobs-swept" and "ALARM" in found["alarm"]["seen"]
+        assert found["result_bytes"] > 0 and len(found["sha256"]) == 64
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
