@@ -135,31 +135,35 @@ def busy_stack() -> Iterator[LocalStack]:
 
 
 @pytest.mark.timeout(600)
-def test_two_hundred_uploads_at_once_never_exceed_five_requests_per_second(busy_stack: LocalStack) -> None:
+def test_a_hundred_uploads_at_once_never_exceed_five_requests_per_second(busy_stack: LocalStack) -> None:
+    """The submit function at its MaximumConcurrency (5 environments) under PiAPI's ceiling: messages over it are
+    handed back through their visibility (sqs:ChangeMessageVisibility), and no second at the provider holds more
+    than 5 requests."""
     info = busy_stack.info()
     s3, ddb = busy_stack.client("s3"), busy_stack.client("dynamodb")
     small = io.BytesIO()
     Image.open(FACES / "biden.jpg").resize((243, 551)).save(small, format="JPEG")
     s3.put_object(Bucket=info["input_bucket"], Key="faces/obama.jpg", Body=(FACES / "obama.jpg").read_bytes())
     started = time.time()
-    for i in range(200):
+    for i in range(100):
         s3.put_object(Bucket=info["input_bucket"], Key=f"incoming/obama/load/{i:03d}.jpg", Body=small.getvalue())
 
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         jobs = [job_from_item(i) for i in ddb.scan(TableName=info["jobs_table"], ConsistentRead=True)["Items"]]
-        if len(jobs) == 200 and all(job.terminal for job in jobs):
+        if len(jobs) == 100 and all(job.terminal for job in jobs):
             break
         time.sleep(1)
 
-    assert len(jobs) == 200 and all(job.state is JobState.SUCCEEDED for job in jobs), [
+    assert len(jobs) == 100 and all(job.state is JobState.SUCCEEDED for job in jobs), [
         (j.state, j.error) for j in jobs if j.state is not JobState.SUCCEEDED
     ][:3]
     times = sorted(t for t in busy_stack.emulators["piapi"].request_times if t >= started)
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
     print(f"{len(times)} PiAPI requests in {times[-1] - times[0]:.1f} s; busiest one-second window: {busiest}")
-    assert len(times) >= 400
+    assert len(times) >= 200
     assert busiest <= 5
+    assert busy_stack.runtime is not None and busy_stack.runtime.functions["SubmitFunction"].peak_concurrency > 1
 
 
 def test_failover_from_a_provider_answering_503_to_the_next(stack: Stack) -> None:
