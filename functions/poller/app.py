@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import SqsMessageDelay, retry_backoff
+from faceswap.aws import SqsMessageDelay, redelivery_delay
 from faceswap.config import Config
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
@@ -28,14 +28,6 @@ pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.check_queue_url)
 
 
-def next_delivery_in(deliveries: int) -> float:
-    """Seconds before a message that failed its ``deliveries``-th delivery comes back: a backoff, or at once after
-    the last allowed delivery (its job was just ended FAILED), so it moves to the dead-letter queue now."""
-    if config.max_receive_count and deliveries >= config.max_receive_count:
-        return 0
-    return retry_backoff(deliveries)
-
-
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """One check: message body ``{"job_id": str, "check": int}``."""
@@ -47,7 +39,9 @@ def record_handler(record: SQSRecord) -> None:
         deliveries = int(record.attributes.approximate_receive_count)
         # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that
         # keeps failing reaches its last delivery (and its job ends) within minutes, not half an hour.
-        message_delay.delay(record.receipt_handle, next_delivery_in(deliveries))
+        message_delay.delay(
+            record.receipt_handle, redelivery_delay(deliveries, max_receive_count=config.max_receive_count)
+        )
         # On the message's last delivery the job is ended FAILED, visibly, before the message goes to the DLQ.
         pipeline.failed_delivery(body["job_id"], e, deliveries=deliveries)
         raise

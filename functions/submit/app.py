@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import SqsMessageDelay, retry_backoff
+from faceswap.aws import SqsMessageDelay, redelivery_delay
 from faceswap.config import Config
 from faceswap.errors import ProviderUnavailable, RateLimited
 from faceswap.observability import TRACED_MODULES, Telemetry
@@ -28,14 +28,6 @@ config = Config.from_env()
 sqs = boto3.client("sqs")  # one client for the pipeline and for handing messages back to the submit queue
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.submit_queue_url)
-
-
-def next_delivery_in(deliveries: int) -> float:
-    """Seconds before a message that failed its ``deliveries``-th delivery comes back: a backoff, or at once after
-    the last allowed delivery (its job was just ended FAILED), so it moves to the dead-letter queue now."""
-    if config.max_receive_count and deliveries >= config.max_receive_count:
-        return 0
-    return retry_backoff(deliveries)
 
 
 @tracer.capture_method
@@ -65,7 +57,10 @@ def record_handler(record: SQSRecord) -> None:
                 message_delay.delay(record.receipt_handle, e.retry_after or 1)
             elif isinstance(e, ProviderUnavailable):
                 # The provider could not take the task: try again soon, not after the queue's 6-minute visibility.
-                message_delay.delay(record.receipt_handle, e.retry_after or next_delivery_in(deliveries))
+                message_delay.delay(
+                    record.receipt_handle,
+                    e.retry_after or redelivery_delay(deliveries, max_receive_count=config.max_receive_count),
+                )
             pipeline.failed_delivery(request.job_id, e, deliveries=deliveries)
             failure = failure or e
             continue

@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import methodcaller
 from pathlib import Path
 from typing import IO, Any
 
@@ -162,6 +163,14 @@ class FunctionImage:
     observers: list[Observer] = field(default_factory=list)
     log_stream: IO[str] | None = None
 
+    def notify(self, call: Callable[[Observer], None]) -> None:
+        """Call ``call`` with each observer; an observer that fails is logged and the others still called."""
+        for observer in list(self.observers):
+            try:
+                call(observer)
+            except Exception:
+                logger.exception("observer failed")
+
 
 class ExecutionEnvironment:
     """One child process running ``image``'s function; see the module docstring.
@@ -247,7 +256,7 @@ class ExecutionEnvironment:
                 json.dumps({"level": "ERROR", "type": "platform.timeout", "message": message, "requestId": request_id})
             )
             return Outcome(
-                error={"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {seconds} seconds"},
+                error={"errorType": "Sandbox.Timedout", "errorMessage": message},
                 timed_out=True,
             )
         except OSError as e:
@@ -296,7 +305,7 @@ class ExecutionEnvironment:
                         started=message["started"],
                         ended=message["ended"],
                     )
-                    self._notify(lambda o, c=call: o.aws_call(c))  # type: ignore[misc]
+                    self.image.notify(methodcaller("aws_call", call))
                 elif kind == "http":
                     http = HttpCall(
                         function=self.image.name,
@@ -306,7 +315,7 @@ class ExecutionEnvironment:
                         started=message["started"],
                         ended=message["ended"],
                     )
-                    self._notify(lambda o, c=http: o.http_call(c))  # type: ignore[misc]
+                    self.image.notify(methodcaller("http_call", http))
                 else:
                     self._replies.put(message)
         except (OSError, ValueError):
@@ -323,20 +332,13 @@ class ExecutionEnvironment:
     def _log(self, line: str) -> None:
         if not _passes_level_filter(line, self.image.application_log_level):
             return
-        self._notify(lambda o: o.log_line(self.image.name, line))
+        self.image.notify(lambda o: o.log_line(self.image.name, line))
         out = self.image.log_stream or sys.stdout
         try:
             out.write(line + "\n")
             out.flush()
         except (ValueError, OSError):
             pass  # stdout closed (the process is ending)
-
-    def _notify(self, call: Callable[[Observer], None]) -> None:
-        for observer in list(self.image.observers):
-            try:
-                call(observer)
-            except Exception:
-                logger.exception("observer failed")
 
 
 def _passes_level_filter(line: str, level: str | None) -> bool:
@@ -395,22 +397,15 @@ class FunctionPool:
     def invoke(self, event: dict[str, Any]) -> Outcome:
         """Run ``event`` in an execution environment of this function; see the class docstring."""
         environment, init_seconds = self._acquire()
-        self._notify(lambda o: o.invocation_started(self.name, event))
+        self.image.notify(lambda o: o.invocation_started(self.name, event))
         started = time.time()
         try:
             outcome = environment.invoke(event)
         finally:
             self._release(environment)
         invocation = Invocation(self.name, event, outcome, started, time.time(), init_seconds)
-        self._notify(lambda o: o.invocation(invocation))
+        self.image.notify(lambda o: o.invocation(invocation))
         return outcome
-
-    def _notify(self, call: Callable[[Observer], None]) -> None:
-        for observer in list(self.image.observers):
-            try:
-                call(observer)
-            except Exception:
-                logger.exception("observer failed")
 
     def provision(self, count: int) -> None:
         """Start environments (at once) until ``count`` are idle and warm (as far as ``max_environments`` allows),

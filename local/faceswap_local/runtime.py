@@ -684,6 +684,10 @@ class Runtime:
             log_stream=self._log_stream,
         )
 
+    def _sqs_concurrency(self, event: Mapping[str, Any]) -> int:
+        """An SQS event source's ``ScalingConfig.MaximumConcurrency`` (``default_concurrency`` without one)."""
+        return int(event.get("ScalingConfig", {}).get("MaximumConcurrency", self._default_concurrency))
+
     def start(self) -> None:
         """Build the layer for this machine if needed, then start the event sources and the gateway (execution
         environments start on the first invocation that needs one, as cold starts do)."""
@@ -691,14 +695,10 @@ class Runtime:
         sqs = self.stack.client("sqs")
         routes: list[Route] = []
         for logical_id, spec in self.stack.functions.items():
-            limits = [
-                int(e.get("ScalingConfig", {}).get("MaximumConcurrency", self._default_concurrency))
-                for e in spec.events.values()
-                if e["Type"] == "SQS"
-            ]
+            limits = [self._sqs_concurrency(e) for e in spec.events.values() if e["Type"] == "SQS"]
             pool = FunctionPool(self.image(spec, layer_root), max_environments=sum(limits) or self._default_concurrency)
             self.functions[logical_id] = pool
-            for event in spec.events.values():
+            for name, event in spec.events.items():
                 if event["Type"] == "SQS":
                     arn = event["Queue"]
                     url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
@@ -708,9 +708,7 @@ class Runtime:
                         arn,
                         pool,
                         batch_size=int(event.get("BatchSize", 10)),
-                        concurrency=int(
-                            event.get("ScalingConfig", {}).get("MaximumConcurrency", self._default_concurrency)
-                        ),
+                        concurrency=self._sqs_concurrency(event),
                         report_failures="ReportBatchItemFailures" in event.get("FunctionResponseTypes", []),
                         stop=self.stop_event,
                         duplicator=self.s3_events,
@@ -735,7 +733,6 @@ class Runtime:
                     self.stream_sources.append(stream_source)
                     self._threads.append(stream_source)
                 elif event["Type"] == "ScheduleV2":
-                    name = next(n for n, e in spec.events.items() if e is event)
                     schedule = Schedule(
                         f"{logical_id}.{name}",
                         pool,

@@ -21,6 +21,24 @@ FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
 RESULT_MAX_BYTES = 8 * 1024 * 1024
 
 
+def job_for(local: LocalStack, target_key: str) -> Job | None:
+    """The job of ``local`` whose target image is ``target_key``, if any (a consistent scan of the jobs table)."""
+    items = local.client("dynamodb").scan(TableName=local.info()["jobs_table"], ConsistentRead=True)["Items"]
+    jobs = [job_from_item(item) for item in items if item["target_image"]["M"]["key"]["S"] == target_key]
+    return jobs[0] if jobs else None
+
+
+def wait_for(local: LocalStack, target_key: str, done: Callable[[Job], bool], *, timeout: float = 60) -> Job:
+    """Wait until the job of ``local`` for ``target_key`` satisfies ``done``; ``AssertionError`` after ``timeout``."""
+    deadline, job = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        job = job_for(local, target_key)
+        if job is not None and done(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"the job for {target_key} did not get there in {timeout} s: {job}")
+
+
 @dataclass
 class Stack:
     """What a test needs from the running local stack."""

@@ -18,9 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FACES
+from conftest import FACES, wait_for
 
-from faceswap.aws import job_from_item
 from faceswap.ids import webhook_secret
 from faceswap.model import Job, JobState
 from faceswap_local.app import LocalStack
@@ -123,22 +122,6 @@ def overlapped(invocations: list[Invocation]) -> bool:
     """Whether at least two of ``invocations`` ran at the same time."""
     spans = sorted((i.started, i.ended) for i in invocations)
     return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
-
-
-def job_for(local: LocalStack, key: str) -> Job | None:
-    items = local.client("dynamodb").scan(TableName=local.info()["jobs_table"], ConsistentRead=True)["Items"]
-    jobs = [job_from_item(i) for i in items if i["target_image"]["M"]["key"]["S"] == key]
-    return jobs[0] if jobs else None
-
-
-def wait_for(local: LocalStack, key: str, done: Callable[[Job], bool], timeout: float = 60) -> Job:
-    deadline, job = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        job = job_for(local, key)
-        if job is not None and done(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"the job for {key} did not get there in {timeout} s: {job}")
 
 
 def assert_ended_once(local: LocalStack, job: Job) -> None:

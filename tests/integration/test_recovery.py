@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import FACES
+from conftest import FACES, wait_for
 from werkzeug.wrappers import Response
 
 from faceswap.aws import job_from_item, job_to_item
@@ -114,24 +114,6 @@ def scaled() -> Iterator[LocalStack]:
         yield stack
     finally:
         stack.stop()
-
-
-def job_for(local: LocalStack, target_key: str) -> Job | None:
-    ddb, table = local.client("dynamodb"), local.info()["jobs_table"]
-    items = ddb.scan(TableName=table, ConsistentRead=True)["Items"]
-    jobs = [job_from_item(item) for item in items if item["target_image"]["M"]["key"]["S"] == target_key]
-    return jobs[0] if jobs else None
-
-
-def wait_for(local: LocalStack, target_key: str, done: Callable[[Job], bool], *, timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    job = None
-    while time.monotonic() < deadline:
-        job = job_for(local, target_key)
-        if job is not None and done(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"the job for {target_key} did not get there in {timeout} s: {job}")
 
 
 def start_job(local: LocalStack, name: str, **manifest: Any) -> str:

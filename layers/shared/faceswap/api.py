@@ -101,10 +101,15 @@ class JobsApi:
             allow_base64=True,
             allow_http=self.allow_http,
         )
-        inline = {id(i): len(i) for i in (fields.target_image, fields.swap_image) if isinstance(i, bytes)}
-        if sum(inline.values()) > MAX_INLINE_IMAGE_BYTES:
+        images = (
+            (fields.target_image,)
+            if fields.swap_image is fields.target_image
+            else (fields.target_image, fields.swap_image)
+        )
+        inline = sum(len(image) for image in images if isinstance(image, bytes))
+        if inline > MAX_INLINE_IMAGE_BYTES:
             raise PayloadTooLarge(
-                f"The inline images total {sum(inline.values()):,} bytes, over the {MAX_INLINE_IMAGE_BYTES:,} one "
+                f"The inline images total {inline:,} bytes, over the {MAX_INLINE_IMAGE_BYTES:,} one "
                 "request can carry (Lambda's 6 MB request limit, base64 included): upload each image with "
                 "POST /uploads and name it by its s3_key."
             )

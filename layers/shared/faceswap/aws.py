@@ -437,6 +437,15 @@ def retry_backoff(deliveries: int, *, first: float = 10.0, factor: float = 3.0, 
     return float(min(most, first * factor ** max(0, deliveries - 1)))
 
 
+def redelivery_delay(deliveries: int, *, max_receive_count: int) -> float:
+    """Seconds before a message that failed its ``deliveries``-th delivery comes back: :func:`retry_backoff`, or
+    0 after the last allowed delivery (``max_receive_count``; its job was just ended FAILED), so that the message
+    moves to the dead-letter queue at its next receive rather than after a backoff."""
+    if max_receive_count and deliveries >= max_receive_count:
+        return 0.0
+    return retry_backoff(deliveries)
+
+
 class SqsMessageDelay:
     """Makes a message received from ``queue_url`` visible again after a chosen delay (instead of the queue's
     visibility timeout)."""

@@ -208,12 +208,8 @@ class ResultFetcher:
         current = httpx.URL(url)
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(current, allowed_hosts)
-            timeout = _read_timeout(deadline, self._client.timeout.read)
-            request = (
-                self._client.build_request("GET", current, timeout=timeout)
-                if timeout is not None
-                else self._client.build_request("GET", current)
-            )
+            timeout = _read_timeout(deadline, self._client.timeout.read) or self._client.timeout
+            request = self._client.build_request("GET", current, timeout=timeout)
             try:
                 response = self._client.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as e:
@@ -228,8 +224,7 @@ class ResultFetcher:
                         raise InvalidResult(f"The {self._subject} URL redirected without a Location.")
                     current = current.join(location)
                     continue
-                stream = self._checked_stream(response, str(current))
-                stream._deadline = deadline
+                stream = self._checked_stream(response, str(current), deadline)
                 try:
                     yield stream
                 except ProviderUnavailable as e:
@@ -269,7 +264,7 @@ class ResultFetcher:
         if peer:
             self._check_address(response.url.host, str(peer[0]))
 
-    def _checked_stream(self, response: httpx.Response, url: str) -> ResultStream:
+    def _checked_stream(self, response: httpx.Response, url: str, deadline: float | None) -> ResultStream:
         if response.status_code in (403, 404, 410):
             raise ResultExpired(
                 f"The {self._subject} URL answered {response.status_code}: the provider no longer has it."
@@ -301,6 +296,7 @@ class ResultFetcher:
             _rest=body,
             _max_bytes=self._max_bytes,
             _subject=self._subject,
+            _deadline=deadline,
         )
 
 

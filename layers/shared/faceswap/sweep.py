@@ -58,7 +58,7 @@ def sweep(
         while True:
             jobs, cursor = index.list_jobs(state=state, limit=page_size, cursor=cursor)
             for job in jobs:
-                if job.state in SWEPT_STATES and parse_time(job.deadline_at) + grace <= now:
+                if parse_time(job.deadline_at) + grace <= now:
                     checks.schedule(job.job_id, delay_seconds=0, check=0)
                     swept.append(job.job_id)
             if cursor is None:
