@@ -1,4 +1,5 @@
 # The project's commands. Everything sets itself up: virtual environments, pinned dependencies.
+#   make test-fast  lint, type check and unit tests (under 2 minutes: the loop while you work)
 #   make test    lint, type check, unit and integration tests, template checks (cfn-lint, checkov, sam validate,
 #                sam build), a 100-job make stress
 #   make demo    the whole pipeline offline on real photos (see README)
@@ -23,10 +24,10 @@ CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE CKV_PARSE_ERR
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template checkov build test demo bench stress up down deploy lock clean redrive smoke
+.PHONY: help venv lint typecheck unit integration template checkov build test test-fast demo bench stress up down deploy lock clean redrive smoke
 
 help:
-	@echo "make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
+	@echo "make test-fast | make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
 
 $(VENV)/.installed: requirements/dev.txt engine/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed (python3.13 on PATH or pyenv)"; exit 1; }
@@ -78,6 +79,8 @@ checkov: $(CHECKOV_VENV)/.installed
 
 build: $(SAM_VENV)/.installed
 	$(SAM) build
+
+test-fast: lint typecheck unit
 
 test: lint typecheck template unit integration build
 	$(MAKE) --no-print-directory stress N=100

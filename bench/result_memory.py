@@ -6,7 +6,7 @@ Three processes, so the measured one holds nothing it would not hold in a functi
 - a **byte server** (``python bench/result_memory.py serve <port>``, werkzeug) generates the result's bytes in
   1 MiB chunks on request (``GET /blob/<bytes>``: a PNG signature, then a repeated pseudo-random block);
 - the **collector**, a fresh process per size (``python bench/result_memory.py collect <spec>``), runs
-  ``faceswap.fetch.ResultFetcher.open`` + ``faceswap.aws.S3ObjectStore.store_result`` as ``collect`` does.
+  ``faceswap.fetch.ResultFetcher.open`` + ``faceswap.aws.s3.S3ObjectStore.store_result`` as ``collect`` does.
 
 The collector warms up (one 9 MiB result: a two-part multipart upload), returns freed memory to the OS
 (``malloc_trim``), resets its peak RSS (``/proc/self/clear_refs``), then stores the result; the figure is

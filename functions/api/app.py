@@ -3,6 +3,7 @@
 
 # No ``from __future__ import annotations`` here: Powertools reads the route signatures at run time to
 # validate requests and to build the OpenAPI document.
+import pathlib
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from faceswap.config import Config
 from faceswap.errors import ApiError, PipelineError
 from faceswap.observability import TRACED_MODULES
+from faceswap.schema import JobSubmission, describe
 from faceswap.wiring import build_jobs_api
 
 logger = Logger()
@@ -25,32 +27,6 @@ metrics = Metrics()
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 app = APIGatewayHttpResolver(enable_validation=True)
 jobs_api = build_jobs_api(Config.from_env())
-
-
-class ImageInput(BaseModel):
-    """Exactly one of ``url`` (https), ``base64`` (at most 4 MiB decoded for all of a request's images together;
-    more is refused 413 ``payload_too_large``: use ``POST /uploads``) or ``s3_key`` (inputs bucket)."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str | None = None
-    base64: str | None = None
-    s3_key: str | None = None
-
-
-class JobSubmission(BaseModel):
-    """A job: the face of ``swap_image`` goes onto ``target_image`` (``same-image-swap``: the two faces of
-    ``target_image`` swap places, and there is no ``swap_image``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    target_image: ImageInput
-    swap_image: ImageInput | None = Field(default=None, description="Required except for same-image-swap.")
-    provider: str | list[str] | None = Field(
-        default=None, description="A provider, or an ordered list to fail over through. Default: DefaultProvider."
-    )
-    task: Literal["face-swap", "multi-face-swap", "same-image-swap"] = "face-swap"
-    options: dict[str, str] = Field(default_factory=dict, description="swap_faces_index, target_faces_index.")
-    result_key: str | None = Field(default=None, description="Key under results/ in the results bucket.")
-    idempotency_key: str | None = Field(default=None, description="Same key, same job.")
 
 
 class Accepted(BaseModel):
@@ -126,9 +102,7 @@ def invalid_body(error: RequestValidationError) -> Response[dict[str, str]]:
     first = error.errors()[0] if error.errors() else {}
     if first.get("type") == "json_invalid":
         return _error(400, "invalid_request", "Field 'body': the body is not valid JSON.")
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    field = ".".join(location) or "body"
-    return _error(400, "invalid_request", f"Field {field!r}: {first.get('msg', 'invalid')}.")
+    return _error(400, "invalid_request", describe(first, model=JobSubmission))
 
 
 @app.not_found
@@ -162,7 +136,9 @@ def _status_url(job_id: str) -> str:
 @app.post("/jobs", status_code=202, responses=_responses(202, Accepted, 413), summary="Submit a job")
 @tracer.capture_method
 def submit_job(submission: Annotated[JobSubmission, Body()]) -> Response[Accepted]:
-    job, created = jobs_api.submit(submission.model_dump(exclude_none=True))
+    # Validated by its schema above; the jobs API validates the body again with the deployment's own rules
+    # (http:// URLs, configured providers) and stores inline images.
+    job, created = jobs_api.submit(app.current_event.json_body)
     logger.append_keys(job_id=job.job_id, provider=job.provider)
     logger.info("job requested", extra={"new_job": created, "state": job.state})
     metrics.add_metric(name="ApiJobsRequested", unit="Count", value=1)
@@ -204,15 +180,18 @@ def retry_job(job_id: Annotated[str, Path()]) -> Response[Accepted]:
 
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document() -> Response[str]:
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=OPENAPI)
+    """The committed OpenAPI document (generated from these routes by ``make schemas``; a test keeps it fresh)."""
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=OPENAPI_PATH.read_text())
 
 
-OPENAPI = app.get_openapi_json_schema(
-    title="faceswap-pipeline jobs API",
-    version="1.0.0",
-    description="Submit face-swap jobs, follow them and fetch their results. Every route is authorised with AWS "
+OPENAPI_PATH = pathlib.Path(__file__).with_name("openapi.json")
+OPENAPI_INFO = {
+    "title": "faceswap-pipeline jobs API",
+    "version": "1.0.0",
+    "description": "Submit face-swap jobs, follow them and fetch their results. Every route is authorised with AWS "
     "IAM (SigV4, service execute-api).",
-)
+}
+"""What ``make schemas`` passes to ``app.get_openapi_json_schema`` to write :data:`OPENAPI_PATH`."""
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -11,8 +9,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import SqsMessageDelay, redelivery_delay
+from faceswap.aws.sqs import SqsMessageDelay, redelivery_delay
 from faceswap.config import Config
+from faceswap.messages import check_from_message
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
 
@@ -31,10 +30,10 @@ message_delay = SqsMessageDelay(sqs, config.check_queue_url)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """One check: message body ``{"job_id": str, "check": int}``."""
-    body = json.loads(record.body)
-    telemetry.job(body["job_id"])  # provider and task id follow when the job is read
+    job_id, check = check_from_message(record.body)
+    telemetry.job(job_id)  # provider and task id follow when the job is read
     try:
-        job = pipeline.check(body["job_id"], check=int(body.get("check", 0)))
+        job = pipeline.check(job_id, check=check)
     except Exception as e:
         deliveries = int(record.attributes.approximate_receive_count)
         # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that
@@ -43,7 +42,7 @@ def record_handler(record: SQSRecord) -> None:
             record.receipt_handle, redelivery_delay(deliveries, max_receive_count=config.max_receive_count)
         )
         # On the message's last delivery the job is ended FAILED, visibly, before the message goes to the DLQ.
-        pipeline.failed_delivery(body["job_id"], e, deliveries=deliveries)
+        pipeline.failed_delivery(job_id, e, deliveries=deliveries)
         raise
     if job is not None:
         telemetry.job_seen(job)

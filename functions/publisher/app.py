@@ -15,9 +15,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import EventBridgePublisher, job_from_item
+from faceswap.aws.dynamodb import job_from_item
+from faceswap.aws.eventbridge import EventBridgePublisher
 from faceswap.config import EVENT_BUS_NAME
-from faceswap.jobs import terminal_event
+from faceswap.events import terminal_event
 from faceswap.observability import Telemetry
 
 logger = Logger()

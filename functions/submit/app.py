@@ -11,11 +11,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import SqsMessageDelay, redelivery_delay
+from faceswap.aws.sqs import SqsMessageDelay, redelivery_delay
 from faceswap.config import Config
 from faceswap.errors import ProviderUnavailable, RateLimited
+from faceswap.intake import requests_in_message
 from faceswap.observability import TRACED_MODULES, Telemetry
-from faceswap.requests import requests_in_message
 from faceswap.wiring import build_pipeline
 
 logger = Logger()
@@ -41,7 +41,7 @@ def record_handler(record: SQSRecord) -> None:
     telemetry.job(None)
     requests = requests_in_message(
         json.loads(record.body),
-        objects=pipeline.objects,
+        objects=pipeline.ports.objects,
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
     )

@@ -10,7 +10,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws import DynamoJobStore, SqsCheckScheduler
+from faceswap.aws.dynamodb import DynamoJobStore
+from faceswap.aws.sqs import SqsCheckScheduler
 from faceswap.config import Config
 from faceswap.observability import TRACED_MODULES
 from faceswap.sweep import sweep

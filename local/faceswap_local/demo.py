@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from PIL import Image, ImageDraw, ImageOps
 
-from faceswap.aws import job_from_item
+from faceswap.aws.dynamodb import job_from_item
 from faceswap.model import Job, parse_time
 from faceswap_local.app import ROOT, LocalStack
 

@@ -304,12 +304,26 @@ class StreamEventSource(threading.Thread):
         self._batch, self._retries, self._bisect, self._filters = batch_size, max_retries, bisect, filters
         self._dlq, self._stop = on_failure_queue_url, stop
         self.filtered_out = 0
+        self._empty_passes = 0
+        self._passed = threading.Condition()
+
+    def caught_up(self, *, timeout: float) -> bool:
+        """Wait until every record written to the stream before this call has been handled (delivered, filtered out
+        or discarded): two passes over the shards that found nothing new. ``False`` after ``timeout`` seconds.
+
+        Tests wait on this, not on a fixed time, before asserting that something did *not* happen downstream (no
+        second event).
+        """
+        with self._passed:
+            target = self._empty_passes + 2  # the pass under way may have started before the call
+            return self._passed.wait_for(lambda: self._empty_passes >= target, timeout=timeout)
 
     def run(self) -> None:
         iterators: dict[str, str] = {}
         while not self._stop.is_set():
             try:
                 shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
+                found = False
                 for shard in shards:
                     shard_id = shard["ShardId"]
                     if shard_id not in iterators:
@@ -320,7 +334,11 @@ class StreamEventSource(threading.Thread):
                     iterators[shard_id] = response["NextShardIterator"]
                     if response["Records"]:
                         self._deliver(shard_id, response["Records"])
-                        continue
+                        found = True
+                if not found:
+                    with self._passed:
+                        self._empty_passes += 1
+                        self._passed.notify_all()
                 time.sleep(0.2)
             except Exception:
                 if not self._stop.is_set():
@@ -755,6 +773,17 @@ class Runtime:
         self.gateway.start()
         for thread in self._threads:
             thread.start()
+
+    def streams_caught_up(self, *, timeout: float = 30) -> None:
+        """Wait until every stream event source has handled every record written before this call.
+
+        Raises
+        ------
+        AssertionError
+            A source had not caught up after ``timeout`` seconds.
+        """
+        for source in self.stream_sources:
+            assert source.caught_up(timeout=timeout), f"{source.name} did not catch up in {timeout} s"
 
     def stop(self) -> None:
         """Stop the event sources (each finishes its current long poll), the gateway and every environment."""

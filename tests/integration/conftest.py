@@ -12,13 +12,26 @@ from typing import Any
 import pytest
 from iam import SAM_POLICIES, Policies, RequestLog
 
-from faceswap.aws import job_from_item
+from faceswap.aws.dynamodb import job_from_item
 from faceswap.model import Job
 from faceswap_local.app import ROOT, LocalStack
 from faceswap_local.emulators.piapi import Faults
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
 RESULT_MAX_BYTES = 8 * 1024 * 1024
+
+
+def eventually(condition: Callable[[], Any], *, timeout: float = 30, what: str = "the condition") -> Any:
+    """Poll ``condition`` until it returns something truthy (returned); ``AssertionError`` naming ``what`` after
+    ``timeout`` seconds. Tests wait for a state, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not happen in {timeout} s")
+        time.sleep(0.1)
 
 
 def job_for(local: LocalStack, target_key: str) -> Job | None:
@@ -82,13 +95,32 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"job for {target_key} did not get there in {timeout}s: {job}")
 
+    def wait_drained(self, queue_url: str, *, timeout: float = 30) -> None:
+        """Wait until ``queue_url`` holds no message, visible, in flight or delayed (every delivery handled)."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+
+        def drained() -> bool:
+            counts = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+            return all(int(counts.get(name, 0)) == 0 for name in names)
+
+        eventually(drained, timeout=timeout, what=f"draining {queue_url}")
+
     def get_job(self, job_id: str) -> Job:
         item = self.ddb.get_item(TableName=self.jobs_table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
         return job_from_item(item["Item"])
 
-    def events(self, *, wait: float = 2.0) -> list[dict[str, Any]]:
-        """Drain the subscriber queue: every event published on the bus so far (after waiting ``wait`` s)."""
-        time.sleep(wait)
+    def events(self) -> list[dict[str, Any]]:
+        """Drain the subscriber queue: every event published on the bus for the job rows written so far.
+
+        Waits until the publisher has handled every stream record written before the call (the moto server
+        delivers an event to its SQS target within ``PutEvents``), so a missing or repeated event shows.
+        """
+        assert self.local.runtime is not None
+        self.local.runtime.streams_caught_up()
         received: list[dict[str, Any]] = []
         while True:
             messages = self.sqs.receive_message(

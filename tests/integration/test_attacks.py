@@ -76,7 +76,8 @@ from werkzeug.wrappers import Request, Response
 from faceswap.errors import ResultUrlRefused
 from faceswap.fetch import ResultFetcher, resolve_host
 from faceswap.ids import webhook_secret
-from faceswap.model import Job, JobState
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
 from faceswap_local.emulators.piapi import Faults, placeholder_swap
 
 MAX_CALLBACK_BYTES = 256 * 1024  # functions/callback/app.py

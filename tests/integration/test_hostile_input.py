@@ -39,9 +39,10 @@ from botocore.credentials import Credentials
 from conftest import FACES, Stack
 from PIL import Image
 
-from faceswap.aws import job_from_item
+from faceswap.aws.dynamodb import job_from_item
 from faceswap.ids import job_id_for
-from faceswap.model import Job, JobState
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
 from faceswap_cli.sigv4 import SigV4
 from faceswap_local.stack import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 

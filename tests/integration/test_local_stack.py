@@ -15,7 +15,7 @@ import pytest
 from conftest import FACES, Stack
 from PIL import Image
 
-from faceswap.model import JobState
+from faceswap.lifecycle import JobState
 from faceswap_engine import SAME_PERSON_THRESHOLD, decode_image, face_descriptor, face_distance
 
 ROOT = Path(__file__).resolve().parents[2]

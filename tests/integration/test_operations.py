@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FACES, Stack
+from conftest import FACES, Stack, eventually
 
 from faceswap.ids import webhook_secret
-from faceswap.model import Job, JobState
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
 from faceswap_local import redrive
 from faceswap_local.environments import Observer
 
@@ -169,7 +170,14 @@ def test_redrive_moves_a_dead_lettered_upload_back_and_it_succeeds(
     key = "incoming/obama/dead-lettered.jpg"
     with uploads_notify(stack, dead_letter_arn):  # as if the submit function had failed it 5 times
         stack.upload(key, (FACES / "biden.jpg").read_bytes())
-    time.sleep(1)
+    eventually(
+        lambda: int(
+            stack.sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"])[
+                "Attributes"
+            ]["ApproximateNumberOfMessages"]
+        ),
+        what="the upload's event in the dead-letter queue",
+    )
     assert stack.find_job(key) is None, "the upload's event is only in the dead-letter queue"
     stack_file = tmp_path / "stack.json"
     stack_file.write_text(json.dumps(info))

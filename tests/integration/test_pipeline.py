@@ -8,10 +8,10 @@ import time
 from urllib.parse import quote
 
 import httpx
-from conftest import FACES, RESULT_MAX_BYTES, Stack
+from conftest import FACES, RESULT_MAX_BYTES, Stack, eventually
 
 from faceswap.ids import webhook_secret
-from faceswap.model import JobState
+from faceswap.lifecycle import JobState
 
 
 def biden() -> bytes:
@@ -63,7 +63,7 @@ def test_same_s3_event_delivered_twice_creates_one_task(stack: Stack) -> None:
     queue_url = stack.local.stack.refs["SubmitQueue"]  # type: ignore[union-attr]
     for _ in range(2):
         stack.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"Records": [record]}))
-    time.sleep(3)
+    stack.wait_drained(queue_url)  # both deliveries handled
 
     assert len(stack.piapi.tasks_for_job(job.job_id)) == 1
     assert stack.get_job(job.job_id).state is JobState.SUCCEEDED
@@ -94,11 +94,11 @@ def test_webhook_delivered_three_times_keeps_one_result_and_one_event(stack: Sta
     stack.upload(key, biden())
 
     job = stack.wait_for(key)
-    time.sleep(1)
+    (task,) = stack.piapi.tasks_for_job(job.job_id)
+    eventually(lambda: task.webhook_deliveries == 3, what="three webhook deliveries")
 
     assert job.state is JobState.SUCCEEDED
-    (task,) = stack.piapi.tasks_for_job(job.job_id)
-    assert task.webhook_deliveries == 3
+    assert stack.get_job(job.job_id) == job, "the later deliveries changed nothing"
     versions = stack.s3.list_object_versions(Bucket=stack.results_bucket, Prefix=job.result_key)["Versions"]
     assert len([v for v in versions if v["Key"] == job.result_key]) == 1
     succeeded = [e for e in stack.events() if e["detail"]["job_id"] == job.job_id]

@@ -11,8 +11,9 @@ import pytest
 from conftest import FACES, Stack
 from PIL import Image
 
-from faceswap.aws import job_from_item
-from faceswap.model import Job, JobState
+from faceswap.aws.dynamodb import job_from_item
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
 from faceswap_engine import SAME_PERSON_THRESHOLD, decode_image, face_descriptor, face_distance
 from faceswap_local.app import LocalStack
 

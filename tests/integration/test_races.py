@@ -21,7 +21,8 @@ import pytest
 from conftest import FACES, wait_for
 
 from faceswap.ids import webhook_secret
-from faceswap.model import Job, JobState
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
 from faceswap_local.app import LocalStack
 from faceswap_local.emulators.piapi import Faults
 from faceswap_local.environments import Invocation, Observer

@@ -36,10 +36,12 @@ from typing import Any
 
 import pytest
 from conftest import FACES, wait_for
+from fakes import job_row
 from werkzeug.wrappers import Response
 
-from faceswap.aws import job_from_item, job_to_item
-from faceswap.model import ImageRef, Job, JobState, parse_time
+from faceswap.aws.dynamodb import job_from_item, job_to_item
+from faceswap.lifecycle import JobState, Phase
+from faceswap.model import ImageRef, parse_time
 from faceswap_local.app import LocalStack
 from faceswap_local.emulators.piapi import Faults
 from faceswap_local.environments import Invocation, Observer
@@ -196,15 +198,12 @@ def test_the_sweep_ends_jobs_whose_chain_died(local: LocalStack) -> None:
     schedule = local.runtime.schedules["SweeperFunction.Sweep"]
     assert schedule.period == 300  # rate(5 minutes) from the template
     overdue = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 300))
-    base = Job(
-        job_id="a" * 32,
-        state=JobState.SUBMITTED,
-        provider="piapi",
-        task="face-swap",
+    base = job_row(
         target_image=ImageRef(bucket=info["input_bucket"], key="photos/recovery/orphan.jpg"),
         swap_image=ImageRef(bucket=info["input_bucket"], key="faces/obama.jpg"),
         result_key="results/recovery/orphan.jpg",
         source="manifest",
+        phase=Phase.RUNNING,
         created_at=overdue,
         updated_at=overdue,
         deadline_at=overdue,
@@ -213,7 +212,7 @@ def test_the_sweep_ends_jobs_whose_chain_died(local: LocalStack) -> None:
     # submit message went to the dead-letter queue while it was RECEIVED. Nothing will ever look at either.
     orphans = {
         "a" * 32: job_to_item(replace(base, provider_task_id="lost", submit_attempts=1)),
-        "b" * 32: job_to_item(replace(base, job_id="b" * 32, state=JobState.RECEIVED)),
+        "b" * 32: job_to_item(replace(base, job_id="b" * 32, state=JobState.RECEIVED, phase=Phase.AWAITING_CREATE)),
     }
     for item in orphans.values():
         ddb.put_item(TableName=info["jobs_table"], Item=item)

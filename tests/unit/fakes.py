@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +16,10 @@ from PIL import Image
 from faceswap.errors import ImageTooLarge, InputNotFound
 from faceswap.fetch import ResultFetcher
 from faceswap.images import ImageLimits
-from faceswap.jobs import Pipeline, Settings
-from faceswap.model import Job, JobState, StoredResult, TaskSnapshot, TaskStatus
-from faceswap.ports import TaskInput, Webhook
+from faceswap.jobs import Pipeline, Ports, Settings
+from faceswap.lifecycle import JobState, Phase
+from faceswap.model import ImageRef, Job, JobRequest, StoredResult, TaskSnapshot, TaskStatus
+from faceswap.ports import Provider, RateLimiter, RequestQueue, TaskInput, Webhook
 
 SIGNING_KEY = b"unit-test-signing-key"
 RESULT_HOST = "results.example.com"
@@ -30,52 +32,83 @@ def jpeg(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 
     return out.getvalue()
 
 
+def job_request(job_id: str = "a" * 32, **changes: Any) -> JobRequest:
+    """The request of an upload to ``incoming/obama/target.jpg`` (swap face ``faces/obama.jpg``, provider ``fake``),
+    with ``changes``: what :func:`make_world`'s inputs bucket holds."""
+    fields: dict[str, Any] = {
+        "job_id": job_id,
+        "target_image": ImageRef(bucket="inputs", key="incoming/obama/target.jpg"),
+        "swap_image": ImageRef(bucket="inputs", key="faces/obama.jpg"),
+        "provider": "fake",
+        "task": "face-swap",
+        "result_key": "results/obama/target.jpg",
+        "source": "s3",
+    }
+    return JobRequest(**{**fields, **changes})
+
+
+def job_row(**changes: Any) -> Job:
+    """A job row as the lifecycle writes it: a SUBMITTED (``running``) PiAPI face swap of
+    ``incoming/obama/biden.jpg`` by default, with ``changes``; a terminal ``state`` gets the ``ended`` phase and
+    ``RECEIVED`` the ``awaiting_create`` one unless ``phase`` is given."""
+    state = changes.get("state", JobState.SUBMITTED)
+    phase = Phase.ENDED if state.terminal else Phase.RUNNING if state is JobState.SUBMITTED else Phase.AWAITING_CREATE
+    fields: dict[str, Any] = {
+        "job_id": "a" * 32,
+        "state": state,
+        "phase": phase,
+        "provider": "piapi",
+        "task": "face-swap",
+        "target_image": ImageRef(bucket="inputs", key="incoming/obama/biden.jpg"),
+        "swap_image": ImageRef(bucket="inputs", key="faces/obama.jpg"),
+        "result_key": "results/obama/biden.jpg",
+        "source": "s3",
+        "created_at": "2026-11-25T12:00:00.000Z",
+        "updated_at": "2026-11-25T12:00:00.000Z",
+        "deadline_at": "2026-11-25T12:15:00.000Z",
+    }
+    return Job(**{**fields, **changes})
+
+
 class MemoryJobStore:
-    """JobStore over a dict, with the same conditional semantics as the DynamoDB adapter."""
+    """JobStore over a dict, with the same conditional semantics as the DynamoDB adapter; ``history`` keeps every
+    version written, as the jobs table's stream does."""
 
     def __init__(self) -> None:
         self.rows: dict[str, Job] = {}
         self.writes = 0
+        self.history: list[Job] = []
+        """Every version of every row, in the order written (the jobs table's stream)."""
 
     def create(self, job: Job) -> bool:
         if job.job_id in self.rows:
             return False
         self.writes += 1
         self.rows[job.job_id] = job
+        self.history.append(job)
         return True
 
     def get(self, job_id: str) -> Job | None:
         return self.rows.get(job_id)
 
-    def transition(
-        self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState, changes: Mapping[str, Any]
-    ) -> Job | None:
-        return self._update(job_id, from_states, {**changes, "state": to_state})
-
-    def update(
+    def apply(
         self,
         job_id: str,
         *,
-        in_states: Iterable[JobState],
+        from_phases: Iterable[Phase],
         changes: Mapping[str, Any],
-        require_absent: str | None = None,
         expected: Mapping[str, str] | None = None,
     ) -> Job | None:
         job = self.rows.get(job_id)
-        if job is not None and require_absent and getattr(job, require_absent) is not None:
+        if job is None or job.phase not in set(from_phases):
             return None
-        if job is not None and any(getattr(job, name) != value for name, value in (expected or {}).items()):
-            return None
-        return self._update(job_id, in_states, changes)
-
-    def _update(self, job_id: str, states: Iterable[JobState], changes: Mapping[str, Any]) -> Job | None:
-        job = self.rows.get(job_id)
-        if job is None or job.state not in set(states):
+        if any(getattr(job, name) != value for name, value in (expected or {}).items()):
             return None
         self.writes += 1
         self.rows[job_id] = replace(
             job, **{name: _default(name) if value is None else value for name, value in changes.items()}
         )
+        self.history.append(self.rows[job_id])
         return self.rows[job_id]
 
 
@@ -115,6 +148,16 @@ class MemoryObjects:
             self.owners[(bucket, key)] = job_id
             self.result_writes += 1
         return StoredResult(bucket, key, len(data), hashlib.sha256(data).hexdigest(), content_type)
+
+
+class RecordingQueue:
+    """RequestQueue that keeps what is sent, for the test to deliver."""
+
+    def __init__(self) -> None:
+        self.sent: list[JobRequest] = []
+
+    def send(self, request: JobRequest) -> None:
+        self.sent.append(request)
 
 
 class RecordingScheduler:
@@ -198,6 +241,34 @@ class World:
     provider: FakeProvider
     clock: Clock
     served: dict[str, bytes]
+    sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def ports(self) -> Ports:
+        """The adapters the pipeline runs over."""
+        return self.pipeline.ports
+
+    def rewire(
+        self,
+        *,
+        limiter: RateLimiter | object | None = ...,
+        sleep: Callable[[float], None] | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        requeue: RequestQueue | None = None,
+        **settings: Any,
+    ) -> Pipeline:
+        """Build the pipeline again over the same fakes, with another limiter, sleep, providers or settings (as a
+        deployment with that configuration would be wired)."""
+        ports = self.pipeline.ports
+        if limiter is not ...:
+            ports = replace(ports, limiter=limiter)  # type: ignore[arg-type]
+        if providers is not None:
+            ports = replace(ports, providers=providers)
+        if requeue is not None:
+            ports = replace(ports, requeue=requeue)
+        self.sleep = sleep or self.sleep
+        self.pipeline = Pipeline(ports, replace(self.pipeline.settings, **settings), clock=self.clock, sleep=self.sleep)
+        return self.pipeline
 
 
 def make_world(*, result: bytes | None = None, result_max_bytes: int = 1024 * 1024) -> World:
@@ -223,13 +294,15 @@ def make_world(*, result: bytes | None = None, result_max_bytes: int = 1024 * 10
         Clock(),
     )
     pipeline = Pipeline(
-        store=store,
-        objects=objects,
-        scheduler=scheduler,
-        providers={"fake": provider},
-        fetcher=fetcher,
-        signing_key=SIGNING_KEY,
-        settings=Settings(
+        Ports(
+            store=store,
+            objects=objects,
+            scheduler=scheduler,
+            providers={"fake": provider},
+            fetcher=fetcher,
+            signing_key=SIGNING_KEY,
+        ),
+        Settings(
             results_bucket="results",
             callback_base_url="https://api.example.com",
             job_deadline_seconds=600,

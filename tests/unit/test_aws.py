@@ -7,30 +7,25 @@ import heapq
 import os
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
+from fakes import job_row
 from moto import mock_aws
 
-from faceswap.aws import DynamoJobStore, DynamoRateLimiter, S3ObjectStore, job_from_item, job_to_item
-from faceswap.errors import ImageTooLarge, InputNotFound
-from faceswap.model import ImageRef, Job, JobState
+from faceswap.aws.dynamodb import DynamoJobStore, job_from_item, job_to_item
+from faceswap.aws.ratelimit import DynamoRateLimiter
+from faceswap.aws.s3 import S3ObjectStore
+from faceswap.errors import ImageTooLarge, InputNotFound, ProviderTaskFailed
+from faceswap.lifecycle import JobState, Lifecycle, Phase
+from faceswap.model import ImageRef, Job, StoredResult
 from faceswap.ports import Turn
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest multipart part
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+pytestmark = pytest.mark.usefixtures("aws_credentials")
 
 
 @pytest.fixture
@@ -56,15 +51,12 @@ def s3() -> Iterator[tuple[S3ObjectStore, object]]:
 
 
 def job(job_id: str = "a" * 32, state: JobState = JobState.RECEIVED) -> Job:
-    return Job(
+    return job_row(
         job_id=job_id,
         state=state,
-        provider="piapi",
-        task="face-swap",
         target_image=ImageRef(bucket="in", key="incoming/x/y.jpg", version_id="v1"),
         swap_image=ImageRef(bucket="in", key="faces/x.jpg"),
         result_key="results/x/y.jpg",
-        source="s3",
         created_at="2026-11-25T12:00:00.000Z",
         updated_at="2026-11-25T12:00:00.000Z",
         deadline_at="2026-11-25T12:15:00.000Z",
@@ -89,40 +81,46 @@ def test_create_is_conditional(ddb: DynamoJobStore) -> None:
     assert ddb.get("a" * 32) == job()
 
 
-def test_transition_moves_forward_only(ddb: DynamoJobStore) -> None:
+def test_apply_is_conditional_on_the_phase_and_none_removes(ddb: DynamoJobStore) -> None:
     ddb.create(job())
-    moved = ddb.transition(
-        "a" * 32, from_states=[JobState.RECEIVED], to_state=JobState.SUBMITTED, changes={"provider_task_id": "t-1"}
-    )
-    assert moved is not None and moved.state is JobState.SUBMITTED and moved.provider_task_id == "t-1"
-
-    done = ddb.transition("a" * 32, from_states=[JobState.SUBMITTED], to_state=JobState.SUCCEEDED, changes={})
-    back = ddb.transition(
-        "a" * 32,
-        from_states=[JobState.RECEIVED, JobState.SUBMITTED],
-        to_state=JobState.FAILED,
-        changes={"error": {"code": "x"}},
+    awaiting = [Phase.AWAITING_CREATE]
+    claimed = ddb.apply("a" * 32, from_phases=awaiting, changes={"phase": Phase.CREATING, "submit_started_at": "t"})
+    again = ddb.apply("a" * 32, from_phases=awaiting, changes={"phase": Phase.CREATING, "submit_started_at": "u"})
+    released = ddb.apply(
+        "a" * 32, from_phases=[Phase.CREATING], changes={"phase": Phase.AWAITING_CREATE, "submit_started_at": None}
     )
 
-    assert done is not None and done.state is JobState.SUCCEEDED
-    assert back is None
-    stored = ddb.get("a" * 32)
-    assert stored is not None and stored.state is JobState.SUCCEEDED and stored.error is None
-
-
-def test_update_none_removes_and_require_absent_guards(ddb: DynamoJobStore) -> None:
-    ddb.create(job())
-    claimed = ddb.update(
-        "a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": "t"}, require_absent="submit_started_at"
-    )
-    again = ddb.update(
-        "a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": "u"}, require_absent="submit_started_at"
-    )
-    released = ddb.update("a" * 32, in_states=[JobState.RECEIVED], changes={"submit_started_at": None})
-
-    assert claimed is not None and claimed.submit_started_at == "t"
+    assert claimed is not None and claimed.phase is Phase.CREATING and claimed.submit_started_at == "t"
     assert again is None
-    assert released is not None and released.submit_started_at is None
+    assert released is not None and released.phase is Phase.AWAITING_CREATE and released.submit_started_at is None
+    assert ddb.apply("b" * 32, from_phases=awaiting, changes={"error": {"code": "x"}}) is None  # no such row
+
+
+def test_apply_checks_the_expected_values(ddb: DynamoJobStore) -> None:
+    ddb.create(job())
+    phases = [Phase.AWAITING_CREATE]
+
+    assert ddb.apply("a" * 32, from_phases=phases, changes={"provider": "crun"}, expected={"provider": "x"}) is None
+    moved = ddb.apply("a" * 32, from_phases=phases, changes={"provider": "crun"}, expected={"provider": "piapi"})
+    assert moved is not None and moved.provider == "crun"
+
+
+def test_the_lifecycle_on_dynamodb_moves_forward_only(ddb: DynamoJobStore) -> None:
+    lifecycle = Lifecycle(ddb, deadline_seconds=900, clock=lambda: datetime(2026, 12, 3, 12, 0, tzinfo=UTC))
+    recorded, created = lifecycle.record(job().request())
+    claimed = lifecycle.claim_create(recorded)
+    assert created and claimed is not None
+    running = lifecycle.record_task(claimed, "t-1")
+    assert running is not None and (running.state, running.phase) == (JobState.SUBMITTED, Phase.RUNNING)
+    result = StoredResult("results", "results/x/y.jpg", 3, "0" * 64, "image/png")
+
+    done = lifecycle.succeed(running, result, result_url_expires_at=None)
+    late = lifecycle.fail(running, ProviderTaskFailed("late"))
+
+    assert done is not None and (done.state, done.phase) == (JobState.SUCCEEDED, Phase.ENDED)
+    assert late is None
+    assert ddb.get("a" * 32) == done and done.error is None and done.result == result.as_dict()
+    assert done.attempts == [{"provider": "piapi", "at": "2026-12-03T12:00:00.000Z", "provider_task_id": "t-1"}]
 
 
 def test_read_refuses_missing_and_oversized_objects(s3: tuple[S3ObjectStore, object]) -> None:

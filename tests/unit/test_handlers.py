@@ -3,93 +3,17 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from moto import mock_aws
+from conftest import Context, load_handler, sample_event
 
 from faceswap.errors import ProviderUnavailable
 from faceswap.ids import webhook_secret
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
 JOB_ID = "0123456789abcdef0123456789abcdef"
-
-
-class Context:
-    function_name = "test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id = "req-1"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
-def event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text())
-
-
-def load(function: str) -> ModuleType:
-    name = f"handler_under_test_{function}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "faceswap",
-        "POWERTOOLS_METRICS_NAMESPACE": "FaceSwap",
-        "JOBS_TABLE_NAME": "jobs",
-        "INPUT_BUCKET_NAME": "faceswap-inputs-example",
-        "RESULTS_BUCKET_NAME": "faceswap-results-example",
-        "EVENT_BUS_NAME": "jobs-bus",
-        "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
-        "PIAPI_API_KEY_SECRET_NAME": "piapi-key",
-        "PIAPI_BASE_URL": "https://piapi.invalid",
-        "CALLBACK_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    parameters.clear_caches()
-    with mock_aws():
-        s3, sqs, ddb, sm, events = (boto3.client(s) for s in ("s3", "sqs", "dynamodb", "secretsmanager", "events"))
-        for bucket in ("faceswap-inputs-example", "faceswap-results-example"):
-            s3.create_bucket(Bucket=bucket)
-            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        ddb.create_table(
-            TableName="jobs",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-        )
-        check_url = sqs.create_queue(QueueName="checks")["QueueUrl"]
-        monkeypatch.setenv("CHECK_QUEUE_URL", check_url)
-        sm.create_secret(Name="signing-key", SecretString="k" * 64)
-        sm.create_secret(Name="piapi-key", SecretString="piapi-test-key")
-        events.create_event_bus(Name="jobs-bus")
-        yield {"s3": s3, "sqs": sqs, "ddb": ddb, "events": events}
-    parameters.clear_caches()
 
 
 def job_row(ddb: Any, job_id: str | None = None) -> dict[str, Any]:
@@ -101,7 +25,7 @@ def job_row(ddb: Any, job_id: str | None = None) -> dict[str, Any]:
 
 
 def with_version(name: str, version_id: str) -> dict[str, Any]:
-    sample = event(name)
+    sample = sample_event(name)
     body = json.loads(sample["Records"][0]["body"])
     body["Records"][0]["s3"]["object"]["versionId"] = version_id
     sample["Records"][0]["body"] = json.dumps(body)
@@ -109,7 +33,7 @@ def with_version(name: str, version_id: str) -> dict[str, Any]:
 
 
 def test_submit_ignores_the_s3_test_event(aws: dict[str, Any]) -> None:
-    response = load("submit").lambda_handler(event("sqs_s3_test_event.json"), Context())
+    response = load_handler("submit").lambda_handler(sample_event("sqs_s3_test_event.json"), Context())
 
     assert response == {"batchItemFailures": []}
     assert aws["ddb"].scan(TableName="jobs")["Items"] == []
@@ -121,7 +45,7 @@ def test_submit_records_text_upload_as_invalid_image(aws: dict[str, Any]) -> Non
         Bucket="faceswap-inputs-example", Key="incoming/obama/biden.jpg", Body=b"not an image"
     )["VersionId"]
 
-    response = load("submit").lambda_handler(with_version("sqs_s3_put_incoming.json", version), Context())
+    response = load_handler("submit").lambda_handler(with_version("sqs_s3_put_incoming.json", version), Context())
 
     row = job_row(aws["ddb"])
     assert response == {"batchItemFailures": []}
@@ -135,7 +59,7 @@ def test_submit_records_bad_manifest_as_invalid_request(aws: dict[str, Any]) -> 
         "VersionId"
     ]
 
-    load("submit").lambda_handler(with_version("sqs_s3_put_manifest.json", version), Context())
+    load_handler("submit").lambda_handler(with_version("sqs_s3_put_manifest.json", version), Context())
 
     row = job_row(aws["ddb"])
     assert row["state"]["S"] == "FAILED" and row["error"]["M"]["code"]["S"] == "invalid_request"
@@ -143,7 +67,7 @@ def test_submit_records_bad_manifest_as_invalid_request(aws: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("sample", ["http_webhook_bad_secret.json", "http_webhook_no_secret.json"])
 def test_callback_refuses_a_webhook_without_the_job_secret(aws: dict[str, Any], sample: str) -> None:
-    response = load("callback").lambda_handler(event(sample), Context())
+    response = load_handler("callback").lambda_handler(sample_event(sample), Context())
 
     assert response["statusCode"] == 401
     assert json.loads(response["body"]) == {"code": "webhook_unauthorized", "message": "unauthorized"}
@@ -151,10 +75,10 @@ def test_callback_refuses_a_webhook_without_the_job_secret(aws: dict[str, Any], 
 
 
 def test_callback_refuses_a_malformed_job_id(aws: dict[str, Any]) -> None:
-    sample = event("http_webhook_piapi_completed.json")
+    sample = sample_event("http_webhook_piapi_completed.json")
     sample["rawPath"] = sample["requestContext"]["http"]["path"] = "/callbacks/piapi/..%2F..%2Fetc"
 
-    response = load("callback").lambda_handler(sample, Context())
+    response = load_handler("callback").lambda_handler(sample, Context())
 
     assert response["statusCode"] in (401, 404)
 
@@ -166,7 +90,7 @@ def webhook(
     *, secret: str | None = None, content_type: str | None = "application/json", body: bytes | None = None
 ) -> dict[str, Any]:
     """The PiAPI sample webhook with its secret, content type and raw body replaced (``None`` leaves one out)."""
-    sample = event("http_webhook_piapi_completed.json")
+    sample = sample_event("http_webhook_piapi_completed.json")
     headers = {k: v for k, v in sample["headers"].items() if k not in ("x-webhook-secret", "content-type")}
     if secret is not None:
         headers["x-webhook-secret"] = secret
@@ -193,7 +117,7 @@ def answer(response: dict[str, Any]) -> tuple[int, str]:
 def test_callback_refuses_a_wrong_content_type_only_after_the_secret(
     aws: dict[str, Any], content_type: str | None, body: bytes | None
 ) -> None:
-    handler = load("callback").lambda_handler
+    handler = load_handler("callback").lambda_handler
     secret = webhook_secret(SIGNING_KEY, JOB_ID)
 
     unauthenticated = handler(webhook(content_type=content_type, body=body), Context())
@@ -214,7 +138,7 @@ def test_callback_refuses_a_wrong_content_type_only_after_the_secret(
     ],
 )
 def test_callback_refuses_a_malformed_json_body_only_after_the_secret(aws: dict[str, Any], body: bytes) -> None:
-    handler = load("callback").lambda_handler
+    handler = load_handler("callback").lambda_handler
     secret = webhook_secret(SIGNING_KEY, JOB_ID)
 
     unauthenticated = handler(webhook(body=body), Context())
@@ -228,7 +152,7 @@ def test_callback_refuses_a_malformed_json_body_only_after_the_secret(aws: dict[
 def test_callback_with_a_json_body_and_charset_reaches_the_domain(aws: dict[str, Any]) -> None:
     sample = webhook(secret=webhook_secret(SIGNING_KEY, JOB_ID), content_type="application/json; charset=utf-8")
 
-    response = load("callback").lambda_handler(sample, Context())
+    response = load_handler("callback").lambda_handler(sample, Context())
 
     # Verified and well-formed, so the domain looks the job up: there is none.
     assert answer(response) == (401, "webhook_unauthorized")
@@ -237,7 +161,7 @@ def test_callback_with_a_json_body_and_charset_reaches_the_domain(aws: dict[str,
 def test_callback_from_crun_is_not_held_to_json(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENABLED_PROVIDERS", "piapi,crun")
     monkeypatch.setenv("CRUN_API_KEY_SECRET_NAME", "crun-key")
-    module = load("callback")
+    module = load_handler("callback")
     received: list[bytes] = []
 
     def callback(provider: str, job_id: str, *, headers: Any, query: Any, body: bytes, deadline: float) -> None:
@@ -256,7 +180,7 @@ def test_callback_from_crun_is_not_held_to_json(aws: dict[str, Any], monkeypatch
 
 
 def test_poller_ignores_a_check_for_an_unknown_job(aws: dict[str, Any]) -> None:
-    response = load("poller").lambda_handler(event("sqs_check.json"), Context())
+    response = load_handler("poller").lambda_handler(sample_event("sqs_check.json"), Context())
 
     assert response == {"batchItemFailures": []}
     assert "Messages" not in aws["sqs"].receive_message(
@@ -266,7 +190,7 @@ def test_poller_ignores_a_check_for_an_unknown_job(aws: dict[str, Any]) -> None:
 
 def poison_check(deliveries: int) -> dict[str, Any]:
     """A check message on its ``deliveries``-th delivery, for a job whose row holds a deadline no one can read."""
-    sample = event("sqs_check.json")
+    sample = sample_event("sqs_check.json")
     sample["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(deliveries)
     return sample
 
@@ -279,6 +203,7 @@ def test_poller_ends_a_poison_messages_job_on_its_last_delivery(
     row = {
         "job_id": {"S": JOB_ID},
         "state": {"S": "SUBMITTED"},
+        "phase": {"S": "running"},
         "provider": {"S": "piapi"},
         "task": {"S": "face-swap"},
         "target_image": {"M": {"bucket": {"S": "faceswap-inputs-example"}, "key": {"S": "incoming/obama/b.jpg"}}},
@@ -293,7 +218,7 @@ def test_poller_ends_a_poison_messages_job_on_its_last_delivery(
     aws["ddb"].put_item(TableName="jobs", Item=row)
 
     with pytest.raises(BatchProcessingError):  # the message fails (so SQS delivers it again, or dead-letters it)
-        load("poller").lambda_handler(poison_check(deliveries), Context())
+        load_handler("poller").lambda_handler(poison_check(deliveries), Context())
 
     ended = job_row(aws["ddb"], JOB_ID)
     assert ended["state"]["S"] == state
@@ -307,7 +232,7 @@ def test_submit_on_the_last_delivery_ends_the_job_with_the_error_that_held_it(
     monkeypatch.setenv("MAX_RECEIVE_COUNT", "3")
     aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="faces/obama.jpg", Body=b"\xff\xd8\xff face")
     version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="incoming/obama/b.jpg", Body=b"x")["VersionId"]
-    module = load("submit")
+    module = load_handler("submit")
 
     def failing(request: Any) -> Any:
         module.pipeline.receive(request)
@@ -331,13 +256,13 @@ def test_publisher_publishes_job_succeeded_once_per_terminal_change(aws: dict[st
         Name="all", EventBusName="jobs-bus", EventPattern=json.dumps({"source": ["faceswap.pipeline"]})
     )
     aws["events"].put_targets(Rule="all", EventBusName="jobs-bus", Targets=[{"Id": "q", "Arn": arn}])
-    sample = event("ddb_stream_job_succeeded.json")
+    sample = sample_event("ddb_stream_job_succeeded.json")
     unchanged = json.loads(json.dumps(sample["Records"][0]))
     unchanged["dynamodb"]["OldImage"] = unchanged["dynamodb"]["NewImage"]  # a terminal row touched again
     unchanged["dynamodb"]["SequenceNumber"] = "111100000000000000002"
     sample["Records"].append(unchanged)
 
-    response = load("publisher").lambda_handler(sample, Context())
+    response = load_handler("publisher").lambda_handler(sample, Context())
 
     messages = aws["sqs"].receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     assert response == {"batchItemFailures": []}
@@ -355,7 +280,7 @@ def test_submit_paces_a_create_the_provider_could_not_take_instead_of_the_visibi
 ) -> None:
     aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="faces/obama.jpg", Body=b"\xff\xd8\xff face")
     version = aws["s3"].put_object(Bucket="faceswap-inputs-example", Key="incoming/obama/c.jpg", Body=b"x")["VersionId"]
-    module = load("submit")
+    module = load_handler("submit")
     delays: list[tuple[str, float]] = []
 
     def failing(request: Any) -> Any:

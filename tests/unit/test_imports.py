@@ -16,8 +16,13 @@ def loaded_after(imports: str, module: str) -> bool:
 
 
 def test_the_functions_that_prepare_no_image_never_load_pillow() -> None:
-    assert not loaded_after("faceswap.wiring, faceswap.jobs, faceswap.aws", "PIL"), "only where images are prepared"
+    assert not loaded_after("faceswap.wiring, faceswap.jobs, faceswap.aws.dynamodb, faceswap.aws.s3", "PIL"), (
+        "only where images are prepared"
+    )
 
 
 def test_the_publishers_imports_never_load_httpx() -> None:
-    assert not loaded_after("faceswap.aws, faceswap.jobs, faceswap.config, faceswap.observability", "httpx")
+    assert not loaded_after(
+        "faceswap.aws.dynamodb, faceswap.aws.eventbridge, faceswap.events, faceswap.config, faceswap.observability",
+        "httpx",
+    )

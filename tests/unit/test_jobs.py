@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import replace
 
 import pytest
-from fakes import SIGNING_KEY, FakeProvider, World, jpeg, make_world
+from fakes import SIGNING_KEY, FakeProvider, World, job_request, jpeg, make_world
 
 from faceswap.errors import (
     InvalidRequest,
@@ -21,7 +20,8 @@ from faceswap.errors import (
     WebhookRejected,
 )
 from faceswap.ids import webhook_secret
-from faceswap.model import ImageRef, JobRequest, JobState, TaskStatus
+from faceswap.lifecycle import JobState
+from faceswap.model import TaskStatus
 from faceswap.ports import Turn
 
 
@@ -30,27 +30,8 @@ def signed(secret: str | None) -> dict[str, str]:
     return {} if secret is None else {"x-webhook-secret": secret}
 
 
-def request(job_id: str = "a" * 32, **changes: object) -> JobRequest:
-    fields: dict[str, object] = {
-        "job_id": job_id,
-        "target_image": ImageRef(bucket="inputs", key="incoming/obama/target.jpg"),
-        "swap_image": ImageRef(bucket="inputs", key="faces/obama.jpg"),
-        "provider": "fake",
-        "task": "face-swap",
-        "result_key": "results/obama/target.jpg",
-        "source": "s3",
-    }
-    fields.update(changes)
-    return JobRequest(**fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
-
-
 def test_submit_creates_row_then_task_and_schedules_a_check(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert job.state is JobState.SUBMITTED
     assert job.provider_task_id == "task-1"
@@ -64,8 +45,8 @@ def test_submit_creates_row_then_task_and_schedules_a_check(world: World) -> Non
 
 
 def test_duplicate_request_submits_once(world: World) -> None:
-    first = world.pipeline.submit(request())
-    second = world.pipeline.submit(request())
+    first = world.pipeline.submit(job_request())
+    second = world.pipeline.submit(job_request())
 
     assert len(world.provider.creates) == 1
     assert second.state is JobState.SUBMITTED
@@ -75,8 +56,8 @@ def test_duplicate_request_submits_once(world: World) -> None:
 def test_create_with_unknown_outcome_is_never_sent_again(world: World) -> None:
     world.provider.create_errors.append(SubmitOutcomeUnknown("read timeout"))
 
-    job = world.pipeline.submit(request())
-    again = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
+    again = world.pipeline.submit(job_request())
 
     assert len(world.provider.creates) == 1
     assert job.state is JobState.SUBMITTED and job.provider_task_id is None
@@ -89,10 +70,10 @@ def test_interrupted_submit_is_reconciled_not_resent(world: World) -> None:
     # A previous attempt claimed the create (row RECEIVED with submit_started_at) and then died.
     world.provider.create_errors.append(RuntimeError("the function was killed mid-create"))
     with pytest.raises(RuntimeError):
-        world.pipeline.submit(request())
+        world.pipeline.submit(job_request())
     assert world.store.rows["a" * 32].state is JobState.RECEIVED
 
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert len(world.provider.creates) == 1
     assert job.state is JobState.SUBMITTED and job.provider_task_id is None
@@ -103,10 +84,10 @@ def test_provider_unavailable_is_retried_then_fails_visibly(world: World) -> Non
 
     for attempt in (1, 2):
         with pytest.raises(ProviderUnavailable):
-            world.pipeline.submit(request())
+            world.pipeline.submit(job_request())
         assert world.store.rows["a" * 32].submit_started_at is None
         assert world.store.rows["a" * 32].submit_attempts == attempt
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert len(world.provider.creates) == 3
     assert job.submit_attempts == 3
@@ -117,7 +98,7 @@ def test_provider_unavailable_is_retried_then_fails_visibly(world: World) -> Non
 def test_provider_rejection_fails_the_job_terminally(world: World) -> None:
     world.provider.create_errors.append(ProviderRejected("PiAPI rejected the request (400)."))
 
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert job.state is JobState.FAILED
     assert job.error is not None and job.error["code"] == "provider_rejected" and job.error["retryable"] is False
@@ -126,7 +107,7 @@ def test_provider_rejection_fails_the_job_terminally(world: World) -> None:
 def test_invalid_image_fails_before_any_provider_call_and_keeps_the_input(world: World) -> None:
     world.objects.objects[("inputs", "incoming/obama/target.jpg")] = b"this is text, not a jpeg"
 
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert job.state is JobState.FAILED
     assert job.error is not None and job.error["code"] == "invalid_image"
@@ -135,7 +116,7 @@ def test_invalid_image_fails_before_any_provider_call_and_keeps_the_input(world:
 
 
 def test_request_error_is_recorded_as_failed_job(world: World) -> None:
-    job = world.pipeline.submit(request(invalid=InvalidRequest("Unknown manifest field 'colour'.")))
+    job = world.pipeline.submit(job_request(invalid=InvalidRequest("Unknown manifest field 'colour'.")))
 
     assert job.state is JobState.FAILED
     assert job.error == {"code": "invalid_request", "message": "Unknown manifest field 'colour'.", "retryable": False}
@@ -143,14 +124,14 @@ def test_request_error_is_recorded_as_failed_job(world: World) -> None:
 
 
 def test_unknown_provider_fails_with_invalid_request(world: World) -> None:
-    job = world.pipeline.submit(request(provider="nobody"))
+    job = world.pipeline.submit(job_request(provider="nobody"))
 
     assert job.error is not None and job.error["code"] == "invalid_request"
     assert "nobody" in job.error["message"]
 
 
 def test_collect_stores_result_and_succeeds(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
 
     done = world.pipeline.collect(job)
@@ -168,7 +149,7 @@ def test_collect_stores_result_and_succeeds(world: World) -> None:
 
 
 def test_collect_while_running_changes_nothing(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     writes = world.store.writes
 
     assert world.pipeline.collect(job) == job
@@ -176,7 +157,7 @@ def test_collect_while_running_changes_nothing(world: World) -> None:
 
 
 def test_provider_failure_becomes_failed_job_with_its_code(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.FAILED
     world.provider.error = NoFaceDetected("PiAPI found no face to swap.")
 
@@ -188,7 +169,7 @@ def test_provider_failure_becomes_failed_job_with_its_code(world: World) -> None
 
 def test_result_too_large_fails_and_stores_nothing() -> None:
     world = make_world(result=b"\x89PNG\r\n\x1a\n" + b"\0" * 4096, result_max_bytes=1024)
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
 
     done = world.pipeline.collect(job)
@@ -199,7 +180,7 @@ def test_result_too_large_fails_and_stores_nothing() -> None:
 
 
 def test_result_url_off_the_allow_list_is_refused(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     world.provider.result_url = "https://169.254.169.254/latest/meta-data/"
 
@@ -210,7 +191,7 @@ def test_result_url_off_the_allow_list_is_refused(world: World) -> None:
 
 
 def test_terminal_job_never_changes(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     done = world.pipeline.collect(job)
     world.provider.status = TaskStatus.FAILED
@@ -225,7 +206,7 @@ def test_terminal_job_never_changes(world: World) -> None:
 
 
 def test_check_backs_off_while_running(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     for check in (0, 1, 2):
         world.pipeline.check(job.job_id, check=check)
@@ -240,7 +221,7 @@ def test_check_backs_off_while_running(world: World) -> None:
 
 
 def test_check_retries_after_provider_errors_and_completes(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     world.provider.get_errors.extend([ProviderUnavailable("500"), ProviderUnavailable("500", retry_after=45)])
 
@@ -253,7 +234,7 @@ def test_check_retries_after_provider_errors_and_completes(world: World) -> None
 
 
 def test_check_after_deadline_times_out(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.clock.advance(601)
 
     done = world.pipeline.check(job.job_id, check=3)
@@ -264,7 +245,7 @@ def test_check_after_deadline_times_out(world: World) -> None:
 
 
 def test_checks_never_wait_past_the_deadline(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.clock.advance(590)
 
     world.pipeline.check(job.job_id, check=5)
@@ -278,7 +259,7 @@ def test_checks_never_wait_past_the_deadline(world: World) -> None:
     ids=["missing", "empty", "wrong", "another-jobs-secret"],
 )
 def test_callback_with_bad_secret_is_rejected_without_state_change(world: World, secret: str | None) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     before = world.store.rows[job.job_id]
 
@@ -290,7 +271,7 @@ def test_callback_with_bad_secret_is_rejected_without_state_change(world: World,
 
 
 def test_callback_for_another_provider_is_rejected(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     with pytest.raises(WebhookRejected):
         world.pipeline.callback(
@@ -299,7 +280,7 @@ def test_callback_for_another_provider_is_rejected(world: World) -> None:
 
 
 def test_verified_callback_collects_from_provider_status(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     secret = webhook_secret(SIGNING_KEY, job.job_id)
 
@@ -313,12 +294,11 @@ def test_verified_callback_collects_from_provider_status(world: World) -> None:
 
 
 def test_callback_over_the_call_ceiling_answers_at_once_and_schedules_a_check(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
-    world.pipeline.limiter = Limiter(grants=0)
+    world.rewire(limiter=Limiter(grants=0))
     slept: list[float] = []
-    world.pipeline.sleep = slept.append
-    world.pipeline.settings = replace(world.pipeline.settings, rate_limits={"fake": (5, 0)})
+    world.rewire(sleep=slept.append, rate_limits={"fake": (5, 0)})
     scheduled = len(world.scheduler.scheduled)
 
     answered = world.pipeline.callback(
@@ -327,12 +307,12 @@ def test_callback_over_the_call_ceiling_answers_at_once_and_schedules_a_check(wo
 
     assert answered.state is JobState.SUBMITTED and world.provider.gets == 0 and slept == []
     assert world.scheduler.scheduled[scheduled:] == [(job.job_id, 1, 0)], "a check once a call is free (0.4 s)"
-    world.pipeline.limiter = Limiter(grants=1)
+    world.rewire(limiter=Limiter(grants=1))
     assert world.pipeline.check(job.job_id, check=0).state is JobState.SUCCEEDED
 
 
 def test_callback_whose_result_copy_would_not_fit_its_time_hands_it_to_a_check_at_once(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     scheduled = len(world.scheduler.scheduled)
 
@@ -353,7 +333,7 @@ def test_callback_whose_result_copy_would_not_fit_its_time_hands_it_to_a_check_a
 
 def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World) -> None:
     world.provider.create_errors.append(SubmitOutcomeUnknown("timeout"))
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
 
     done = world.pipeline.callback(
@@ -369,7 +349,7 @@ def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World)
 
 
 def test_happy_path_writes_the_job_row_three_times(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     world.pipeline.callback(
         "fake", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
@@ -381,7 +361,7 @@ def test_happy_path_writes_the_job_row_three_times(world: World) -> None:
 def test_oversized_input_fails_with_image_too_large(world: World) -> None:
     world.objects.objects[("inputs", "incoming/obama/target.jpg")] = jpeg(3000, 3000) + b"\0" * (21 * 1024 * 1024)
 
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert job.error is not None and job.error["code"] == "image_too_large"
 
@@ -407,14 +387,14 @@ class Limiter:
 
 def test_a_turn_is_given_back_once_its_call_is_answered_or_has_failed() -> None:
     world = make_world()
-    world.pipeline.limiter = limiter = Limiter(grants=3)
-    world.pipeline.settings = replace(world.pipeline.settings, rate_limits={"fake": (5, 0)})
+    limiter = Limiter(grants=3)
+    world.rewire(limiter=limiter, rate_limits={"fake": (5, 0)})
     world.provider.create_errors.append(ProviderUnavailable("PiAPI answered 503."))
 
     with pytest.raises(ProviderUnavailable):
-        world.pipeline.submit(request())
+        world.pipeline.submit(job_request())
     assert [t.slot for t in limiter.released] == ["s1"], "the failed create's turn"
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     world.pipeline.check(job.job_id, check=0)
 
@@ -424,43 +404,47 @@ def test_a_turn_is_given_back_once_its_call_is_answered_or_has_failed() -> None:
 
 def test_short_rate_limit_waits_are_slept_through() -> None:
     world = make_world()
-    world.pipeline.limiter = Limiter(grants=0)
+    world.rewire(limiter=Limiter(grants=0))
     slept: list[float] = []
-    world.pipeline.sleep = lambda seconds: (slept.append(seconds), setattr(world.pipeline.limiter, "grants", 1))
-    world.pipeline.settings = replace(world.pipeline.settings, rate_limits={"fake": (5, 0)})
+    world.rewire(
+        sleep=lambda seconds: (slept.append(seconds), setattr(world.ports.limiter, "grants", 1)),
+        rate_limits={"fake": (5, 0)},
+    )
 
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert slept == [0.4] and job.state is JobState.SUBMITTED
 
 
 def test_rate_limited_submit_sends_nothing_changes_nothing_and_costs_no_attempt() -> None:
     world = make_world()
-    world.pipeline.limiter = Limiter(grants=0)
-    world.pipeline.sleep = lambda seconds: None
-    world.pipeline.settings = replace(
-        world.pipeline.settings, rate_limits={"fake": (5, 0)}, max_throttle_wait_seconds=1.0
+    world.rewire(
+        limiter=Limiter(grants=0),
+        sleep=lambda seconds: None,
+        rate_limits={"fake": (5, 0)},
+        max_throttle_wait_seconds=1.0,
     )
 
     with pytest.raises(RateLimited) as caught:
-        world.pipeline.submit(request())
+        world.pipeline.submit(job_request())
 
     assert caught.value.retry_after == 0.4 and caught.value.code == "rate_limited"
     assert world.provider.creates == []
     row = world.store.rows["a" * 32]
     assert row.state is JobState.RECEIVED and row.submit_started_at is None and row.submit_attempts == 0
-    world.pipeline.limiter = Limiter(grants=5)
-    job = world.pipeline.submit(request())
+    world.rewire(limiter=Limiter(grants=5))
+    job = world.pipeline.submit(job_request())
     assert job.state is JobState.SUBMITTED and job.submit_attempts == 1
 
 
 def test_rate_limited_check_waits_for_the_window() -> None:
     world = make_world()
-    job = world.pipeline.submit(request())
-    world.pipeline.limiter = Limiter(grants=0)
-    world.pipeline.sleep = lambda seconds: None
-    world.pipeline.settings = replace(
-        world.pipeline.settings, rate_limits={"fake": (0, 100)}, max_throttle_wait_seconds=0.0
+    job = world.pipeline.submit(job_request())
+    world.rewire(
+        limiter=Limiter(grants=0),
+        sleep=lambda seconds: None,
+        rate_limits={"fake": (0, 100)},
+        max_throttle_wait_seconds=0.0,
     )
 
     world.pipeline.check(job.job_id, check=0)
@@ -471,10 +455,10 @@ def test_rate_limited_check_waits_for_the_window() -> None:
 
 def test_retryable_create_failure_fails_over_to_the_next_provider(world: World) -> None:
     backup = FakeProvider(name="backup")
-    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    world.rewire(providers={"fake": world.provider, "backup": backup})
     world.provider.create_errors.append(ProviderUnavailable("PiAPI answered 503."))
 
-    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    job = world.pipeline.submit(job_request(fallback_providers=("backup",)))
 
     assert job.state is JobState.SUBMITTED and job.provider == "backup" and job.provider_task_id == "task-1"
     assert [a["provider"] for a in job.attempts] == ["fake", "backup"]
@@ -486,10 +470,10 @@ def test_retryable_create_failure_fails_over_to_the_next_provider(world: World) 
 
 def test_a_refusal_does_not_fail_over(world: World) -> None:
     backup = FakeProvider(name="backup")
-    world.pipeline.providers = {"fake": world.provider, "backup": backup}
+    world.rewire(providers={"fake": world.provider, "backup": backup})
     world.provider.create_errors.append(ProviderRejected("The provider rejected the request (422)."))
 
-    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    job = world.pipeline.submit(job_request(fallback_providers=("backup",)))
 
     assert job.state is JobState.FAILED and job.provider == "fake"
     assert backup.creates == []
@@ -497,8 +481,8 @@ def test_a_refusal_does_not_fail_over(world: World) -> None:
 
 def test_retryable_task_failure_fails_over_with_a_fresh_deadline(world: World) -> None:
     backup = FakeProvider(name="backup")
-    world.pipeline.providers = {"fake": world.provider, "backup": backup}
-    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    world.rewire(providers={"fake": world.provider, "backup": backup})
+    job = world.pipeline.submit(job_request(fallback_providers=("backup",)))
     world.clock.advance(300)
     world.provider.status = TaskStatus.FAILED
     world.provider.error = ProviderTaskFailed("The provider failed the task: generation failed.")
@@ -514,8 +498,8 @@ def test_retryable_task_failure_fails_over_with_a_fresh_deadline(world: World) -
 
 def test_deadline_fails_over_before_timing_out(world: World) -> None:
     backup = FakeProvider(name="backup")
-    world.pipeline.providers = {"fake": world.provider, "backup": backup}
-    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    world.rewire(providers={"fake": world.provider, "backup": backup})
+    job = world.pipeline.submit(job_request(fallback_providers=("backup",)))
     world.clock.advance(601)
 
     moved = world.pipeline.check(job.job_id, check=4)
@@ -529,8 +513,8 @@ def test_deadline_fails_over_before_timing_out(world: World) -> None:
 
 def test_no_face_from_the_provider_does_not_fail_over(world: World) -> None:
     backup = FakeProvider(name="backup")
-    world.pipeline.providers = {"fake": world.provider, "backup": backup}
-    job = world.pipeline.submit(request(fallback_providers=("backup",)))
+    world.rewire(providers={"fake": world.provider, "backup": backup})
+    job = world.pipeline.submit(job_request(fallback_providers=("backup",)))
     world.provider.status = TaskStatus.FAILED
     world.provider.error = NoFaceDetected("no face")
 
@@ -540,8 +524,8 @@ def test_no_face_from_the_provider_does_not_fail_over(world: World) -> None:
 
 
 def test_a_failed_delivery_before_the_last_changes_nothing(world: World) -> None:
-    job = world.pipeline.submit(request())
-    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=5)
+    job = world.pipeline.submit(job_request())
+    world.rewire(max_receive_count=5)
     before = world.store.rows[job.job_id]
 
     assert world.pipeline.failed_delivery(job.job_id, KeyError("deadline_at"), deliveries=4) is None
@@ -549,8 +533,8 @@ def test_a_failed_delivery_before_the_last_changes_nothing(world: World) -> None
 
 
 def test_a_failed_last_delivery_ends_the_job_processing_failed_and_retryable(world: World) -> None:
-    job = world.pipeline.submit(request())
-    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=5)
+    job = world.pipeline.submit(job_request())
+    world.rewire(max_receive_count=5)
 
     ended = world.pipeline.failed_delivery(job.job_id, KeyError("secret-looking text"), deliveries=5)
 
@@ -560,8 +544,8 @@ def test_a_failed_last_delivery_ends_the_job_processing_failed_and_retryable(wor
 
 
 def test_a_failed_last_delivery_keeps_a_pipeline_errors_own_code(world: World) -> None:
-    job = world.pipeline.submit(request())
-    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=50)
+    job = world.pipeline.submit(job_request())
+    world.rewire(max_receive_count=50)
 
     ended = world.pipeline.failed_delivery(job.job_id, RateLimited("ceiling", retry_after=2), deliveries=50)
 
@@ -570,9 +554,9 @@ def test_a_failed_last_delivery_keeps_a_pipeline_errors_own_code(world: World) -
 
 def test_a_failed_last_delivery_leaves_an_ended_job_alone(world: World) -> None:
     world.provider.status = TaskStatus.SUCCEEDED
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     done = world.pipeline.check(job.job_id, check=0)
-    world.pipeline.settings = replace(world.pipeline.settings, max_receive_count=5)
+    world.rewire(max_receive_count=5)
 
     assert done is not None and done.state is JobState.SUCCEEDED
     assert world.pipeline.failed_delivery(job.job_id, RuntimeError(), deliveries=9) == world.store.rows[job.job_id]
@@ -580,7 +564,7 @@ def test_a_failed_last_delivery_leaves_an_ended_job_alone(world: World) -> None:
 
 
 def test_without_a_receive_limit_failed_deliveries_never_end_a_job(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
 
     assert world.pipeline.failed_delivery(job.job_id, RuntimeError(), deliveries=1000) is None
     assert world.store.rows[job.job_id].state is JobState.SUBMITTED
@@ -598,7 +582,7 @@ def test_without_a_receive_limit_failed_deliveries_never_end_a_job(world: World)
 def test_verified_callback_not_in_a_json_providers_format_is_refused_without_change(
     world: World, content_type: str | None, body: bytes, code: str
 ) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.json_callbacks = True
     world.provider.status = TaskStatus.SUCCEEDED
     headers = signed(webhook_secret(SIGNING_KEY, job.job_id))
@@ -614,7 +598,7 @@ def test_verified_callback_not_in_a_json_providers_format_is_refused_without_cha
 
 
 def test_callback_of_a_provider_without_json_callbacks_is_not_held_to_json(world: World) -> None:
-    job = world.pipeline.submit(request())
+    job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
     headers = {**signed(webhook_secret(SIGNING_KEY, job.job_id)), "content-type": "text/plain"}
 

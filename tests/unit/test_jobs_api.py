@@ -6,11 +6,11 @@ import base64
 from typing import Any
 
 import pytest
-from fakes import World, jpeg, make_world
+from fakes import RecordingQueue, World, jpeg
 
 from faceswap.api import JobsApi
-from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable
-from faceswap.model import JobRequest, JobState
+from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, ResultExpired
+from faceswap.lifecycle import JobState
 
 
 class Inputs:
@@ -27,26 +27,13 @@ class Inputs:
         return f"https://{bucket}.s3/{key}?get"
 
 
-class Queue:
-    def __init__(self) -> None:
-        self.sent: list[JobRequest] = []
-
-    def send(self, request: JobRequest) -> None:
-        self.sent.append(request)
-
-
-@pytest.fixture
-def world() -> World:
-    return make_world()
-
-
-def api(world: World) -> tuple[JobsApi, Inputs, Queue]:
-    inputs, queue = Inputs(), Queue()
+def api(world: World) -> tuple[JobsApi, Inputs, RecordingQueue]:
+    inputs, queue = Inputs(), RecordingQueue()
     jobs_api = JobsApi(
-        pipeline=world.pipeline,
+        lifecycle=world.pipeline.lifecycle,
         index=None,
         inputs=inputs,
-        queue=queue,  # type: ignore[arg-type]
+        queue=queue,
         input_bucket="inputs",
         default_provider="fake",
         providers={"fake"},
@@ -105,12 +92,7 @@ def test_retry_needs_a_failed_retryable_job(world: World) -> None:
         jobs_api.retry(job.job_id)
     with pytest.raises(JobNotFound):
         jobs_api.retry("f" * 32)
-    world.store.transition(
-        job.job_id,
-        from_states=[JobState.RECEIVED],
-        to_state=JobState.FAILED,
-        changes={"error": {"code": "result_expired", "message": "gone", "retryable": True}},
-    )
+    world.pipeline.lifecycle.fail(job, ResultExpired("gone", retryable=True))
 
     retried = jobs_api.retry(job.job_id)
 

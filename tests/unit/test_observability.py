@@ -3,7 +3,6 @@ X-Ray patching, and the template's alarms, topic, log groups and dashboard."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -14,30 +13,25 @@ import subprocess
 import sys
 import threading
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from fakes import FakeProvider, jpeg, make_world
-from moto import mock_aws
+from conftest import NAMESPACE, ROOT, Context, load_handler, sample_event
+from fakes import FakeProvider, job_request, job_row, jpeg, make_world
 
-from faceswap.aws import job_to_item
+from faceswap.aws.dynamodb import job_to_item
 from faceswap.errors import ProviderUnavailable
 from faceswap.images import PreparedImage
-from faceswap.model import ImageRef, Job, JobRequest, JobState
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
 from faceswap.observability import ObservedProvider, Telemetry
 from faceswap.ports import TaskInput
 from faceswap_local.template import load_template
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
-NAMESPACE = "FaceSwap/test-stack"
 JOB_ID = "0123456789abcdef0123456789abcdef"
 
 
@@ -88,12 +82,6 @@ def job(**changes: Any) -> Job:
     fields: dict[str, Any] = {
         "job_id": JOB_ID,
         "state": JobState.SUCCEEDED,
-        "provider": "piapi",
-        "task": "face-swap",
-        "target_image": ImageRef(bucket="inputs", key="incoming/obama/biden.jpg"),
-        "swap_image": ImageRef(bucket="inputs", key="faces/obama.jpg"),
-        "result_key": "results/obama/biden.jpg",
-        "source": "s3",
         "created_at": "2026-11-25T13:51:43.200Z",
         "updated_at": "2026-11-25T13:51:46.700Z",
         "deadline_at": "2026-11-25T14:06:43.200Z",
@@ -101,8 +89,7 @@ def job(**changes: Any) -> Job:
         "finished_at": "2026-11-25T13:51:46.700Z",
         "result": {"bucket": "results", "key": "results/obama/biden.jpg", "size": 1523341, "sha256": "0" * 64},
     }
-    fields.update(changes)
-    return Job(**fields)
+    return job_row(**{**fields, **changes})
 
 
 QUIET_LOGGER = Logger(service="observability-test", logger_handler=logging.NullHandler())
@@ -198,23 +185,15 @@ def test_unfinished_jobs_record_nothing(telemetry: Telemetry, capsys: pytest.Cap
 
 def test_domain_log_lines_carry_the_job_keys(caplog: pytest.LogCaptureFixture) -> None:
     world = make_world()
-    request = JobRequest(
-        job_id="a" * 32,
-        target_image=ImageRef(bucket="inputs", key="incoming/obama/target.jpg"),
-        swap_image=ImageRef(bucket="inputs", key="faces/obama.jpg"),
-        provider="fake",
-        task="face-swap",
-        result_key="results/obama/target.jpg",
-        source="s3",
-    )
+    request = job_request()
     world.pipeline.submit(request)
     world.clock.advance(601)
 
-    with caplog.at_level(logging.INFO, logger="faceswap.jobs"):
+    with caplog.at_level(logging.INFO, logger="faceswap"):
         world.pipeline.submit(request)  # a repeat
         world.pipeline.check("a" * 32, check=0)  # past the deadline: TIMED_OUT
 
-    lines = [r for r in caplog.records if r.name == "faceswap.jobs"]
+    lines = [r for r in caplog.records if r.name.startswith("faceswap.")]
     assert [r.getMessage() for r in lines] == ["duplicate request for an existing job", "job finished"]
     for record in lines:
         assert (record.job_id, record.provider, record.provider_task_id) == ("a" * 32, "fake", "task-1")  # type: ignore[attr-defined]
@@ -249,64 +228,6 @@ def test_job_keys_replace_the_previous_jobs_and_stay_in_their_thread() -> None:
 # ------------------------------------------------------------------------------------- handlers (mock_aws)
 
 
-class Context:
-    function_name = "test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id = "req-1"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
-def load(function: str) -> ModuleType:
-    name = f"observability_under_test_{function}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "faceswap",
-        "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
-        "JOBS_TABLE_NAME": "jobs",
-        "INPUT_BUCKET_NAME": "faceswap-inputs-example",
-        "RESULTS_BUCKET_NAME": "faceswap-results-example",
-        "EVENT_BUS_NAME": "jobs-bus",
-        "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
-        "PIAPI_API_KEY_SECRET_NAME": "piapi-key",
-        "PIAPI_BASE_URL": "https://piapi.invalid",
-        "CALLBACK_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com",
-    }.items():
-        monkeypatch.setenv(name, value)
-    parameters.clear_caches()
-    with mock_aws():
-        sqs, ddb, sm, events = (boto3.client(s) for s in ("sqs", "dynamodb", "secretsmanager", "events"))
-        ddb.create_table(
-            TableName="jobs",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-        )
-        monkeypatch.setenv("CHECK_QUEUE_URL", sqs.create_queue(QueueName="checks")["QueueUrl"])
-        sm.create_secret(Name="signing-key", SecretString="k" * 64)
-        sm.create_secret(Name="piapi-key", SecretString="piapi-test-key")
-        events.create_event_bus(Name="jobs-bus")
-        yield {"ddb": ddb}
-    parameters.clear_caches()
-
-
 def json_lines(module: ModuleType, run: Any) -> list[dict[str, Any]]:
     """Run ``run()`` and return the JSON lines the handler module's Powertools logger wrote meanwhile."""
     stream = io.StringIO()
@@ -328,8 +249,8 @@ def test_poller_logs_json_with_the_job_keys_on_its_lines_and_the_domains(aws: di
         provider_task_id="task-7",
     )
     aws["ddb"].put_item(TableName="jobs", Item=job_to_item(late))
-    poller = load("poller")
-    sample = json.loads((EVENTS / "sqs_check.json").read_text())
+    poller = load_handler("poller", prefix="observability_under_test")
+    sample = sample_event("sqs_check.json")
 
     lines = json_lines(poller, lambda: poller.lambda_handler(sample, Context()))
 
@@ -350,8 +271,8 @@ def test_a_failed_record_is_logged_with_its_job_id_and_traceback(aws: dict[str, 
         deadline_at="2099-01-01T00:00:00.000Z",
     )
     aws["ddb"].put_item(TableName="jobs", Item=job_to_item(orphan))
-    poller = load("poller")
-    sample = json.loads((EVENTS / "sqs_check.json").read_text())
+    poller = load_handler("poller", prefix="observability_under_test")
+    sample = sample_event("sqs_check.json")
 
     def run() -> None:
         with pytest.raises(BatchProcessingError):  # the whole batch failed: Lambda delivers it again
@@ -365,10 +286,10 @@ def test_a_failed_record_is_logged_with_its_job_id_and_traceback(aws: dict[str, 
 
 
 def test_publisher_counts_the_job_it_publishes(aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    publisher = load("publisher")
+    publisher = load_handler("publisher", prefix="observability_under_test")
     capsys.readouterr()
 
-    publisher.lambda_handler(json.loads((EVENTS / "ddb_stream_job_succeeded.json").read_text()), Context())
+    publisher.lambda_handler(sample_event("ddb_stream_job_succeeded.json"), Context())
 
     (succeeded,) = [r for r in emf_records(capsys.readouterr().out) if "JobsSucceeded" in r]
     assert succeeded["_aws"]["CloudWatchMetrics"][0]["Namespace"] == NAMESPACE
@@ -377,10 +298,10 @@ def test_publisher_counts_the_job_it_publishes(aws: dict[str, Any], capsys: pyte
 
 
 def test_callback_counts_webhook_rejections(aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    callback = load("callback")
+    callback = load_handler("callback", prefix="observability_under_test")
     capsys.readouterr()
 
-    callback.lambda_handler(json.loads((EVENTS / "http_webhook_bad_secret.json").read_text()), Context())
+    callback.lambda_handler(sample_event("http_webhook_bad_secret.json"), Context())
 
     assert any(r.get("WebhookRejections") == [1.0] for r in emf_records(capsys.readouterr().out))
 
@@ -393,10 +314,10 @@ from aws_xray_sdk.core import patcher
 spec = importlib.util.spec_from_file_location("submit_app", {str(ROOT / "functions" / "submit" / "app.py")!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-provider = module.pipeline.providers["piapi"]
+provider = module.pipeline.ports.providers["piapi"]
 print(sorted(patcher._PATCHED_MODULES))
 print(type(provider.provider._client._transport).__name__)
-print(type(module.pipeline.fetcher._client._transport).__name__)
+print(type(module.pipeline.ports.fetcher._client._transport).__name__)
 """
     env = {
         **os.environ,

@@ -14,14 +14,7 @@ from faceswap_local.redrive import Queues, RedriveError, check_pairing, redrive,
 
 
 @pytest.fixture
-def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def sqs(aws_credentials: None) -> Iterator[Any]:
     with mock_aws():
         yield boto3.client("sqs")
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from faceswap.errors import ImageTooLarge, InputNotFound, InvalidRequest, SwapFaceMissing
+from faceswap.intake import MAX_MANIFEST_BYTES, parse_manifest, request_for_upload
 from faceswap.model import ImageRef, JobRequest
-from faceswap.requests import MAX_MANIFEST_BYTES, parse_manifest, request_for_upload
 
 BUCKET = "inputs"
 JOB_ID = "f" * 32
@@ -376,7 +376,7 @@ def test_manifest_upload_over_64_kib_fails_invalid_request() -> None:
 
 
 def test_enhance_option_is_accepted_for_any_task_and_normalised() -> None:
-    from faceswap.requests import parse_request_fields
+    from faceswap.intake import parse_request_fields
 
     fields = parse_request_fields(
         {"target_image": "a.jpg", "swap_image": "b.jpg", "options": {"enhance": True}},

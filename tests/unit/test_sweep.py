@@ -8,23 +8,20 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from fakes import RecordingScheduler
+from fakes import RecordingScheduler, job_row
 from moto import mock_aws
 
-from faceswap.aws import DynamoJobStore
-from faceswap.model import ImageRef, Job, JobState, isoformat
+from faceswap.aws.dynamodb import DynamoJobStore
+from faceswap.lifecycle import JobState
+from faceswap.model import ImageRef, isoformat
 from faceswap.sweep import sweep
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-TEMPLATE_JOB = Job(
+TEMPLATE_JOB = job_row(
     job_id="0" * 32,
-    state=JobState.SUBMITTED,
-    provider="piapi",
-    task="face-swap",
     target_image=ImageRef(bucket="in", key="incoming/x/y.jpg"),
     swap_image=ImageRef(bucket="in", key="faces/x.jpg"),
     result_key="results/x/y.jpg",
-    source="s3",
     created_at="2026-12-03T11:00:00.000Z",
     updated_at="2026-12-03T11:00:00.000Z",
     deadline_at="2026-12-03T11:15:00.000Z",
@@ -32,14 +29,7 @@ TEMPLATE_JOB = Job(
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoJobStore]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def store(aws_credentials: None) -> Iterator[DynamoJobStore]:
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(

@@ -1,8 +1,8 @@
 """The jobs API's operations: submit, upload URLs, read, list and retry jobs (``functions/api`` is the wiring).
 
 Requests from the API and "Job Requested" events are validated by the same
-:func:`faceswap.requests.parse_request_fields` as manifests, get their job id from
-:func:`faceswap.requests.request_job_id`, and reach the submit function through the submit queue, so every way
+:func:`faceswap.intake.parse_request_fields` as manifests, get their job id from
+:func:`faceswap.intake.request_job_id`, and reach the submit function through the submit queue, so every way
 in leads to the same submit path and job states.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge
 from faceswap.fetch import sniff_image_type
 from faceswap.ids import is_job_id, job_id_for
-from faceswap.jobs import Pipeline
-from faceswap.model import ImageRef, Job, JobRequest, JobState
+from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_request_fields, request_job_id
+from faceswap.lifecycle import JobState, Lifecycle, Phase
+from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.ports import InputStore, JobIndex, RequestQueue
-from faceswap.requests import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_request_fields, request_job_id
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -35,8 +35,8 @@ class JobsApi:
 
     Parameters
     ----------
-    pipeline
-        Records jobs (``receive``) and reads them (its store).
+    lifecycle
+        Records jobs (``record``) and reads them.
     index
         Lists jobs.
     inputs
@@ -54,7 +54,7 @@ class JobsApi:
     def __init__(
         self,
         *,
-        pipeline: Pipeline,
+        lifecycle: Lifecycle,
         index: JobIndex,
         inputs: InputStore,
         queue: RequestQueue,
@@ -63,7 +63,7 @@ class JobsApi:
         providers: Collection[str],
         allow_http: bool = False,
     ) -> None:
-        self.pipeline = pipeline
+        self.lifecycle = lifecycle
         self.index = index
         self.inputs = inputs
         self.queue = queue
@@ -128,8 +128,8 @@ class JobsApi:
         return self._receive(request)
 
     def _receive(self, request: JobRequest) -> tuple[Job, bool]:
-        job, created = self.pipeline.receive(request)
-        if job.state is JobState.RECEIVED and not job.submit_started_at:
+        job, created = self.lifecycle.record(request)
+        if job.state is JobState.RECEIVED and job.phase is Phase.AWAITING_CREATE:
             # New, or recorded earlier but maybe never queued: queueing again is harmless (submit is idempotent).
             self.queue.send(request)
         return job, created
@@ -167,7 +167,7 @@ class JobsApi:
 
     def get(self, job_id: str) -> dict[str, Any]:
         """A job as ``GET /jobs/{job_id}`` shows it (see :meth:`view`). Raises ``JobNotFound``."""
-        job = self.pipeline.store.get(job_id) if is_job_id(job_id) else None
+        job = self.lifecycle.get(job_id) if is_job_id(job_id) else None
         if job is None:
             raise JobNotFound(f"No job {job_id!r}.")
         return self.view(job)
@@ -226,7 +226,7 @@ class JobsApi:
 
         Retrying the same job again returns the same new job. Raises ``JobNotFound`` or ``JobNotRetryable``.
         """
-        job = self.pipeline.store.get(job_id) if is_job_id(job_id) else None
+        job = self.lifecycle.get(job_id) if is_job_id(job_id) else None
         if job is None:
             raise JobNotFound(f"No job {job_id!r}.")
         if job.state not in (JobState.FAILED, JobState.TIMED_OUT) or not (job.error or {}).get("retryable"):

@@ -1,29 +1,14 @@
-"""Plain data of the pipeline: job states, job requests, jobs and provider task snapshots."""
+"""Plain data of the pipeline: job requests, jobs and provider task snapshots (states: :mod:`faceswap.lifecycle`)."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-
-class JobState(enum.StrEnum):
-    """Where a job is. Moves only forward: RECEIVED → SUBMITTED → SUCCEEDED | FAILED | TIMED_OUT."""
-
-    RECEIVED = "RECEIVED"
-    SUBMITTED = "SUBMITTED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the state is final (no transition leaves it)."""
-        return self in TERMINAL_STATES
-
-
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT})
+if TYPE_CHECKING:
+    from faceswap.lifecycle import JobState, Phase
 
 
 class TaskStatus(enum.StrEnum):
@@ -110,10 +95,12 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class Job:
-    """A job row as stored in the jobs table (see :class:`faceswap.ports.JobStore`)."""
+    """A job row as stored in the jobs table (see :class:`faceswap.ports.JobStore`); written only by
+    :class:`faceswap.lifecycle.Lifecycle`."""
 
     job_id: str
     state: JobState
+    phase: Phase
     provider: str
     task: str
     target_image: ImageRef
@@ -142,6 +129,10 @@ class Job:
     def terminal(self) -> bool:
         """Whether the job has ended."""
         return self.state.terminal
+
+    def with_task_id(self, task_id: str) -> Job:
+        """This job with ``provider_task_id`` set (not stored: the lifecycle records it)."""
+        return replace(self, provider_task_id=task_id)
 
     def request(self, **changes: Any) -> JobRequest:
         """The job's work as a request (same inputs, provider, task, options and result key), with ``changes``

@@ -1,11 +1,11 @@
 """Observability at the pipeline's edge: job keys on every log line, EMF metrics, timed provider calls.
 
-The domain (:mod:`faceswap.jobs`) knows nothing of Powertools. Its own log lines carry the job's keys as
-``extra`` (:func:`faceswap.jobs.log_keys`) and go to the stdlib logger ``faceswap.jobs``, which the handlers
-route through their Powertools Logger (``copy_config_to_registered_loggers``). What the domain does not say
-itself is observed at its ports: :class:`ObservedProvider` wraps each provider adapter and reports every
-``create_task`` / ``get_task`` call to a :class:`ProviderObserver`; :class:`Telemetry` is that observer in the
-Lambda handlers, and records what each handler learns about a job.
+The domain (:mod:`faceswap.jobs` and the modules it puts together) knows nothing of Powertools. Its own log lines
+carry the job's keys as ``extra`` (:func:`faceswap.lifecycle.log_keys`) and go to stdlib loggers under ``faceswap``
+(one per module), which the handlers route through their Powertools Logger (``copy_config_to_registered_loggers``).
+What the domain does not say itself is observed at its ports: :class:`ObservedProvider` wraps each provider adapter
+and reports every ``create_task`` / ``get_task`` call to a :class:`ProviderObserver`; :class:`Telemetry` is that
+observer in the Lambda handlers, and records what each handler learns about a job.
 
 Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``; each has the ``service`` dimension, and one EMF record
 carries all the dimension sets listed, so dimensions never leak from one record to the next):
@@ -43,7 +43,8 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from faceswap.errors import PipelineError
 from faceswap.images import ImageLimits
-from faceswap.model import Job, JobState, TaskSnapshot, parse_time
+from faceswap.lifecycle import JobState
+from faceswap.model import Job, TaskSnapshot, parse_time
 from faceswap.ports import Provider, TaskInput, Webhook
 
 TRACED_MODULES = ("botocore", "httpx")

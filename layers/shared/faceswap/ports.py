@@ -1,4 +1,5 @@
-"""The interfaces the domain needs. AWS adapters live in :mod:`faceswap.aws`; tests may pass fakes."""
+"""The interfaces the domain needs. AWS adapters live in :mod:`faceswap.aws` (one module per service); tests may pass
+fakes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from faceswap.images import ImageLimits, PreparedImage
-from faceswap.model import Job, JobRequest, JobState, StoredResult, TaskSnapshot
+from faceswap.lifecycle import JobState, Phase
+from faceswap.model import Job, JobRequest, StoredResult, TaskSnapshot
 
 
 class JobStore(Protocol):
-    """The jobs table. Every write is conditional, so states only move forward."""
+    """The jobs table. Every write is conditional (see :mod:`faceswap.lifecycle`), so states only move forward."""
 
     def create(self, job: Job) -> bool:
         """Write ``job`` if no row with its id exists. Returns ``False`` (and writes nothing) if one does."""
@@ -21,30 +23,20 @@ class JobStore(Protocol):
         """Read a job (strongly consistent), or ``None`` if there is none."""
         ...
 
-    def transition(
-        self, job_id: str, *, from_states: Iterable[JobState], to_state: JobState, changes: Mapping[str, Any]
-    ) -> Job | None:
-        """Move a job to ``to_state`` only if it is in one of ``from_states``, setting ``changes``.
-
-        A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
-        condition failed (the job moved on meanwhile).
-        """
-        ...
-
-    def update(
+    def apply(
         self,
         job_id: str,
         *,
-        in_states: Iterable[JobState],
+        from_phases: Iterable[Phase],
         changes: Mapping[str, Any],
-        require_absent: str | None = None,
         expected: Mapping[str, str] | None = None,
     ) -> Job | None:
-        """Set ``changes`` without changing the state, only if in ``in_states`` (and ``require_absent`` unset,
-        and every attribute in ``expected`` has the value given).
+        """Set ``changes`` on the job only if its ``phase`` is one of ``from_phases`` (and every attribute in
+        ``expected`` has the value given): one conditional write.
 
-        A ``None`` value in ``changes`` removes the attribute. Returns the updated job, or ``None`` when the
-        condition failed.
+        Called only by :class:`faceswap.lifecycle.Lifecycle`, which puts the transition's ``phase`` (and
+        ``state``) in ``changes``. A ``None`` value removes the attribute. Returns the updated job, or ``None``
+        when the condition failed (the job moved on meanwhile, or there is no such job).
         """
         ...
 

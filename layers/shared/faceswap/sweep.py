@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from faceswap.model import JobState, parse_time
+from faceswap.lifecycle import JobState
+from faceswap.model import parse_time
 from faceswap.ports import CheckScheduler, JobIndex
 
 SWEPT_STATES = (JobState.RECEIVED, JobState.SUBMITTED)

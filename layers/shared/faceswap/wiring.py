@@ -10,10 +10,15 @@ import httpx
 from aws_lambda_powertools.utilities import parameters
 
 from faceswap.api import JobsApi
-from faceswap.aws import DynamoJobStore, DynamoRateLimiter, S3ObjectStore, SqsCheckScheduler, SqsRequestQueue
+from faceswap.aws.dynamodb import DynamoJobStore
+from faceswap.aws.ratelimit import DynamoRateLimiter
+from faceswap.aws.s3 import S3ObjectStore
+from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
 from faceswap.config import SUBMIT_QUEUE_URL, Config, ConfigError
 from faceswap.fetch import ResultFetcher
-from faceswap.jobs import Pipeline, Settings
+from faceswap.jobs import Pipeline, Ports, Settings
+from faceswap.lifecycle import Lifecycle
+from faceswap.model import utcnow
 from faceswap.observability import ObservedProvider, ProviderObserver
 from faceswap.ports import Provider
 from faceswap.providers.ailabapi import AILabAPIProvider
@@ -83,16 +88,16 @@ def build_providers(
     return providers
 
 
-def build_pipeline(
+def build_ports(
     config: Config,
     *,
     with_providers: bool = True,
     observer: ProviderObserver | None = None,
     sqs: SQSClient | None = None,
-) -> Pipeline:
-    """Wire the domain to AWS and the providers, as each handler does once per container.
+) -> Ports:
+    """The domain's adapters on AWS and the providers, made once per container.
 
-    ``with_providers=False`` (the jobs API) builds no provider adapters and never reads a provider secret.
+    ``with_providers=False`` builds no provider adapters and never reads a provider secret.
     ``observer`` (a handler's :class:`faceswap.observability.Telemetry`) is told about every provider call.
     ``sqs``: an SQS client the handler uses too (one client per container; made here when not given).
     Make the handler's ``Tracer`` first: X-Ray patches ``httpx.Client``, which is instantiated here.
@@ -109,7 +114,7 @@ def build_pipeline(
         )
     dynamodb, sqs = boto3.client("dynamodb"), sqs or boto3.client("sqs")
     objects = S3ObjectStore(boto3.client("s3"))
-    return Pipeline(
+    return Ports(
         store=DynamoJobStore(dynamodb, config.jobs_table),
         objects=objects,
         inputs=objects,
@@ -128,18 +133,30 @@ def build_pipeline(
             sniff=False,
         ),
         signing_key=signing_key,
-        settings=Settings(
-            results_bucket=config.results_bucket,
-            callback_base_url=config.callback_base_url,
-            job_deadline_seconds=config.job_deadline_seconds,
-            max_input_bytes=config.input_max_bytes,
-            max_submit_attempts=config.max_submit_attempts,
-            poll_delays=config.poll_delays,
-            input_bucket=config.input_bucket,
-            rate_limits={name: (p.per_second, p.per_hour) for name, p in config.providers.items()},
-            max_receive_count=config.max_receive_count,
-        ),
     )
+
+
+def settings(config: Config) -> Settings:
+    """The domain's settings from the deployment's configuration."""
+    return Settings(
+        results_bucket=config.results_bucket,
+        callback_base_url=config.callback_base_url,
+        job_deadline_seconds=config.job_deadline_seconds,
+        max_input_bytes=config.input_max_bytes,
+        max_submit_attempts=config.max_submit_attempts,
+        poll_delays=config.poll_delays,
+        input_bucket=config.input_bucket,
+        rate_limits={name: (p.per_second, p.per_hour) for name, p in config.providers.items()},
+        max_receive_count=config.max_receive_count,
+    )
+
+
+def build_pipeline(
+    config: Config, *, observer: ProviderObserver | None = None, sqs: SQSClient | None = None
+) -> Pipeline:
+    """Wire the domain to AWS and the providers, as each handler does once per container (see
+    :func:`build_ports` for the arguments)."""
+    return Pipeline(build_ports(config, observer=observer, sqs=sqs), settings(config))
 
 
 def _encoded(read: Callable[[], str]) -> Callable[[], bytes]:
@@ -151,17 +168,17 @@ def _no_signing_key() -> bytes:
 
 
 def build_jobs_api(config: Config) -> JobsApi:
-    """The jobs API over the same adapters as the pipeline (no provider adapters, no secrets read)."""
-    pipeline = build_pipeline(config, with_providers=False)
-    store, objects, queue = pipeline.store, pipeline.objects, pipeline.requeue
-    assert isinstance(store, DynamoJobStore) and isinstance(objects, S3ObjectStore)
-    if queue is None:
+    """The jobs API over the jobs table, the inputs bucket and the submit queue (no provider adapters, no secrets
+    read: it records jobs and queues them for the submit function)."""
+    if not config.submit_queue_url:
         raise ConfigError(f"Environment variable {SUBMIT_QUEUE_URL} is required by the jobs API.")
+    store = DynamoJobStore(boto3.client("dynamodb"), config.jobs_table)
+    objects = S3ObjectStore(boto3.client("s3"))
     return JobsApi(
-        pipeline=pipeline,
+        lifecycle=Lifecycle(store, deadline_seconds=config.job_deadline_seconds, clock=utcnow),
         index=store,
         inputs=objects,
-        queue=queue,
+        queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url),
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
         providers=config.provider_names(),

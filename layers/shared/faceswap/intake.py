@@ -14,7 +14,6 @@ names the same job.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import posixpath
@@ -26,6 +25,7 @@ from urllib.parse import unquote_plus
 
 from faceswap.errors import ImageTooLarge, InputError, InvalidRequest, SwapFaceMissing
 from faceswap.ids import job_id_for
+from faceswap.messages import request_from_message
 from faceswap.model import ImageRef, JobRequest
 from faceswap.ports import ObjectStore
 
@@ -41,17 +41,11 @@ SAME_IMAGE_SWAP = "same-image-swap"
 TASKS = ("face-swap", "multi-face-swap", SAME_IMAGE_SWAP)
 
 _FACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_MANIFEST_FIELDS = frozenset({"target_image", "swap_image", "provider", "task", "options", "result_key"})
-_REQUEST_FIELDS = _MANIFEST_FIELDS | {"idempotency_key"}
-_IMAGE_FIELDS = frozenset({"s3_key", "url", "base64"})
 MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
 """Most decoded ``base64`` image bytes in one API request, all images together (larger ones go through ``POST
 /uploads``): 4 MiB is 5.3 MiB of base64, which with the rest of the event fits Lambda's 6 MB synchronous payload
 limit (https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html). A request far over it never reaches the
 function: the HTTP API or Lambda refuses it with 413."""
-_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index", "swap_index"})
-_OPTION_FIELDS = _INDEX_OPTIONS | {"enhance"}
-_INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
 
 
 def request_for_upload(
@@ -182,7 +176,7 @@ def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_p
     target = fields.target_image
     assert isinstance(target, ImageRef)  # manifests take no inline images
     result_key = fields.result_key or f"{RESULTS_PREFIX}jobs/{name}{_extension(target)}"
-    _check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
+    check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
     return fields.request(job_id=job_id, result_key=result_key, source="manifest")
 
 
@@ -251,7 +245,7 @@ def parse_request_fields(
     allow_base64: bool = False,
     allow_http: bool = False,
 ) -> RequestFields:
-    """Validate the fields of a job request (manifest, API body, or "Job Requested" event detail).
+    """Validate a job request (manifest, API body, or "Job Requested" event detail) against its schema.
 
     Parameters
     ----------
@@ -262,7 +256,9 @@ def parse_request_fields(
     default_provider
         Provider when the request names none.
     what
-        ``manifest``, ``request`` or ``event``: used in messages.
+        ``manifest`` (:class:`faceswap.schema.Manifest`), ``event`` (:class:`faceswap.schema.JobRequestDetail`) or
+        ``request`` (:class:`faceswap.schema.JobSubmission` with ``allow_base64``, else the event's shape): used in
+        messages too.
     allow_base64
         Accept ``{"base64": …}`` images (the API: up to the API's body limit).
     allow_http
@@ -273,44 +269,35 @@ def parse_request_fields(
     InvalidRequest
         The message names the bad field.
     """
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"The {what} must be a JSON object.")
-    allowed = _MANIFEST_FIELDS if what == "manifest" else _REQUEST_FIELDS
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InvalidRequest(f"Unknown {what} field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}.")
-    target = _image_ref(data, "target_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
-    task = _string(data, "task", "face-swap")
-    if task not in TASKS:
-        raise InvalidRequest(f"Field 'task' must be one of {', '.join(TASKS)}.")
-    if task == SAME_IMAGE_SWAP:
-        if data.get("swap_image") is not None:
-            raise InvalidRequest(f"Task {SAME_IMAGE_SWAP!r} takes no 'swap_image': the target's own faces swap.")
-        swap = target  # the faces come from the target image itself
-    else:
-        swap = _image_ref(data, "swap_image", bucket, allow_base64=allow_base64, allow_http=allow_http)
-    providers = _providers(data.get("provider", default_provider))
-    options = _options(data.get("options", {}), task)
-    result_key = data.get("result_key")
-    if result_key is not None:
-        _check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
-    idempotency_key = data.get("idempotency_key")
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 128):
-        raise InvalidRequest("Field 'idempotency_key' must be a string of 1 to 128 characters.")
-    return RequestFields(target, swap, providers[0], task, options, result_key, idempotency_key, providers[1:])
+    from faceswap import schema  # pydantic: loaded only by the functions that validate a request, when they do
+
+    model: type[schema.Manifest] = (
+        schema.Manifest if what == "manifest" else schema.JobSubmission if allow_base64 else schema.JobRequestDetail
+    )
+    spec = schema.validate(model, data, what=what, allow_http=allow_http)
+    target = _image(spec.target_image, bucket)
+    swap = target if spec.task == SAME_IMAGE_SWAP or spec.swap_image is None else _image(spec.swap_image, bucket)
+    provider = spec.provider if spec.provider is not None else default_provider
+    providers = (provider,) if isinstance(provider, str) else tuple(provider)
+    return RequestFields(
+        target_image=target,
+        swap_image=swap,
+        provider=providers[0],
+        task=spec.task,
+        options=spec.options.model_dump(exclude_none=True),
+        result_key=spec.result_key,
+        idempotency_key=getattr(spec, "idempotency_key", None),
+        fallback_providers=providers[1:],
+    )
 
 
-def _providers(value: Any) -> tuple[str, ...]:
-    """``provider``: a name, or an ordered list of up to 5 distinct names to fail over through."""
-    names = [value] if isinstance(value, str) else value
-    if (
-        not isinstance(names, list)
-        or not 1 <= len(names) <= 5
-        or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)
-        or len(set(names)) != len(names)
-    ):
-        raise InvalidRequest("Field 'provider' must be a provider name, or a list of up to 5 distinct names.")
-    return tuple(names)
+def _image(source: Any, bucket: str) -> ImageRef | bytes:
+    """A validated image source as a reference into ``bucket``, a URL reference, or inline bytes."""
+    if getattr(source, "base64", None):
+        return base64.b64decode(source.base64, validate=True)
+    if source.url:
+        return ImageRef(url=source.url)
+    return ImageRef(bucket=bucket, key=source.s3_key)
 
 
 def _extension(target: ImageRef | bytes) -> str:
@@ -325,48 +312,15 @@ def default_result_key(job_id: str, target: ImageRef | bytes) -> str:
     return f"{RESULTS_PREFIX}api/{job_id}{_extension(target)}"
 
 
-def _string(manifest: Mapping[str, Any], field: str, default: str) -> str:
-    value = manifest.get(field, default)
-    if not isinstance(value, str) or not value or len(value) > 64:
-        raise InvalidRequest(f"Field {field!r} must be a non-empty string.")
-    return value
+def check_key(key: Any, field: str, *, prefix: str = "") -> None:
+    """Refuse ``key`` unless it is a plain relative S3 key of 1 to 1024 characters (under ``prefix``): the key
+    safety a JSON Schema cannot say, used by :mod:`faceswap.schema` and for keys made from uploads.
 
-
-def _image_ref(
-    data: Mapping[str, Any], field: str, bucket: str, *, allow_base64: bool = False, allow_http: bool = False
-) -> ImageRef | bytes:
-    kinds = "'s3_key', 'url' or 'base64'" if allow_base64 else "'s3_key' or 'url'"
-    if field not in data:
-        raise InvalidRequest(f"Field {field!r} is missing: give an object with one of {kinds}.")
-    value = data[field]
-    if isinstance(value, str):
-        value = {"s3_key": value}
-    allowed = _IMAGE_FIELDS if allow_base64 else _IMAGE_FIELDS - {"base64"}
-    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= allowed:
-        raise InvalidRequest(f"Field {field!r} must be an object with exactly one of {kinds}.")
-    ((kind, ref),) = value.items()
-    if not isinstance(ref, str) or not ref:
-        raise InvalidRequest(f"Field {field}.{kind} must be a non-empty string.")
-    if kind == "url":
-        schemes = ("https://", "http://") if allow_http else ("https://",)
-        if not ref.startswith(schemes) or len(ref) > 2048:
-            raise InvalidRequest(f"Field {field}.url must be an https URL of at most 2048 characters.")
-        return ImageRef(url=ref)
-    if kind == "base64":
-        if len(ref) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4:
-            raise InvalidRequest(
-                f"Field {field}.base64 is over {MAX_INLINE_IMAGE_BYTES // (1024 * 1024)} MiB; "
-                "upload it with POST /uploads and give its s3_key."
-            )
-        try:
-            return base64.b64decode(ref, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise InvalidRequest(f"Field {field}.base64 is not valid base64.") from e
-    _check_key(ref, f"{field}.s3_key")
-    return ImageRef(bucket=bucket, key=ref)
-
-
-def _check_key(key: Any, field: str, *, prefix: str = "") -> None:
+    Raises
+    ------
+    InvalidRequest
+        The message names ``field``.
+    """
     if not isinstance(key, str) or not key or len(key) > 1024:
         raise InvalidRequest(f"Field {field!r} must be an S3 key of 1 to 1024 characters.")
     parts = key.split("/")
@@ -376,75 +330,12 @@ def _check_key(key: Any, field: str, *, prefix: str = "") -> None:
         raise InvalidRequest(f"Field {field!r} must start with {prefix!r}.")
 
 
-def _options(options: Any, task: str) -> dict[str, str]:
-    """``options``: face indices (``swap_faces_index``, ``target_faces_index``, AIPhotoCraft's 1-based
-    ``swap_index``; ``multi-face-swap`` only) and ``enhance`` (``"true"``/``"false"``; AIPhotoCraft's GFPGAN)."""
-    if not isinstance(options, dict):
-        raise InvalidRequest("Field 'options' must be an object.")
-    unknown = sorted(set(options) - _OPTION_FIELDS)
-    if unknown:
-        raise InvalidRequest(f"Unknown option {unknown[0]!r}; allowed: {', '.join(sorted(_OPTION_FIELDS))}.")
-    if set(options) & _INDEX_OPTIONS and task != "multi-face-swap":
-        raise InvalidRequest("Face index options need task 'multi-face-swap'.")
-    if options and task == SAME_IMAGE_SWAP:
-        raise InvalidRequest(f"Task {SAME_IMAGE_SWAP!r} takes no options.")
-    checked: dict[str, str] = {}
-    for name, value in options.items():
-        if name == "enhance":
-            text = str(value).lower() if isinstance(value, bool | str) else ""
-            if text not in ("true", "false"):
-                raise InvalidRequest("Option 'enhance' must be true or false.")
-            checked[name] = text
-            continue
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or not _INDEX_LIST.match(text):
-            raise InvalidRequest(f'Option {name!r} must be face indices such as "0" or "1,0".')
-        checked[name] = text
-    return checked
-
-
 def request_job_id(fields: RequestFields) -> str:
     """The job id of an API or event request: from its ``idempotency_key``, else from what defines the work.
 
     The same request (or the same key) always names the same job, by whichever way it arrives.
     """
     return job_id_for("request", fields.idempotency_key or fields.fingerprint())
-
-
-def request_to_message(request: JobRequest) -> str:
-    """A job request as the submit queue's message body: ``{"job_request": {…}}``."""
-    return json.dumps(
-        {
-            "job_request": {
-                "job_id": request.job_id,
-                "target_image": request.target_image.as_dict(),
-                "swap_image": request.swap_image.as_dict(),
-                "provider": request.provider,
-                "task": request.task,
-                "result_key": request.result_key,
-                "source": request.source,
-                "options": request.options,
-                "retry_of": request.retry_of,
-                "fallback_providers": list(request.fallback_providers),
-            }
-        }
-    )
-
-
-def request_from_message(data: Mapping[str, Any]) -> JobRequest:
-    """Inverse of :func:`request_to_message` (given the ``job_request`` object)."""
-    return JobRequest(
-        job_id=data["job_id"],
-        target_image=ImageRef.from_dict(data["target_image"]),
-        swap_image=ImageRef.from_dict(data["swap_image"]),
-        provider=data["provider"],
-        task=data["task"],
-        result_key=data["result_key"],
-        source=data["source"],
-        options=dict(data.get("options") or {}),
-        retry_of=data.get("retry_of"),
-        fallback_providers=tuple(data.get("fallback_providers") or ()),
-    )
 
 
 def requests_in_message(

@@ -1,0 +1,207 @@
+"""The inputs and results buckets on S3: :class:`S3ObjectStore` (reads, streamed create-only results, presigning)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import ClientError
+
+from faceswap.aws import error_code
+from faceswap.errors import ImageTooLarge, InputNotFound
+from faceswap.model import StoredResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
+
+PART_BYTES = 8 * 1024 * 1024
+"""Multipart part size for results: the most memory a result copy holds at once."""
+
+
+class S3ObjectStore:
+    """:class:`faceswap.ports.ObjectStore` on S3. Results are written create-only (``If-None-Match: *``)."""
+
+    def __init__(self, client: S3Client, *, part_bytes: int = PART_BYTES) -> None:
+        self._client = client
+        self._part_bytes = part_bytes
+
+    def read(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int) -> bytes:
+        """Read a whole (small) object; see :meth:`faceswap.ports.ObjectStore.read`."""
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            response = self._client.get_object(**args)
+        except ClientError as e:
+            if error_code(e) in ("NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket", "InvalidArgument"):
+                raise InputNotFound(f"s3://{bucket}/{key} does not exist.") from e
+            raise
+        body = response["Body"]
+        try:
+            if response.get("ContentLength", 0) > max_bytes:
+                raise ImageTooLarge(
+                    f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit of {max_bytes:,}."
+                )
+            data = body.read(max_bytes + 1)
+        finally:
+            body.close()
+        if len(data) > max_bytes:
+            raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
+        return data
+
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether ``key`` exists: ``HeadObject`` (404 → ``False``; other errors raise ``ClientError``)."""
+        try:
+            self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if error_code(e) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True
+
+    def store_result(
+        self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str
+    ) -> StoredResult:
+        """Stream a result into S3 with at most one part in memory; see the port for the contract.
+
+        A body that fits one part is written with one ``PutObject``; a larger one with a multipart upload
+        that is aborted on any failure (so no partial object is ever visible and none is left open). An upload
+        that an earlier attempt left open because it was killed mid-copy (no code of its ran to abort it) is
+        aborted before the new one starts: results are written only by collects of the key's job, which are
+        safe to repeat, and the write condition keeps a racing collect from being harmed beyond a retry. The
+        write is conditional: ``If-None-Match: *`` when the key is free, ``If-Match: <ETag>`` when it holds an
+        older job's result (a new version replaces it). If the key already holds this job's result (an
+        earlier collect stored it), that object is described and nothing is written.
+        """
+        condition = self._write_condition(bucket, key, job_id)
+        if isinstance(condition, StoredResult):
+            return condition
+        metadata = {"job-id": job_id}
+        digest = hashlib.sha256()
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[Any] = []
+        response: Mapping[str, Any]
+        size = 0
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                buffer += chunk
+                if len(buffer) >= self._part_bytes:
+                    # The whole buffer is the part (8 MiB up to one chunk more; only the last part may be under
+                    # 5 MiB): no copy of it is made, so memory holds one part and one chunk.
+                    if upload_id is None:
+                        self._abort_open_uploads(bucket, key)
+                        upload_id = self._client.create_multipart_upload(
+                            Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
+                        )["UploadId"]
+                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, buffer))
+                    buffer = bytearray()
+            if upload_id is None:
+                response = self._client.put_object(
+                    Bucket=bucket, Key=key, Body=_body(buffer), ContentType=content_type, Metadata=metadata, **condition
+                )
+            else:
+                if buffer:
+                    parts.append(self._upload_part(bucket, key, upload_id, len(parts) + 1, buffer))
+                response = self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
+                )
+                upload_id = None
+        except ClientError as e:
+            if upload_id is not None:
+                self._abort(bucket, key, upload_id)
+            if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                # Another collect of this job got there first: describe what it stored.
+                existing = self._write_condition(bucket, key, job_id)
+                if isinstance(existing, StoredResult):
+                    return existing
+            raise
+        except BaseException:
+            if upload_id is not None:
+                self._abort(bucket, key, upload_id)
+            raise
+        return StoredResult(
+            bucket=bucket,
+            key=key,
+            size=size,
+            sha256=digest.hexdigest(),
+            content_type=content_type,
+            version_id=response.get("VersionId"),
+        )
+
+    def _write_condition(self, bucket: str, key: str, job_id: str) -> StoredResult | dict[str, Any]:
+        try:
+            head = self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if error_code(e) in ("NoSuchKey", "404", "NotFound"):
+                return {"IfNoneMatch": "*"}
+            raise
+        if head.get("Metadata", {}).get("job-id") == job_id:
+            return self.describe_result(bucket, key)
+        return {"IfMatch": head["ETag"]}
+
+    def _upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> dict[str, Any]:
+        etag = self._client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_body(body)
+        )["ETag"]
+        return {"ETag": etag, "PartNumber": number}
+
+    def describe_result(self, bucket: str, key: str) -> StoredResult:
+        """Describe the result at ``key``, hashing it again (streamed) for its sha256."""
+        response = self._client.get_object(Bucket=bucket, Key=key)
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in response["Body"].iter_chunks(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+        return StoredResult(
+            bucket=bucket,
+            key=key,
+            size=size,
+            sha256=digest.hexdigest(),
+            content_type=response.get("ContentType", "application/octet-stream"),
+            version_id=response.get("VersionId"),
+        )
+
+    def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
+        """Store an inline input image."""
+        self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:
+        """A presigned PUT URL; the upload must send the same ``Content-Type``."""
+        return self._client.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type}, ExpiresIn=expires_seconds
+        )
+
+    def presign_get(self, bucket: str, key: str, *, version_id: str | None, expires_seconds: int) -> str:
+        """A presigned GET URL (pinned to ``version_id`` when given)."""
+        params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+
+    def _abort_open_uploads(self, bucket: str, key: str) -> None:
+        """Abort every multipart upload open on exactly ``key`` (left by a killed attempt)."""
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    logger.warning("aborting a multipart upload left open by an earlier attempt", extra={"key": key})
+                    self._abort(bucket, key, upload["UploadId"])
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        # If the abort itself fails, the bucket's lifecycle rule removes the incomplete upload after a day.
+        with contextlib.suppress(ClientError):
+            self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+
+def _body(data: bytes | bytearray) -> bytes:
+    """A request body without copying: botocore sends a ``bytearray`` as it is (its stubs only say bytes)."""
+    return cast(bytes, data)

@@ -1,0 +1,85 @@
+"""The queues on SQS: checks (:class:`SqsCheckScheduler`), job requests (:class:`SqsRequestQueue`) and the
+redelivery pacing of failed messages (:class:`SqsMessageDelay`, :func:`redelivery_delay`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from faceswap.aws import error_code
+from faceswap.messages import check_message, request_to_message
+from faceswap.model import JobRequest
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+
+class SqsCheckScheduler:
+    """:class:`faceswap.ports.CheckScheduler` on the check queue. Message body: ``{"job_id", "check"}``."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
+        """Send a delayed check message (0..900 s)."""
+        self._client.send_message(
+            QueueUrl=self._queue_url,
+            DelaySeconds=max(0, min(900, delay_seconds)),
+            MessageBody=check_message(job_id, check),
+        )
+
+
+class SqsRequestQueue:
+    """:class:`faceswap.ports.RequestQueue` on the submit queue (body: :func:`faceswap.messages.request_to_message`)."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, request: JobRequest) -> None:
+        """Queue the request."""
+        self._client.send_message(QueueUrl=self._queue_url, MessageBody=request_to_message(request))
+
+
+def retry_backoff(deliveries: int, *, first: float = 10.0, factor: float = 3.0, most: float = 300.0) -> float:
+    """Seconds before a message that failed on its ``deliveries``-th delivery is delivered again: ``first``,
+    then ``factor`` times longer each time, at most ``most`` (10, 30, 90, 270, 300… s by default)."""
+    return float(min(most, first * factor ** max(0, deliveries - 1)))
+
+
+def redelivery_delay(deliveries: int, *, max_receive_count: int) -> float:
+    """Seconds before a message that failed its ``deliveries``-th delivery comes back: :func:`retry_backoff`, or
+    0 after the last allowed delivery (``max_receive_count``; its job was just ended FAILED), so that the message
+    moves to the dead-letter queue at its next receive rather than after a backoff."""
+    if max_receive_count and deliveries >= max_receive_count:
+        return 0.0
+    return retry_backoff(deliveries)
+
+
+class SqsMessageDelay:
+    """Makes a message received from ``queue_url`` visible again after a chosen delay (instead of the queue's
+    visibility timeout)."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def delay(self, receipt_handle: str, seconds: float) -> None:
+        """Best effort: if the change fails (logged as a warning), the message comes back after the queue's
+        visibility timeout. Needs ``sqs:ChangeMessageVisibility`` on the queue."""
+        try:
+            self._client.change_message_visibility(
+                QueueUrl=self._queue_url,
+                ReceiptHandle=receipt_handle,
+                VisibilityTimeout=max(0, min(43_200, math.ceil(seconds))),
+            )
+        except ClientError as e:
+            logger.warning(
+                "could not delay a message; it returns after the visibility timeout", extra={"error": error_code(e)}
+            )

@@ -1,0 +1,67 @@
+"""The check policy: when the poller looks at a job again.
+
+A check is a delayed message on the check queue. Its delay backs off per provider (``first * factor**check``
+seconds, at most ``maximum``: the provider registry's cadence, or ``PollDelays``), never less than what the provider
+or the caller asks for (a quota reset, a ``Retry-After``), and never past the job's deadline plus a second, so the
+check at the deadline ends the job on time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from faceswap.model import Job, parse_time
+from faceswap.ports import CheckScheduler, Provider
+
+MAX_CHECK_DELAY_SECONDS = 900
+"""SQS's largest message delay (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html)."""
+
+
+class CheckPolicy:
+    """Schedules checks of jobs.
+
+    Parameters
+    ----------
+    scheduler
+        The check queue.
+    providers
+        Provider adapters by name (their own cadence and quota delay).
+    poll_delays
+        ``{provider: (first, factor, maximum)}`` seconds, overriding a provider's own cadence.
+    clock
+        Returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        scheduler: CheckScheduler,
+        providers: Mapping[str, Provider],
+        *,
+        poll_delays: Mapping[str, tuple[float, float, float]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.scheduler = scheduler
+        self.providers = providers
+        self.poll_delays = poll_delays
+        self.clock = clock
+
+    def next(self, job: Job, *, check: int, at_least: float | None = None) -> None:
+        """Schedule the job's ``check``-th check (0 = the first), at least ``at_least`` seconds away."""
+        provider = self.providers[job.provider]
+        first, factor, maximum = self.poll_delays.get(job.provider) or provider.poll_delays()
+        delay = min(first * factor**check, maximum)
+        # A provider that counts reads against a quota (AIPhotoCraft) may ask to wait for its reset.
+        for floor in (at_least, provider.quota_delay()):
+            if floor:
+                delay = max(delay, floor)
+        to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()
+        delay = max(0.0, min(delay, to_deadline + 1, MAX_CHECK_DELAY_SECONDS))
+        self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check)
+
+    def soon(self, job: Job, *, after: float = 0.0) -> None:
+        """Schedule a first check ``after`` seconds from now (rounded up; at most 900): a callback hands its
+        collect over to the poller."""
+        delay = min(math.ceil(after), MAX_CHECK_DELAY_SECONDS)
+        self.scheduler.schedule(job.job_id, delay_seconds=delay, check=0)

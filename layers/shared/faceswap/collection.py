@@ -1,0 +1,237 @@
+"""Collection: bring a job up to date with its provider task, keep the result, check again later, or end it.
+
+Webhook and polling converge on :meth:`Collector.collect`: the provider's own task status is the truth, the
+result is streamed into the results bucket, and only then does the job end SUCCEEDED. The poller's
+:meth:`Collector.check` also ends a job at its deadline (or moves it to its next provider), and
+:meth:`Collector.failed_delivery` ends a job whose message failed every delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from faceswap.checks import CheckPolicy
+from faceswap.errors import (
+    InputError,
+    JobTimedOut,
+    PipelineError,
+    ProcessingFailed,
+    ProviderUnavailable,
+    ResultError,
+    ResultMissing,
+)
+from faceswap.gate import CallGate
+from faceswap.lifecycle import Lifecycle, log_keys
+from faceswap.model import Job, TaskSnapshot, TaskStatus, parse_time
+from faceswap.ports import ObjectStore, Provider
+
+if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never loads it
+    from datetime import datetime
+
+    from faceswap.fetch import ResultFetcher
+
+logger = logging.getLogger(__name__)
+
+
+class Collector:
+    """Collects results and checks jobs.
+
+    Parameters
+    ----------
+    lifecycle
+        The jobs table's transitions.
+    providers
+        Provider adapters by name.
+    gate
+        Turns under the providers' call ceilings.
+    fetcher
+        Safe downloader of results (allowed hosts, byte cap, content sniffing).
+    objects, results_bucket
+        Where results are kept.
+    checks
+        Schedules the next check.
+    fail_over
+        Moves a job to its next provider after a retryable failure (``Submitter.fail_over``).
+    max_receive_count
+        The consuming queue's ``maxReceiveCount``: a job whose message fails on that delivery is ended FAILED
+        (see :meth:`failed_delivery`). 0: never.
+    clock
+        Returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        providers: Mapping[str, Provider],
+        *,
+        gate: CallGate,
+        fetcher: ResultFetcher,
+        objects: ObjectStore,
+        results_bucket: str,
+        checks: CheckPolicy,
+        fail_over: Callable[[Job, PipelineError], Job],
+        max_receive_count: int = 0,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.providers = providers
+        self.gate = gate
+        self.fetcher = fetcher
+        self.objects = objects
+        self.results_bucket = results_bucket
+        self.checks = checks
+        self.fail_over = fail_over
+        self.max_receive_count = max_receive_count
+        self.clock = clock
+
+    def collect(
+        self,
+        job: Job,
+        snapshot: TaskSnapshot | None = None,
+        *,
+        max_wait: float | None = None,
+        deadline: float | None = None,
+    ) -> Job:
+        """Bring a submitted job up to date with its provider task, keeping the result when it is done.
+
+        Parameters
+        ----------
+        job
+            The job as last read.
+        snapshot
+            The task's status if the caller already has it; otherwise it is read from the provider.
+        max_wait
+            Longest wait, in seconds, for a call under the provider's ceiling (default: the gate's); longer raises
+            ``RateLimited``.
+        deadline
+            ``time.monotonic()`` by which the result copy must have ended (the callback's share of the HTTP API's
+            time); ``None``: no limit but the function's own timeout.
+
+        Returns
+        -------
+        Job
+            SUCCEEDED with its result recorded, FAILED, moved to its next provider, or unchanged while the task
+            runs.
+
+        Raises
+        ------
+        CopyOutOfTime
+            The result copy did not end by ``deadline``; nothing was kept and the job is unchanged.
+        ProviderUnavailable
+            The provider or the result host is temporarily failing, or (``RateLimited``) no call is free under
+            the provider's ceiling within ``max_wait``; the job is unchanged. Try again later.
+        """
+        if job.terminal or job.provider_task_id is None:
+            return job
+        provider = self.providers[job.provider]
+        if snapshot is None:
+            with self.gate.turn(provider.name, max_wait=max_wait):
+                snapshot = provider.get_task(job.provider_task_id)
+        if snapshot.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return job
+        if snapshot.status is TaskStatus.FAILED:
+            error = snapshot.error if isinstance(snapshot.error, PipelineError) else None
+            error = error or ResultMissing("The provider failed the task.")
+            if error.retryable and not isinstance(error, InputError) and job.fallback_providers:
+                return self.fail_over(job, error)
+            return self._fail(job, error)
+        if not snapshot.result_url:
+            return self._fail(job, ResultMissing("The provider reported success without a result URL."))
+        try:
+            with self.fetcher.open(
+                snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
+            ) as stream:
+                stored = self.objects.store_result(
+                    self.results_bucket,
+                    job.result_key,
+                    stream.chunks(),
+                    content_type=stream.content_type,
+                    job_id=job.job_id,
+                )
+        except ProviderUnavailable:
+            raise
+        except ResultError as e:
+            return self._fail(job, e)
+        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
+        return succeeded or self.lifecycle.reread(job)
+
+    def check(self, job_id: str, *, check: int) -> Job | None:
+        """The poller's step: end (or move on) a job past its deadline, else collect, else look again later.
+
+        Parameters
+        ----------
+        job_id
+            The job to check.
+        check
+            How many checks came before this one (sets the backoff).
+
+        Returns
+        -------
+        Job or None
+            The job after the check, or ``None`` if there is no such job.
+        """
+        job = self.lifecycle.get(job_id)
+        if job is None or job.terminal:
+            return job
+        if self.clock() >= parse_time(job.deadline_at):
+            reason = (
+                "the provider never confirmed the task"
+                if job.provider_task_id is None
+                else "the provider did not finish in time"
+            )
+            timed_out = JobTimedOut(f"The job passed its deadline {job.deadline_at}: {reason}.")
+            if job.fallback_providers:
+                return self.fail_over(job, timed_out)
+            return self.lifecycle.time_out(job, timed_out) or self.lifecycle.reread(job)
+        retry_after: float | None = None
+        try:
+            job = self.collect(job)
+        except ProviderUnavailable as e:
+            logger.warning("provider unavailable during check", extra={**log_keys(job), "error_code": e.code})
+            retry_after = e.retry_after
+        if not job.terminal:
+            self.checks.next(job, check=check + 1, at_least=retry_after)
+        return job
+
+    def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> Job | None:
+        """Called when processing a queue message about ``job_id`` raised; on the message's last allowed delivery
+        (``deliveries`` reached ``max_receive_count``: the dead-letter queue is next) the job is ended.
+
+        So that nothing is lost silently, a poison message's job ends FAILED and visible (``give-up``), with
+        ``cause`` when it is a pipeline error (e.g. ``rate_limited`` after a ceiling held it back every time), else
+        ``processing_failed`` naming only the exception's type (its text may hold data that does not belong in a
+        job row or an event). Both are retryable (``POST /jobs/{job_id}/retry``) once the cause is fixed; the
+        message stays in the dead-letter queue for inspection.
+
+        Parameters
+        ----------
+        job_id
+            The job the message is about.
+        cause
+            What the last delivery raised.
+        deliveries
+            How many times the message was delivered (its ``ApproximateReceiveCount``).
+
+        Returns
+        -------
+        Job or None
+            The job, FAILED on the last delivery (unchanged if it had already ended); ``None`` before the last
+            delivery (the message will be delivered again) or if no such job exists.
+        """
+        if not self.max_receive_count or deliveries < self.max_receive_count:
+            return None
+        job = self.lifecycle.get(job_id)
+        if job is None or job.terminal:
+            return job
+        error = cause if isinstance(cause, PipelineError) else None
+        error = error or ProcessingFailed(
+            f"Processing the job failed on all {deliveries} deliveries of its message ({type(cause).__name__}); "
+            "the message is in the dead-letter queue."
+        )
+        logger.error("job given up after its last delivery", extra={**log_keys(job), "error_code": error.code})
+        return self.lifecycle.give_up(job, error) or self.lifecycle.reread(job)
+
+    def _fail(self, job: Job, error: PipelineError) -> Job:
+        return self.lifecycle.fail(job, error) or self.lifecycle.reread(job)

@@ -1,0 +1,100 @@
+"""Input preparation: read a job's target image and swap face, and fit them to the provider's limits.
+
+Images come from the inputs bucket (``s3_key``) or an https URL (read through the safe fetcher, with the input
+byte cap), and are prepared by :func:`faceswap.images.prepare_image` (EXIF rotation, downscaling, re-encoding) to
+what the provider's create accepts. For providers that take URLs only, the prepared images are stored under
+``prepared/<job_id>/`` and presigned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from faceswap.errors import ImageTooLarge, InputNotFound, InvalidImage, InvalidRequest, ProviderUnavailable, ResultError
+from faceswap.images import PreparedImage, prepare_image
+from faceswap.model import ImageRef
+from faceswap.ports import InputStore, ObjectStore, Provider
+
+if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never loads it
+    from faceswap.fetch import ResultFetcher
+
+PREPARED_URL_SECONDS = 2 * 3600
+"""Lifetime of presigned URLs of prepared inputs given to URL-only providers (CRUN: detect_id lasts 1 h)."""
+
+
+class InputPreparer:
+    """Reads and prepares input images.
+
+    Parameters
+    ----------
+    objects
+        The inputs bucket, for ``s3_key`` images.
+    fetcher
+        Safe downloader for ``url`` images (its byte cap is the input cap; any type Pillow then reads).
+    max_bytes
+        Largest input image read from S3, in bytes.
+    inputs, input_bucket
+        Where prepared images are stored for URL-only providers; without them no URLs are offered.
+    """
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        fetcher: ResultFetcher,
+        *,
+        max_bytes: int,
+        inputs: InputStore | None = None,
+        input_bucket: str = "",
+    ) -> None:
+        self.objects = objects
+        self.fetcher = fetcher
+        self.max_bytes = max_bytes
+        self.inputs = inputs
+        self.input_bucket = input_bucket
+
+    def prepare(self, ref: ImageRef, provider: Provider, name: str) -> PreparedImage:
+        """Read the image at ``ref`` and fit it to ``provider.image_limits``.
+
+        Raises
+        ------
+        InputError
+            ``input_not_found`` (retryable when the URL's host failed), ``image_too_large``, ``invalid_image`` or
+            ``invalid_request``; the message names the image (``name``: "target image", "swap image").
+        """
+        return prepare_image(self.read(ref, name), provider.image_limits, name=name)
+
+    def read(self, ref: ImageRef, name: str) -> bytes:
+        """The bytes of the image at ``ref`` (errors as :meth:`prepare`)."""
+        if ref.url:
+            try:
+                with self.fetcher.open(ref.url, allowed_hosts=("*",)) as stream:
+                    return b"".join(stream.chunks())
+            except ResultError as e:
+                error = {"result_too_large": ImageTooLarge, "invalid_result": InvalidImage}.get(e.code, InputNotFound)
+                raise error(f"The {name} URL could not be used: {e.message}") from e
+            except ProviderUnavailable as e:
+                raise InputNotFound(f"The {name} URL could not be downloaded: {e.message}", retryable=True) from e
+        if not ref.bucket or not ref.key:
+            raise InvalidRequest(f"The {name} names no object.")
+        return self.objects.read(ref.bucket, ref.key, version_id=ref.version_id, max_bytes=self.max_bytes)
+
+    def image_urls(
+        self, job_id: str, target: PreparedImage, swap: PreparedImage
+    ) -> Callable[[], tuple[str, str]] | None:
+        """For URL-only providers: a function that stores the prepared images under ``prepared/<job_id>/`` and
+        returns presigned GET URLs ``(target, swap)`` valid :data:`PREPARED_URL_SECONDS`; ``None`` when this
+        deployment has no inputs store."""
+        inputs, bucket = self.inputs, self.input_bucket
+        if inputs is None or not bucket:
+            return None
+
+        def urls() -> tuple[str, str]:
+            signed = []
+            for name, image in (("target", target), ("swap", swap)):
+                key = f"prepared/{job_id}/{name}.{image.extension}"
+                inputs.put_input(bucket, key, image.data, content_type=image.content_type)
+                signed.append(inputs.presign_get(bucket, key, version_id=None, expires_seconds=PREPARED_URL_SECONDS))
+            return signed[0], signed[1]
+
+        return urls

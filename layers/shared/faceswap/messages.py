@@ -1,0 +1,60 @@
+"""The queues' message bodies: job requests on the submit queue and checks on the check queue.
+
+Both are JSON written and read only by the pipeline: ``{"job_request": {…}}`` (:func:`request_to_message`) and
+``{"job_id": str, "check": int}`` (:func:`check_message`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from faceswap.model import ImageRef, JobRequest
+
+
+def request_to_message(request: JobRequest) -> str:
+    """A job request as the submit queue's message body: ``{"job_request": {…}}``."""
+    return json.dumps(
+        {
+            "job_request": {
+                "job_id": request.job_id,
+                "target_image": request.target_image.as_dict(),
+                "swap_image": request.swap_image.as_dict(),
+                "provider": request.provider,
+                "task": request.task,
+                "result_key": request.result_key,
+                "source": request.source,
+                "options": request.options,
+                "retry_of": request.retry_of,
+                "fallback_providers": list(request.fallback_providers),
+            }
+        }
+    )
+
+
+def request_from_message(data: Mapping[str, Any]) -> JobRequest:
+    """Inverse of :func:`request_to_message` (given the ``job_request`` object)."""
+    return JobRequest(
+        job_id=data["job_id"],
+        target_image=ImageRef.from_dict(data["target_image"]),
+        swap_image=ImageRef.from_dict(data["swap_image"]),
+        provider=data["provider"],
+        task=data["task"],
+        result_key=data["result_key"],
+        source=data["source"],
+        options=dict(data.get("options") or {}),
+        retry_of=data.get("retry_of"),
+        fallback_providers=tuple(data.get("fallback_providers") or ()),
+    )
+
+
+def check_message(job_id: str, check: int) -> str:
+    """A check queue message body: the job and how many checks came before this one."""
+    return json.dumps({"job_id": job_id, "check": check})
+
+
+def check_from_message(body: str) -> tuple[str, int]:
+    """Inverse of :func:`check_message`: ``(job_id, check)``."""
+    data = json.loads(body)
+    return str(data["job_id"]), int(data.get("check", 0))

@@ -1,0 +1,289 @@
+"""The job request's schema: one definition read by manifests, "Job Requested" events and ``POST /jobs``.
+
+Three shapes of one request, each a pydantic model:
+
+- :class:`Manifest`: a ``jobs/<name>.json`` upload (images by ``s3_key`` or ``url``);
+- :class:`JobRequestDetail`: a "Job Requested" event's ``detail``: a manifest plus ``idempotency_key``;
+- :class:`JobSubmission`: the body of ``POST /jobs``: an event's detail whose images may also be inline ``base64``.
+
+``events/schemas/manifest.schema.json``, ``events/schemas/job_requested.schema.json`` and the jobs API's OpenAPI
+document (``functions/api/openapi.json``) are generated from these models (``make schemas``), and a unit test fails
+when a committed copy is stale. Validation runs through the same models (:func:`validate`); the few rules a JSON
+Schema cannot say are validators here, in code: S3 key safety (no ``..``, ``.`` or empty segments), decoded
+``base64`` sizes, and which options and images a task takes.
+
+Every refusal names its field, with a stable code (``invalid_request``): :func:`validate` turns pydantic's errors
+into one :class:`faceswap.errors.InvalidRequest`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from faceswap.errors import InvalidRequest
+from faceswap.intake import MAX_INLINE_IMAGE_BYTES, RESULTS_PREFIX, SAME_IMAGE_SWAP, TASKS, check_key
+
+INDEX_OPTIONS = ("swap_faces_index", "target_faces_index", "swap_index")
+_INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
+
+Task = Literal["face-swap", "multi-face-swap", "same-image-swap"]
+assert get_args(Task) == TASKS
+ProviderName = Annotated[str, Field(min_length=1, max_length=64)]
+S3Key = Annotated[str, Field(min_length=1, max_length=1024, description="A plain relative key (no '..', '.', '//').")]
+
+
+def _refuse(message: str) -> PydanticCustomError:
+    """A refusal whose message is complete as it stands (it names its field)."""
+    return PydanticCustomError("invalid_request", message)
+
+
+class ImageSource(BaseModel):
+    """Exactly one of ``s3_key`` (the inputs bucket) or ``url`` (https); a plain string is short for ``s3_key``."""
+
+    model_config = ConfigDict(extra="forbid")
+    s3_key: S3Key | None = None
+    url: Annotated[str, Field(max_length=2048, json_schema_extra={"pattern": "^https://"})] | None = None
+    """An https URL (``http://`` only where the local stack allows loopback downloads: checked in code)."""
+
+
+class InlineImageSource(ImageSource):
+    """Exactly one of ``s3_key``, ``url`` or ``base64`` (at most 4 MiB decoded for all of a request's images; more
+    is refused 413 ``payload_too_large``: use ``POST /uploads``)."""
+
+    base64: str | None = None
+
+
+class Options(BaseModel):
+    """Task options: face indices (``multi-face-swap`` only; ``"0"`` or ``"1,0"``; AIPhotoCraft's ``swap_index`` is
+    1-based) and ``enhance`` (AIPhotoCraft's GFPGAN)."""
+
+    model_config = ConfigDict(extra="forbid")
+    swap_faces_index: Annotated[str, Field(pattern=_INDEX_LIST.pattern)] | None = None
+    target_faces_index: Annotated[str, Field(pattern=_INDEX_LIST.pattern)] | None = None
+    swap_index: Annotated[str, Field(pattern=_INDEX_LIST.pattern)] | None = None
+    enhance: bool | Literal["true", "false"] | None = None
+
+    @field_validator(*INDEX_OPTIONS, mode="before")
+    @classmethod
+    def _indices(cls, value: Any, info: ValidationInfo) -> str:
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not _INDEX_LIST.match(text):
+            raise _refuse(f'Option {info.field_name!r} must be face indices such as "0" or "1,0".')
+        return text
+
+    @field_validator("enhance", mode="before")
+    @classmethod
+    def _enhance(cls, value: Any) -> str:
+        text = str(value).lower() if isinstance(value, bool | str) else ""
+        if text not in ("true", "false"):
+            raise _refuse("Option 'enhance' must be true or false.")
+        return text
+
+
+class Manifest(BaseModel):
+    """A job: the face of ``swap_image`` goes onto ``target_image`` (``same-image-swap``: the two faces of
+    ``target_image`` swap places, and there is no ``swap_image``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_image: S3Key | ImageSource
+    swap_image: S3Key | ImageSource | None = Field(default=None, description="Required except for same-image-swap.")
+    provider: ProviderName | Annotated[list[ProviderName], Field(min_length=1, max_length=5)] | None = Field(
+        default=None,
+        description="A provider, or an ordered list of up to 5 distinct ones to fail over through. Default: the "
+        "stack's DefaultProvider.",
+    )
+    task: Task = "face-swap"
+    options: Options = Field(default_factory=Options)
+    result_key: Annotated[str, Field(pattern=r"^results/", max_length=1024)] | None = Field(
+        default=None, description="Key under results/ in the results bucket."
+    )
+
+    @field_validator("target_image", "swap_image", mode="before")
+    @classmethod
+    def _image(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name == "swap_image":
+            return None
+        return _image(value, info.field_name or "", inline=cls._inline(), info=info)
+
+    @classmethod
+    def _inline(cls) -> bool:
+        return False
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(names, list)
+            or not 1 <= len(names) <= 5
+            or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise _refuse("Field 'provider' must be a provider name, or a list of up to 5 distinct names.")
+        return value
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> Any:
+        if value not in TASKS:
+            raise _refuse(f"Field 'task' must be one of {', '.join(TASKS)}.")
+        return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _refuse("Field 'options' must be an object.")
+        unknown = sorted(set(value) - set(Options.model_fields))
+        if unknown:
+            raise _refuse(f"Unknown option {unknown[0]!r}; allowed: {', '.join(sorted(Options.model_fields))}.")
+        return value
+
+    @field_validator("result_key", mode="before")
+    @classmethod
+    def _result_key(cls, value: Any) -> Any:
+        try:
+            check_key(value, "result_key", prefix=RESULTS_PREFIX)
+        except InvalidRequest as e:
+            raise _refuse(e.message) from e
+        return value
+
+    @model_validator(mode="after")
+    def _task_rules(self) -> Manifest:
+        chosen = self.options.model_dump(exclude_none=True)
+        if set(chosen) & set(INDEX_OPTIONS) and self.task != "multi-face-swap":
+            raise _refuse("Face index options need task 'multi-face-swap'.")
+        if self.task == SAME_IMAGE_SWAP:
+            if self.swap_image is not None:
+                raise _refuse(f"Task {SAME_IMAGE_SWAP!r} takes no 'swap_image': the target's own faces swap.")
+            if chosen:
+                raise _refuse(f"Task {SAME_IMAGE_SWAP!r} takes no options.")
+        elif self.swap_image is None:
+            kinds = "'s3_key', 'url' or 'base64'" if self._inline() else "'s3_key' or 'url'"
+            raise _refuse(f"Field 'swap_image' is missing: give an object with one of {kinds}.")
+        return self
+
+
+class JobRequestDetail(Manifest):
+    """A "Job Requested" event's ``detail``: a manifest's fields and an ``idempotency_key`` (same key, same job)."""
+
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Same key, same job."
+    )
+
+    @field_validator("idempotency_key", mode="before")
+    @classmethod
+    def _idempotency_key(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not 1 <= len(value) <= 128:
+            raise _refuse("Field 'idempotency_key' must be a string of 1 to 128 characters.")
+        return value
+
+
+class JobSubmission(JobRequestDetail):
+    """The body of ``POST /jobs``: an event's detail whose images may also be inline (``base64``)."""
+
+    target_image: S3Key | InlineImageSource
+    swap_image: S3Key | InlineImageSource | None = Field(
+        default=None, description="Required except for same-image-swap."
+    )
+
+    @classmethod
+    def _inline(cls) -> bool:
+        return True
+
+
+def _image(value: Any, field: str, *, inline: bool, info: ValidationInfo) -> Any:
+    """Check an image field (the rules :func:`validate` reports by field) and return it in object form."""
+    kinds = "'s3_key', 'url' or 'base64'" if inline else "'s3_key' or 'url'"
+    if isinstance(value, str):
+        value = {"s3_key": value}
+    allowed = {"s3_key", "url", "base64"} if inline else {"s3_key", "url"}
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= allowed:
+        raise _refuse(f"Field {field!r} must be an object with exactly one of {kinds}.")
+    ((kind, ref),) = value.items()
+    if not isinstance(ref, str) or not ref:
+        raise _refuse(f"Field {field}.{kind} must be a non-empty string.")
+    if kind == "url":
+        # Without a context (the jobs API's first pass, in Powertools) http:// passes; faceswap.api validates again
+        # with the deployment's context, which refuses it on AWS.
+        allow_http = info.context is None or bool(info.context.get("allow_http"))
+        schemes = ("https://", "http://") if allow_http else ("https://",)
+        if not ref.startswith(schemes) or len(ref) > 2048:
+            raise _refuse(f"Field {field}.url must be an https URL of at most 2048 characters.")
+    elif kind == "base64":
+        if len(ref) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4:
+            raise _refuse(
+                f"Field {field}.base64 is over {MAX_INLINE_IMAGE_BYTES // (1024 * 1024)} MiB; "
+                "upload it with POST /uploads and give its s3_key."
+            )
+        try:
+            base64.b64decode(ref, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise _refuse(f"Field {field}.base64 is not valid base64.") from e
+    else:
+        try:
+            check_key(ref, f"{field}.s3_key")
+        except InvalidRequest as e:
+            raise _refuse(e.message) from e
+    return value
+
+
+def validate[M: Manifest](model: type[M], data: Any, *, what: str, allow_http: bool = False) -> M:
+    """Validate a request against one of the schema's models.
+
+    Parameters
+    ----------
+    model
+        :class:`Manifest`, :class:`JobRequestDetail` or :class:`JobSubmission`.
+    data
+        The decoded JSON value.
+    what
+        ``manifest``, ``request`` or ``event``: used in messages.
+    allow_http
+        Accept ``http://`` image URLs (only where the local stack allows loopback downloads).
+
+    Returns
+    -------
+    Manifest
+        The validated request (images in object form; options normalised).
+
+    Raises
+    ------
+    InvalidRequest
+        The message names the first bad field.
+    """
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"The {what} must be a JSON object.")
+    try:
+        return model.model_validate(data, context={"allow_http": allow_http})
+    except ValidationError as e:
+        raise InvalidRequest(error_message(e, model=model, what=what)) from None
+
+
+def error_message(error: ValidationError, *, model: type[BaseModel], what: str = "request") -> str:
+    """The one sentence a refusal says: the first error of ``error``, naming its field (see :func:`describe`)."""
+    return describe(error.errors()[0], model=model, what=what)
+
+
+def describe(first: Mapping[str, Any], *, model: type[BaseModel], what: str = "request") -> str:
+    """One validation error (a pydantic error dict) as a sentence naming its field.
+
+    Errors the schema's own validators raise are complete sentences; an unknown field lists the allowed ones; other
+    pydantic errors are given as ``Field '<dotted.location>': <message>.`` (locations without ``body``/``query``).
+    """
+    location = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+    if first["type"] == "invalid_request":
+        return str(first["msg"])
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(model.model_fields))
+        return f"Unknown {what} field {location!r}; allowed: {allowed}."
+    if first["type"] == "missing":
+        return f"Field {location!r} is missing."
+    return f"Field {location or 'body'!r}: {first['msg']}."

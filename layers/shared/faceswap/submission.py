@@ -1,0 +1,200 @@
+"""Submission: record a job, prepare its inputs and create its provider task, once; fail over to the next provider.
+
+Each create is claimed on the job row first (``claim-create``, see :mod:`faceswap.lifecycle`), so a repeated
+message never creates a second task; a create whose outcome is unknown is never sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from faceswap.checks import CheckPolicy
+from faceswap.errors import (
+    InputError,
+    InvalidRequest,
+    PipelineError,
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    RateLimited,
+    SubmitOutcomeUnknown,
+)
+from faceswap.gate import CallGate
+from faceswap.inputs import InputPreparer
+from faceswap.lifecycle import Lifecycle, Phase, log_keys
+from faceswap.model import Job, JobRequest
+from faceswap.ports import Provider, RequestQueue, TaskInput
+from faceswap.webhooks import WebhookSigner
+
+logger = logging.getLogger(__name__)
+
+
+class Submitter:
+    """Creates provider tasks for jobs.
+
+    Parameters
+    ----------
+    lifecycle
+        The jobs table's transitions.
+    providers
+        Provider adapters by name.
+    gate
+        Turns under the providers' call ceilings.
+    inputs
+        Reads and prepares the images.
+    webhooks
+        Each job's webhook URL and secret.
+    checks
+        Schedules the first check of a submitted job.
+    max_attempts
+        Creates at one provider that may fail ``provider_unavailable`` before the job fails (or moves on).
+    requeue
+        The submit queue: a move to the next provider made outside the submit function (a callback, a check) is
+        queued for it, whose permissions and ceiling the create needs; ``None``: the create is made at once.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        providers: Mapping[str, Provider],
+        *,
+        gate: CallGate,
+        inputs: InputPreparer,
+        webhooks: WebhookSigner,
+        checks: CheckPolicy,
+        max_attempts: int = 3,
+        requeue: RequestQueue | None = None,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.providers = providers
+        self.gate = gate
+        self.inputs = inputs
+        self.webhooks = webhooks
+        self.checks = checks
+        self.max_attempts = max_attempts
+        self.requeue = requeue
+
+    def receive(self, request: JobRequest) -> tuple[Job, bool]:
+        """Record a job from the API or an event as RECEIVED, before it is queued for submission.
+
+        Returns ``(job, created)``: the job as stored, and whether this call created it (``False`` for a repeat).
+        """
+        return self.lifecycle.record(request)
+
+    def submit(self, request: JobRequest) -> Job:
+        """Create the job's row (if it has none) and its provider task, once.
+
+        Parameters
+        ----------
+        request
+            The job to run; its ``job_id`` is deterministic, so a repeated event finds the existing row.
+
+        Returns
+        -------
+        Job
+            The job as stored: SUBMITTED, FAILED (bad input, provider refusal) or, for a repeat, as found.
+
+        Raises
+        ------
+        ProviderUnavailable
+            The provider could not take the task and this was not the last of ``max_attempts`` creates
+            (counted on the job row): no task was created; deliver the request again later.
+        RateLimited
+            The pipeline's ceiling of calls to the provider is reached: nothing was sent and the job stays
+            as it was; deliver the request again after ``retry_after`` seconds (this is not an attempt).
+        """
+        job = self.lifecycle.get(request.job_id)
+        if job is not None and job.phase is Phase.CREATING:
+            # An earlier submit claimed the create and stopped without recording its outcome.
+            return self._outcome_unknown(
+                job,
+                SubmitOutcomeUnknown("An earlier submit stopped before recording whether the provider took the task."),
+            )
+        if job is not None and job.phase is not Phase.AWAITING_CREATE:
+            logger.info("duplicate request for an existing job", extra={**log_keys(job), "state": job.state})
+            return job
+        if job is not None:
+            # The row is the truth: after a move to the next provider, a late delivery of the first request must
+            # create the task at the job's provider now, not at the one the request named.
+            request = job.request(invalid=request.invalid)
+
+        provider = self.providers.get(request.provider)
+        try:
+            if request.invalid is not None:
+                raise request.invalid
+            if provider is None:
+                raise InvalidRequest(
+                    f"Unknown provider {request.provider!r}; configured: {', '.join(sorted(self.providers))}."
+                )
+            target = self.inputs.prepare(request.target_image, provider, "target image")
+            # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
+            swap = (
+                target
+                if request.swap_image == request.target_image
+                else self.inputs.prepare(request.swap_image, provider, "swap image")
+            )
+        except InputError as e:
+            return self.lifecycle.reject(request, e)
+
+        claimed = self.lifecycle.claim_create(job) if job is not None else self.lifecycle.record_and_claim(request)
+        if claimed is None:  # another delivery claimed it first: its row says how it stands
+            current = self.lifecycle.get(request.job_id)
+            assert current is not None, "a row that refused a conditional write exists"
+            return current
+        task_input = TaskInput(
+            job_id=claimed.job_id,
+            task=claimed.task,
+            target_image=target,
+            swap_image=swap,
+            options=claimed.options,
+            image_urls=self.inputs.image_urls(claimed.job_id, target, swap),
+        )
+        webhook = self.webhooks.webhook(provider.name, claimed.job_id) if provider.uses_webhook else None
+        try:
+            with self.gate.turn(provider.name):
+                task_id = provider.create_task(task_input, webhook)
+        except RateLimited:
+            self.lifecycle.release_create(claimed, attempted=False)
+            raise
+        except SubmitOutcomeUnknown as e:
+            return self._outcome_unknown(claimed, e)
+        except (ProviderUnavailable, ProviderTaskFailed) as e:
+            if e.retryable and claimed.fallback_providers:
+                return self.fail_over(claimed, e, in_submit=True)
+            if isinstance(e, ProviderUnavailable) and claimed.submit_attempts < self.max_attempts:
+                self.lifecycle.release_create(claimed, attempted=True)
+                raise
+            return self.lifecycle.fail(claimed, e) or self.lifecycle.reread(claimed)
+        except PipelineError as e:
+            return self.lifecycle.fail(claimed, e) or self.lifecycle.reread(claimed)
+
+        recorded = self.lifecycle.record_task(claimed, task_id)
+        if recorded is None:  # a callback ended the job while the create was answered
+            return self.lifecycle.reread(claimed)
+        self.checks.next(recorded, check=0)
+        return recorded
+
+    def fail_over(self, job: Job, error: PipelineError, *, in_submit: bool = False) -> Job:
+        """Record the failed attempt, move the job to its next provider and have its task created there.
+
+        Only retryable provider errors fail over (unavailable, maintenance, a failed generation); an input
+        error (no face, bad image) or a refusal ends the job, since another provider would refuse it too.
+        ``in_submit``: called while submitting (the submit function), which creates the next task itself;
+        otherwise (a callback, a check) the request goes back to the submit function through the submit queue.
+        """
+        moved = self.lifecycle.move_to_next_provider(job, error)
+        if moved is None:
+            return self.lifecycle.reread(job)
+        request = moved.request()
+        if in_submit or self.requeue is None:
+            return self.submit(request)
+        self.requeue.send(request)
+        return moved
+
+    def _outcome_unknown(self, job: Job, error: PipelineError) -> Job:
+        """The create may have reached the provider: never re-send it; wait for its callback or the deadline."""
+        moved = self.lifecycle.outcome_unknown(job, error)
+        if moved is None:
+            return self.lifecycle.reread(job)
+        self.checks.next(moved, check=0)
+        return moved
