@@ -24,7 +24,7 @@ CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE CKV_PARSE_ERR
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template checkov build test test-fast demo bench stress up down deploy lock clean redrive smoke
+.PHONY: help venv lint typecheck unit integration template checkov build test test-fast schemas demo bench stress up down deploy lock clean redrive smoke
 
 help:
 	@echo "make test-fast | make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -81,6 +81,11 @@ build: $(SAM_VENV)/.installed
 	$(SAM) build
 
 test-fast: lint typecheck unit
+
+# The JSON Schemas under events/schemas/ and the jobs API's OpenAPI document, from faceswap/schema.py and the API's
+# routes (a unit test fails when a committed copy is stale).
+schemas: venv
+	$(BIN)/python -m faceswap_local.schemas
 
 test: lint typecheck template unit integration build
 	$(MAKE) --no-print-directory stress N=100

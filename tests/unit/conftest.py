@@ -1,5 +1,6 @@
-"""Fixtures the unit tests share: AWS credentials for moto, a moto account the handlers run in, the handlers
-themselves, and the domain over fakes (the fakes are in ``fakes.py``).
+"""Fixtures the unit tests share: AWS credentials for moto, the moto account the handlers run in, and the domain
+over fakes (the fakes are in ``fakes.py``, the handlers' loader in ``lambda_handlers.py``: test modules import from
+those, never from ``conftest``, whose name the integration tests' own conftest shares).
 
 ``mock_aws`` is active before any boto3 client exists, and Powertools' parameter caches are cleared around each
 handler test (conventions.md, practice 10).
@@ -7,23 +8,15 @@ handler test (conventions.md, practice 10).
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from fakes import World, make_world
+from lambda_handlers import NAMESPACE
 from moto import mock_aws
-
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
-NAMESPACE = "FaceSwap/test-stack"
 
 HANDLER_ENVIRONMENT = {
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -80,35 +73,6 @@ def aws(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
         events.create_event_bus(Name="jobs-bus")
         yield {"s3": s3, "sqs": sqs, "ddb": ddb, "events": events}
     parameters.clear_caches()
-
-
-def load_handler(function: str, *, prefix: str = "handler_under_test") -> ModuleType:
-    """Import ``functions/<function>/app.py`` afresh, as a cold start would (its module-scope wiring runs now)."""
-    name = f"{prefix}_{function}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def sample_event(name: str) -> dict[str, Any]:
-    """One of the real-shaped sample events in ``events/``."""
-    return json.loads((EVENTS / name).read_text())
-
-
-class Context:
-    """The Lambda context the handlers read (name, memory, ARN, request id, time left)."""
-
-    function_name = "test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id = "req-1"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from conftest import Context, load_handler, sample_event
+from lambda_handlers import Context, load_handler, sample_event
 
 from faceswap.errors import ProviderUnavailable
 from faceswap.ids import webhook_secret

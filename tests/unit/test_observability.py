@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from conftest import NAMESPACE, ROOT, Context, load_handler, sample_event
 from fakes import FakeProvider, job_request, job_row, jpeg, make_world
+from lambda_handlers import NAMESPACE, ROOT, Context, load_handler, sample_event
 
 from faceswap.aws.dynamodb import job_to_item
 from faceswap.errors import ProviderUnavailable

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from faceswap.errors import InvalidRequest
@@ -36,6 +37,12 @@ _INDEX_LIST = re.compile(r"^\d{1,2}(,\d{1,2}){0,15}$")
 Task = Literal["face-swap", "multi-face-swap", "same-image-swap"]
 assert get_args(Task) == TASKS
 ProviderName = Annotated[str, Field(min_length=1, max_length=64)]
+Providers = ProviderName | Annotated[list[ProviderName], Field(min_length=1, max_length=5)]
+Url = Annotated[str, Field(max_length=2048, json_schema_extra={"pattern": "^https://"})]
+IndexList = Annotated[str, Field(pattern=_INDEX_LIST.pattern)]
+ResultKey = Annotated[str, Field(pattern=r"^results/", max_length=1024)]
+Omitted = SkipJsonSchema[None]
+"""An optional field's default: left out of the JSON Schema, since a field given as ``null`` is refused."""
 S3Key = Annotated[str, Field(min_length=1, max_length=1024, description="A plain relative key (no '..', '.', '//').")]
 
 
@@ -47,9 +54,9 @@ def _refuse(message: str) -> PydanticCustomError:
 class ImageSource(BaseModel):
     """Exactly one of ``s3_key`` (the inputs bucket) or ``url`` (https); a plain string is short for ``s3_key``."""
 
-    model_config = ConfigDict(extra="forbid")
-    s3_key: S3Key | None = None
-    url: Annotated[str, Field(max_length=2048, json_schema_extra={"pattern": "^https://"})] | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
+    s3_key: S3Key | Omitted = None
+    url: Url | Omitted = None
     """An https URL (``http://`` only where the local stack allows loopback downloads: checked in code)."""
 
 
@@ -57,7 +64,7 @@ class InlineImageSource(ImageSource):
     """Exactly one of ``s3_key``, ``url`` or ``base64`` (at most 4 MiB decoded for all of a request's images; more
     is refused 413 ``payload_too_large``: use ``POST /uploads``)."""
 
-    base64: str | None = None
+    base64: str | Omitted = None
 
 
 class Options(BaseModel):
@@ -65,10 +72,10 @@ class Options(BaseModel):
     1-based) and ``enhance`` (AIPhotoCraft's GFPGAN)."""
 
     model_config = ConfigDict(extra="forbid")
-    swap_faces_index: Annotated[str, Field(pattern=_INDEX_LIST.pattern)] | None = None
-    target_faces_index: Annotated[str, Field(pattern=_INDEX_LIST.pattern)] | None = None
-    swap_index: Annotated[str, Field(pattern=_INDEX_LIST.pattern)] | None = None
-    enhance: bool | Literal["true", "false"] | None = None
+    swap_faces_index: IndexList | Omitted = None
+    target_faces_index: IndexList | Omitted = None
+    swap_index: IndexList | Omitted = None
+    enhance: bool | Literal["true", "false"] | Omitted = None
 
     @field_validator(*INDEX_OPTIONS, mode="before")
     @classmethod
@@ -89,21 +96,23 @@ class Options(BaseModel):
 
 class Manifest(BaseModel):
     """A job: the face of ``swap_image`` goes onto ``target_image`` (``same-image-swap``: the two faces of
-    ``target_image`` swap places, and there is no ``swap_image``)."""
+    ``target_image`` swap places, and there is no ``swap_image``).
+
+    A field left out takes its default; one given as ``null`` is refused (except ``swap_image``), so the JSON Schema
+    of an optional field has no ``null`` (:data:`Omitted`).
+    """
 
     model_config = ConfigDict(extra="forbid")
     target_image: S3Key | ImageSource
     swap_image: S3Key | ImageSource | None = Field(default=None, description="Required except for same-image-swap.")
-    provider: ProviderName | Annotated[list[ProviderName], Field(min_length=1, max_length=5)] | None = Field(
+    provider: Providers | Omitted = Field(
         default=None,
         description="A provider, or an ordered list of up to 5 distinct ones to fail over through. Default: the "
         "stack's DefaultProvider.",
     )
     task: Task = "face-swap"
     options: Options = Field(default_factory=Options)
-    result_key: Annotated[str, Field(pattern=r"^results/", max_length=1024)] | None = Field(
-        default=None, description="Key under results/ in the results bucket."
-    )
+    result_key: ResultKey | Omitted = Field(default=None, description="Key under results/ in the results bucket.")
 
     @field_validator("target_image", "swap_image", mode="before")
     @classmethod
@@ -174,7 +183,7 @@ class Manifest(BaseModel):
 class JobRequestDetail(Manifest):
     """A "Job Requested" event's ``detail``: a manifest's fields and an ``idempotency_key`` (same key, same job)."""
 
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | Omitted = Field(
         default=None, description="Same key, same job."
     )
 
