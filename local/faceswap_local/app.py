@@ -10,10 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from faceswap.providers.registry import PROVIDERS
 from faceswap_local import stack as aws
-from faceswap_local.emulators.ailabapi import AILabAPIEmulator
-from faceswap_local.emulators.aiphotocraft import AIPhotoCraftEmulator
-from faceswap_local.emulators.crun import CRUNEmulator
 from faceswap_local.emulators.piapi import PiAPIEmulator, SwapFn
 from faceswap_local.engine_service import EngineService, engine_swap
 from faceswap_local.runtime import Runtime
@@ -23,31 +21,19 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root (where ``template.yaml`` is)."""
 
-EMULATORS: dict[str, Any] = {
-    "piapi": PiAPIEmulator,
-    "ailabapi": AILabAPIEmulator,
-    "crun": CRUNEmulator,
-    "aiphotocraft": AIPhotoCraftEmulator,
-}
-"""The provider emulators the local stack runs, by provider name (each accepts its secret's local value)."""
+EMULATED = [spec for spec in PROVIDERS.values() if spec.emulator is not None]
+"""The providers the local stack runs an emulator for (from the provider registry; each accepts its secret's local
+value). The self-hosted engine runs as itself."""
 
 LOCAL_CONFIG = {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_METRICS_DISABLED": "false",
     "RESULT_URL_ALLOW_LOOPBACK": "true",
-    **{f"{name.upper()}_RESULT_HOSTS": "127.0.0.1,localhost" for name in EMULATORS},
-    "POLL_DELAYS": json.dumps(
-        {
-            "piapi": [2, 1.5, 10],
-            "selfhosted": [2, 1.5, 10],
-            "crun": [2, 1.5, 10],
-            "ailabapi": [1, 1.5, 5],
-            "aiphotocraft": [1, 1.5, 5],
-        }
-    ),
+    **{f"{spec.env_prefix()}RESULT_HOSTS": "127.0.0.1,localhost" for spec in EMULATED},
+    "POLL_DELAYS": json.dumps({spec.name: list(spec.emulator_poll_delays) for spec in PROVIDERS.values()}),
 }
 """Local configuration on top of the template's environment: tracing off (no X-Ray daemon), the loopback
-allowance for result downloads from the emulators, and quicker checks."""
+allowance for result downloads from the emulators, and quicker checks (each registry entry's emulator cadence)."""
 
 
 class LocalStack:
@@ -84,7 +70,7 @@ class LocalStack:
         self.log_stream = log_stream
         self.parameters = {
             "DefaultProvider": "selfhosted",
-            "EnabledProviders": ",".join(EMULATORS),
+            "EnabledProviders": ",".join(spec.name for spec in EMULATED),
             **(parameters or {}),
         }
         self.config = {**LOCAL_CONFIG, **(config or {})}
@@ -113,10 +99,10 @@ class LocalStack:
             stack_name=f"faceswap-local-{secrets.token_hex(3)}",
             time_scale=self.time_scale,
         )
-        for name, emulator_class in EMULATORS.items():
-            secret = self.stack.secret_values[f"{name.capitalize()}ApiKeySecret"]
-            self.emulators[name] = emulator_class(api_key=secret, swap_fn=self.swap_fn)
-            self.emulators[name].start()
+        for spec in EMULATED:
+            secret = self.stack.secret_values[f"{spec.name.capitalize()}ApiKeySecret"]
+            self.emulators[spec.name] = spec.emulator_class()(api_key=secret, swap_fn=self.swap_fn)
+            self.emulators[spec.name].start()
         self.engine = EngineService()
         self.engine.start()
         gateway_port = aws.free_port()
@@ -125,7 +111,9 @@ class LocalStack:
             {
                 **self.config,
                 "AWS_ENDPOINT_URL": self.moto.endpoint_url,
-                **{f"{name.upper()}_BASE_URL": emulator.url for name, emulator in self.emulators.items()},
+                **{
+                    f"{PROVIDERS[name].env_prefix()}BASE_URL": emulator.url for name, emulator in self.emulators.items()
+                },
                 "SELFHOSTED_BASE_URL": self.engine.url,
                 "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
             },

@@ -16,6 +16,7 @@ from faceswap.aws.dynamodb import job_from_item
 from faceswap.model import Job
 from faceswap_local.app import ROOT, LocalStack
 from faceswap_local.emulators.piapi import Faults
+from faceswap_local.environments import Invocation, Observer
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
 RESULT_MAX_BYTES = 8 * 1024 * 1024
@@ -32,6 +33,17 @@ def eventually(condition: Callable[[], Any], *, timeout: float = 30, what: str =
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} did not happen in {timeout} s")
         time.sleep(0.1)
+
+
+class HandledMessages(Observer):
+    """The ids of the SQS messages invocations handled without failing (an execution-environment observer)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def invocation(self, invocation: Invocation) -> None:
+        if not invocation.outcome.failed:
+            self.ids.update(r["messageId"] for r in invocation.event.get("Records", []) if "messageId" in r)
 
 
 def job_for(local: LocalStack, target_key: str) -> Job | None:
@@ -95,19 +107,17 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"job for {target_key} did not get there in {timeout}s: {job}")
 
-    def wait_drained(self, queue_url: str, *, timeout: float = 30) -> None:
-        """Wait until ``queue_url`` holds no message, visible, in flight or delayed (every delivery handled)."""
-        names = [
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ]
-
-        def drained() -> bool:
-            counts = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-            return all(int(counts.get(name, 0)) == 0 for name in names)
-
-        eventually(drained, timeout=timeout, what=f"draining {queue_url}")
+    def deliver(self, queue_url: str, bodies: list[str], *, timeout: float = 30) -> None:
+        """Send each of ``bodies`` to ``queue_url`` and wait until a function has handled every one (an invocation
+        with its message ended without failing), whatever else the shared stack's queues hold."""
+        assert self.local.runtime is not None
+        handled = HandledMessages()
+        self.local.runtime.observers.append(handled)
+        try:
+            ids = {self.sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"] for body in bodies}
+            eventually(lambda: ids <= handled.ids, timeout=timeout, what=f"handling {len(ids)} message(s)")
+        finally:
+            self.local.runtime.observers.remove(handled)
 
     def get_job(self, job_id: str) -> Job:
         item = self.ddb.get_item(TableName=self.jobs_table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)

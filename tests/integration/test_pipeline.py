@@ -61,9 +61,7 @@ def test_same_s3_event_delivered_twice_creates_one_task(stack: Stack) -> None:
         },
     }
     queue_url = stack.local.stack.refs["SubmitQueue"]  # type: ignore[union-attr]
-    for _ in range(2):
-        stack.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"Records": [record]}))
-    stack.wait_drained(queue_url)  # both deliveries handled
+    stack.deliver(queue_url, [json.dumps({"Records": [record]})] * 2)  # both deliveries handled
 
     assert len(stack.piapi.tasks_for_job(job.job_id)) == 1
     assert stack.get_job(job.job_id).state is JobState.SUCCEEDED

@@ -210,9 +210,6 @@ class FakeProvider:
     def task_id_from_callback(self, body: bytes) -> str | None:
         return body.decode() or None
 
-    def poll_delays(self) -> tuple[float, float, float]:
-        return (10.0, 2.0, 60.0)
-
     def quota_delay(self) -> float | None:
         return None
 
@@ -307,6 +304,7 @@ def make_world(*, result: bytes | None = None, result_max_bytes: int = 1024 * 10
             callback_base_url="https://api.example.com",
             job_deadline_seconds=600,
             max_submit_attempts=3,
+            poll_delays={name: (10.0, 2.0, 60.0) for name in ("fake", "backup", "third")},
         ),
         clock=clock,
     )

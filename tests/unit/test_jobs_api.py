@@ -9,7 +9,7 @@ import pytest
 from fakes import RecordingQueue, World, jpeg
 
 from faceswap.api import JobsApi
-from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, ResultExpired
+from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, ProviderRejected, ResultExpired
 from faceswap.lifecycle import JobState
 
 
@@ -36,7 +36,7 @@ def api(world: World) -> tuple[JobsApi, Inputs, RecordingQueue]:
         queue=queue,
         input_bucket="inputs",
         default_provider="fake",
-        providers={"fake"},
+        offered={"fake": ("face-swap", "multi-face-swap")},
     )
     return jobs_api, inputs, queue
 
@@ -110,3 +110,12 @@ def test_upload_grant_is_a_presigned_put_under_uploads(world: World) -> None:
     assert grant["method"] == "PUT" and grant["headers"] == {"content-type": "image/png"}
     with pytest.raises(InvalidRequest):
         jobs_api.create_upload("text/html")
+
+
+def test_a_task_a_provider_does_not_offer_is_refused_before_anything_is_queued(world: World) -> None:
+    jobs_api, inputs, queue = api(world)
+
+    with pytest.raises(ProviderRejected, match="does not offer the task 'same-image-swap'; it offers face-swap"):
+        jobs_api.submit(body(swap_image=None, task="same-image-swap"))
+
+    assert queue.sent == [] and inputs.stored == {} and world.store.rows == {}

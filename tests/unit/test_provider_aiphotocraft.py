@@ -23,6 +23,7 @@ from faceswap.images import PreparedImage
 from faceswap.model import TaskStatus
 from faceswap.ports import TaskInput
 from faceswap.providers.aiphotocraft import AIPhotoCraftProvider
+from faceswap.providers.registry import PROVIDERS
 
 API_KEY = "apc-k-secret"
 BASE_URL = "https://aiapi.aiphotocraft.com"
@@ -263,23 +264,6 @@ def test_rate_limit_with_a_past_reset_still_waits_a_little() -> None:
     assert caught.value.retry_after is not None and caught.value.retry_after > 0
 
 
-@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.RemoteProtocolError])
-def test_create_that_may_have_arrived_is_submit_outcome_unknown(error: type[httpx.TransportError]) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise error("lost", request=request)
-
-    with pytest.raises(SubmitOutcomeUnknown):
-        provider(handler).create_task(task(), None)
-
-
-def test_create_connect_failure_is_provider_unavailable() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("down", request=request)
-
-    with pytest.raises(ProviderUnavailable):
-        provider(handler).create_task(task(), None)
-
-
 # --- Get task ---------------------------------------------------------------------------------------------------------
 
 
@@ -359,18 +343,10 @@ def test_get_task_read_failures_raise(response: httpx.Response, expected: type[P
         provider(answering(response)).get_task(TASK_ID)
 
 
-def test_get_task_network_error_is_provider_unavailable() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    with pytest.raises(ProviderUnavailable):
-        provider(handler).get_task(TASK_ID)
-
-
 def test_adapter_is_polling_only_and_polls_slowly() -> None:
     adapter = provider(answering(created()))
     assert adapter.uses_webhook is False
-    assert adapter.poll_delays() == (15.0, 1.5, 300.0)
+    assert PROVIDERS["aiphotocraft"].poll_delays == (15.0, 1.5, 300.0)
     assert adapter.presented_secret({"x-webhook-secret": "s"}, {"token": "s"}) is None
     assert adapter.task_id_from_callback(b'{"task_id": "x"}') is None
 

@@ -23,6 +23,7 @@ from faceswap.images import PreparedImage
 from faceswap.model import TaskStatus
 from faceswap.ports import TaskInput, Webhook
 from faceswap.providers.crun import CRUNProvider
+from faceswap.providers.registry import PROVIDERS
 
 API_KEY = "crun-k-secret"
 BASE_URL = "https://api.crun.ai"
@@ -367,28 +368,6 @@ def test_create_success_without_task_id_is_submit_outcome_unknown(response: http
         provider(answering(response)).create_task(task(), WEBHOOK)
 
 
-@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.RemoteProtocolError])
-def test_create_that_may_have_arrived_is_submit_outcome_unknown(error: type[httpx.TransportError]) -> None:
-    calls: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        raise error("lost", request=request)
-
-    with pytest.raises(SubmitOutcomeUnknown):
-        provider(handler).create_task(task(), WEBHOOK)
-    assert len(calls) == 1
-
-
-@pytest.mark.parametrize("error", [httpx.ConnectError, httpx.ConnectTimeout])
-def test_create_connect_failure_is_provider_unavailable(error: type[httpx.TransportError]) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise error("could not connect", request=request)
-
-    with pytest.raises(ProviderUnavailable):
-        provider(handler).create_task(task(), WEBHOOK)
-
-
 # --- Get task ---------------------------------------------------------------------------------------------------------
 
 
@@ -480,14 +459,6 @@ def test_get_task_generation_failed_code_is_a_failed_snapshot() -> None:
     assert isinstance(snapshot.error, ProviderTaskFailed)
 
 
-def test_get_task_network_error_is_provider_unavailable() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("down", request=request)
-
-    with pytest.raises(ProviderUnavailable):
-        provider(handler).get_task(TASK_ID)
-
-
 # --- Callbacks --------------------------------------------------------------------------------------------------------
 
 
@@ -501,7 +472,7 @@ def test_presented_secret_is_the_token_query_parameter() -> None:
 def test_adapter_uses_the_callback_with_polling_as_safety_net() -> None:
     adapter = provider(answering(created()))
     assert adapter.uses_webhook is True
-    assert adapter.poll_delays() == (30.0, 1.5, 120.0)
+    assert PROVIDERS["crun"].poll_delays == (30.0, 1.5, 120.0)
     assert adapter.image_limits.formats == ("JPEG", "PNG", "WEBP")
 
 

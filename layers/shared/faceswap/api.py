@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge
+from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge, ProviderRejected
 from faceswap.fetch import sniff_image_type
 from faceswap.ids import is_job_id, job_id_for
 from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_request_fields, request_job_id
@@ -45,8 +45,11 @@ class JobsApi:
         The submit queue.
     input_bucket
         The inputs bucket.
-    default_provider, providers
-        The provider used when a request names none, and the configured provider names.
+    default_provider
+        The provider used when a request names none.
+    offered
+        The enabled providers and the tasks each offers (``Config.offered_tasks``): a request for another provider,
+        or for a task one of its providers does not offer, is refused before it is queued.
     allow_http
         Accept ``http://`` image URLs (local stack only).
     """
@@ -60,7 +63,7 @@ class JobsApi:
         queue: RequestQueue,
         input_bucket: str,
         default_provider: str,
-        providers: Collection[str],
+        offered: Mapping[str, Collection[str]],
         allow_http: bool = False,
     ) -> None:
         self.lifecycle = lifecycle
@@ -69,7 +72,7 @@ class JobsApi:
         self.queue = queue
         self.input_bucket = input_bucket
         self.default_provider = default_provider
-        self.providers = frozenset(providers)
+        self.offered = offered
         self.allow_http = allow_http
 
     def submit(self, body: Any) -> tuple[Job, bool]:
@@ -91,6 +94,8 @@ class JobsApi:
         ------
         InvalidRequest
             A bad field (named in the message) or an unconfigured provider.
+        ProviderRejected
+            A provider of the request does not offer its task (nothing is queued or paid).
         PayloadTooLarge
             The inline images total over ``MAX_INLINE_IMAGE_BYTES`` (the message points to ``POST /uploads``).
         """
@@ -113,8 +118,14 @@ class JobsApi:
                 "request can carry (Lambda's 6 MB request limit, base64 included): upload each image with "
                 "POST /uploads and name it by its s3_key."
             )
-        if not {fields.provider, *fields.fallback_providers} <= self.providers:
-            raise InvalidRequest(f"Field 'provider' must name providers among {', '.join(sorted(self.providers))}.")
+        for provider in (fields.provider, *fields.fallback_providers):
+            if provider not in self.offered:
+                raise InvalidRequest(f"Field 'provider' must name providers among {', '.join(sorted(self.offered))}.")
+            if fields.task not in self.offered[provider]:
+                raise ProviderRejected(
+                    f"Provider {provider!r} does not offer the task {fields.task!r}; it offers "
+                    f"{', '.join(self.offered[provider])}."
+                )
         job_id = request_job_id(fields)
         target = self._stored(fields.target_image, "target_image")
         swap = target if fields.swap_image is fields.target_image else self._stored(fields.swap_image, "swap_image")

@@ -1,7 +1,7 @@
 """The check policy: when the poller looks at a job again.
 
 A check is a delayed message on the check queue. Its delay backs off per provider (``first * factor**check``
-seconds, at most ``maximum``: the provider registry's cadence, or ``PollDelays``), never less than what the provider
+seconds, at most ``maximum``: the provider registry's cadence, or ``POLL_DELAYS``), never less than what the provider
 or the caller asks for (a quota reset, a ``Retry-After``), and never past the job's deadline plus a second, so the
 check at the deadline ends the job on time.
 """
@@ -15,6 +15,9 @@ from datetime import datetime
 from faceswap.model import Job, parse_time
 from faceswap.ports import CheckScheduler, Provider
 
+DEFAULT_POLL_DELAYS = (30.0, 1.5, 120.0)
+"""The cadence of a provider the deployment gives none for (every registered provider has its own)."""
+
 MAX_CHECK_DELAY_SECONDS = 900
 """SQS's largest message delay (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html)."""
 
@@ -27,9 +30,9 @@ class CheckPolicy:
     scheduler
         The check queue.
     providers
-        Provider adapters by name (their own cadence and quota delay).
+        Provider adapters by name (their quota delay).
     poll_delays
-        ``{provider: (first, factor, maximum)}`` seconds, overriding a provider's own cadence.
+        ``{provider: (first, factor, maximum)}`` seconds: the registry's cadence or ``POLL_DELAYS``.
     clock
         Returns the current UTC time.
     """
@@ -50,7 +53,7 @@ class CheckPolicy:
     def next(self, job: Job, *, check: int, at_least: float | None = None) -> None:
         """Schedule the job's ``check``-th check (0 = the first), at least ``at_least`` seconds away."""
         provider = self.providers[job.provider]
-        first, factor, maximum = self.poll_delays.get(job.provider) or provider.poll_delays()
+        first, factor, maximum = self.poll_delays.get(job.provider, DEFAULT_POLL_DELAYS)
         delay = min(first * factor**check, maximum)
         # A provider that counts reads against a quota (AIPhotoCraft) may ask to wait for its reset.
         for floor in (at_least, provider.quota_delay()):

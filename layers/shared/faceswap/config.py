@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from faceswap.errors import PipelineError
+from faceswap.providers.registry import PROVIDERS, ProviderSpec
 
 JOBS_TABLE_NAME = "JOBS_TABLE_NAME"
 INPUT_BUCKET_NAME = "INPUT_BUCKET_NAME"
@@ -40,27 +41,24 @@ class ConfigError(PipelineError):
     code = "configuration_error"
 
 
-KEYED_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "piapi": ("https://api.piapi.ai", ("img.theapi.app", "*.piapi.ai")),
-    "ailabapi": ("https://www.ailabapi.com", ("*.ailabapi.com", "*.ailabtools.com", "*.aliyuncs.com")),
-    "crun": ("https://api.crun.ai", ("*.crun.ai",)),
-    "aiphotocraft": ("https://aiapi.aiphotocraft.com", ("*.aiphotocraft.com",)),
-}
-"""Providers with an API key: default base URL and result hosts. Each reads ``<NAME>_API_KEY_SECRET_NAME``,
-``<NAME>_BASE_URL`` and ``<NAME>_RESULT_HOSTS`` (e.g. ``PIAPI_BASE_URL``)."""
-
-
 @dataclass(frozen=True)
 class ProviderSettings:
-    """One enabled provider: its API key secret (empty for ``selfhosted``), base URL, result hosts, and call
-    ceilings (``per_second``, ``per_hour``; 0 = none)."""
+    """One enabled provider as this deployment runs it: its declaration (:mod:`faceswap.providers.registry`), its
+    API key secret (empty when it needs none), base URL, result hosts, call ceilings (``per_second``, ``per_hour``;
+    0 = none) and check cadence (``poll_delays``), each the registry's default unless the environment overrides it."""
 
-    name: str
+    spec: ProviderSpec
     api_key_secret: str
     base_url: str
     result_hosts: tuple[str, ...]
     per_second: int = 0
     per_hour: int = 0
+    poll_delays: tuple[float, float, float] = (30.0, 1.5, 120.0)
+
+    @property
+    def name(self) -> str:
+        """The provider's name."""
+        return self.spec.name
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,6 @@ class Config:
     result_max_bytes: int = 50 * 1024 * 1024
     input_max_bytes: int = 20 * 1024 * 1024
     max_submit_attempts: int = 3
-    poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     allow_loopback_results: bool = False
     secrets_max_age_seconds: int = 300
     max_receive_count: int = 0
@@ -140,57 +137,73 @@ class Config:
             submit_queue_url=env.get(SUBMIT_QUEUE_URL, "").strip(),
             webhook_signing_key_secret=required(WEBHOOK_SIGNING_KEY_SECRET_NAME),
             default_provider=env.get(DEFAULT_PROVIDER, "").strip() or "piapi",
-            providers=_providers(env, hosts),
+            providers=_providers(env, hosts, delays),
             rate_limit_table=env.get(RATE_LIMIT_TABLE_NAME, "").strip(),
             job_deadline_seconds=number(JOB_DEADLINE_SECONDS, cls.job_deadline_seconds),
             result_max_bytes=number(RESULT_MAX_BYTES, cls.result_max_bytes),
             input_max_bytes=number(INPUT_MAX_BYTES, cls.input_max_bytes),
             max_submit_attempts=number(MAX_SUBMIT_ATTEMPTS, cls.max_submit_attempts),
-            poll_delays=delays,
             allow_loopback_results=env.get(RESULT_URL_ALLOW_LOOPBACK, "").strip().lower() == "true",
             secrets_max_age_seconds=number(SECRETS_MAX_AGE_SECONDS, cls.secrets_max_age_seconds),
             max_receive_count=number(MAX_RECEIVE_COUNT, cls.max_receive_count),
         )
 
-    def provider_names(self) -> frozenset[str]:
-        """Names of the providers this deployment has enabled (without reading any secret)."""
-        return frozenset(self.providers)
+    @property
+    def poll_delays(self) -> dict[str, tuple[float, float, float]]:
+        """``{provider: (first, factor, maximum)}`` check cadence of each enabled provider, in seconds."""
+        return {name: settings.poll_delays for name, settings in self.providers.items()}
+
+    @property
+    def rate_limits(self) -> dict[str, tuple[int, int]]:
+        """``{provider: (per_second, per_hour)}`` call ceilings of each enabled provider (0 = none)."""
+        return {name: (settings.per_second, settings.per_hour) for name, settings in self.providers.items()}
+
+    def offered_tasks(self) -> dict[str, tuple[str, ...]]:
+        """``{provider: tasks}`` of each enabled provider (what the jobs API accepts before queueing)."""
+        return {name: settings.spec.tasks for name, settings in self.providers.items()}
 
 
-def _providers(env: Mapping[str, str], hosts: Callable[[str], tuple[str, ...]]) -> dict[str, ProviderSettings]:
-    """The enabled providers: ``ENABLED_PROVIDERS`` with an API key secret each, plus ``selfhosted`` when
-    ``SELFHOSTED_BASE_URL`` is set; ceilings from ``PROVIDER_RATE_LIMITS``."""
+def _providers(
+    env: Mapping[str, str],
+    hosts: Callable[[str], tuple[str, ...]],
+    delays: Mapping[str, tuple[float, float, float]],
+) -> dict[str, ProviderSettings]:
+    """The enabled providers, from the registry: ``ENABLED_PROVIDERS`` that have an API key secret name
+    (``<NAME>_API_KEY_SECRET_NAME``) or need none, plus ``selfhosted`` when ``SELFHOSTED_BASE_URL`` is set; base URL
+    and result hosts from ``<NAME>_BASE_URL`` / ``<NAME>_RESULT_HOSTS`` over the registry's defaults; ceilings the
+    registry's unless ``PROVIDER_RATE_LIMITS`` is set (then exactly its own: a provider it does not name has none);
+    cadence from ``POLL_DELAYS`` over the registry's defaults."""
+    raw_limits = env.get(PROVIDER_RATE_LIMITS, "").strip()
     try:
-        limits = json.loads(env.get(PROVIDER_RATE_LIMITS) or "{}")
-        if not isinstance(limits, dict):
+        limits = json.loads(raw_limits) if raw_limits else None  # None: the registry's defaults
+        if limits is not None and not isinstance(limits, dict):
             raise ValueError("not an object")
     except ValueError as e:
         raise ConfigError(f'{PROVIDER_RATE_LIMITS} must be JSON like {{"piapi": {{"per_second": 5}}}}.') from e
     enabled = {name.strip() for name in (env.get(ENABLED_PROVIDERS) or "piapi").split(",") if name.strip()}
-    unknown = enabled - set(KEYED_PROVIDERS) - {"selfhosted"}
+    if env.get(SELFHOSTED_BASE_URL, "").strip():
+        enabled.add("selfhosted")
+    unknown = enabled - set(PROVIDERS)
     if unknown:
         raise ConfigError(f"{ENABLED_PROVIDERS} names unknown providers: {', '.join(sorted(unknown))}.")
     providers: dict[str, ProviderSettings] = {}
-    for name, (base_url, result_hosts) in KEYED_PROVIDERS.items():
-        prefix = name.upper()
-        secret = env.get(f"{prefix}_API_KEY_SECRET_NAME", "").strip()
-        if name in enabled and secret:
-            providers[name] = ProviderSettings(
-                name,
-                secret,
-                env.get(f"{prefix}_BASE_URL", "").strip() or base_url,
-                hosts(f"{prefix}_RESULT_HOSTS") or result_hosts,
-                **_ceilings(limits.get(name)),
-            )
-    selfhosted = env.get(SELFHOSTED_BASE_URL, "").strip()
-    if selfhosted:
-        host = selfhosted.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-        providers["selfhosted"] = ProviderSettings(
-            "selfhosted",
-            "",
-            selfhosted,
-            hosts(SELFHOSTED_RESULT_HOSTS) or (host,),
-            **_ceilings(limits.get("selfhosted")),
+    for name, spec in PROVIDERS.items():
+        prefix = spec.env_prefix()
+        secret = env.get(f"{prefix}API_KEY_SECRET_NAME", "").strip()
+        base_url = env.get(f"{prefix}BASE_URL", "").strip() or spec.base_url
+        if name not in enabled or (spec.api_key and not secret) or not base_url:
+            continue
+        host = base_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        ceilings = {"per_second": spec.per_second, "per_hour": spec.per_hour}
+        if limits is not None:  # the deployment's own ceilings: a provider it does not name has none
+            ceilings = {"per_second": 0, "per_hour": 0, **_ceilings(limits.get(name))}
+        providers[name] = ProviderSettings(
+            spec,
+            secret if spec.api_key else "",
+            base_url,
+            hosts(f"{prefix}RESULT_HOSTS") or spec.result_hosts or (host,),
+            poll_delays=delays.get(name, spec.poll_delays),
+            **ceilings,
         )
     return providers
 

@@ -134,10 +134,6 @@ class ObservedProvider:
         """The adapter's own (no provider call is made)."""
         return self.provider.task_id_from_callback(body)
 
-    def poll_delays(self) -> tuple[float, float, float]:
-        """The adapter's own."""
-        return self.provider.poll_delays()
-
     def quota_delay(self) -> float | None:
         """The adapter's own (no provider call is made)."""
         return self.provider.quota_delay()

@@ -212,10 +212,6 @@ class Provider(Protocol):
         """The task id a (verified) callback body names, if any; used only to find, never to trust."""
         ...
 
-    def poll_delays(self) -> tuple[float, float, float]:
-        """``(first, factor, maximum)``: seconds before the first check, backoff factor, cap in seconds."""
-        ...
-
     def quota_delay(self) -> float | None:
         """Seconds the next check should wait because the provider's call quota is nearly spent (reads count
         against it, e.g. AIPhotoCraft), or ``None``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
@@ -21,11 +21,6 @@ from faceswap.lifecycle import Lifecycle
 from faceswap.model import utcnow
 from faceswap.observability import ObservedProvider, ProviderObserver
 from faceswap.ports import Provider
-from faceswap.providers.ailabapi import AILabAPIProvider
-from faceswap.providers.aiphotocraft import AIPhotoCraftProvider
-from faceswap.providers.crun import CRUNProvider
-from faceswap.providers.piapi import PiAPIProvider
-from faceswap.providers.selfhosted import SelfhostedProvider
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -35,14 +30,6 @@ PROVIDER_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
 RESULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 """Result downloads: 5 s to connect, 30 s between bytes."""
-
-ADAPTERS: dict[str, Callable[..., Provider]] = {
-    "piapi": PiAPIProvider,
-    "ailabapi": AILabAPIProvider,
-    "crun": CRUNProvider,
-    "aiphotocraft": AIPhotoCraftProvider,
-}
-"""Adapters of the providers with an API key, by name (``selfhosted`` needs none)."""
 
 
 def secret_reader(name: str, *, max_age: int, secrets: parameters.SecretsProvider) -> Callable[[], str]:
@@ -69,20 +56,20 @@ def build_providers(
     observer: ProviderObserver | None = None,
     secrets: parameters.SecretsProvider,
 ) -> dict[str, Provider]:
-    """The configured provider adapters by name (a provider that is not configured is left out).
+    """The configured provider adapters by name, each made from its registry entry (a provider that is not
+    configured is left out, and its adapter's module is never imported).
 
     With an ``observer``, each adapter is wrapped in :class:`faceswap.observability.ObservedProvider`, which
     reports the duration and outcome of every provider call to it.
     """
     providers: dict[str, Provider] = {}
     for name, settings in config.providers.items():
-        if name == "selfhosted":
-            providers[name] = SelfhostedProvider(client, base_url=settings.base_url, result_hosts=settings.result_hosts)
-            continue
-        api_key = secret_reader(settings.api_key_secret, max_age=config.secrets_max_age_seconds, secrets=secrets)
-        providers[name] = ADAPTERS[name](
-            client, api_key=api_key, base_url=settings.base_url, result_hosts=settings.result_hosts
-        )
+        options: dict[str, Any] = {"base_url": settings.base_url, "result_hosts": settings.result_hosts}
+        if settings.spec.api_key:
+            options["api_key"] = secret_reader(
+                settings.api_key_secret, max_age=config.secrets_max_age_seconds, secrets=secrets
+            )
+        providers[name] = settings.spec.adapter_class()(client, **options)
     if observer is not None:
         return {name: ObservedProvider(provider, observer) for name, provider in providers.items()}
     return providers
@@ -146,7 +133,7 @@ def settings(config: Config) -> Settings:
         max_submit_attempts=config.max_submit_attempts,
         poll_delays=config.poll_delays,
         input_bucket=config.input_bucket,
-        rate_limits={name: (p.per_second, p.per_hour) for name, p in config.providers.items()},
+        rate_limits=config.rate_limits,
         max_receive_count=config.max_receive_count,
     )
 
@@ -181,6 +168,6 @@ def build_jobs_api(config: Config) -> JobsApi:
         queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url),
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
-        providers=config.provider_names(),
+        offered=config.offered_tasks(),
         allow_http=config.allow_loopback_results,
     )

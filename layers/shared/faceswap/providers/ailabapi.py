@@ -45,8 +45,9 @@ from faceswap.providers.http import (
     post_create,
     retry_after,
 )
+from faceswap.providers.registry import PROVIDERS
 
-TASKS = ("face-swap",)
+TASKS = PROVIDERS["ailabapi"].tasks
 RESULT_RETENTION_SECONDS = 24 * 3600
 CREATE_PATH = "/api/portrait/editing/ai-face-swap"
 QUERY_PATH = "/api/common/query-async-task-result"
@@ -180,10 +181,6 @@ class AILabAPIProvider(KeyedHttpProvider):
     def task_id_from_callback(self, body: bytes) -> str | None:
         """Always ``None``: AILabAPI has no callbacks."""
         return None
-
-    def poll_delays(self) -> tuple[float, float, float]:
-        """AILabAPI recommends querying every 5 seconds: first check after 5 s, then every 5 s (factor 1)."""
-        return (5.0, 1.0, 5.0)
 
     def _error(self, response: httpx.Response, body: dict[str, Any] | None) -> PipelineError | None:
         """The classified error of an answer, or ``None`` for HTTP 200 with ``error_code`` 0 (or none)."""

@@ -249,10 +249,6 @@ class AIPhotoCraftProvider(KeyedHttpProvider):
         """Always ``None``: AIPhotoCraft has no callbacks."""
         return None
 
-    def poll_delays(self) -> tuple[float, float, float]:
-        """Slow, because polls spend the hourly quota: first check after 15 s, x1.5, at most every 5 minutes."""
-        return (15.0, 1.5, 300.0)
-
     def quota_delay(self) -> float | None:
         """Seconds to wait before the next call because the hourly quota is nearly spent, or ``None``.
 

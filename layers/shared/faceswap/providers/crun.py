@@ -57,11 +57,12 @@ from faceswap.providers.http import (
     redact,
     retry_after,
 )
+from faceswap.providers.registry import PROVIDERS
 
 JOB_API = "/api/v1/client/job"
 SINGLE_MODEL = "image-face-swap"
 MULTI_MODEL = "image-face-swap-multi"
-TASKS = ("face-swap", "multi-face-swap")
+TASKS = PROVIDERS["crun"].tasks
 
 _STATUS = {
     "pending": TaskStatus.QUEUED,
@@ -253,10 +254,6 @@ class CRUNProvider(KeyedHttpProvider):
             if isinstance(candidate, str) and candidate:
                 return candidate
         return None
-
-    def poll_delays(self) -> tuple[float, float, float]:
-        """A safety net behind the callback: first check after 30 s, x1.5, at most every 120 s."""
-        return (30.0, 1.5, 120.0)
 
     # ------------------------------------------------------------------------------------------ detection
 

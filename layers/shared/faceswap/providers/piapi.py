@@ -31,10 +31,11 @@ from faceswap.errors import (
 from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus, after, utcnow
 from faceswap.ports import TaskInput, Webhook
-from faceswap.providers.http import KeyedHttpProvider, as_base64, message_suffix, post_create, retry_after
+from faceswap.providers.http import KeyedHttpProvider, as_base64, message_suffix, post_create, redact, retry_after
+from faceswap.providers.registry import PROVIDERS
 
 MODEL = "Qubico/image-toolkit"
-TASKS = ("face-swap", "multi-face-swap")
+TASKS = PROVIDERS["piapi"].tasks
 RESULT_RETENTION_SECONDS = 3 * 24 * 3600
 
 _STATUS = {
@@ -157,7 +158,7 @@ class PiAPIProvider(KeyedHttpProvider):
                 task_id, status, result_url=url, result_url_expires_at=after(utcnow(), RESULT_RETENTION_SECONDS)
             )
         if status is TaskStatus.FAILED:
-            return TaskSnapshot(task_id, status, error=_task_error(data.get("error") or {}))
+            return TaskSnapshot(task_id, status, error=_task_error(data.get("error") or {}, secret=self._api_key()))
         return TaskSnapshot(task_id, status)
 
     def presented_secret(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -171,10 +172,6 @@ class PiAPIProvider(KeyedHttpProvider):
         except (ValueError, KeyError, TypeError):
             return None
         return task_id if isinstance(task_id, str) and task_id else None
-
-    def poll_delays(self) -> tuple[float, float, float]:
-        """PiAPI's own CLI polls from 1 s, x1.5, up to 30 s; as a webhook safety net the first check is later."""
-        return (30.0, 1.5, 120.0)
 
     def _raise_for_status(self, response: httpx.Response, *, creating: bool) -> None:
         status = response.status_code
@@ -205,9 +202,10 @@ def _envelope_message(response: httpx.Response, *, redact: str) -> str:
     return message_suffix(message, secret=redact)
 
 
-def _task_error(error: dict[str, Any]) -> Exception:
+def _task_error(error: dict[str, Any], *, secret: str) -> Exception:
+    """A failed task's error, its text redacted of the API key (PiAPI may echo a request back) before it is cut."""
     parts = dict.fromkeys(str(error.get(k) or "").strip() for k in ("message", "raw_message"))  # once each
-    text = " ".join(p for p in parts if p)
+    text = redact(" ".join(p for p in parts if p), secret)
     summary = text[:300] or "no reason given"
     if any(hint in text.lower() for hint in _NO_FACE_HINTS):
         return NoFaceDetected(f"PiAPI found no face to swap: {summary}.")

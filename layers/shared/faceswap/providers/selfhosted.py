@@ -31,7 +31,7 @@ from faceswap.errors import (
 from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus
 from faceswap.ports import TaskInput, Webhook
-from faceswap.providers.http import as_base64, post_create
+from faceswap.providers.http import as_base64, post_create, retry_after
 
 _STATUS = {
     "queued": TaskStatus.QUEUED,
@@ -128,10 +128,6 @@ class SelfhostedProvider:
             return None
         return task_id if isinstance(task_id, str) and task_id else None
 
-    def poll_delays(self) -> tuple[float, float, float]:
-        """Swaps take well under a second: first check after 5 s (a webhook usually came first), up to 30 s."""
-        return (5.0, 1.5, 30.0)
-
     def quota_delay(self) -> float | None:
         """The engine has no call quota."""
         return None
@@ -141,7 +137,9 @@ class SelfhostedProvider:
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         if response.status_code == 429 or response.status_code >= 500:
-            raise ProviderUnavailable(f"The self-hosted engine answered {response.status_code}.")
+            raise ProviderUnavailable(
+                f"The self-hosted engine answered {response.status_code}.", retry_after=retry_after(response)
+            )
         if response.status_code >= 400:
             raise ProviderRejected(f"The self-hosted engine rejected the request ({response.status_code}).")
 

@@ -1,0 +1,189 @@
+"""The provider registry: one declaration per provider, read by configuration, wiring, the jobs API, the local stack
+and the tests.
+
+What varies per provider is declared here once (:class:`ProviderSpec`): its adapter, whether it needs an API key,
+its default base URL and result hosts, the tasks and options it offers, its default call ceilings and check cadence,
+and the emulator the local stack runs for it. Adding a provider is: its adapter module, its emulator, one entry in
+:data:`PROVIDERS`, and its specific tests (the adapter contract suite, ``tests/unit/test_provider_contract.py``, runs
+every entry).
+
+Adapters are named, not imported: a function loads only the adapters of the providers its stack enables.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+FACE_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index"})
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One provider's declaration.
+
+    Attributes
+    ----------
+    name
+        Its name in requests, job rows, callback routes and configuration (``piapi``).
+    label
+        Its name in messages (``PiAPI``).
+    adapter
+        ``"module:Class"`` of its :class:`faceswap.ports.Provider` adapter.
+    api_key
+        Whether it needs an API key (a secret ``<ProviderSecretsPrefix><name>``).
+    base_url
+        Its API's default base URL (``""``: none; the deployment must give one, as for the self-hosted engine).
+    result_hosts
+        Hosts its result URLs may come from by default (``*.example.com`` matches subdomains; empty: the base URL's
+        host).
+    tasks
+        The tasks it offers; a request for another is refused before any call.
+    options
+        The request options its tasks take.
+    per_second, per_hour
+        Default ceilings of calls per second and per hour (0: none), overridable with ``ProviderRateLimits``.
+    poll_delays
+        Default check cadence ``(first, factor, maximum)`` in seconds, overridable with ``PollDelays``.
+    emulator
+        ``"module:Class"`` of the local stack's emulator for it (``None``: the local stack runs the real thing).
+    emulator_poll_delays
+        The check cadence the local stack uses with its emulator (quicker than the real provider's).
+    contract
+        Where its HTTP contract is written down (``providers.md`` section and the provider's documentation).
+    """
+
+    name: str
+    label: str
+    adapter: str
+    api_key: bool
+    base_url: str
+    result_hosts: tuple[str, ...]
+    tasks: tuple[str, ...]
+    options: frozenset[str]
+    poll_delays: tuple[float, float, float]
+    per_second: int = 0
+    per_hour: int = 0
+    emulator: str | None = None
+    emulator_poll_delays: tuple[float, float, float] = (2.0, 1.5, 10.0)
+    contract: str = ""
+
+    def adapter_class(self) -> Any:
+        """The adapter's class, imported now."""
+        return _load(self.adapter)
+
+    def emulator_class(self) -> Any:
+        """The emulator's class, imported now (``faceswap_local`` must be importable: the local stack only)."""
+        if self.emulator is None:
+            raise LookupError(f"{self.name} has no emulator")
+        return _load(self.emulator)
+
+    def env_prefix(self) -> str:
+        """The prefix of its environment variables (``PIAPI_`` for ``PIAPI_BASE_URL``)."""
+        return self.name.upper() + "_"
+
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    spec.name: spec
+    for spec in (
+        ProviderSpec(
+            name="piapi",
+            label="PiAPI",
+            adapter="faceswap.providers.piapi:PiAPIProvider",
+            api_key=True,
+            base_url="https://api.piapi.ai",
+            result_hosts=("img.theapi.app", "*.piapi.ai"),
+            tasks=("face-swap", "multi-face-swap"),
+            options=FACE_INDEX_OPTIONS,
+            per_second=5,
+            # PiAPI's own CLI polls from 1 s, x1.5, up to 30 s; as a webhook safety net the first check is later.
+            poll_delays=(30.0, 1.5, 120.0),
+            emulator="faceswap_local.emulators.piapi:PiAPIEmulator",
+            contract="providers.md §1; https://piapi.ai/docs/faceswap-api/faceswap",
+        ),
+        ProviderSpec(
+            name="ailabapi",
+            label="AILabAPI",
+            adapter="faceswap.providers.ailabapi:AILabAPIProvider",
+            api_key=True,
+            base_url="https://www.ailabapi.com",
+            result_hosts=("*.ailabapi.com", "*.ailabtools.com", "*.aliyuncs.com"),
+            tasks=("face-swap",),
+            options=frozenset(),
+            per_second=5,
+            # AILabAPI recommends querying every 5 seconds: first check after 5 s, then every 5 s (factor 1).
+            poll_delays=(5.0, 1.0, 5.0),
+            emulator="faceswap_local.emulators.ailabapi:AILabAPIEmulator",
+            emulator_poll_delays=(1.0, 1.5, 5.0),
+            contract="providers.md §2",
+        ),
+        ProviderSpec(
+            name="crun",
+            label="CRUN",
+            adapter="faceswap.providers.crun:CRUNProvider",
+            api_key=True,
+            base_url="https://api.crun.ai",
+            result_hosts=("*.crun.ai",),
+            tasks=("face-swap", "multi-face-swap"),
+            options=FACE_INDEX_OPTIONS,
+            per_second=5,
+            # A safety net behind the callback: first check after 30 s, x1.5, at most every 120 s.
+            poll_delays=(30.0, 1.5, 120.0),
+            emulator="faceswap_local.emulators.crun:CRUNEmulator",
+            contract="providers.md §3",
+        ),
+        ProviderSpec(
+            name="aiphotocraft",
+            label="AIPhotoCraft",
+            adapter="faceswap.providers.aiphotocraft:AIPhotoCraftProvider",
+            api_key=True,
+            base_url="https://aiapi.aiphotocraft.com",
+            result_hosts=("*.aiphotocraft.com",),
+            tasks=("face-swap", "multi-face-swap", "same-image-swap"),
+            options=FACE_INDEX_OPTIONS | {"swap_index", "enhance"},
+            per_second=2,
+            per_hour=180,
+            # Slow, because polls spend the hourly quota: first check after 15 s, x1.5, at most every 5 minutes.
+            poll_delays=(15.0, 1.5, 300.0),
+            emulator="faceswap_local.emulators.aiphotocraft:AIPhotoCraftEmulator",
+            emulator_poll_delays=(1.0, 1.5, 5.0),
+            contract="providers.md §4",
+        ),
+        ProviderSpec(
+            name="selfhosted",
+            label="The self-hosted engine",
+            adapter="faceswap.providers.selfhosted:SelfhostedProvider",
+            api_key=False,
+            base_url="",
+            result_hosts=(),
+            tasks=("face-swap", "multi-face-swap"),
+            options=FACE_INDEX_OPTIONS,
+            # Swaps take well under a second: first check after 5 s (a webhook usually came first), up to 30 s.
+            poll_delays=(5.0, 1.5, 30.0),
+            contract="engine/faceswap_engine/server.py",
+        ),
+    )
+}
+"""Every provider the pipeline can use, by name."""
+
+
+def spec(name: str) -> ProviderSpec:
+    """The declaration of provider ``name``.
+
+    Raises
+    ------
+    KeyError
+        No such provider.
+    """
+    return PROVIDERS[name]
+
+
+def offers(name: str, task: str) -> bool:
+    """Whether provider ``name`` (known to the registry) offers ``task``."""
+    return name in PROVIDERS and task in PROVIDERS[name].tasks
+
+
+def _load(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
