@@ -208,7 +208,7 @@ def run_baseline(stack: Any, inputs: Inputs, jobs: int) -> dict[str, Any]:
     """The plain script (see the module docstring) ``jobs`` times; returns per-job seconds and the total."""
     assert stack.piapi is not None and stack.stack is not None
     url = stack.piapi.url
-    headers = {"x-api-key": stack.stack.secret_values["PiapiApiKeySecret"]}
+    headers = {"x-api-key": stack.stack.secret_values["providers/piapi"]}
     s3 = stack.client("s3")
     bucket = stack.info()["results_bucket"]
     body = {

@@ -119,7 +119,7 @@ def callback(provider: str, job_id: str) -> Response:
     if len(raw) > MAX_CALLBACK_BYTES:
         return _error(413, "payload_too_large", f"callback bodies are limited to {MAX_CALLBACK_BYTES} bytes")
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000 * COPY_SHARE
-    job = pipeline.callback(
+    job = pipeline.callbacks.callback(
         provider, job_id, headers=event.headers, query=event.query_string_parameters or {}, body=raw, deadline=deadline
     )
     telemetry.job_seen(job)

@@ -25,15 +25,25 @@ EMULATED = [spec for spec in PROVIDERS.values() if spec.emulator is not None]
 """The providers the local stack runs an emulator for (from the provider registry; each accepts its secret's local
 value). The self-hosted engine runs as itself."""
 
+LOOPBACK = ["127.0.0.1", "localhost"]
+"""The emulators' result hosts."""
+
+
+def provider_secret(name: str) -> str:
+    """The key of provider ``name``'s API key in ``AwsStack.secret_values`` (its secret is
+    ``<stack name>/providers/<name>``)."""
+    return f"providers/{name}"
+
+
 LOCAL_CONFIG = {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_METRICS_DISABLED": "false",
     "RESULT_URL_ALLOW_LOOPBACK": "true",
-    **{f"{spec.env_prefix()}RESULT_HOSTS": "127.0.0.1,localhost" for spec in EMULATED},
     "POLL_DELAYS": json.dumps({spec.name: list(spec.emulator_poll_delays) for spec in PROVIDERS.values()}),
 }
 """Local configuration on top of the template's environment: tracing off (no X-Ray daemon), the loopback
-allowance for result downloads from the emulators, and quicker checks (each registry entry's emulator cadence)."""
+allowance for result downloads from the emulators, and quicker checks (each registry entry's emulator cadence).
+The emulators' and the engine's endpoints are added when they start (``PROVIDER_ENDPOINTS``)."""
 
 
 class LocalStack:
@@ -92,15 +102,22 @@ class LocalStack:
             os.environ[name] = value
         self.moto.start()
         os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint_url
+        stack_name = f"faceswap-local-{secrets.token_hex(3)}"
         self.stack = aws.create_stack(
             self.template,
             self.moto.endpoint_url,
             parameters=self.parameters,
-            stack_name=f"faceswap-local-{secrets.token_hex(3)}",
+            stack_name=stack_name,
             time_scale=self.time_scale,
         )
+        sm = self.stack.client("secretsmanager")
+        for spec in PROVIDERS.values():
+            if spec.api_key:  # as an operator does after deploying (README, "Provider keys in Secrets Manager")
+                key = secrets.token_hex(16)
+                sm.create_secret(Name=f"{stack_name}/providers/{spec.name}", SecretString=key)
+                self.stack.secret_values[provider_secret(spec.name)] = key
         for spec in EMULATED:
-            secret = self.stack.secret_values[f"{spec.name.capitalize()}ApiKeySecret"]
+            secret = self.stack.secret_values[provider_secret(spec.name)]
             self.emulators[spec.name] = spec.emulator_class()(api_key=secret, swap_fn=self.swap_fn)
             self.emulators[spec.name].start()
         self.engine = EngineService()
@@ -111,10 +128,12 @@ class LocalStack:
             {
                 **self.config,
                 "AWS_ENDPOINT_URL": self.moto.endpoint_url,
-                **{
-                    f"{PROVIDERS[name].env_prefix()}BASE_URL": emulator.url for name, emulator in self.emulators.items()
-                },
-                "SELFHOSTED_BASE_URL": self.engine.url,
+                "PROVIDER_ENDPOINTS": json.dumps(
+                    {
+                        **{name: {"base_url": em.url, "result_hosts": LOOPBACK} for name, em in self.emulators.items()},
+                        "selfhosted": {"base_url": self.engine.url},
+                    }
+                ),
                 "CALLBACK_BASE_URL": f"http://127.0.0.1:{gateway_port}",
             },
             gateway_port=gateway_port,

@@ -83,6 +83,7 @@ def openapi_document() -> dict[str, Any]:
         "SUBMIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/submit",
         "EVENT_BUS_NAME": "jobs",
         "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
+        "PROVIDER_SECRETS_PREFIX": "stack/providers/",
     }
     saved = {name: os.environ.get(name) for name in placeholders}
     os.environ.update({name: value for name, value in placeholders.items() if not os.environ.get(name)})

@@ -125,7 +125,9 @@ def needs(
     if service == "secretsmanager":
         secret = params["SecretId"]
         if not secret.startswith("arn:"):
-            raise ValueError("secrets are named by ARN in the functions' configuration")
+            # Named by name (a provider's key, "<stack>/providers/<name>"): IAM evaluates the secret's ARN, which
+            # ends in "-" and six random characters.
+            secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{secret}-Ab12Cd"
         return ((f"secretsmanager:{operation}", secret),)
     raise ValueError(f"{service} {operation} is not mapped to its IAM action")
 

@@ -114,7 +114,7 @@ def test_every_log_line_of_a_job_carries_its_keys_and_no_secret(stack: Stack) ->
     signing_key = secrets["WebhookSigningKeySecret"]
     text = output.text()
     assert signing_key not in text
-    assert secrets["PiapiApiKeySecret"] not in text
+    assert secrets["providers/piapi"] not in text
     assert webhook_secret(signing_key.encode(), job.job_id) not in text
     assert "/9j/" not in text, "base64 JPEG data"
     assert re.search(r"[A-Za-z0-9+/]{200,}", text) is None, "base64 data"

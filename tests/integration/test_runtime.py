@@ -126,12 +126,12 @@ def test_an_environment_has_exactly_its_functions_variables_and_imports_only_cod
     overrides = {
         "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
         "CALLBACK_BASE_URL": "http://x",
-        "PIAPI_BASE_URL": "http://p",
+        "PROVIDER_ENDPOINTS": "{}",
     }
     variables = function_variables(spec, overrides)
     assert "CALLBACK_BASE_URL" not in variables  # the submit function's, not the API function's
     assert "MAX_RECEIVE_COUNT" not in variables
-    assert variables["PIAPI_BASE_URL"] == "http://p" and variables["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+    assert variables["PROVIDER_ENDPOINTS"] == "{}" and variables["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
     pool = FunctionPool(_image(tmp_path, variables=variables), max_environments=1)
     try:
         outcome = pool.invoke({"action": "environment"})

@@ -27,8 +27,8 @@ HANDLER_ENVIRONMENT = {
     "RESULTS_BUCKET_NAME": "faceswap-results-example",
     "EVENT_BUS_NAME": "jobs-bus",
     "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
-    "PIAPI_API_KEY_SECRET_NAME": "piapi-key",
-    "PIAPI_BASE_URL": "https://piapi.invalid",
+    "PROVIDER_SECRETS_PREFIX": "stack/providers/",
+    "PROVIDER_ENDPOINTS": '{"piapi": {"base_url": "https://piapi.invalid"}}',
     "CALLBACK_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com",
 }
 """What the template gives every function (the names it reads), pointed at the moto account of :func:`aws`."""
@@ -69,7 +69,7 @@ def aws(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
         )
         monkeypatch.setenv("CHECK_QUEUE_URL", sqs.create_queue(QueueName="checks")["QueueUrl"])
         sm.create_secret(Name="signing-key", SecretString="k" * 64)
-        sm.create_secret(Name="piapi-key", SecretString="piapi-test-key")
+        sm.create_secret(Name="stack/providers/piapi", SecretString="piapi-test-key")
         events.create_event_bus(Name="jobs-bus")
         yield {"s3": s3, "sqs": sqs, "ddb": ddb, "events": events}
     parameters.clear_caches()

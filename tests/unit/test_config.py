@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
 
 from faceswap.config import Config, ConfigError
 from faceswap.providers.registry import PROVIDERS
+from faceswap.wiring import secret_reader
 
 BASE = {
     "JOBS_TABLE_NAME": "jobs",
@@ -16,6 +20,7 @@ BASE = {
     "CHECK_QUEUE_URL": "https://sqs.example/checks",
     "EVENT_BUS_NAME": "bus",
     "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
+    "PROVIDER_SECRETS_PREFIX": "stack/providers/",
 }
 
 
@@ -24,11 +29,11 @@ def config(**env: str) -> Config:
 
 
 def test_a_provider_takes_the_registrys_defaults() -> None:
-    piapi = config(ENABLED_PROVIDERS="piapi", PIAPI_API_KEY_SECRET_NAME="stack/piapi").providers["piapi"]
+    piapi = config(ENABLED_PROVIDERS="piapi").providers["piapi"]
 
     assert piapi.spec is PROVIDERS["piapi"]
     assert (piapi.api_key_secret, piapi.base_url, piapi.result_hosts) == (
-        "stack/piapi",
+        "stack/providers/piapi",
         "https://api.piapi.ai",
         ("img.theapi.app", "*.piapi.ai"),
     )
@@ -38,9 +43,9 @@ def test_a_provider_takes_the_registrys_defaults() -> None:
 def test_the_environment_overrides_the_registry() -> None:
     settings = config(
         ENABLED_PROVIDERS="aiphotocraft",
-        AIPHOTOCRAFT_API_KEY_SECRET_NAME="k",
-        AIPHOTOCRAFT_BASE_URL="http://127.0.0.1:9000",
-        AIPHOTOCRAFT_RESULT_HOSTS="127.0.0.1, localhost",
+        PROVIDER_ENDPOINTS=json.dumps(
+            {"aiphotocraft": {"base_url": "http://127.0.0.1:9000", "result_hosts": ["127.0.0.1", "localhost"]}}
+        ),
         PROVIDER_RATE_LIMITS=json.dumps({"aiphotocraft": {"per_hour": 50}}),
         POLL_DELAYS=json.dumps({"aiphotocraft": [1, 1.5, 5]}),
     )
@@ -52,21 +57,21 @@ def test_the_environment_overrides_the_registry() -> None:
 
 
 def test_explicit_ceilings_leave_a_provider_they_do_not_name_without_one() -> None:
-    settings = config(
-        ENABLED_PROVIDERS="piapi,crun",
-        PIAPI_API_KEY_SECRET_NAME="a",
-        CRUN_API_KEY_SECRET_NAME="b",
-        PROVIDER_RATE_LIMITS="{}",
-    )
+    settings = config(ENABLED_PROVIDERS="piapi,crun", PROVIDER_RATE_LIMITS="{}")
     assert settings.rate_limits == {"piapi": (0, 0), "crun": (0, 0)}
-    assert config(ENABLED_PROVIDERS="crun", CRUN_API_KEY_SECRET_NAME="b").rate_limits == {"crun": (5, 0)}
+    assert config(ENABLED_PROVIDERS="crun").rate_limits == {"crun": (5, 0)}
 
 
-def test_a_keyed_provider_without_its_secret_is_not_enabled_and_the_engine_needs_its_url() -> None:
-    settings = config(ENABLED_PROVIDERS="piapi,ailabapi", AILABAPI_API_KEY_SECRET_NAME="k")
-    assert set(settings.providers) == {"ailabapi"}
-    engine = config(ENABLED_PROVIDERS="piapi", SELFHOSTED_BASE_URL="http://10.0.0.5:8080/").providers["selfhosted"]
+def test_the_engine_is_enabled_by_its_endpoint_and_a_keyed_provider_needs_the_secrets_prefix() -> None:
+    endpoints = json.dumps({"selfhosted": {"base_url": "http://10.0.0.5:8080/"}})
+    settings = config(ENABLED_PROVIDERS="piapi", PROVIDER_ENDPOINTS=endpoints)
+    engine = settings.providers["selfhosted"]
+    assert list(settings.providers) == ["piapi", "selfhosted"]
     assert (engine.api_key_secret, engine.result_hosts) == ("", ("10.0.0.5",))
+    with pytest.raises(ConfigError, match="selfhosted needs its base_url"):
+        config(ENABLED_PROVIDERS="selfhosted")
+    with pytest.raises(ConfigError, match="PROVIDER_SECRETS_PREFIX"):
+        Config.from_env({k: v for k, v in BASE.items() if k != "PROVIDER_SECRETS_PREFIX"})
 
 
 def test_tasks_offered_come_from_the_registry() -> None:
@@ -87,6 +92,8 @@ def test_tasks_offered_come_from_the_registry() -> None:
         ({"ENABLED_PROVIDERS": "piapi,deepfakes"}, "deepfakes"),
         ({"PROVIDER_RATE_LIMITS": "[1]"}, "PROVIDER_RATE_LIMITS"),
         ({"POLL_DELAYS": "{"}, "POLL_DELAYS"),
+        ({"PROVIDER_ENDPOINTS": "[]"}, "PROVIDER_ENDPOINTS"),
+        ({"DEFAULT_PROVIDER": "deepfakes"}, "DEFAULT_PROVIDER"),
         ({"JOB_DEADLINE_SECONDS": "soon"}, "JOB_DEADLINE_SECONDS"),
     ],
 )
@@ -98,3 +105,16 @@ def test_a_bad_value_fails_fast_naming_it(env: dict[str, str], named: str) -> No
 def test_a_missing_required_variable_is_named() -> None:
     with pytest.raises(ConfigError, match="JOBS_TABLE_NAME"):
         Config.from_env({k: v for k, v in BASE.items() if k != "JOBS_TABLE_NAME"})
+
+
+def test_a_provider_key_secret_that_does_not_exist_is_a_retryable_configuration_error(aws_credentials: None) -> None:
+    with mock_aws():
+        secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+        boto3.client("secretsmanager").create_secret(Name="stack/providers/crun", SecretString="crun-key")
+        read_missing = secret_reader("stack/providers/piapi", max_age=5, secrets=secrets)
+        read_present = secret_reader("stack/providers/crun", max_age=5, secrets=secrets)
+
+        with pytest.raises(ConfigError, match="stack/providers/piapi cannot be read") as caught:
+            read_missing()
+        assert read_present() == "crun-key"
+    assert caught.value.code == "configuration_error" and caught.value.retryable

@@ -160,7 +160,6 @@ def test_callback_with_a_json_body_and_charset_reaches_the_domain(aws: dict[str,
 
 def test_callback_from_crun_is_not_held_to_json(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENABLED_PROVIDERS", "piapi,crun")
-    monkeypatch.setenv("CRUN_API_KEY_SECRET_NAME", "crun-key")
     module = load_handler("callback")
     received: list[bytes] = []
 
@@ -168,7 +167,7 @@ def test_callback_from_crun_is_not_held_to_json(aws: dict[str, Any], monkeypatch
         received.append(body)
         raise ProviderUnavailable("stub: the domain was reached")
 
-    monkeypatch.setattr(module.pipeline, "callback", callback)
+    monkeypatch.setattr(module.pipeline.callbacks, "callback", callback)
     sample = webhook(content_type="text/plain", body=b"task_id=t-1")
     sample["rawPath"] = sample["requestContext"]["http"]["path"] = f"/callbacks/crun/{JOB_ID}"
     sample["queryStringParameters"] = {"token": webhook_secret(SIGNING_KEY, JOB_ID)}

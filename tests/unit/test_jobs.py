@@ -134,7 +134,7 @@ def test_collect_stores_result_and_succeeds(world: World) -> None:
     job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
 
-    done = world.pipeline.collect(job)
+    done = world.pipeline.collection.collect(job)
 
     assert done.state is JobState.SUCCEEDED
     served = world.served["/result.png"]
@@ -152,7 +152,7 @@ def test_collect_while_running_changes_nothing(world: World) -> None:
     job = world.pipeline.submit(job_request())
     writes = world.store.writes
 
-    assert world.pipeline.collect(job) == job
+    assert world.pipeline.collection.collect(job) == job
     assert world.store.writes == writes
 
 
@@ -161,7 +161,7 @@ def test_provider_failure_becomes_failed_job_with_its_code(world: World) -> None
     world.provider.status = TaskStatus.FAILED
     world.provider.error = NoFaceDetected("PiAPI found no face to swap.")
 
-    done = world.pipeline.collect(job)
+    done = world.pipeline.collection.collect(job)
 
     assert done.state is JobState.FAILED
     assert done.error is not None and done.error["code"] == "no_face_detected"
@@ -172,7 +172,7 @@ def test_result_too_large_fails_and_stores_nothing() -> None:
     job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
 
-    done = world.pipeline.collect(job)
+    done = world.pipeline.collection.collect(job)
 
     assert done.state is JobState.FAILED
     assert done.error is not None and done.error["code"] == "result_too_large"
@@ -184,7 +184,7 @@ def test_result_url_off_the_allow_list_is_refused(world: World) -> None:
     world.provider.status = TaskStatus.SUCCEEDED
     world.provider.result_url = "https://169.254.169.254/latest/meta-data/"
 
-    done = world.pipeline.collect(job)
+    done = world.pipeline.collection.collect(job)
 
     assert done.state is JobState.FAILED
     assert done.error is not None and done.error["code"] == "result_url_refused"
@@ -193,12 +193,12 @@ def test_result_url_off_the_allow_list_is_refused(world: World) -> None:
 def test_terminal_job_never_changes(world: World) -> None:
     job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
-    done = world.pipeline.collect(job)
+    done = world.pipeline.collection.collect(job)
     world.provider.status = TaskStatus.FAILED
     writes = world.store.writes
 
-    again = world.pipeline.collect(done)
-    stale = world.pipeline.collect(job)  # a collector holding the old SUBMITTED copy
+    again = world.pipeline.collection.collect(done)
+    stale = world.pipeline.collection.collect(job)  # a collector holding the old SUBMITTED copy
 
     assert again.state is JobState.SUCCEEDED and stale.state is JobState.SUCCEEDED
     assert world.store.writes == writes
@@ -264,7 +264,7 @@ def test_callback_with_bad_secret_is_rejected_without_state_change(world: World,
     before = world.store.rows[job.job_id]
 
     with pytest.raises(WebhookRejected):
-        world.pipeline.callback("fake", job.job_id, headers=signed(secret), query={}, body=b"")
+        world.pipeline.callbacks.callback("fake", job.job_id, headers=signed(secret), query={}, body=b"")
 
     assert world.store.rows[job.job_id] == before
     assert world.provider.gets == 0
@@ -274,7 +274,7 @@ def test_callback_for_another_provider_is_rejected(world: World) -> None:
     job = world.pipeline.submit(job_request())
 
     with pytest.raises(WebhookRejected):
-        world.pipeline.callback(
+        world.pipeline.callbacks.callback(
             "piapi", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
         )
 
@@ -285,7 +285,8 @@ def test_verified_callback_collects_from_provider_status(world: World) -> None:
     secret = webhook_secret(SIGNING_KEY, job.job_id)
 
     results = [
-        world.pipeline.callback("fake", job.job_id, headers=signed(secret), query={}, body=b"") for _ in range(3)
+        world.pipeline.callbacks.callback("fake", job.job_id, headers=signed(secret), query={}, body=b"")
+        for _ in range(3)
     ]
 
     assert [r.state for r in results] == [JobState.SUCCEEDED] * 3
@@ -301,7 +302,7 @@ def test_callback_over_the_call_ceiling_answers_at_once_and_schedules_a_check(wo
     world.rewire(sleep=slept.append, rate_limits={"fake": (5, 0)})
     scheduled = len(world.scheduler.scheduled)
 
-    answered = world.pipeline.callback(
+    answered = world.pipeline.callbacks.callback(
         "fake", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
     )
 
@@ -316,7 +317,7 @@ def test_callback_whose_result_copy_would_not_fit_its_time_hands_it_to_a_check_a
     world.provider.status = TaskStatus.SUCCEEDED
     scheduled = len(world.scheduler.scheduled)
 
-    answered = world.pipeline.callback(
+    answered = world.pipeline.callbacks.callback(
         "fake",
         job.job_id,
         headers=signed(webhook_secret(SIGNING_KEY, job.job_id)),
@@ -336,7 +337,7 @@ def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World)
     job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
 
-    done = world.pipeline.callback(
+    done = world.pipeline.callbacks.callback(
         "fake",
         job.job_id,
         headers=signed(webhook_secret(SIGNING_KEY, job.job_id)),
@@ -351,7 +352,7 @@ def test_callback_supplies_task_id_when_create_outcome_was_unknown(world: World)
 def test_happy_path_writes_the_job_row_three_times(world: World) -> None:
     job = world.pipeline.submit(job_request())
     world.provider.status = TaskStatus.SUCCEEDED
-    world.pipeline.callback(
+    world.pipeline.callbacks.callback(
         "fake", job.job_id, headers=signed(webhook_secret(SIGNING_KEY, job.job_id)), query={}, body=b""
     )
 
@@ -591,7 +592,7 @@ def test_verified_callback_not_in_a_json_providers_format_is_refused_without_cha
     before = world.store.rows[job.job_id]
 
     with pytest.raises(PipelineError) as refused:
-        world.pipeline.callback("fake", job.job_id, headers=headers, query={}, body=body)
+        world.pipeline.callbacks.callback("fake", job.job_id, headers=headers, query={}, body=body)
 
     assert refused.value.code == code
     assert world.store.rows[job.job_id] == before and world.provider.gets == 0
@@ -602,6 +603,6 @@ def test_callback_of_a_provider_without_json_callbacks_is_not_held_to_json(world
     world.provider.status = TaskStatus.SUCCEEDED
     headers = {**signed(webhook_secret(SIGNING_KEY, job.job_id)), "content-type": "text/plain"}
 
-    done = world.pipeline.callback("fake", job.job_id, headers=headers, query={}, body=b"not json")
+    done = world.pipeline.callbacks.callback("fake", job.job_id, headers=headers, query={}, body=b"not json")
 
     assert done.state is JobState.SUCCEEDED

@@ -126,7 +126,7 @@ class Run:
             elif kind == "callback":
                 provider = self.providers[event[1]]
                 secret = webhook_secret(SIGNING_KEY, JOB_ID)
-                pipeline.callback(
+                pipeline.callbacks.callback(
                     provider.name,
                     JOB_ID,
                     headers={"x-webhook-secret": secret},

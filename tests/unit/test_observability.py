@@ -333,7 +333,7 @@ print(type(module.pipeline.ports.fetcher._client._transport).__name__)
         "CHECK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/checks",
         "EVENT_BUS_NAME": "bus",
         "WEBHOOK_SIGNING_KEY_SECRET_NAME": "signing-key",
-        "PIAPI_API_KEY_SECRET_NAME": "piapi-key",
+        "PROVIDER_SECRETS_PREFIX": "stack/providers/",
     }
     run = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False

@@ -16,21 +16,19 @@ What differs per provider (request shapes, answer formats, status vocabularies) 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
+from mock_http import adapter as make_adapter
+from mock_http import task_input as make_task_input
 
 from faceswap.errors import PipelineError, ProviderUnavailable, SubmitOutcomeUnknown
-from faceswap.images import PreparedImage
 from faceswap.ports import Provider, TaskInput, Webhook
 from faceswap.providers.registry import PROVIDERS, ProviderSpec
 
 API_KEY = "sk-contract-5f0c1e9a7b3d"
 SECRET = "per-job-secret-31c4"
 WEBHOOK = Webhook(url="https://api.example.com/callbacks/x/" + "a" * 32, secret=SECRET)
-TARGET = PreparedImage(b"\xff\xd8\xff target bytes", "image/jpeg", 640, 480)
-SWAP = PreparedImage(b"\x89PNG\r\n\x1a\n swap bytes", "image/png", 256, 256)
 SPECS = list(PROVIDERS.values())
 KEYED = [spec for spec in SPECS if spec.api_key]
 
@@ -44,21 +42,12 @@ CALLBACKS: dict[str, Callable[[str], tuple[dict[str, str], dict[str, str]]]] = {
 
 def adapter(spec: ProviderSpec, handler: Callable[[httpx.Request], httpx.Response]) -> Provider:
     """The adapter as :func:`faceswap.wiring.build_providers` makes it, over ``handler``."""
-    options: dict[str, Any] = {"base_url": spec.base_url or "http://engine.internal:8080", "result_hosts": ("x.io",)}
-    if spec.api_key:
-        options["api_key"] = lambda: API_KEY
-    return spec.adapter_class()(httpx.Client(transport=httpx.MockTransport(handler)), **options)
+    return make_adapter(spec.name, handler, api_key=API_KEY)
 
 
 def task_input() -> TaskInput:
-    return TaskInput(
-        job_id="a" * 32,
-        task="face-swap",
-        target_image=TARGET,
-        swap_image=SWAP,
-        options={},
-        image_urls=lambda: ("https://inputs.example.com/t.jpg?sig", "https://inputs.example.com/s.png?sig"),
-    )
+    urls = ("https://inputs.example.com/t.jpg?sig", "https://inputs.example.com/s.png?sig")
+    return make_task_input(image_urls=lambda: urls)
 
 
 def raising(error: type[httpx.HTTPError]) -> Callable[[httpx.Request], httpx.Response]:
@@ -70,7 +59,7 @@ def raising(error: type[httpx.HTTPError]) -> Callable[[httpx.Request], httpx.Res
 
 @pytest.fixture(params=SPECS, ids=lambda spec: spec.name)
 def spec(request: pytest.FixtureRequest) -> ProviderSpec:
-    return request.param  # type: ignore[no-any-return]
+    return request.param
 
 
 @pytest.mark.parametrize("error", [httpx.ConnectError, httpx.ConnectTimeout])
@@ -155,12 +144,66 @@ def errors_for(spec: ProviderSpec, answer: httpx.Response) -> list[BaseException
     return found
 
 
+def _ailabapi(status: int, code: str, message: str) -> httpx.Response:
+    detail = {"status_code": status, "code": code, "code_message": f"key {message}", "message": message}
+    body = {"error_code": status, "error_code_str": code, "error_msg": message, "error_detail": detail}
+    return httpx.Response(status, json=body)
+
+
+def _aiphotocraft(status: int, code: str, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"success": False, "error": {"code": code, "message": message, "details": {}}})
+
+
+def _crun(status: int, in_body: bool, message: str) -> httpx.Response:
+    return httpx.Response(200 if in_body else status, json={"code": status, "message": message})
+
+
+ECHOES: list[tuple[str, Callable[[str], httpx.Response]]] = [
+    *[(f"generic-{s}", lambda message, s=s: echoing(s, message)) for s in (200, 400, 401, 402, 403, 404, 429, 500)],
+    *[
+        (f"ailabapi-{status}-{code}", lambda message, s=status, c=code: _ailabapi(s, c, message))
+        for status, code in [
+            (400, "ERROR_PARAMETERS"),
+            (401, "ERROR_APPLICATIONS_NOT_EXISTS"),
+            (413, "FILE_SIZE_EXCEEDS_LIMIT"),
+            (422, "ERROR_NO_FACE_IN_FILE"),
+            (429, "ERROR_NOT_ENOUGH_CREDITS"),
+            (429, "EXCEEDING_LIMITS"),
+            (500, "PROCESSING_FAILURE"),
+        ]
+    ],
+    *[
+        (
+            f"aiphotocraft-{status}-{code}",
+            lambda message, status=status, code=code: _aiphotocraft(status, code, message),
+        )
+        for status, code in [
+            (400, "invalid_parameter"),
+            (400, "no_face_detected"),
+            (400, "invalid_image_format"),
+            (401, "invalid_api_key"),
+            (404, "not_found"),
+            (429, "rate_limit_exceeded"),
+            (500, "server_error"),
+        ]
+    ],
+    *[
+        (f"crun-{status}-{'body' if in_body else 'http'}", lambda message, s=status, b=in_body: _crun(s, b, message))
+        for status in (401, 402, 404, 422, 429, 455, 500, 501, 505)
+        for in_body in (False, True)
+    ],
+]
+"""Answers that echo the key back: generic ones (the key in every field any provider reports errors in) and each
+provider's own error bodies with the codes it documents, so every error path is asked to redact."""
+
+
 @pytest.mark.parametrize("keyed", KEYED, ids=lambda spec: spec.name)
-@pytest.mark.parametrize("status", [200, 400, 401, 402, 403, 404, 429, 500])
-def test_the_api_key_is_in_no_error_however_the_provider_echoes_it(keyed: ProviderSpec, status: int) -> None:
-    spec = keyed
-    for message in (f"invalid key {API_KEY}", "x" * 190 + API_KEY):
-        errors = errors_for(spec, echoing(status, message))
+@pytest.mark.parametrize(("case", "answer"), ECHOES, ids=[case for case, _ in ECHOES])
+def test_the_api_key_is_in_no_error_however_the_provider_echoes_it(
+    keyed: ProviderSpec, case: str, answer: Callable[[str], httpx.Response]
+) -> None:
+    for message in (f"invalid api key {API_KEY}", "x" * 190 + API_KEY):
+        errors = errors_for(keyed, answer(message))
         assert errors, "an echoing answer is an error"
         for error in errors:
             assert API_KEY[:8] not in str(error) and API_KEY[:8] not in repr(error), error

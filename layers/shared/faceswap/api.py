@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge, ProviderRejected
@@ -30,10 +31,11 @@ URL_EXPIRY_SECONDS = 900
 MAX_PAGE = 100
 
 
+@dataclass(kw_only=True)
 class JobsApi:
     """The API's operations.
 
-    Parameters
+    Attributes
     ----------
     lifecycle
         Records jobs (``record``) and reads them.
@@ -54,26 +56,14 @@ class JobsApi:
         Accept ``http://`` image URLs (local stack only).
     """
 
-    def __init__(
-        self,
-        *,
-        lifecycle: Lifecycle,
-        index: JobIndex,
-        inputs: InputStore,
-        queue: RequestQueue,
-        input_bucket: str,
-        default_provider: str,
-        offered: Mapping[str, Collection[str]],
-        allow_http: bool = False,
-    ) -> None:
-        self.lifecycle = lifecycle
-        self.index = index
-        self.inputs = inputs
-        self.queue = queue
-        self.input_bucket = input_bucket
-        self.default_provider = default_provider
-        self.offered = offered
-        self.allow_http = allow_http
+    lifecycle: Lifecycle
+    index: JobIndex
+    inputs: InputStore
+    queue: RequestQueue
+    input_bucket: str
+    default_provider: str
+    offered: Mapping[str, Collection[str]]
+    allow_http: bool = False
 
     def submit(self, body: Any) -> tuple[Job, bool]:
         """Validate a job request, record the job and queue it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from faceswap.model import Job, parse_time
@@ -22,10 +23,11 @@ MAX_CHECK_DELAY_SECONDS = 900
 """SQS's largest message delay (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html)."""
 
 
+@dataclass(kw_only=True)
 class CheckPolicy:
     """Schedules checks of jobs.
 
-    Parameters
+    Attributes
     ----------
     scheduler
         The check queue.
@@ -37,18 +39,10 @@ class CheckPolicy:
         Returns the current UTC time.
     """
 
-    def __init__(
-        self,
-        scheduler: CheckScheduler,
-        providers: Mapping[str, Provider],
-        *,
-        poll_delays: Mapping[str, tuple[float, float, float]],
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.scheduler = scheduler
-        self.providers = providers
-        self.poll_delays = poll_delays
-        self.clock = clock
+    scheduler: CheckScheduler
+    providers: Mapping[str, Provider]
+    poll_delays: Mapping[str, tuple[float, float, float]]
+    clock: Callable[[], datetime]
 
     def next(self, job: Job, *, check: int, at_least: float | None = None) -> None:
         """Schedule the job's ``check``-th check (0 = the first), at least ``at_least`` seconds away."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceswap.checks import CheckPolicy
@@ -35,10 +36,11 @@ if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never lo
 logger = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True)
 class Collector:
     """Collects results and checks jobs.
 
-    Parameters
+    Attributes
     ----------
     lifecycle
         The jobs table's transitions.
@@ -61,30 +63,16 @@ class Collector:
         Returns the current UTC time.
     """
 
-    def __init__(
-        self,
-        lifecycle: Lifecycle,
-        providers: Mapping[str, Provider],
-        *,
-        gate: CallGate,
-        fetcher: ResultFetcher,
-        objects: ObjectStore,
-        results_bucket: str,
-        checks: CheckPolicy,
-        fail_over: Callable[[Job, PipelineError], Job],
-        max_receive_count: int = 0,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.lifecycle = lifecycle
-        self.providers = providers
-        self.gate = gate
-        self.fetcher = fetcher
-        self.objects = objects
-        self.results_bucket = results_bucket
-        self.checks = checks
-        self.fail_over = fail_over
-        self.max_receive_count = max_receive_count
-        self.clock = clock
+    lifecycle: Lifecycle
+    providers: Mapping[str, Provider]
+    gate: CallGate
+    fetcher: ResultFetcher
+    objects: ObjectStore
+    results_bucket: str
+    checks: CheckPolicy
+    fail_over: Callable[[Job, PipelineError], Job]
+    max_receive_count: int = 0
+    clock: Callable[[], datetime]
 
     def collect(
         self,

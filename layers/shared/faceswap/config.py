@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from faceswap.errors import PipelineError
 from faceswap.providers.registry import PROVIDERS, ProviderSpec
@@ -25,8 +26,8 @@ DEFAULT_PROVIDER = "DEFAULT_PROVIDER"
 ENABLED_PROVIDERS = "ENABLED_PROVIDERS"
 PROVIDER_RATE_LIMITS = "PROVIDER_RATE_LIMITS"
 RATE_LIMIT_TABLE_NAME = "RATE_LIMIT_TABLE_NAME"
-SELFHOSTED_BASE_URL = "SELFHOSTED_BASE_URL"
-SELFHOSTED_RESULT_HOSTS = "SELFHOSTED_RESULT_HOSTS"
+PROVIDER_ENDPOINTS = "PROVIDER_ENDPOINTS"
+PROVIDER_SECRETS_PREFIX = "PROVIDER_SECRETS_PREFIX"
 JOB_DEADLINE_SECONDS = "JOB_DEADLINE_SECONDS"
 RESULT_MAX_BYTES = "RESULT_MAX_BYTES"
 INPUT_MAX_BYTES = "INPUT_MAX_BYTES"
@@ -38,7 +39,11 @@ MAX_RECEIVE_COUNT = "MAX_RECEIVE_COUNT"
 
 
 class ConfigError(PipelineError):
+    """``configuration_error``: the deployment's configuration is missing or wrong (at cold start), or a secret a
+    job needs cannot be read; retryable once the configuration is fixed."""
+
     code = "configuration_error"
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -124,9 +129,6 @@ class Config:
         except (ValueError, TypeError, IndexError, AttributeError) as e:
             raise ConfigError(f'{POLL_DELAYS} must be JSON like {{"piapi": [30, 1.5, 120]}}.') from e
 
-        def hosts(name: str) -> tuple[str, ...]:
-            return tuple(h.strip() for h in env.get(name, "").split(",") if h.strip())
-
         return cls(
             jobs_table=required(JOBS_TABLE_NAME),
             input_bucket=required(INPUT_BUCKET_NAME),
@@ -136,8 +138,8 @@ class Config:
             callback_base_url=env.get(CALLBACK_BASE_URL, "").strip(),
             submit_queue_url=env.get(SUBMIT_QUEUE_URL, "").strip(),
             webhook_signing_key_secret=required(WEBHOOK_SIGNING_KEY_SECRET_NAME),
-            default_provider=env.get(DEFAULT_PROVIDER, "").strip() or "piapi",
-            providers=_providers(env, hosts, delays),
+            default_provider=_known(env.get(DEFAULT_PROVIDER, "").strip() or "piapi"),
+            providers=_providers(env, delays),
             rate_limit_table=env.get(RATE_LIMIT_TABLE_NAME, "").strip(),
             job_deadline_seconds=number(JOB_DEADLINE_SECONDS, cls.job_deadline_seconds),
             result_max_bytes=number(RESULT_MAX_BYTES, cls.result_max_bytes),
@@ -163,49 +165,72 @@ class Config:
         return {name: settings.spec.tasks for name, settings in self.providers.items()}
 
 
-def _providers(
-    env: Mapping[str, str],
-    hosts: Callable[[str], tuple[str, ...]],
-    delays: Mapping[str, tuple[float, float, float]],
-) -> dict[str, ProviderSettings]:
-    """The enabled providers, from the registry: ``ENABLED_PROVIDERS`` that have an API key secret name
-    (``<NAME>_API_KEY_SECRET_NAME``) or need none, plus ``selfhosted`` when ``SELFHOSTED_BASE_URL`` is set; base URL
-    and result hosts from ``<NAME>_BASE_URL`` / ``<NAME>_RESULT_HOSTS`` over the registry's defaults; ceilings the
+def _providers(env: Mapping[str, str], delays: Mapping[str, tuple[float, float, float]]) -> dict[str, ProviderSettings]:
+    """The enabled providers, each over its registry entry.
+
+    ``ENABLED_PROVIDERS`` names them (default ``piapi``), and a provider that needs no key is enabled by an endpoint
+    of its own in ``PROVIDER_ENDPOINTS`` too. A provider's API key is the secret ``PROVIDER_SECRETS_PREFIX`` +
+    its name. ``PROVIDER_ENDPOINTS`` (JSON ``{name: {"base_url", "result_hosts"}}``) overrides the registry's base
+    URL and result hosts (result hosts default to the base URL's host when the registry has none). Ceilings are the
     registry's unless ``PROVIDER_RATE_LIMITS`` is set (then exactly its own: a provider it does not name has none);
-    cadence from ``POLL_DELAYS`` over the registry's defaults."""
-    raw_limits = env.get(PROVIDER_RATE_LIMITS, "").strip()
-    try:
-        limits = json.loads(raw_limits) if raw_limits else None  # None: the registry's defaults
-        if limits is not None and not isinstance(limits, dict):
-            raise ValueError("not an object")
-    except ValueError as e:
-        raise ConfigError(f'{PROVIDER_RATE_LIMITS} must be JSON like {{"piapi": {{"per_second": 5}}}}.') from e
+    cadence comes from ``POLL_DELAYS`` over the registry's defaults.
+    """
+    limits = _json_object(env, PROVIDER_RATE_LIMITS, '{"piapi": {"per_second": 5}}')
+    endpoints = _json_object(env, PROVIDER_ENDPOINTS, '{"selfhosted": {"base_url": "https://engine.example.com"}}')
     enabled = {name.strip() for name in (env.get(ENABLED_PROVIDERS) or "piapi").split(",") if name.strip()}
-    if env.get(SELFHOSTED_BASE_URL, "").strip():
-        enabled.add("selfhosted")
+    enabled |= {name for name in endpoints or {} if name in PROVIDERS and not PROVIDERS[name].api_key}
     unknown = enabled - set(PROVIDERS)
     if unknown:
         raise ConfigError(f"{ENABLED_PROVIDERS} names unknown providers: {', '.join(sorted(unknown))}.")
+    prefix = env.get(PROVIDER_SECRETS_PREFIX, "").strip()
     providers: dict[str, ProviderSettings] = {}
-    for name, spec in PROVIDERS.items():
-        prefix = spec.env_prefix()
-        secret = env.get(f"{prefix}API_KEY_SECRET_NAME", "").strip()
-        base_url = env.get(f"{prefix}BASE_URL", "").strip() or spec.base_url
-        if name not in enabled or (spec.api_key and not secret) or not base_url:
-            continue
+    for name in sorted(enabled, key=list(PROVIDERS).index):
+        spec = PROVIDERS[name]
+        endpoint = (endpoints or {}).get(name) or {}
+        if not isinstance(endpoint, dict):
+            raise ConfigError(f"{PROVIDER_ENDPOINTS}[{name!r}] must be an object with base_url and result_hosts.")
+        base_url = str(endpoint.get("base_url") or spec.base_url).strip()
+        if not base_url:
+            raise ConfigError(f"{name} needs its base_url in {PROVIDER_ENDPOINTS}.")
+        if spec.api_key and not prefix:
+            raise ConfigError(f"Environment variable {PROVIDER_SECRETS_PREFIX} is required by {name}.")
         host = base_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
         ceilings = {"per_second": spec.per_second, "per_hour": spec.per_hour}
         if limits is not None:  # the deployment's own ceilings: a provider it does not name has none
             ceilings = {"per_second": 0, "per_hour": 0, **_ceilings(limits.get(name))}
         providers[name] = ProviderSettings(
             spec,
-            secret if spec.api_key else "",
+            prefix + name if spec.api_key else "",
             base_url,
-            hosts(f"{prefix}RESULT_HOSTS") or spec.result_hosts or (host,),
+            _hosts(endpoint.get("result_hosts")) or spec.result_hosts or (host,),
             poll_delays=delays.get(name, spec.poll_delays),
             **ceilings,
         )
     return providers
+
+
+def _json_object(env: Mapping[str, str], name: str, example: str) -> dict[str, Any] | None:
+    """The JSON object in variable ``name``; ``None`` when it is empty or unset."""
+    raw = env.get(name, "").strip()
+    try:
+        value = json.loads(raw) if raw else None
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        raise ConfigError(f"{name} must be JSON like {example}.") from e
+    return value
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    """Result hosts as a list or a comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(str(h).strip() for h in items if str(h).strip())
+
+
+def _known(provider: str) -> str:
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{DEFAULT_PROVIDER} {provider!r} is not a provider; known: {', '.join(PROVIDERS)}.")
+    return provider
 
 
 def _ceilings(value: object) -> dict[str, int]:

@@ -25,6 +25,8 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── InvalidResult       ``invalid_result``: the result is not an image (content type, magic bytes)
 │   └── ResultMissing       ``result_missing``: the provider says done but gives no result URL
 ├── JobTimedOut             ``timed_out``: the job passed its deadline
+├── ConfigError             ``configuration_error``: the deployment's configuration is wrong, or a provider's key
+│                           secret cannot be read (faceswap.config); retryable once fixed
 ├── ProcessingFailed        ``processing_failed``: the pipeline's own step failed on every delivery of its message
 │                           (the message is in a dead-letter queue); retry the job once the cause is fixed
 ├── WebhookRejected         ``webhook_unauthorized``: a callback whose secret is missing or wrong

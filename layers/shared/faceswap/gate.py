@@ -11,15 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from faceswap.errors import RateLimited
 from faceswap.ports import RateLimiter
 
 
+@dataclass(kw_only=True)
 class CallGate:
     """Turns for provider calls under shared ceilings.
 
-    Parameters
+    Attributes
     ----------
     limiter
         The shared limiter; ``None``: no ceilings (every call goes ahead).
@@ -31,18 +33,10 @@ class CallGate:
         Sleeps a number of seconds (injected by tests).
     """
 
-    def __init__(
-        self,
-        limiter: RateLimiter | None,
-        ceilings: Mapping[str, tuple[int, int]],
-        *,
-        max_wait: float = 3.0,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.limiter = limiter
-        self.ceilings = ceilings
-        self.max_wait = max_wait
-        self.sleep = sleep
+    limiter: RateLimiter | None
+    ceilings: Mapping[str, tuple[int, int]]
+    max_wait: float = 3.0
+    sleep: Callable[[float], None] = time.sleep
 
     @contextmanager
     def turn(self, provider: str, *, max_wait: float | None = None) -> Iterator[None]:

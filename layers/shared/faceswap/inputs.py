@@ -9,6 +9,7 @@ what the provider's create accepts. For providers that take URLs only, the prepa
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceswap.errors import ImageTooLarge, InputNotFound, InvalidImage, InvalidRequest, ProviderUnavailable, ResultError
@@ -23,10 +24,11 @@ PREPARED_URL_SECONDS = 2 * 3600
 """Lifetime of presigned URLs of prepared inputs given to URL-only providers (CRUN: detect_id lasts 1 h)."""
 
 
+@dataclass(kw_only=True)
 class InputPreparer:
     """Reads and prepares input images.
 
-    Parameters
+    Attributes
     ----------
     objects
         The inputs bucket, for ``s3_key`` images.
@@ -38,20 +40,11 @@ class InputPreparer:
         Where prepared images are stored for URL-only providers; without them no URLs are offered.
     """
 
-    def __init__(
-        self,
-        objects: ObjectStore,
-        fetcher: ResultFetcher,
-        *,
-        max_bytes: int,
-        inputs: InputStore | None = None,
-        input_bucket: str = "",
-    ) -> None:
-        self.objects = objects
-        self.fetcher = fetcher
-        self.max_bytes = max_bytes
-        self.inputs = inputs
-        self.input_bucket = input_bucket
+    objects: ObjectStore
+    fetcher: ResultFetcher
+    max_bytes: int
+    inputs: InputStore | None = None
+    input_bucket: str = ""
 
     def prepare(self, ref: ImageRef, provider: Provider, name: str) -> PreparedImage:
         """Read the image at ``ref`` and fit it to ``provider.image_limits``.

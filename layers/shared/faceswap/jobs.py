@@ -29,7 +29,7 @@ from faceswap.collection import Collector
 from faceswap.gate import CallGate
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle
-from faceswap.model import Job, JobRequest, TaskSnapshot, utcnow
+from faceswap.model import Job, JobRequest, utcnow
 from faceswap.ports import CheckScheduler, InputStore, JobStore, ObjectStore, Provider, RateLimiter, RequestQueue
 from faceswap.submission import Submitter
 from faceswap.webhooks import Callbacks, WebhookSigner
@@ -120,7 +120,8 @@ class Ports:
 
 
 class Pipeline:
-    """The pipeline's operations, for the handlers.
+    """The pipeline's parts put together, for the handlers: ``lifecycle``, ``submission``, ``collection`` (checks,
+    poison endings) and ``callbacks``, with the few operations the queue handlers call directly.
 
     Parameters
     ----------
@@ -145,16 +146,23 @@ class Pipeline:
         self.ports = ports
         self.settings = settings
         self.lifecycle = Lifecycle(ports.store, deadline_seconds=settings.job_deadline_seconds, clock=clock)
-        gate = CallGate(ports.limiter, settings.rate_limits, max_wait=settings.max_throttle_wait_seconds, sleep=sleep)
-        checks = CheckPolicy(ports.scheduler, ports.providers, poll_delays=settings.poll_delays, clock=clock)
+        gate = CallGate(
+            limiter=ports.limiter,
+            ceilings=settings.rate_limits,
+            max_wait=settings.max_throttle_wait_seconds,
+            sleep=sleep,
+        )
+        checks = CheckPolicy(
+            scheduler=ports.scheduler, providers=ports.providers, poll_delays=settings.poll_delays, clock=clock
+        )
         webhooks = WebhookSigner(settings.callback_base_url, ports.signing_key)
         self.submission = Submitter(
-            self.lifecycle,
-            ports.providers,
+            lifecycle=self.lifecycle,
+            providers=ports.providers,
             gate=gate,
             inputs=InputPreparer(
-                ports.objects,
-                ports.input_fetcher or ports.fetcher,
+                objects=ports.objects,
+                fetcher=ports.input_fetcher or ports.fetcher,
                 max_bytes=settings.max_input_bytes,
                 inputs=ports.inputs,
                 input_bucket=settings.input_bucket,
@@ -165,8 +173,8 @@ class Pipeline:
             requeue=ports.requeue,
         )
         self.collection = Collector(
-            self.lifecycle,
-            ports.providers,
+            lifecycle=self.lifecycle,
+            providers=ports.providers,
             gate=gate,
             fetcher=ports.fetcher,
             objects=ports.objects,
@@ -177,7 +185,11 @@ class Pipeline:
             clock=clock,
         )
         self.callbacks = Callbacks(
-            self.lifecycle, ports.providers, webhooks=webhooks, collector=self.collection, checks=checks
+            lifecycle=self.lifecycle,
+            providers=ports.providers,
+            webhooks=webhooks,
+            collector=self.collection,
+            checks=checks,
         )
 
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
@@ -188,10 +200,6 @@ class Pipeline:
         """See :meth:`faceswap.submission.Submitter.submit`."""
         return self.submission.submit(request)
 
-    def collect(self, job: Job, snapshot: TaskSnapshot | None = None) -> Job:
-        """See :meth:`faceswap.collection.Collector.collect`."""
-        return self.collection.collect(job, snapshot)
-
     def check(self, job_id: str, *, check: int) -> Job | None:
         """See :meth:`faceswap.collection.Collector.check`."""
         return self.collection.check(job_id, check=check)
@@ -199,21 +207,6 @@ class Pipeline:
     def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> Job | None:
         """See :meth:`faceswap.collection.Collector.failed_delivery`."""
         return self.collection.failed_delivery(job_id, cause, deliveries=deliveries)
-
-    def callback(
-        self,
-        provider_name: str,
-        job_id: str,
-        *,
-        headers: Mapping[str, str],
-        query: Mapping[str, str],
-        body: bytes,
-        deadline: float | None = None,
-    ) -> Job:
-        """See :meth:`faceswap.webhooks.Callbacks.callback`."""
-        return self.callbacks.callback(
-            provider_name, job_id, headers=headers, query=query, body=body, deadline=deadline
-        )
 
     def get(self, job_id: str) -> Job | None:
         """The job as stored, or ``None``."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from faceswap.checks import CheckPolicy
 from faceswap.errors import (
@@ -29,10 +30,11 @@ from faceswap.webhooks import WebhookSigner
 logger = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True)
 class Submitter:
     """Creates provider tasks for jobs.
 
-    Parameters
+    Attributes
     ----------
     lifecycle
         The jobs table's transitions.
@@ -53,26 +55,14 @@ class Submitter:
         queued for it, whose permissions and ceiling the create needs; ``None``: the create is made at once.
     """
 
-    def __init__(
-        self,
-        lifecycle: Lifecycle,
-        providers: Mapping[str, Provider],
-        *,
-        gate: CallGate,
-        inputs: InputPreparer,
-        webhooks: WebhookSigner,
-        checks: CheckPolicy,
-        max_attempts: int = 3,
-        requeue: RequestQueue | None = None,
-    ) -> None:
-        self.lifecycle = lifecycle
-        self.providers = providers
-        self.gate = gate
-        self.inputs = inputs
-        self.webhooks = webhooks
-        self.checks = checks
-        self.max_attempts = max_attempts
-        self.requeue = requeue
+    lifecycle: Lifecycle
+    providers: Mapping[str, Provider]
+    gate: CallGate
+    inputs: InputPreparer
+    webhooks: WebhookSigner
+    checks: CheckPolicy
+    max_attempts: int = 3
+    requeue: RequestQueue | None = None
 
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
         """Record a job from the API or an event as RECEIVED, before it is queued for submission.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from faceswap.checks import CheckPolicy
 from faceswap.collection import Collector
@@ -53,10 +54,11 @@ class WebhookSigner:
         return key() if callable(key) else key
 
 
+@dataclass(kw_only=True)
 class Callbacks:
     """Takes providers' callbacks.
 
-    Parameters
+    Attributes
     ----------
     lifecycle
         The jobs table's transitions.
@@ -70,20 +72,11 @@ class Callbacks:
         Takes over a collect the callback cannot finish in its time.
     """
 
-    def __init__(
-        self,
-        lifecycle: Lifecycle,
-        providers: Mapping[str, Provider],
-        *,
-        webhooks: WebhookSigner,
-        collector: Collector,
-        checks: CheckPolicy,
-    ) -> None:
-        self.lifecycle = lifecycle
-        self.providers = providers
-        self.webhooks = webhooks
-        self.collector = collector
-        self.checks = checks
+    lifecycle: Lifecycle
+    providers: Mapping[str, Provider]
+    webhooks: WebhookSigner
+    collector: Collector
+    checks: CheckPolicy
 
     def callback(
         self,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import httpx
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from faceswap.api import JobsApi
 from faceswap.aws.dynamodb import DynamoJobStore
@@ -41,7 +42,14 @@ def secret_reader(name: str, *, max_age: int, secrets: parameters.SecretsProvide
     """
 
     def read() -> str:
-        value = secrets.get(name, max_age=max_age)
+        try:
+            value = secrets.get(name, max_age=max_age)
+        except GetParameterError as e:
+            # e.g. a provider enabled before its key was stored: the job fails visibly, naming what to create.
+            raise ConfigError(
+                f"Secret {name} cannot be read ({type(e.__cause__ or e).__name__}); create it with the provider's "
+                "API key (README, 'Provider keys in Secrets Manager')."
+            ) from e
         if not isinstance(value, str) or not value:
             raise ConfigError(f"Secret {name} is empty.")
         return value

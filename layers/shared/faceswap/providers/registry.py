@@ -32,7 +32,7 @@ class ProviderSpec:
     adapter
         ``"module:Class"`` of its :class:`faceswap.ports.Provider` adapter.
     api_key
-        Whether it needs an API key (a secret ``<ProviderSecretsPrefix><name>``).
+        Whether it needs an API key (the secret ``<stack name>/providers/<name>``).
     base_url
         Its API's default base URL (``""``: none; the deployment must give one, as for the self-hosted engine).
     result_hosts
@@ -78,10 +78,6 @@ class ProviderSpec:
         if self.emulator is None:
             raise LookupError(f"{self.name} has no emulator")
         return _load(self.emulator)
-
-    def env_prefix(self) -> str:
-        """The prefix of its environment variables (``PIAPI_`` for ``PIAPI_BASE_URL``)."""
-        return self.name.upper() + "_"
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
