@@ -303,6 +303,7 @@ def make_world(*, result: bytes | None = None, result_max_bytes: int = 1024 * 10
             results_bucket="results",
             callback_base_url="https://api.example.com",
             job_deadline_seconds=600,
+            max_input_bytes=20 * 1024 * 1024,
             max_submit_attempts=3,
             poll_delays={name: (10.0, 2.0, 60.0) for name in ("fake", "backup", "third")},
         ),

@@ -18,7 +18,7 @@ from moto import mock_aws
 from faceswap.aws.dynamodb import DynamoJobStore, job_from_item, job_to_item
 from faceswap.aws.ratelimit import DynamoRateLimiter
 from faceswap.aws.s3 import S3ObjectStore
-from faceswap.errors import ImageTooLarge, InputNotFound, ProviderTaskFailed
+from faceswap.errors import ImageTooLarge, InputNotFound, PipelineError, ProviderTaskFailed, StoreUnavailable
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, StoredResult
 from faceswap.ports import Turn
@@ -323,3 +323,18 @@ def test_exists_is_a_head_of_exactly_that_key(s3: tuple[S3ObjectStore, object]) 
     assert store.exists("results", "faces/obama.jpg")
     assert not store.exists("results", "faces/obama")
     assert not store.exists("results", "faces/obama.jpg.bak")
+
+
+def test_an_aws_failure_the_adapters_do_not_map_leaves_them_as_store_unavailable() -> None:
+    with mock_aws():
+        jobs = DynamoJobStore(boto3.client("dynamodb"), "no-such-table")
+        objects = S3ObjectStore(boto3.client("s3"))
+
+        with pytest.raises(StoreUnavailable) as table:
+            jobs.get("a" * 32)
+        with pytest.raises(StoreUnavailable) as bucket:
+            objects.put_input("no-such-bucket", "k", b"x", content_type="image/jpeg")
+
+    assert (table.value.operation, table.value.code) == ("dynamodb:GetItem", "ResourceNotFoundException")
+    assert (bucket.value.operation, bucket.value.code) == ("s3:PutObject", "NoSuchBucket")
+    assert not isinstance(table.value, PipelineError), "never a job's error: the message is delivered again"

@@ -40,6 +40,10 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 
 CopyOutOfTime               not a PipelineError (never seen by a user): a result copy stopped at its caller's
                             deadline, nothing kept; the callback hands the job to a check
+StoreUnavailable            not a PipelineError (never a job's error): an AWS store (the jobs table, a bucket, a
+                            queue, the bus) failed in a way the adapter does not map (throttled, denied, down); the
+                            message is delivered again, and a job whose message fails every delivery ends
+                            ``processing_failed``
 """
 
 from __future__ import annotations
@@ -217,3 +221,23 @@ class PayloadTooLarge(ApiError):
 class CopyOutOfTime(Exception):
     """A result download reached the caller's deadline before it ended; nothing was kept. The job is unchanged:
     collect it again where there is time (the callback hands it to a check)."""
+
+
+class StoreUnavailable(Exception):
+    """An AWS store the pipeline keeps its state in failed in a way its adapter does not map to a domain outcome
+    (throttling, access denied, a service error). Not a job's fault and never stored on a job: the queue message
+    being handled fails and is delivered again; on its last delivery the job ends ``processing_failed``.
+
+    Parameters
+    ----------
+    operation
+        What failed, e.g. ``dynamodb:UpdateItem``.
+    code
+        The AWS error code (``ProvisionedThroughputExceededException``), or the exception's type for a client-side
+        failure (``EndpointConnectionError``).
+    """
+
+    def __init__(self, operation: str, code: str) -> None:
+        super().__init__(f"{operation} failed: {code}")
+        self.operation = operation
+        self.code = code

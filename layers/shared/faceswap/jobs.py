@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never lo
 
 @dataclass(frozen=True)
 class Settings:
-    """What the domain needs to know about its deployment.
+    """What the domain needs to know about its deployment (made from :class:`faceswap.config.Config`, which holds
+    the defaults: no second copy of them here).
 
     Attributes
     ----------
@@ -69,9 +70,9 @@ class Settings:
 
     results_bucket: str
     callback_base_url: str
-    job_deadline_seconds: int = 900
-    max_input_bytes: int = 20 * 1024 * 1024
-    max_submit_attempts: int = 3
+    job_deadline_seconds: int
+    max_input_bytes: int
+    max_submit_attempts: int
     poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     input_bucket: str = ""
     rate_limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)

@@ -1,5 +1,10 @@
 """The interfaces the domain needs. AWS adapters live in :mod:`faceswap.aws` (one module per service); tests may pass
-fakes."""
+fakes.
+
+Besides the domain errors each method names, an AWS adapter raises :class:`faceswap.errors.StoreUnavailable` for a
+failure of the service it does not map (throttled, denied, down), never a botocore exception: the message being
+handled is delivered again.
+"""
 
 from __future__ import annotations
 

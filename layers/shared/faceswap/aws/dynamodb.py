@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from faceswap.aws import error_code
+from faceswap.aws import error_code, translated
 from faceswap.errors import InvalidRequest
 from faceswap.lifecycle import JobState, Phase
 from faceswap.model import ImageRef, Job
@@ -78,6 +78,7 @@ class DynamoJobStore:
         self._client = client
         self._table = table_name
 
+    @translated("dynamodb:PutItem")
     def create(self, job: Job) -> bool:
         """Put the row if absent (``attribute_not_exists(job_id)``); ``False`` if a row exists."""
         try:
@@ -90,6 +91,7 @@ class DynamoJobStore:
             raise
         return True
 
+    @translated("dynamodb:GetItem")
     def get(self, job_id: str) -> Job | None:
         """Strongly consistent read of one row."""
         item = self._client.get_item(TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True).get(
@@ -97,6 +99,7 @@ class DynamoJobStore:
         )
         return job_from_item(item) if item else None
 
+    @translated("dynamodb:UpdateItem")
     def apply(
         self,
         job_id: str,
@@ -152,6 +155,7 @@ class DynamoJobStore:
             raise
         return job_from_item(response["Attributes"])
 
+    @translated("dynamodb:Query")
     def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
         """A page of jobs: ``StateIndex`` newest first for a state, else a table scan; cursors are opaque."""
         args: dict[str, Any] = {"TableName": self._table, "Limit": limit}

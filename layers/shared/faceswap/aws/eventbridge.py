@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from faceswap.aws import translated
 from faceswap.events import EVENT_SOURCE
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ class EventBridgePublisher:
         self._client = client
         self._bus = bus_name
 
+    @translated("events:PutEvents")
     def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         """Put one event; raises ``RuntimeError`` if EventBridge reports it as failed (so it is retried)."""
         response = self._client.put_events(

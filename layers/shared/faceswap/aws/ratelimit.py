@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from faceswap.aws import error_code
+from faceswap.aws import error_code, translated
 from faceswap.ports import Turn
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class DynamoRateLimiter:
         self._choice = choice
         self._seen: dict[str, dict[str, float]] = {}  # provider -> slot -> free at, as last read
 
+    @translated("dynamodb:UpdateItem")
     def acquire(self, provider: str, *, per_second: int, per_hour: int) -> Turn:
         """See :meth:`faceswap.ports.RateLimiter.acquire`. Waits it answers are at most :attr:`WINDOW_SECONDS`."""
         turn = Turn(provider=provider)

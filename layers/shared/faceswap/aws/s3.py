@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
-from faceswap.aws import error_code
+from faceswap.aws import error_code, translated
 from faceswap.errors import ImageTooLarge, InputNotFound
 from faceswap.model import StoredResult
 
@@ -30,6 +30,7 @@ class S3ObjectStore:
         self._client = client
         self._part_bytes = part_bytes
 
+    @translated("s3:GetObject")
     def read(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int) -> bytes:
         """Read a whole (small) object; see :meth:`faceswap.ports.ObjectStore.read`."""
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
@@ -54,6 +55,7 @@ class S3ObjectStore:
             raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
         return data
 
+    @translated("s3:HeadObject")
     def exists(self, bucket: str, key: str) -> bool:
         """Whether ``key`` exists: ``HeadObject`` (404 → ``False``; other errors raise ``ClientError``)."""
         try:
@@ -64,6 +66,7 @@ class S3ObjectStore:
             raise
         return True
 
+    @translated("s3:PutObject")
     def store_result(
         self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str
     ) -> StoredResult:
@@ -155,6 +158,7 @@ class S3ObjectStore:
         )["ETag"]
         return {"ETag": etag, "PartNumber": number}
 
+    @translated("s3:GetObject")
     def describe_result(self, bucket: str, key: str) -> StoredResult:
         """Describe the result at ``key``, hashing it again (streamed) for its sha256."""
         response = self._client.get_object(Bucket=bucket, Key=key)
@@ -172,6 +176,7 @@ class S3ObjectStore:
             version_id=response.get("VersionId"),
         )
 
+    @translated("s3:PutObject")
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
         """Store an inline input image."""
         self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from faceswap.aws import error_code
+from faceswap.aws import error_code, translated
 from faceswap.messages import check_message, request_to_message
 from faceswap.model import JobRequest
 
@@ -26,6 +26,7 @@ class SqsCheckScheduler:
         self._client = client
         self._queue_url = queue_url
 
+    @translated("sqs:SendMessage")
     def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
         """Send a delayed check message (0..900 s)."""
         self._client.send_message(
@@ -42,6 +43,7 @@ class SqsRequestQueue:
         self._client = client
         self._queue_url = queue_url
 
+    @translated("sqs:SendMessage")
     def send(self, request: JobRequest) -> None:
         """Queue the request."""
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=request_to_message(request))
