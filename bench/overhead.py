@@ -119,7 +119,7 @@ class JobDriver:
 
     def rows(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The job rows (plain values) of ``job_ids``, read with strong consistency."""
-        from faceswap.aws import job_from_item
+        from faceswap.aws.dynamodb import job_from_item
 
         rows: dict[str, dict[str, Any]] = {}
         for job_id in job_ids:

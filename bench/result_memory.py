@@ -89,7 +89,7 @@ def collect(spec: dict[str, Any]) -> dict[str, Any]:
     if mode == "pipeline":
         import httpx
 
-        from faceswap.aws import S3ObjectStore
+        from faceswap.aws.s3 import S3ObjectStore
         from faceswap.fetch import ResultFetcher
 
         store = S3ObjectStore(s3)

@@ -846,7 +846,7 @@ class _Driver:
 
     def scan_jobs(self) -> list[JobRecord]:
         """Every job row, read with strong consistency."""
-        from faceswap.aws import job_from_item
+        from faceswap.aws.dynamodb import job_from_item
 
         records = []
         for page in self.ddb.get_paginator("scan").paginate(TableName=self.info["jobs_table"], ConsistentRead=True):

@@ -15,9 +15,12 @@ from faceswap.aws.dynamodb import job_from_item
 from faceswap.lifecycle import JobState
 from faceswap.model import Job
 from faceswap_engine import SAME_PERSON_THRESHOLD, decode_image, face_descriptor, face_distance
-from faceswap_local.app import LocalStack
+from faceswap_local.app import EMULATED, LocalStack
 
-PROVIDERS = ("piapi", "ailabapi", "crun", "aiphotocraft")
+OTHERS = [spec.name for spec in EMULATED if spec.name != "piapi"]
+"""Every emulated provider from the registry but PiAPI, which the pipeline suite runs through everything."""
+POLLED = [spec.name for spec in EMULATED if not spec.adapter_class().uses_webhook]
+"""The emulated providers that never call back."""
 
 
 def run_manifest(stack: Stack, name: str, target: bytes, swap: str = "obama.jpg", **fields: object) -> Job:
@@ -35,7 +38,7 @@ def gradient() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("provider", PROVIDERS[1:])
+@pytest.mark.parametrize("provider", OTHERS)
 def test_provider_runs_a_job_from_upload_to_succeeded(stack: Stack, provider: str) -> None:
     job = run_manifest(stack, f"e2e-{provider}", (FACES / "biden.jpg").read_bytes(), provider=provider)
 
@@ -49,7 +52,7 @@ def test_provider_runs_a_job_from_upload_to_succeeded(stack: Stack, provider: st
     assert face_distance(swapped, obama) < SAME_PERSON_THRESHOLD
 
 
-@pytest.mark.parametrize("provider", PROVIDERS[1:])
+@pytest.mark.parametrize("provider", OTHERS)
 def test_provider_no_face_is_a_terminal_failure(stack: Stack, provider: str) -> None:
     job = run_manifest(stack, f"no-face-{provider}", gradient(), provider=provider)
 
@@ -58,7 +61,7 @@ def test_provider_no_face_is_a_terminal_failure(stack: Stack, provider: str) -> 
     assert job.error["code"] in ("no_face_detected", "provider_task_failed", "provider_rejected"), job.error
 
 
-@pytest.mark.parametrize("provider", PROVIDERS[1:])
+@pytest.mark.parametrize("provider", OTHERS)
 def test_provider_expired_result_is_a_retryable_failure(stack: Stack, provider: str) -> None:
     stack.local.emulators[provider].faults.result_expired = True
     try:
@@ -70,7 +73,7 @@ def test_provider_expired_result_is_a_retryable_failure(stack: Stack, provider: 
     assert job.error is not None and job.error["code"] == "result_expired" and job.error["retryable"] is True
 
 
-@pytest.mark.parametrize("provider", ["ailabapi", "aiphotocraft"])
+@pytest.mark.parametrize("provider", POLLED)
 def test_polling_provider_completes_without_any_webhook(stack: Stack, provider: str) -> None:
     callbacks_before = stack.local.runtime.functions["CallbackFunction"].invocations  # type: ignore[union-attr]
     job = run_manifest(

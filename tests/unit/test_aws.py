@@ -18,7 +18,14 @@ from moto import mock_aws
 from faceswap.aws.dynamodb import DynamoJobStore, job_from_item, job_to_item
 from faceswap.aws.ratelimit import DynamoRateLimiter
 from faceswap.aws.s3 import S3ObjectStore
-from faceswap.errors import ImageTooLarge, InputNotFound, PipelineError, ProviderTaskFailed, StoreUnavailable
+from faceswap.errors import (
+    ImageTooLarge,
+    InputNotFound,
+    JobTimedOut,
+    PipelineError,
+    ProviderTaskFailed,
+    StoreUnavailable,
+)
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, StoredResult
 from faceswap.ports import Turn
@@ -338,3 +345,18 @@ def test_an_aws_failure_the_adapters_do_not_map_leaves_them_as_store_unavailable
     assert (table.value.operation, table.value.code) == ("dynamodb:GetItem", "ResourceNotFoundException")
     assert (bucket.value.operation, bucket.value.code) == ("s3:PutObject", "NoSuchBucket")
     assert not isinstance(table.value, PipelineError), "never a job's error: the message is delivered again"
+
+
+def test_a_row_written_before_phases_is_read_with_its_phase_and_still_moves_by_its_state(ddb: DynamoJobStore) -> None:
+    item = job_to_item(job(state=JobState.SUBMITTED))
+    del item["phase"]
+    item["provider_task_id"] = {"S": "t-1"}
+    ddb._client.put_item(TableName="jobs", Item=item)  # as the code before phases wrote it
+
+    legacy = ddb.get("a" * 32)
+    assert legacy is not None and legacy.phase is Phase.RUNNING
+    lifecycle = Lifecycle(ddb, deadline_seconds=900, clock=lambda: datetime(2026, 12, 3, 12, 0, tzinfo=UTC))
+    ended = lifecycle.time_out(legacy, JobTimedOut("past its deadline"))
+
+    assert ended is not None and (ended.state, ended.phase) == (JobState.TIMED_OUT, Phase.ENDED)
+    assert lifecycle.fail(legacy, ProviderTaskFailed("late")) is None, "terminal never changes"

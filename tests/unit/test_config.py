@@ -114,7 +114,7 @@ def test_a_provider_key_secret_that_does_not_exist_is_a_retryable_configuration_
         read_missing = secret_reader("stack/providers/piapi", max_age=5, secrets=secrets)
         read_present = secret_reader("stack/providers/crun", max_age=5, secrets=secrets)
 
-        with pytest.raises(ConfigError, match="stack/providers/piapi cannot be read") as caught:
+        with pytest.raises(ConfigError, match="stack/providers/piapi does not exist") as caught:
             read_missing()
         assert read_present() == "crun-key"
     assert caught.value.code == "configuration_error" and caught.value.retryable

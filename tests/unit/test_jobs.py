@@ -6,7 +6,7 @@ import hashlib
 import time
 
 import pytest
-from fakes import SIGNING_KEY, FakeProvider, World, job_request, jpeg, make_world
+from fakes import SIGNING_KEY, FakeProvider, RecordingQueue, World, job_request, jpeg, make_world
 
 from faceswap.errors import (
     InvalidRequest,
@@ -16,11 +16,12 @@ from faceswap.errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
     RateLimited,
+    StoreUnavailable,
     SubmitOutcomeUnknown,
     WebhookRejected,
 )
 from faceswap.ids import webhook_secret
-from faceswap.lifecycle import JobState
+from faceswap.lifecycle import JobState, Phase
 from faceswap.model import TaskStatus
 from faceswap.ports import Turn
 
@@ -606,3 +607,44 @@ def test_callback_of_a_provider_without_json_callbacks_is_not_held_to_json(world
     done = world.pipeline.callbacks.callback("fake", job.job_id, headers=headers, query={}, body=b"not json")
 
     assert done.state is JobState.SUCCEEDED
+
+
+def test_a_delivery_that_read_the_job_before_it_moved_on_cannot_claim_the_next_providers_create(world: World) -> None:
+    queue = RecordingQueue()
+    world.rewire(providers={"fake": world.provider, "backup": FakeProvider(name="backup")}, requeue=queue)
+    recorded, _ = world.pipeline.receive(job_request(fallback_providers=("backup",)))
+    stale = world.store.rows[recorded.job_id]  # a second delivery read the job here, awaiting its create at fake
+    world.pipeline.submit(job_request(fallback_providers=("backup",)))
+    world.clock.advance(601)
+    moved = world.pipeline.check(recorded.job_id, check=3)  # the deadline: on to backup, through the submit queue
+
+    assert moved is not None and (moved.provider, moved.phase) == ("backup", Phase.AWAITING_CREATE)
+    assert world.pipeline.lifecycle.claim_create(stale) is None, "the stale read names the old provider"
+    assert world.store.rows[recorded.job_id] == moved and len(queue.sent) == 1
+
+
+def test_a_task_named_by_a_callback_during_its_create_survives_a_submit_that_stops(world: World) -> None:
+    world.provider.create_errors.append(RuntimeError("the function was killed after the provider answered"))
+    with pytest.raises(RuntimeError):
+        world.pipeline.submit(job_request())
+    creating = world.store.rows["a" * 32]
+    secret = webhook_secret(SIGNING_KEY, creating.job_id)
+
+    noted = world.pipeline.callbacks.callback("fake", creating.job_id, headers=signed(secret), query={}, body=b"t-9")
+    job = world.pipeline.submit(job_request())  # the message again
+
+    assert noted.phase is Phase.CREATING and noted.provider_task_id == "t-9"
+    assert (job.state, job.phase, job.provider_task_id) == (JobState.SUBMITTED, Phase.RUNNING, "t-9")
+    assert len(world.provider.creates) == 1, "never sent again"
+
+
+def test_our_own_store_failing_before_the_create_hands_the_claim_back(world: World) -> None:
+    world.provider.create_errors.append(StoreUnavailable("dynamodb:UpdateItem", "ThrottlingException"))
+
+    with pytest.raises(StoreUnavailable):
+        world.pipeline.submit(job_request())
+    row = world.store.rows["a" * 32]
+    job = world.pipeline.submit(job_request())
+
+    assert (row.phase, row.submit_attempts) == (Phase.AWAITING_CREATE, 0)
+    assert job.phase is Phase.RUNNING and job.submit_attempts == 1

@@ -177,6 +177,9 @@ def _providers(env: Mapping[str, str], delays: Mapping[str, tuple[float, float, 
     """
     limits = _json_object(env, PROVIDER_RATE_LIMITS, '{"piapi": {"per_second": 5}}')
     endpoints = _json_object(env, PROVIDER_ENDPOINTS, '{"selfhosted": {"base_url": "https://engine.example.com"}}')
+    strangers = sorted(set(endpoints or {}) - set(PROVIDERS))
+    if strangers:
+        raise ConfigError(f"{PROVIDER_ENDPOINTS} names unknown providers: {', '.join(strangers)}.")
     enabled = {name.strip() for name in (env.get(ENABLED_PROVIDERS) or "piapi").split(",") if name.strip()}
     enabled |= {name for name in endpoints or {} if name in PROVIDERS and not PROVIDERS[name].api_key}
     unknown = enabled - set(PROVIDERS)

@@ -116,13 +116,17 @@ CLAIM_CREATE = _t("claim-create", {_P.AWAITING_CREATE}, _P.CREATING)
 """The intent to create the provider task is recorded before the create is sent (the row is the guard)."""
 RELEASE_CREATE = _t("release-create", {_P.CREATING}, _P.AWAITING_CREATE)
 """The create was definitely not made (our ceiling, or the provider unavailable): another delivery may try."""
-RECORD_TASK = _t("record-task", {_P.CREATING}, _P.RUNNING, JobState.SUBMITTED)
-"""The provider took the task and gave its id."""
+RECORD_TASK = _t("record-task", {_P.CREATING, _P.OUTCOME_UNKNOWN}, _P.RUNNING, JobState.SUBMITTED)
+"""The provider took the task and gave its id (also after another delivery, taking the create for dead, recorded its
+outcome as unknown)."""
 OUTCOME_UNKNOWN = _t("outcome-unknown", {_P.CREATING}, _P.OUTCOME_UNKNOWN, JobState.SUBMITTED)
 """The create may have reached the provider (a timeout after sending, or a submit that stopped mid-create): it is
 never sent again; the callback or the deadline settles the job."""
 LEARN_TASK_ID = _t("learn-task-id", {_P.OUTCOME_UNKNOWN}, _P.RUNNING)
 """A verified callback named the task a create of unknown outcome made."""
+NOTE_TASK_ID = _t("note-task-id", {_P.CREATING}, _P.CREATING)
+"""A verified callback named the task while its create was still being answered: kept at once, so that the task is
+known even if the submit that made it stops before recording it."""
 MOVE_TO_NEXT_PROVIDER = _t("move-to-next-provider", ACTIVE_PHASES, _P.AWAITING_CREATE)
 """A retryable provider failure (or the deadline) with fallback providers left: the attempt is recorded and the job
 moves to the next provider, whose create comes next."""
@@ -144,6 +148,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     RECORD_TASK,
     OUTCOME_UNKNOWN,
     LEARN_TASK_ID,
+    NOTE_TASK_ID,
     MOVE_TO_NEXT_PROVIDER,
     SUCCEED,
     FAIL,
@@ -151,6 +156,30 @@ TRANSITIONS: tuple[Transition, ...] = (
     GIVE_UP,
 )
 """Every allowed transition of a job; :class:`Lifecycle` applies nothing else."""
+
+
+PHASE_STATES: dict[Phase, frozenset[JobState]] = {
+    Phase.AWAITING_CREATE: frozenset({JobState.RECEIVED, JobState.SUBMITTED}),
+    Phase.CREATING: frozenset({JobState.RECEIVED, JobState.SUBMITTED}),
+    Phase.RUNNING: frozenset({JobState.SUBMITTED}),
+    Phase.OUTCOME_UNKNOWN: frozenset({JobState.SUBMITTED}),
+    Phase.ENDED: TERMINAL_STATES,
+}
+"""The states a job in each phase can be in (the module's table)."""
+
+
+def legacy_phase(job_state: JobState, *, create_started: bool, task_id: bool, error: bool) -> Phase:
+    """The phase of a row written before rows had one, from what the code then used to tell (``submit_started_at``,
+    ``provider_task_id``, ``error``), so that jobs in flight across the upgrade are read and moved on as before."""
+    if job_state.terminal:
+        return Phase.ENDED
+    if job_state is JobState.SUBMITTED and task_id:
+        return Phase.RUNNING
+    if create_started:
+        return Phase.CREATING
+    if job_state is JobState.SUBMITTED and error:
+        return Phase.OUTCOME_UNKNOWN
+    return Phase.AWAITING_CREATE
 
 
 def allowed(job: Job | None, transition: Transition) -> bool:
@@ -241,11 +270,14 @@ class Lifecycle:
     # ------------------------------------------------------------------------------------------- creates
 
     def claim_create(self, job: Job) -> Job | None:
-        """``claim-create``: count the attempt and hold the create before it is sent."""
+        """``claim-create``: count the attempt and hold the create before it is sent.
+
+        Like every create-side transition, conditional on the job's provider too: a delivery that read the job before
+        it moved to its next provider can neither claim nor record anything for the provider it moved to.
+        """
         stamp = self._stamp()
-        return self._apply(
-            CLAIM_CREATE, job, {"submit_started_at": stamp, "submit_attempts": job.submit_attempts + 1}, stamp
-        )
+        changes = {"submit_started_at": stamp, "submit_attempts": job.submit_attempts + 1}
+        return self._apply(CLAIM_CREATE, job, changes, stamp, expected=_same_provider(job))
 
     def release_create(self, job: Job, *, attempted: bool) -> Job | None:
         """``release-create``: the create was not made; ``attempted`` keeps the attempt counted (the provider was
@@ -253,23 +285,35 @@ class Lifecycle:
         changes: dict[str, Any] = {"submit_started_at": None}
         if not attempted:
             changes["submit_attempts"] = max(0, job.submit_attempts - 1)
-        return self._apply(RELEASE_CREATE, job, changes)
+        return self._apply(RELEASE_CREATE, job, changes, expected=_same_provider(job))
 
     def record_task(self, job: Job, task_id: str) -> Job | None:
         """``record-task``: the provider took the task; the attempt is added to ``attempts``."""
         stamp = self._stamp()
         attempt = {"provider": job.provider, "at": stamp, "provider_task_id": task_id}
-        changes = {"provider_task_id": task_id, "submitted_at": stamp, "attempts": [*job.attempts, attempt]}
-        return self._apply(RECORD_TASK, job, changes, stamp)
+        changes = {
+            "provider_task_id": task_id,
+            "submitted_at": stamp,
+            "attempts": [*job.attempts, attempt],
+            "error": None,
+        }
+        return self._apply(RECORD_TASK, job, changes, stamp, expected=_same_provider(job))
 
     def outcome_unknown(self, job: Job, error: PipelineError) -> Job | None:
         """``outcome-unknown``: the create may have reached the provider; ``error`` says why it is unknown."""
         stamp = self._stamp()
-        return self._apply(OUTCOME_UNKNOWN, job, {"submitted_at": stamp, "error": error.as_dict()}, stamp)
+        changes = {"submitted_at": stamp, "error": error.as_dict()}
+        return self._apply(OUTCOME_UNKNOWN, job, changes, stamp, expected=_same_provider(job))
 
     def learn_task_id(self, job: Job, task_id: str) -> Job | None:
         """``learn-task-id``: a verified callback named the task of a create whose outcome was unknown."""
-        return self._apply(LEARN_TASK_ID, job, {"provider_task_id": task_id, "error": None})
+        return self._apply(
+            LEARN_TASK_ID, job, {"provider_task_id": task_id, "error": None}, expected=_same_provider(job)
+        )
+
+    def note_task_id(self, job: Job, task_id: str) -> Job | None:
+        """``note-task-id``: a verified callback named the task while its create is still being answered."""
+        return self._apply(NOTE_TASK_ID, job, {"provider_task_id": task_id}, expected=_same_provider(job))
 
     def move_to_next_provider(self, job: Job, error: PipelineError) -> Job | None:
         """``move-to-next-provider``: record the failed attempt (with its task id, if it had one) and make the first
@@ -354,6 +398,10 @@ class Lifecycle:
 
     def _stamp(self) -> str:
         return isoformat(self.clock())
+
+
+def _same_provider(job: Job) -> dict[str, str]:
+    return {"provider": job.provider}
 
 
 def log_keys(job: Job) -> dict[str, Any]:

@@ -98,8 +98,9 @@ class Manifest(BaseModel):
     """A job: the face of ``swap_image`` goes onto ``target_image`` (``same-image-swap``: the two faces of
     ``target_image`` swap places, and there is no ``swap_image``).
 
-    A field left out takes its default; one given as ``null`` is refused (except ``swap_image``), so the JSON Schema
-    of an optional field has no ``null`` (:data:`Omitted`).
+    A field left out takes its default; ``null`` means the same for ``swap_image``, ``result_key`` and
+    ``idempotency_key`` and is refused elsewhere, so the JSON Schema of the other optional fields has no ``null``
+    (:data:`Omitted`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -112,7 +113,7 @@ class Manifest(BaseModel):
     )
     task: Task = "face-swap"
     options: Options = Field(default_factory=Options)
-    result_key: ResultKey | Omitted = Field(default=None, description="Key under results/ in the results bucket.")
+    result_key: ResultKey | None = Field(default=None, description="Key under results/ in the results bucket.")
 
     @field_validator("target_image", "swap_image", mode="before")
     @classmethod
@@ -158,6 +159,8 @@ class Manifest(BaseModel):
     @field_validator("result_key", mode="before")
     @classmethod
     def _result_key(cls, value: Any) -> Any:
+        if value is None:  # null: absent (the default result key)
+            return None
         try:
             check_key(value, "result_key", prefix=RESULTS_PREFIX)
         except InvalidRequest as e:
@@ -183,13 +186,15 @@ class Manifest(BaseModel):
 class JobRequestDetail(Manifest):
     """A "Job Requested" event's ``detail``: a manifest's fields and an ``idempotency_key`` (same key, same job)."""
 
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | Omitted = Field(
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
         default=None, description="Same key, same job."
     )
 
     @field_validator("idempotency_key", mode="before")
     @classmethod
     def _idempotency_key(cls, value: Any) -> Any:
+        if value is None:  # null: absent
+            return None
         if not isinstance(value, str) or not 1 <= len(value) <= 128:
             raise _refuse("Field 'idempotency_key' must be a string of 1 to 128 characters.")
         return value

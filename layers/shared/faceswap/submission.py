@@ -18,6 +18,7 @@ from faceswap.errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
     RateLimited,
+    StoreUnavailable,
     SubmitOutcomeUnknown,
 )
 from faceswap.gate import CallGate
@@ -94,6 +95,9 @@ class Submitter:
             as it was; deliver the request again after ``retry_after`` seconds (this is not an attempt).
         """
         job = self.lifecycle.get(request.job_id)
+        if job is not None and job.phase is Phase.CREATING and job.provider_task_id:
+            # An earlier submit stopped before recording its task, which a verified callback has named meanwhile.
+            return self._recorded(job, job.provider_task_id)
         if job is not None and job.phase is Phase.CREATING:
             # An earlier submit claimed the create and stopped without recording its outcome.
             return self._outcome_unknown(
@@ -139,11 +143,17 @@ class Submitter:
             options=claimed.options,
             image_urls=self.inputs.image_urls(claimed.job_id, target, swap),
         )
-        webhook = self.webhooks.webhook(provider.name, claimed.job_id) if provider.uses_webhook else None
+        try:  # the signing key is read here: a failure sends nothing, so the claim goes back
+            webhook = self.webhooks.webhook(provider.name, claimed.job_id) if provider.uses_webhook else None
+        except Exception:
+            self.lifecycle.release_create(claimed, attempted=False)
+            raise
         try:
             with self.gate.turn(provider.name):
                 task_id = provider.create_task(task_input, webhook)
-        except RateLimited:
+        except (RateLimited, StoreUnavailable):
+            # Nothing was sent: our ceiling, or our own store (the limiter, the prepared inputs) failed before the
+            # provider's request. The claim is handed back, so the next delivery creates the task.
             self.lifecycle.release_create(claimed, attempted=False)
             raise
         except SubmitOutcomeUnknown as e:
@@ -158,9 +168,14 @@ class Submitter:
         except PipelineError as e:
             return self.lifecycle.fail(claimed, e) or self.lifecycle.reread(claimed)
 
-        recorded = self.lifecycle.record_task(claimed, task_id)
-        if recorded is None:  # a callback ended the job while the create was answered
-            return self.lifecycle.reread(claimed)
+        return self._recorded(claimed, task_id)
+
+    def _recorded(self, job: Job, task_id: str) -> Job:
+        """Record the task the provider made and schedule the first check (unless the job moved on meanwhile: a
+        callback ended it while the create was answered)."""
+        recorded = self.lifecycle.record_task(job, task_id)
+        if recorded is None:
+            return self.lifecycle.reread(job)
         self.checks.next(recorded, check=0)
         return recorded
 

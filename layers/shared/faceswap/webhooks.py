@@ -136,9 +136,8 @@ class Callbacks:
                 return job
             if job.phase is Phase.OUTCOME_UNKNOWN:
                 job = self.lifecycle.learn_task_id(job, task_id) or self.lifecycle.reread(job)
-            else:
-                # The create is still being answered: collect with the task id now; record-task records it too.
-                job = job.with_task_id(task_id)
+            else:  # the create is still being answered: keep the task id now, in case its submit stops first
+                job = self.lifecycle.note_task_id(job, task_id) or self.lifecycle.reread(job)
         try:
             return self.collector.collect(job, max_wait=0, deadline=deadline)
         except RateLimited as e:

@@ -9,6 +9,7 @@ import boto3
 import httpx
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import ClientError
 
 from faceswap.api import JobsApi
 from faceswap.aws.dynamodb import DynamoJobStore
@@ -45,11 +46,19 @@ def secret_reader(name: str, *, max_age: int, secrets: parameters.SecretsProvide
         try:
             value = secrets.get(name, max_age=max_age)
         except GetParameterError as e:
-            # e.g. a provider enabled before its key was stored: the job fails visibly, naming what to create.
-            raise ConfigError(
-                f"Secret {name} cannot be read ({type(e.__cause__ or e).__name__}); create it with the provider's "
-                "API key (README, 'Provider keys in Secrets Manager')."
-            ) from e
+            # Powertools wraps every failure; only "no such secret" is the deployment's to fix (a provider enabled
+            # before its key was stored): the job fails visibly, naming what to create. Anything else (throttling,
+            # the network) is raised as it is, so the message is delivered again.
+            cause = e.__cause__ or e.__context__
+            if (
+                isinstance(cause, ClientError)
+                and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            ):
+                raise ConfigError(
+                    f"Secret {name} does not exist; create it with the provider's API key (README, 'Provider keys "
+                    "in Secrets Manager')."
+                ) from e
+            raise
         if not isinstance(value, str) or not value:
             raise ConfigError(f"Secret {name} is empty.")
         return value

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from faceswap.aws import error_code, translated
 from faceswap.errors import InvalidRequest
-from faceswap.lifecycle import JobState, Phase
+from faceswap.lifecycle import PHASE_STATES, JobState, Phase, legacy_phase
 from faceswap.model import ImageRef, Job
 
 if TYPE_CHECKING:
@@ -54,7 +54,16 @@ def job_from_item(item: Mapping[str, Any]) -> Job:
     data = {k: _deserializer.deserialize(v) for k, v in item.items() if k in _JOB_FIELDS}
     data = {k: _plain(v) for k, v in data.items()}
     data["state"] = JobState(data["state"])
-    data["phase"] = Phase(data["phase"])
+    data["phase"] = (
+        Phase(data["phase"])
+        if "phase" in data
+        else legacy_phase(
+            data["state"],
+            create_started=bool(data.get("submit_started_at")),
+            task_id=bool(data.get("provider_task_id")),
+            error=bool(data.get("error")),
+        )
+    )
     for name in ("target_image", "swap_image"):
         data[name] = ImageRef.from_dict(data.get(name) or {})
     return Job(**data)
@@ -131,11 +140,18 @@ class DynamoJobStore:
             )
             if part
         )
-        phase_values = []
-        for i, phase in enumerate(sorted(from_phases)):
+        phases = sorted(from_phases)
+        for i, phase in enumerate(phases):
             values[f":p{i}"] = {"S": str(phase)}
-            phase_values.append(f":p{i}")
-        condition = f"#phase IN ({', '.join(phase_values)})"
+        states = sorted({state for phase in phases for state in PHASE_STATES[phase]})
+        for i, state in enumerate(states):
+            values[f":s{i}"] = {"S": str(state)}
+        names["#state"] = "state"
+        # A row written before rows had a phase moves by its state, as it did then (jobs in flight at the upgrade).
+        condition = (
+            f"(#phase IN ({', '.join(f':p{i}' for i in range(len(phases)))}) OR (attribute_not_exists(#phase) "
+            f"AND #state IN ({', '.join(f':s{i}' for i in range(len(states)))})))"
+        )
         for i, (name, value) in enumerate((expected or {}).items()):
             names[f"#e{i}"], values[f":e{i}"] = name, {"S": value}
             condition += f" AND #e{i} = :e{i}"
