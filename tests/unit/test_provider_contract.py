@@ -218,3 +218,26 @@ def test_a_provider_that_calls_back_finds_its_secret_in_its_callback_and_none_wi
 
     assert provider.presented_secret(headers, query) == SECRET
     assert provider.presented_secret({}, {}) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'"text"',
+        b"{}",
+        b'{"data": null}',
+        b'{"data": {}}',
+        b'{"task_id": ""}',
+        b"\xff\xfe\x00",
+    ],
+)
+def test_a_callback_body_that_names_no_task_gives_no_task_id(spec: ProviderSpec, body: bytes) -> None:
+    assert adapter(spec, lambda request: httpx.Response(500)).task_id_from_callback(body) is None
+
+
+def test_a_read_whose_answer_is_not_json_is_provider_unavailable(spec: ProviderSpec) -> None:
+    with pytest.raises(ProviderUnavailable):
+        adapter(spec, lambda request: httpx.Response(200, text="<html>maintenance</html>")).get_task("task-1")

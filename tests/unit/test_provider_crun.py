@@ -486,9 +486,9 @@ def test_task_id_from_callback_tries_data_then_top_level(body: dict[str, Any]) -
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[]", b'"x"', b"{}", b'{"data": {}}', b'{"task_id": ""}', b'{"task_id": 5}', b"\xff\xfe"],
+    [b'{"task_id": 5}', b'{"data": {"task_id": 5}}'],
 )
-def test_task_id_from_callback_is_none_for_bad_bodies(body: bytes) -> None:
+def test_task_id_from_callback_is_none_for_a_task_id_that_is_not_text(body: bytes) -> None:
     assert provider(answering(created())).task_id_from_callback(body) is None
 
 
