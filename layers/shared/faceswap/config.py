@@ -56,9 +56,9 @@ class ProviderSettings:
     api_key_secret: str
     base_url: str
     result_hosts: tuple[str, ...]
+    poll_delays: tuple[float, float, float]
     per_second: int = 0
     per_hour: int = 0
-    poll_delays: tuple[float, float, float] = (30.0, 1.5, 120.0)
 
     @property
     def name(self) -> str:

@@ -208,7 +208,3 @@ class Pipeline:
     def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> Job | None:
         """See :meth:`faceswap.collection.Collector.failed_delivery`."""
         return self.collection.failed_delivery(job_id, cause, deliveries=deliveries)
-
-    def get(self, job_id: str) -> Job | None:
-        """The job as stored, or ``None``."""
-        return self.lifecycle.get(job_id)

@@ -234,9 +234,9 @@ class Lifecycle:
         job = replace(self._new(request, RECORD_AND_CLAIM), submit_started_at=stamp, submit_attempts=1)
         return job if self.store.create(job) else None
 
-    def reject(self, request: JobRequest, error: PipelineError) -> Job:
-        """``reject`` (no row yet) or ``fail`` (a recorded job): the request is unusable; the job ends FAILED."""
-        job = self.store.get(request.job_id)
+    def reject(self, request: JobRequest, error: PipelineError, *, job: Job | None) -> Job:
+        """``reject`` (``job`` is ``None``: no row yet) or ``fail`` (``job``: the row as the caller read it): the
+        request is unusable; the job ends FAILED."""
         if job is not None:
             return self.fail(job, error) or self.reread(job)
         stamp = self._stamp()

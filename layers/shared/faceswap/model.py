@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -129,10 +129,6 @@ class Job:
     def terminal(self) -> bool:
         """Whether the job has ended."""
         return self.state.terminal
-
-    def with_task_id(self, task_id: str) -> Job:
-        """This job with ``provider_task_id`` set (not stored: the lifecycle records it)."""
-        return replace(self, provider_task_id=task_id)
 
     def request(self, **changes: Any) -> JobRequest:
         """The job's work as a request (same inputs, provider, task, options and result key), with ``changes``

@@ -95,19 +95,17 @@ class Submitter:
             as it was; deliver the request again after ``retry_after`` seconds (this is not an attempt).
         """
         job = self.lifecycle.get(request.job_id)
-        if job is not None and job.phase is Phase.CREATING and job.provider_task_id:
-            # An earlier submit stopped before recording its task, which a verified callback has named meanwhile.
-            return self._recorded(job, job.provider_task_id)
-        if job is not None and job.phase is Phase.CREATING:
-            # An earlier submit claimed the create and stopped without recording its outcome.
-            return self._outcome_unknown(
-                job,
-                SubmitOutcomeUnknown("An earlier submit stopped before recording whether the provider took the task."),
-            )
-        if job is not None and job.phase is not Phase.AWAITING_CREATE:
-            logger.info("duplicate request for an existing job", extra={**log_keys(job), "state": job.state})
-            return job
         if job is not None:
+            if job.phase is Phase.CREATING and job.provider_task_id:
+                # An earlier submit stopped before recording its task, which a verified callback named meanwhile.
+                return self._recorded(job, job.provider_task_id)
+            if job.phase is Phase.CREATING:
+                # An earlier submit claimed the create and stopped without recording its outcome.
+                unknown = "An earlier submit stopped before recording whether the provider took the task."
+                return self._outcome_unknown(job, SubmitOutcomeUnknown(unknown))
+            if job.phase is not Phase.AWAITING_CREATE:
+                logger.info("duplicate request for an existing job", extra={**log_keys(job), "state": job.state})
+                return job
             # The row is the truth: after a move to the next provider, a late delivery of the first request must
             # create the task at the job's provider now, not at the one the request named.
             request = job.request(invalid=request.invalid)
@@ -128,7 +126,7 @@ class Submitter:
                 else self.inputs.prepare(request.swap_image, provider, "swap image")
             )
         except InputError as e:
-            return self.lifecycle.reject(request, e)
+            return self.lifecycle.reject(request, e, job=job)
 
         claimed = self.lifecycle.claim_create(job) if job is not None else self.lifecycle.record_and_claim(request)
         if claimed is None:  # another delivery claimed it first: its row says how it stands

@@ -27,8 +27,6 @@ class ProviderSpec:
     ----------
     name
         Its name in requests, job rows, callback routes and configuration (``piapi``).
-    label
-        Its name in messages (``PiAPI``).
     adapter
         ``"module:Class"`` of its :class:`faceswap.ports.Provider` adapter.
     api_key
@@ -55,7 +53,6 @@ class ProviderSpec:
     """
 
     name: str
-    label: str
     adapter: str
     api_key: bool
     base_url: str
@@ -85,7 +82,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
     for spec in (
         ProviderSpec(
             name="piapi",
-            label="PiAPI",
             adapter="faceswap.providers.piapi:PiAPIProvider",
             api_key=True,
             base_url="https://api.piapi.ai",
@@ -100,7 +96,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             name="ailabapi",
-            label="AILabAPI",
             adapter="faceswap.providers.ailabapi:AILabAPIProvider",
             api_key=True,
             base_url="https://www.ailabapi.com",
@@ -116,7 +111,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             name="crun",
-            label="CRUN",
             adapter="faceswap.providers.crun:CRUNProvider",
             api_key=True,
             base_url="https://api.crun.ai",
@@ -131,7 +125,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             name="aiphotocraft",
-            label="AIPhotoCraft",
             adapter="faceswap.providers.aiphotocraft:AIPhotoCraftProvider",
             api_key=True,
             base_url="https://aiapi.aiphotocraft.com",
@@ -148,7 +141,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             name="selfhosted",
-            label="The self-hosted engine",
             adapter="faceswap.providers.selfhosted:SelfhostedProvider",
             api_key=False,
             base_url="",
