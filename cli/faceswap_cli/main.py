@@ -3,6 +3,7 @@
 Examples::
 
     faceswap submit --target party.jpg --swap face.jpg --wait --download out/
+    faceswap submit --target party.jpg --swap face.jpg --reference bob.jpg --wait
     faceswap status 3f2a…            faceswap wait 3f2a…          faceswap list --status FAILED
     faceswap retry 3f2a… --wait      faceswap download 3f2a… --out result.jpg
     faceswap --stack-name faceswap-prod --region eu-west-1 list
@@ -155,7 +156,18 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="submit a job (local files are uploaded)")
     submit.add_argument("--target", required=True, help="image whose face is replaced: a file or an https URL")
-    submit.add_argument("--swap", required=True, help="image that supplies the face: a file or an https URL")
+    submit.add_argument("--swap", help="image that supplies the face: a file or an https URL")
+    submit.add_argument(
+        "--reference",
+        help="choose the face to replace by this photo of the person (a file or an https URL; with --swap)",
+    )
+    submit.add_argument(
+        "--face-map",
+        nargs=2,
+        action="append",
+        metavar=("REFERENCE", "SWAP"),
+        help="one pair of a face map (repeat for up to 4): the person in REFERENCE gets SWAP's face",
+    )
     submit.add_argument("--provider")
     submit.add_argument("--task", choices=("face-swap", "multi-face-swap"))
     submit.add_argument("--swap-faces-index", help='multi-face-swap: e.g. "0"')
@@ -204,7 +216,19 @@ def run(args: argparse.Namespace) -> int:
         else ApiClient.for_local_stack(args.local_state)
     )
     if args.command == "submit":
-        body: dict[str, Any] = {"target_image": client.image(args.target), "swap_image": client.image(args.swap)}
+        if (args.swap is None) == (args.face_map is None):
+            print("give --swap (optionally with --reference) or --face-map, not both", file=sys.stderr)
+            return 2
+        body: dict[str, Any] = {"target_image": client.image(args.target)}
+        if args.swap is not None:
+            body["swap_image"] = client.image(args.swap)
+        if args.reference is not None:
+            body["reference"] = client.image(args.reference)
+        if args.face_map:
+            body["face_map"] = [
+                {"reference": client.image(reference), "swap_image": client.image(swap)}
+                for reference, swap in args.face_map
+            ]
         options = {
             k: v
             for k, v in (("swap_faces_index", args.swap_faces_index), ("target_faces_index", args.target_faces_index))

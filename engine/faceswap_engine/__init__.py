@@ -6,6 +6,7 @@ Public API::
     swap_faces(target, swap, *, swap_face_index=0, target_face_indices=None) -> np.ndarray
     swap_image_bytes(target, swap, *, swap_face_index=0, target_face_indices=None, format="JPEG") -> bytes
     face_descriptor(image, face_index=0) -> np.ndarray
+    faces_with_descriptors(image) -> list[tuple[Face, np.ndarray]]
     face_distance(a, b) -> float
 
 Arrays are ``(H, W, 3)`` BGR ``uint8`` (OpenCV convention). Faces are numbered left to right.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from .detect import Face, detect_faces
 from .errors import FaceIndexOutOfRange, FaceSwapError, InvalidImage, NoFaceDetected
-from .identity import SAME_PERSON_THRESHOLD, face_descriptor, face_distance
+from .identity import SAME_PERSON_THRESHOLD, face_descriptor, face_distance, faces_with_descriptors
 from .imageio import decode_image, encode_image
 from .swap import swap_faces, swap_image_bytes
 
@@ -31,6 +32,7 @@ __all__ = [
     "encode_image",
     "face_descriptor",
     "face_distance",
+    "faces_with_descriptors",
     "swap_faces",
     "swap_image_bytes",
 ]

@@ -80,3 +80,20 @@ class FaceIndexOutOfRange(FaceSwapError, IndexError):
         self.image = image
         self.index = index
         self.count = count
+
+
+class ChosenFaceNotFound(FaceSwapError):
+    """Raised when no detected face of the target lies on a box the caller chose (see
+    :func:`faceswap_engine.swap.swap_chosen_faces`).
+
+    Parameters
+    ----------
+    box : tuple of int
+        The chosen ``(left, top, right, bottom)`` box in target pixels.
+    """
+
+    code = "chosen_face_not_found"
+
+    def __init__(self, box: tuple[int, int, int, int]) -> None:
+        super().__init__(f"no face of the target image lies on the chosen box {list(box)}")
+        self.box = box

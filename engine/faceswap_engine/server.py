@@ -4,7 +4,10 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
 
 - ``POST /v1/tasks`` with JSON ``{"task": "face-swap" | "multi-face-swap", "target_image": <base64>,
   "swap_image": <base64>, "swap_face_index": int (default 0), "target_face_indices": [int, ...] | null,
-  "webhook": {"url": str, "secret": str} | null}`` → ``202 {"task_id": str, "status": "queued"}``.
+  "webhook": {"url": str, "secret": str} | null, "faces": [{"box": [left, top, right, bottom],
+  "swap_image": <base64>}, ...] | null}`` → ``202 {"task_id": str, "status": "queued"}``. With ``faces`` (1 to 4, task
+  ``face-swap``), each entry's swap face goes onto the target's face at its box (pixels of the target, e.g. from a face
+  matcher) and every other face is left as it was; ``swap_image`` and the indices are then ignored.
   A malformed request → ``400 {"error": {"code": "invalid_request", "message": str}}``.
 - ``GET /v1/tasks/{task_id}`` → ``200 {"task_id", "status": "queued" | "running" | "succeeded" | "failed",
   "result_url": str | null, "error": {"code", "message"} | null}``; unknown id → ``404``.
@@ -13,7 +16,8 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
   ``{"task_id", "status"}``. It is a trigger only; the pipeline reads the task for the truth.
 - Bearer token: if the server has a ``token``, every ``/v1/tasks`` call needs ``Authorization: Bearer <token>``.
 
-Failure codes in ``error.code``: ``no_face_detected``, ``face_index_out_of_range``, ``invalid_image``.
+Failure codes in ``error.code``: ``no_face_detected``, ``face_index_out_of_range``, ``chosen_face_not_found``,
+``invalid_image``.
 Tasks and results are kept in memory (the newest ``max_tasks``); run it behind a WSGI server for production.
 """
 
@@ -36,12 +40,13 @@ from typing import Any
 import httpx
 
 from .errors import FaceSwapError
-from .swap import swap_image_bytes
+from .swap import swap_chosen_faces_bytes, swap_image_bytes
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("face-swap", "multi-face-swap")
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_FACES = 4
 
 
 @dataclass
@@ -123,6 +128,12 @@ class EngineServer:
             if target_indices is not None:
                 target_indices = [int(i) for i in target_indices]
             webhook = body.get("webhook") or {}
+            faces = [
+                (_box(face["box"]), base64.b64decode(face["swap_image"], validate=True))
+                for face in body.get("faces") or ()
+            ]
+            if len(faces) > MAX_FACES:
+                return _invalid(f"at most {MAX_FACES} faces")
         except (ValueError, KeyError, TypeError, binascii.Error) as e:
             return _invalid(f"malformed request: {type(e).__name__}")
         if task not in TASKS:
@@ -134,7 +145,7 @@ class EngineServer:
             self.tasks[record.task_id] = record
             while len(self.tasks) > self.max_tasks:
                 self.tasks.popitem(last=False)
-        self._pool.submit(self._run, record, target, swap, swap_index, target_indices)
+        self._pool.submit(self._run, record, target, swap, swap_index, target_indices, faces)
         return _json(202, {"task_id": record.task_id, "status": record.status})
 
     def _get(self, task_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -155,12 +166,22 @@ class EngineServer:
         return {"task_id": record.task_id, "status": record.status, "result_url": result_url, "error": record.error}
 
     def _run(
-        self, record: EngineTask, target: bytes, swap: bytes, swap_index: int, target_indices: list[int] | None
+        self,
+        record: EngineTask,
+        target: bytes,
+        swap: bytes,
+        swap_index: int,
+        target_indices: list[int] | None,
+        faces: list[tuple[tuple[int, int, int, int], bytes]],
     ) -> None:
         record.status = "running"
         try:
-            record.result = swap_image_bytes(
-                target, swap, swap_face_index=swap_index, target_face_indices=target_indices, format="JPEG"
+            record.result = (
+                swap_chosen_faces_bytes(target, faces, format="JPEG")
+                if faces
+                else swap_image_bytes(
+                    target, swap, swap_face_index=swap_index, target_face_indices=target_indices, format="JPEG"
+                )
             )
             record.status = "succeeded"
         except FaceSwapError as e:
@@ -189,6 +210,14 @@ def _json(code: int, body: dict[str, Any]) -> tuple[str, list[tuple[str, str]], 
     reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
     data = json.dumps(body).encode()
     return f"{code} {reasons[code]}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))], data
+
+
+def _box(value: Any) -> tuple[int, int, int, int]:
+    """A ``[left, top, right, bottom]`` list of whole pixels as a tuple (``ValueError`` otherwise)."""
+    left, top, right, bottom = (int(v) for v in value)
+    if right <= left or bottom <= top:
+        raise ValueError("empty box")
+    return left, top, right, bottom
 
 
 def _invalid(message: str) -> tuple[str, list[tuple[str, str]], bytes]:

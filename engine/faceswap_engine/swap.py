@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from .detect import Face, as_bgr, detect_faces
-from .errors import FaceIndexOutOfRange, NoFaceDetected
+from .errors import ChosenFaceNotFound, FaceIndexOutOfRange, NoFaceDetected
 from .imageio import decode_image, encode_image
 
 __all__ = ["swap_faces", "swap_image_bytes"]
@@ -284,3 +284,78 @@ def swap_image_bytes(
     swap_img = decode_image(swap, name="swap")
     result = swap_faces(target_img, swap_img, swap_face_index=swap_face_index, target_face_indices=target_face_indices)
     return encode_image(result, fmt)
+
+
+#: Least overlap (intersection over union) of a detected face with a chosen box for it to be that face.
+CHOSEN_FACE_MIN_OVERLAP = 0.3
+
+
+def swap_chosen_faces(target: np.ndarray, pairs: Sequence[tuple[tuple[int, int, int, int], np.ndarray]]) -> np.ndarray:
+    """Put each pair's swap face onto the target's face at the pair's box; every other face is left as it was.
+
+    The boxes come from a face matcher (e.g. Amazon Rekognition, whose boxes are not dlib's): each is taken to be
+    the detected face it overlaps most, which must overlap it by at least :data:`CHOSEN_FACE_MIN_OVERLAP`.
+
+    Parameters
+    ----------
+    target : numpy.ndarray
+        ``(H, W, 3)`` BGR ``uint8`` image whose chosen faces are replaced.
+    pairs : sequence of (box, numpy.ndarray)
+        ``(left, top, right, bottom)`` in target pixels, and the ``(h, w, 3)`` BGR ``uint8`` image whose largest
+        face goes there.
+
+    Returns
+    -------
+    numpy.ndarray
+        New ``(H, W, 3)`` BGR ``uint8`` array; pixels outside the replaced faces' neighbourhood are ``target``'s.
+
+    Raises
+    ------
+    InvalidImage
+        If an input is not a supported ``uint8`` array.
+    NoFaceDetected
+        If the target or a swap image has no detectable face.
+    ChosenFaceNotFound
+        If no detected face lies on a box.
+    ValueError
+        If ``pairs`` is empty.
+    """
+    if not pairs:
+        raise ValueError("pairs must not be empty")
+    target = as_bgr(target, name="target")
+    target_faces = detect_faces(target)
+    if not target_faces:
+        raise NoFaceDetected("target")
+    out = target.copy()
+    for box, swap_image in pairs:
+        swap = as_bgr(swap_image, name="swap")
+        found = detect_faces(swap)
+        if not found:
+            raise NoFaceDetected("swap")
+        overlaps = [_overlap(face.box, box) for face in target_faces]
+        best = max(range(len(target_faces)), key=lambda i: overlaps[i])
+        if overlaps[best] < CHOSEN_FACE_MIN_OVERLAP:
+            raise ChosenFaceNotFound(box)
+        _swap_one(out, swap, max(found, key=lambda f: f.area), target_faces[best])
+    return out
+
+
+def swap_chosen_faces_bytes(
+    target: bytes, pairs: Sequence[tuple[tuple[int, int, int, int], bytes]], *, format: str = "JPEG"
+) -> bytes:
+    """Byte-level wrapper of :func:`swap_chosen_faces` (decoding and output as :func:`swap_image_bytes`)."""
+    fmt = format.upper()
+    if fmt not in ("JPEG", "JPG", "PNG"):
+        raise ValueError(f"unsupported output format {format!r}; expected 'JPEG' or 'PNG'")
+    target_img = decode_image(target, name="target")
+    decoded = [(box, decode_image(swap, name="swap")) for box, swap in pairs]
+    return encode_image(swap_chosen_faces(target_img, decoded), fmt)
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two ``(left, top, right, bottom)`` boxes (0..1)."""
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

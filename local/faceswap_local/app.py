@@ -13,6 +13,7 @@ from typing import IO, Any
 from faceswap.providers.registry import PROVIDERS
 from faceswap_local import stack as aws
 from faceswap_local.emulators.piapi import PiAPIEmulator, SwapFn
+from faceswap_local.emulators.rekognition import RekognitionEmulator
 from faceswap_local.engine_service import EngineService, engine_swap
 from faceswap_local.runtime import Runtime
 
@@ -88,6 +89,7 @@ class LocalStack:
         self.swap_fn = swap_fn or engine_swap
         self.stack: aws.AwsStack | None = None
         self.engine: EngineService | None = None
+        self.rekognition: RekognitionEmulator | None = None
         self.emulators: dict[str, Any] = {}
         self.runtime: Runtime | None = None
 
@@ -122,12 +124,17 @@ class LocalStack:
             self.emulators[spec.name].start()
         self.engine = EngineService()
         self.engine.start()
+        # Rekognition's CompareFaces for face maps, computed with the engine's face embeddings (moto's answers the
+        # same whatever the faces); boto3 clients reach it through their service-specific endpoint variable.
+        self.rekognition = RekognitionEmulator()
+        self.rekognition.start()
         gateway_port = aws.free_port()
         self.runtime = Runtime(
             self.stack,
             {
                 **self.config,
                 "AWS_ENDPOINT_URL": self.moto.endpoint_url,
+                "AWS_ENDPOINT_URL_REKOGNITION": self.rekognition.url,
                 "PROVIDER_ENDPOINTS": json.dumps(
                     {
                         **{name: {"base_url": em.url, "result_hosts": LOOPBACK} for name, em in self.emulators.items()},
@@ -151,6 +158,8 @@ class LocalStack:
             emulator.stop()
         if self.engine is not None:
             self.engine.stop()
+        if self.rekognition is not None:
+            self.rekognition.stop()
         self.moto.stop()
 
     def __enter__(self) -> LocalStack:
@@ -191,4 +200,5 @@ class LocalStack:
             "publisher_dead_letter_queue_url": refs["PublisherDeadLetterQueue"],
             **{f"{name}_url": emulator.url for name, emulator in self.emulators.items()},
             "selfhosted_url": self.engine.url if self.engine else "",
+            "rekognition_url": self.rekognition.url if self.rekognition else "",
         }

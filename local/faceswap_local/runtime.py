@@ -62,13 +62,15 @@ HTTP_API_PAYLOAD_MAX_BYTES = 10 * 1024 * 1024
 LOCAL_ONLY = frozenset(
     {
         "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_REKOGNITION",
         "RESULT_URL_ALLOW_LOOPBACK",
         "POLL_DELAYS",
         "POWERTOOLS_TRACE_DISABLED",
         "POWERTOOLS_METRICS_DISABLED",
     }
 )
-"""Local configuration every function gets although the template gives it to none: the endpoint of the moto server,
+"""Local configuration every function gets although the template gives it to none: the endpoint of the moto server
+(and of the local Rekognition, which moto does not compute: its CompareFaces answers the same whatever the faces),
 the loopback allowance for result downloads from the emulators, quicker checks, tracing off (no X-Ray daemon) and
 metrics on (their EMF lines go to the log, as on Lambda)."""
 

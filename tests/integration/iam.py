@@ -129,6 +129,10 @@ def needs(
             # ends in "-" and six random characters.
             secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{secret}-Ab12Cd"
         return ((f"secretsmanager:{operation}", secret),)
+    if service == "rekognition" and operation == "CompareFaces":
+        # No resource type (https://docs.aws.amazon.com/service-authorization/latest/reference/
+        # list_amazonrekognition.html): only a statement on "*" allows it.
+        return (("rekognition:CompareFaces", "*"),)
     raise ValueError(f"{service} {operation} is not mapped to its IAM action")
 
 

@@ -19,7 +19,7 @@ from faceswap.images import ImageLimits
 from faceswap.jobs import Pipeline, Ports, Settings
 from faceswap.lifecycle import JobState, Phase
 from faceswap.model import ImageRef, Job, JobRequest, StoredResult, TaskSnapshot, TaskStatus
-from faceswap.ports import Provider, RateLimiter, RequestQueue, TaskInput, Webhook
+from faceswap.ports import FaceMatcher, Provider, RateLimiter, RequestQueue, TaskInput, Webhook
 
 SIGNING_KEY = b"unit-test-signing-key"
 RESULT_HOST = "results.example.com"
@@ -252,6 +252,7 @@ class World:
         sleep: Callable[[float], None] | None = None,
         providers: Mapping[str, Provider] | None = None,
         requeue: RequestQueue | None = None,
+        matcher: FaceMatcher | None = None,
         **settings: Any,
     ) -> Pipeline:
         """Build the pipeline again over the same fakes, with another limiter, sleep, providers or settings (as a
@@ -263,6 +264,8 @@ class World:
             ports = replace(ports, providers=providers)
         if requeue is not None:
             ports = replace(ports, requeue=requeue)
+        if matcher is not None:
+            ports = replace(ports, matcher=matcher)
         self.sleep = sleep or self.sleep
         self.pipeline = Pipeline(ports, replace(self.pipeline.settings, **settings), clock=self.clock, sleep=self.sleep)
         return self.pipeline

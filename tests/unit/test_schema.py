@@ -11,6 +11,7 @@ import pytest
 
 from faceswap.errors import InvalidRequest
 from faceswap.intake import parse_request_fields
+from faceswap.model import FacePair, ImageRef
 from faceswap_local import schemas
 
 
@@ -38,7 +39,54 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"target_image": "a.jpg", "swap_image": "b.jpg", "options": {"enhance": "yes"}}, False),
     ({"target_image": "a.jpg", "swap_image": "b.jpg", "idempotency_key": ""}, False),
     ({"swap_image": "b.jpg"}, False),
+    (
+        {
+            "target_image": "a.jpg",
+            "face_map": [{"reference": "r.jpg", "swap_image": {"url": "https://x.example.com/b"}}],
+        },
+        True,
+    ),
+    ({"target_image": "a.jpg", "swap_image": "b.jpg", "reference": {"s3_key": "r.jpg"}}, True),
+    ({"target_image": "a.jpg", "face_map": []}, False),
+    ({"target_image": "a.jpg", "face_map": [{"reference": "r.jpg", "swap_image": "b.jpg"}] * 5}, False),
+    ({"target_image": "a.jpg", "face_map": [{"reference": "r.jpg", "swap_image": "b.jpg", "index": 0}]}, False),
+    (
+        {"target_image": "a.jpg", "face_map": [{"reference": {"url": "ftp://x.example.com/r"}, "swap_image": "b.jpg"}]},
+        False,
+    ),
 ]
+
+FACE_MAP_REFUSALS = [
+    ({"face_map": [{"reference": "r.jpg", "swap_image": "b.jpg"}], "swap_image": "b.jpg"}, "leave out the top-level"),
+    ({"face_map": [{"reference": "r.jpg", "swap_image": "b.jpg"}], "reference": "r.jpg"}, "not both"),
+    ({"reference": "r.jpg"}, "'reference' needs 'swap_image'"),
+    ({"reference": "r.jpg", "swap_image": "b.jpg", "task": "multi-face-swap"}, "needs task 'face-swap'"),
+    ({"face_map": [{"reference": "../r.jpg", "swap_image": "b.jpg"}]}, "In face_map[0]: "),
+    ({"face_map": [{"reference": "r.jpg"}]}, "exactly 'reference' and 'swap_image'"),
+]
+
+
+@pytest.mark.parametrize(("fields", "words"), FACE_MAP_REFUSALS)
+def test_a_face_map_the_pipeline_refuses_is_named_in_the_message(fields: dict[str, Any], words: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_request_fields({"target_image": "a.jpg", **fields}, bucket="inputs", default_provider="selfhosted")
+    assert words in refused.value.message
+
+
+def test_a_face_map_and_its_shorthand_give_the_same_pairs() -> None:
+    shorthand = parse_request_fields(
+        {"target_image": "a.jpg", "swap_image": "b.jpg", "reference": "r.jpg"}, bucket="in", default_provider="x"
+    )
+    full = parse_request_fields(
+        {"target_image": "a.jpg", "face_map": [{"reference": "r.jpg", "swap_image": "b.jpg"}]},
+        bucket="in",
+        default_provider="x",
+    )
+    for fields in (shorthand, full):
+        request = fields.request(job_id="j", result_key="results/x.jpg", source="api")
+        assert request.face_map == (FacePair(ImageRef("in", "r.jpg"), ImageRef("in", "b.jpg")),)
+        assert request.swap_image == ImageRef("in", "b.jpg")
+    assert shorthand.fingerprint() == full.fingerprint()
 
 
 @pytest.mark.parametrize(("detail", "valid"), SAMPLES)

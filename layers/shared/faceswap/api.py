@@ -21,6 +21,7 @@ from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_re
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.ports import InputStore, JobIndex, RequestQueue
+from faceswap.providers.registry import face_choice
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -96,12 +97,8 @@ class JobsApi:
             allow_base64=True,
             allow_http=self.allow_http,
         )
-        images = (
-            (fields.target_image,)
-            if fields.swap_image is fields.target_image
-            else (fields.target_image, fields.swap_image)
-        )
-        inline = sum(len(image) for image in images if isinstance(image, bytes))
+        images = fields.images()
+        inline = sum(len(image) for image in images.values() if isinstance(image, bytes))
         if inline > MAX_INLINE_IMAGE_BYTES:
             raise PayloadTooLarge(
                 f"The inline images total {inline:,} bytes, over the {MAX_INLINE_IMAGE_BYTES:,} one "
@@ -116,15 +113,19 @@ class JobsApi:
                     f"Provider {provider!r} does not offer the task {fields.task!r}; it offers "
                     f"{', '.join(self.offered[provider])}."
                 )
+            if fields.face_map and face_choice(provider) is None:
+                takers = sorted(name for name in self.offered if face_choice(name))
+                raise ProviderRejected(
+                    f"Provider {provider!r} cannot choose faces by a reference photo; providers that can: "
+                    f"{', '.join(takers) or 'none enabled'}."
+                )
         job_id = request_job_id(fields)
-        target = self._stored(fields.target_image, "target_image")
-        swap = target if fields.swap_image is fields.target_image else self._stored(fields.swap_image, "swap_image")
+        stored = {field: self._stored(image, field) for field, image in images.items()}
         request = fields.request(
             job_id=job_id,
-            result_key=fields.result_key or default_result_key(job_id, target),
+            result_key=fields.result_key or default_result_key(job_id, stored["target_image"]),
             source="api",
-            target=target,
-            swap=swap,
+            stored=stored,
         )
         return self._receive(request)
 
@@ -175,7 +176,9 @@ class JobsApi:
 
     def view(self, job: Job, *, with_download: bool = True) -> dict[str, Any]:
         """``job_id``, ``status``, ``provider``, ``task``, ``source``, timestamps, ``attempts``, ``error``,
-        ``retry_of``, and for a succeeded job ``result`` (``s3_uri``, ``size`` bytes, ``sha256``,
+        ``retry_of``, with a face map ``face_map`` and ``chosen_faces`` (the face chosen for each pair: ``box`` and
+        ``image_size`` in pixels of the target as sent, ``similarity``, ``runner_up``, ``method``), and for a
+        succeeded job ``result`` (``s3_uri``, ``size`` bytes, ``sha256``,
         ``content_type`` and a presigned ``download_url`` valid 15 minutes)."""
         data: dict[str, Any] = {
             "job_id": job.job_id,
@@ -192,6 +195,9 @@ class JobsApi:
             "retry_of": job.retry_of,
             "result": None,
         }
+        if job.face_map:
+            data["face_map"] = [pair.as_dict() for pair in job.face_map]
+            data["chosen_faces"] = job.chosen_faces
         if job.result:
             result = job.result
             data["result"] = {

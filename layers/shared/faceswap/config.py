@@ -36,6 +36,8 @@ POLL_DELAYS = "POLL_DELAYS"
 RESULT_URL_ALLOW_LOOPBACK = "RESULT_URL_ALLOW_LOOPBACK"
 SECRETS_MAX_AGE_SECONDS = "SECRETS_MAX_AGE_SECONDS"
 MAX_RECEIVE_COUNT = "MAX_RECEIVE_COUNT"
+FACE_MATCH_THRESHOLD = "FACE_MATCH_THRESHOLD"
+FACE_MATCH_MARGIN = "FACE_MATCH_MARGIN"
 
 
 class ConfigError(PipelineError):
@@ -94,6 +96,11 @@ class Config:
     max_receive_count: int = 0
     """The function's queue's ``maxReceiveCount`` (its redrive policy): on that delivery a failing message's job
     is ended FAILED before the message goes to the dead-letter queue. 0: not a queue consumer."""
+    face_match_threshold: float | None = None
+    """Least similarity (0-100) of a face map's match (:mod:`faceswap.faces`); ``None``: this function chooses no
+    faces (only the submit function does, and only it may call the face matcher)."""
+    face_match_margin: float = 10.0
+    """Least lead of a match over the runner-up, in similarity points (0-100)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -148,6 +155,8 @@ class Config:
             allow_loopback_results=env.get(RESULT_URL_ALLOW_LOOPBACK, "").strip().lower() == "true",
             secrets_max_age_seconds=number(SECRETS_MAX_AGE_SECONDS, cls.secrets_max_age_seconds),
             max_receive_count=number(MAX_RECEIVE_COUNT, cls.max_receive_count),
+            face_match_threshold=_similarity(env, FACE_MATCH_THRESHOLD),
+            face_match_margin=_similarity(env, FACE_MATCH_MARGIN) or cls.face_match_margin,
         )
 
     @property
@@ -240,3 +249,17 @@ def _ceilings(value: object) -> dict[str, int]:
     if not isinstance(value, dict):
         return {}
     return {k: int(value[k]) for k in ("per_second", "per_hour") if isinstance(value.get(k), int | float)}
+
+
+def _similarity(env: Mapping[str, str], name: str) -> float | None:
+    """A similarity (0-100) from ``env[name]``, or ``None`` when it is not set."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 100.0:
+        raise ConfigError(f"Environment variable {name} must be a similarity from 0 to 100, not {text!r}.")
+    return value

@@ -10,7 +10,9 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── SwapFaceMissing     ``swap_face_missing``: no ``faces/<face-id>.<ext>`` for an ``incoming/`` upload
 │   ├── InvalidImage        ``invalid_image``: bytes that do not decode as a supported image
 │   ├── ImageTooLarge       ``image_too_large``: over the byte cap, or a decompression bomb
-│   └── NoFaceDetected      ``no_face_detected``: the provider found no face to swap
+│   ├── NoFaceDetected      ``no_face_detected``: the provider (or the face matcher) found no face to swap
+│   ├── ReferenceFaceNotFound ``reference_face_not_found``: no face of the target is the person in a reference
+│   └── ReferenceFaceAmbiguous ``reference_face_ambiguous``: two faces of the target are too close to call
 ├── ProviderError           the provider refused or failed the work
 │   ├── ProviderRejected    ``provider_rejected``: a 4xx the provider will keep giving (terminal)
 │   ├── ProviderOutOfCredit ``provider_out_of_credit``: the account has no credit (terminal, alert ops)
@@ -100,6 +102,18 @@ class ImageTooLarge(InputError):
 
 class NoFaceDetected(InputError):
     code = "no_face_detected"
+
+
+class ReferenceFaceNotFound(InputError):
+    """No face of the target image is similar enough to a face map's reference (see :mod:`faceswap.faces`)."""
+
+    code = "reference_face_not_found"
+
+
+class ReferenceFaceAmbiguous(InputError):
+    """Two faces of the target image match a reference within the margin, or two references chose one face."""
+
+    code = "reference_face_ambiguous"
 
 
 class ProviderError(PipelineError):

@@ -29,7 +29,8 @@ def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | No
     tuple or None
         ``("Job Succeeded" | "Job Failed", detail)`` when ``new`` is terminal and ``old`` was not, else ``None``.
         The detail: ``job_id``, ``state``, ``provider``, ``task``, ``provider_task_id``, ``target_image``,
-        ``swap_image``, ``created_at``, ``finished_at`` and ``result`` (bucket, key, size, sha256,
+        ``swap_image``, ``created_at``, ``finished_at``, with a face map ``face_map`` and ``chosen_faces`` (see
+        :meth:`faceswap.faces.ChosenFace.as_dict`), and ``result`` (bucket, key, size, sha256,
         content_type) or ``error`` (code, message, retryable).
     """
     if not new.terminal or (old is not None and old.terminal):
@@ -45,6 +46,9 @@ def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | No
         "created_at": new.created_at,
         "finished_at": new.finished_at,
     }
+    if new.face_map:
+        detail["face_map"] = [pair.as_dict() for pair in new.face_map]
+        detail["chosen_faces"] = new.chosen_faces
     if new.state is JobState.SUCCEEDED:
         detail["result"] = new.result
         return "Job Succeeded", detail

@@ -64,6 +64,40 @@ class PreparedImage:
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
+MATCHER_LIMITS = ImageLimits(max_side=4096, max_bytes=5 * 1024 * 1024, formats=("JPEG", "PNG"))
+"""What the face matcher takes: Amazon Rekognition reads JPEG and PNG images of at most 5 MB passed as bytes
+(https://docs.aws.amazon.com/rekognition/latest/dg/limits.html). References are prepared to it; 4096 px a side is
+ample for a face."""
+
+
+def for_matcher(image: PreparedImage) -> PreparedImage:
+    """``image`` (a target prepared for a provider) in a form the face matcher reads, with the same pixels.
+
+    Returns ``image`` itself when it is JPEG or PNG within :data:`MATCHER_LIMITS`; otherwise the same pixels encoded
+    as PNG (lossless), or, when that is over 5 MB, as JPEG at quality 95 (the matcher then sees nearly, not exactly,
+    the pixels sent).
+
+    Raises
+    ------
+    ImageTooLarge
+        Not even a JPEG of it fits in 5 MB.
+    """
+    if image.content_type in ("image/jpeg", "image/png") and len(image.data) <= MATCHER_LIMITS.max_bytes:
+        return image
+    from PIL import Image
+
+    decoded = Image.open(io.BytesIO(image.data))
+    decoded.load()
+    out = io.BytesIO()
+    _to_rgb(decoded).save(out, format="PNG")
+    if out.tell() <= MATCHER_LIMITS.max_bytes:
+        return PreparedImage(out.getvalue(), "image/png", image.width, image.height)
+    out = io.BytesIO()
+    _to_rgb(decoded).save(out, format="JPEG", quality=95)
+    if out.tell() <= MATCHER_LIMITS.max_bytes:
+        return PreparedImage(out.getvalue(), "image/jpeg", image.width, image.height)
+    raise ImageTooLarge("The target image cannot be encoded under the face matcher's 5 MB.")
+
 
 def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> PreparedImage:
     """Decode, check and normalise one input image for a provider.

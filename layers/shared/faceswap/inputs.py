@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceswap.errors import ImageTooLarge, InputNotFound, InvalidImage, InvalidRequest, ProviderUnavailable, ResultError
-from faceswap.images import PreparedImage, prepare_image
+from faceswap.images import MATCHER_LIMITS, PreparedImage, prepare_image
 from faceswap.model import ImageRef
 from faceswap.ports import InputStore, ObjectStore, Provider
 
@@ -56,6 +56,11 @@ class InputPreparer:
             ``invalid_request``; the message names the image (``name``: "target image", "swap image").
         """
         return prepare_image(self.read(ref, name), provider.image_limits, name=name)
+
+    def prepare_reference(self, ref: ImageRef, name: str) -> PreparedImage:
+        """Read a face map's reference photo and fit it to the face matcher (:data:`faceswap.images.MATCHER_LIMITS`:
+        EXIF rotation, JPEG or PNG, at most 5 MB). Errors as :meth:`prepare`."""
+        return prepare_image(self.read(ref, name), MATCHER_LIMITS, name=name)
 
     def read(self, ref: ImageRef, name: str) -> bytes:
         """The bytes of the image at ``ref`` (errors as :meth:`prepare`)."""

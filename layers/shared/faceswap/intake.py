@@ -26,7 +26,7 @@ from urllib.parse import unquote_plus
 from faceswap.errors import ImageTooLarge, InputError, InvalidRequest, SwapFaceMissing
 from faceswap.ids import job_id_for
 from faceswap.messages import request_from_message
-from faceswap.model import ImageRef, JobRequest
+from faceswap.model import FacePair, ImageRef, JobRequest
 from faceswap.ports import ObjectStore
 
 FACES_PREFIX = "faces/"
@@ -196,13 +196,34 @@ class RequestFields:
     result_key: str | None
     idempotency_key: str | None
     fallback_providers: tuple[str, ...] = ()
+    face_map: tuple[tuple[ImageRef | bytes, ImageRef | bytes], ...] = ()
+    """``(reference, swap image)`` per pair; with the one-pair shorthand, the swap image is ``swap_image`` itself."""
+
+    def images(self) -> dict[str, ImageRef | bytes]:
+        """Every distinct image of the request by the field that names it first (``target_image``, ``swap_image``,
+        ``face_map[0].reference`` …)."""
+        named: dict[str, ImageRef | bytes] = {"target_image": self.target_image}
+        if self.swap_image is not self.target_image:
+            named["swap_image"] = self.swap_image
+        for i, (reference, swap) in enumerate(self.face_map):
+            named[f"face_map[{i}].reference"] = reference
+            if swap is not self.swap_image:
+                named[f"face_map[{i}].swap_image"] = swap
+        return named
 
     def request(
-        self, *, job_id: str, result_key: str, source: str, target: ImageRef | None = None, swap: ImageRef | None = None
+        self, *, job_id: str, result_key: str, source: str, stored: Mapping[str, ImageRef] | None = None
     ) -> JobRequest:
-        """The job request, with stored references for inline images."""
-        target_ref = target or self.target_image
-        swap_ref = swap or self.swap_image
+        """The job request; ``stored``: the references of inline images by field (see :meth:`images`)."""
+        stored = stored or {}
+        target_ref = stored.get("target_image", self.target_image)
+        swap_ref = target_ref if self.swap_image is self.target_image else stored.get("swap_image", self.swap_image)
+        face_map = []
+        for i, (reference, swap) in enumerate(self.face_map):
+            reference_ref = stored.get(f"face_map[{i}].reference", reference)
+            pair_swap = swap_ref if swap is self.swap_image else stored.get(f"face_map[{i}].swap_image", swap)
+            assert isinstance(reference_ref, ImageRef) and isinstance(pair_swap, ImageRef)
+            face_map.append(FacePair(reference_ref, pair_swap))
         assert isinstance(target_ref, ImageRef) and isinstance(swap_ref, ImageRef)
         return JobRequest(
             job_id=job_id,
@@ -214,6 +235,7 @@ class RequestFields:
             source=source,
             options=self.options,
             fallback_providers=self.fallback_providers,
+            face_map=tuple(face_map),
         )
 
     def fingerprint(self) -> str:
@@ -230,6 +252,7 @@ class RequestFields:
                 "task": self.task,
                 "options": self.options,
                 "result_key": self.result_key,
+                **({"face_map": [[ref(r), ref(s)] for r, s in self.face_map]} if self.face_map else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -276,7 +299,17 @@ def parse_request_fields(
     )
     spec = schema.validate(model, data, what=what, allow_http=allow_http)
     target = _image(spec.target_image, bucket)
-    swap = target if spec.task == SAME_IMAGE_SWAP or spec.swap_image is None else _image(spec.swap_image, bucket)
+    face_map: tuple[tuple[ImageRef | bytes, ImageRef | bytes], ...] = tuple(
+        (_image(pair.reference, bucket), _image(pair.swap_image, bucket)) for pair in spec.face_map or ()
+    )
+    if spec.task == SAME_IMAGE_SWAP:
+        swap = target
+    elif spec.swap_image is not None:
+        swap = _image(spec.swap_image, bucket)
+        if spec.reference is not None:  # the one-pair shorthand
+            face_map = ((_image(spec.reference, bucket), swap),)
+    else:  # a face map: the first pair's swap image stands for the job's
+        swap = face_map[0][1]
     provider = spec.provider if spec.provider is not None else default_provider
     providers = (provider,) if isinstance(provider, str) else tuple(provider)
     return RequestFields(
@@ -288,6 +321,7 @@ def parse_request_fields(
         result_key=spec.result_key,
         idempotency_key=getattr(spec, "idempotency_key", None),
         fallback_providers=providers[1:],
+        face_map=face_map,
     )
 
 

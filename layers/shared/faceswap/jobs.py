@@ -26,11 +26,21 @@ from typing import TYPE_CHECKING
 
 from faceswap.checks import CheckPolicy
 from faceswap.collection import Collector
+from faceswap.faces import DEFAULT_MARGIN, DEFAULT_THRESHOLD, FaceChooser
 from faceswap.gate import CallGate
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle
 from faceswap.model import Job, JobRequest, utcnow
-from faceswap.ports import CheckScheduler, InputStore, JobStore, ObjectStore, Provider, RateLimiter, RequestQueue
+from faceswap.ports import (
+    CheckScheduler,
+    FaceMatcher,
+    InputStore,
+    JobStore,
+    ObjectStore,
+    Provider,
+    RateLimiter,
+    RequestQueue,
+)
 from faceswap.submission import Submitter
 from faceswap.webhooks import Callbacks, WebhookSigner
 
@@ -66,6 +76,8 @@ class Settings:
     max_receive_count
         The consuming queue's ``maxReceiveCount``: a job whose message fails on that delivery is ended FAILED.
         0: never.
+    face_match_threshold, face_match_margin
+        A face map's least similarity and least lead over the runner-up (:class:`faceswap.faces.FaceChooser`).
     """
 
     results_bucket: str
@@ -78,6 +90,8 @@ class Settings:
     rate_limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     max_throttle_wait_seconds: float = 3.0
     max_receive_count: int = 0
+    face_match_threshold: float = DEFAULT_THRESHOLD
+    face_match_margin: float = DEFAULT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,9 @@ class Ports:
         The shared call ceilings; ``None``: none.
     requeue
         The submit queue (moves to the next provider decided outside the submit function).
+    matcher
+        The face matcher for face maps (the submit function); ``None``: a job with a face map fails
+        ``configuration_error``.
     """
 
     store: JobStore
@@ -118,6 +135,7 @@ class Ports:
     inputs: InputStore | None = None
     limiter: RateLimiter | None = None
     requeue: RequestQueue | None = None
+    matcher: FaceMatcher | None = None
 
 
 class Pipeline:
@@ -172,6 +190,13 @@ class Pipeline:
             checks=checks,
             max_attempts=settings.max_submit_attempts,
             requeue=ports.requeue,
+            faces=(
+                FaceChooser(
+                    matcher=ports.matcher, threshold=settings.face_match_threshold, margin=settings.face_match_margin
+                )
+                if ports.matcher is not None
+                else None
+            ),
         )
         self.collection = Collector(
             lifecycle=self.lifecycle,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -228,10 +228,16 @@ class Lifecycle:
             return job, True
         return self.store.get(job.job_id) or job, False
 
-    def record_and_claim(self, request: JobRequest) -> Job | None:
-        """``record-and-claim``: the job RECEIVED with its first create claimed (``None`` if a row exists)."""
+    def record_and_claim(self, request: JobRequest, *, chosen_faces: Sequence[Mapping[str, Any]] = ()) -> Job | None:
+        """``record-and-claim``: the job RECEIVED with its first create claimed (``None`` if a row exists), with the
+        faces its face map chose at this provider."""
         stamp = self._stamp()
-        job = replace(self._new(request, RECORD_AND_CLAIM), submit_started_at=stamp, submit_attempts=1)
+        job = replace(
+            self._new(request, RECORD_AND_CLAIM),
+            submit_started_at=stamp,
+            submit_attempts=1,
+            chosen_faces=[dict(face) for face in chosen_faces],
+        )
         return job if self.store.create(job) else None
 
     def reject(self, request: JobRequest, error: PipelineError, *, job: Job | None) -> Job:
@@ -262,6 +268,7 @@ class Lifecycle:
             retry_of=request.retry_of,
             fallback_providers=list(request.fallback_providers),
             options=dict(request.options),
+            face_map=list(request.face_map),
             created_at=created,
             updated_at=created,
             deadline_at=after(now, self.deadline_seconds),
@@ -269,14 +276,17 @@ class Lifecycle:
 
     # ------------------------------------------------------------------------------------------- creates
 
-    def claim_create(self, job: Job) -> Job | None:
-        """``claim-create``: count the attempt and hold the create before it is sent.
+    def claim_create(self, job: Job, *, chosen_faces: Sequence[Mapping[str, Any]] = ()) -> Job | None:
+        """``claim-create``: count the attempt and hold the create before it is sent; ``chosen_faces``: the faces the
+        job's face map chose at this provider (replacing those chosen at an earlier one).
 
         Like every create-side transition, conditional on the job's provider too: a delivery that read the job before
         it moved to its next provider can neither claim nor record anything for the provider it moved to.
         """
         stamp = self._stamp()
-        changes = {"submit_started_at": stamp, "submit_attempts": job.submit_attempts + 1}
+        changes: dict[str, Any] = {"submit_started_at": stamp, "submit_attempts": job.submit_attempts + 1}
+        if chosen_faces:
+            changes["chosen_faces"] = [dict(face) for face in chosen_faces]
         return self._apply(CLAIM_CREATE, job, changes, stamp, expected=_same_provider(job))
 
     def release_create(self, job: Job, *, attempted: bool) -> Job | None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from faceswap.model import ImageRef, JobRequest
+from faceswap.model import FacePair, ImageRef, JobRequest
 
 
 def request_to_message(request: JobRequest) -> str:
@@ -28,6 +28,7 @@ def request_to_message(request: JobRequest) -> str:
                 "options": request.options,
                 "retry_of": request.retry_of,
                 "fallback_providers": list(request.fallback_providers),
+                **({"face_map": [pair.as_dict() for pair in request.face_map]} if request.face_map else {}),
             }
         }
     )
@@ -46,6 +47,7 @@ def request_from_message(data: Mapping[str, Any]) -> JobRequest:
         options=dict(data.get("options") or {}),
         retry_of=data.get("retry_of"),
         fallback_providers=tuple(data.get("fallback_providers") or ()),
+        face_map=tuple(FacePair.from_dict(pair) for pair in data.get("face_map") or ()),
     )
 
 

@@ -55,6 +55,24 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class FacePair:
+    """One pair of a face map: the face of the target that is the person in ``reference`` gets ``swap_image``'s face
+    (see :mod:`faceswap.faces`)."""
+
+    reference: ImageRef
+    swap_image: ImageRef
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        """The pair as stored on the job row and in queue messages: ``{"reference": {…}, "swap_image": {…}}``."""
+        return {"reference": self.reference.as_dict(), "swap_image": self.swap_image.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FacePair:
+        """Inverse of :meth:`as_dict`."""
+        return cls(ImageRef.from_dict(data.get("reference") or {}), ImageRef.from_dict(data.get("swap_image") or {}))
+
+
+@dataclass(frozen=True)
 class JobRequest:
     """What defines a job's work, before any row exists.
 
@@ -78,6 +96,9 @@ class JobRequest:
         The failed job this one re-runs (``POST /jobs/{job_id}/retry``).
     fallback_providers
         Providers to fail over to, in order, when ``provider`` fails with a retryable error.
+    face_map
+        One to four pairs choosing the faces to replace by reference photos (empty: the provider's default face or
+        the face indices); ``swap_image`` is then the first pair's.
     """
 
     job_id: str
@@ -91,6 +112,7 @@ class JobRequest:
     invalid: Exception | None = None
     retry_of: str | None = None
     fallback_providers: tuple[str, ...] = ()
+    face_map: tuple[FacePair, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,10 @@ class Job:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     """Each provider attempt: ``{"provider", "at", "provider_task_id"}`` when a task was created, or
     ``{"provider", "at", "error"}`` when the provider failed and the job moved to the next provider."""
+    face_map: list[FacePair] = field(default_factory=list)
+    chosen_faces: list[dict[str, Any]] = field(default_factory=list)
+    """The face chosen for each pair of ``face_map`` at the job's provider (:meth:`faceswap.faces.ChosenFace.as_dict`),
+    set when its create is claimed."""
 
     @property
     def terminal(self) -> bool:
@@ -142,6 +168,7 @@ class Job:
             "result_key": self.result_key,
             "source": self.source,
             "options": self.options,
+            "face_map": tuple(self.face_map),
         }
         return JobRequest(**{**fields, **changes})
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from faceswap.faces import FaceScore
 from faceswap.images import ImageLimits, PreparedImage
 from faceswap.lifecycle import JobState, Phase
 from faceswap.model import Job, JobRequest, StoredResult, TaskSnapshot
@@ -160,6 +161,17 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class FaceInput:
+    """One face a face map chose (:mod:`faceswap.faces`): the target's face at ``box`` (pixels of the prepared target)
+    gets ``swap_image``'s face; ``reference`` is the photo that chose it (for providers that match again on their own
+    face crops)."""
+
+    box: tuple[int, int, int, int]
+    reference: PreparedImage
+    swap_image: PreparedImage
+
+
+@dataclass(frozen=True)
 class TaskInput:
     """What a provider's create receives: prepared images, the task name and its options."""
 
@@ -171,6 +183,24 @@ class TaskInput:
     image_urls: Callable[[], tuple[str, str]] | None = None
     """Returns presigned GET URLs (target, swap) of the prepared images, valid at least 1 h, for providers
     that take URLs only; the images are stored on first call."""
+    faces: tuple[FaceInput, ...] = ()
+    """The faces a face map chose, in its order (empty without one); given only to providers whose registry entry
+    takes them (``face_choice``)."""
+
+
+class FaceMatcher(Protocol):
+    """Scores the faces of a target image against a reference photo's face (see :mod:`faceswap.faces`)."""
+
+    def compare(self, reference: PreparedImage, target: PreparedImage) -> list[FaceScore]:
+        """Every face of ``target`` (up to its 100 largest), with its box in ``target``'s pixels and its similarity
+        (0-100) to the largest face of ``reference``; empty when ``target`` has no face.
+
+        Both images are JPEG or PNG of at most 5 MB and at least 80 pixels a side
+        (:func:`faceswap.images.for_matcher`). Raises :class:`faceswap.faces.ReferenceWithoutFace` when
+        ``reference`` has no face, ``InvalidImage`` for an image the service cannot read, and ``StoreUnavailable``
+        when the service fails (throttled, denied, down).
+        """
+        ...
 
 
 class Provider(Protocol):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -94,9 +94,46 @@ class Options(BaseModel):
         return text
 
 
+MAX_FACE_MAP_PAIRS = 4
+"""Most pairs in a face map."""
+
+
+class FacePair(BaseModel):
+    """One pair of a face map: the face of the target that is the person in ``reference`` gets ``swap_image``'s
+    face."""
+
+    model_config = ConfigDict(extra="forbid")
+    reference: S3Key | ImageSource
+    swap_image: S3Key | ImageSource
+
+    @field_validator("reference", "swap_image", mode="before")
+    @classmethod
+    def _image(cls, value: Any, info: ValidationInfo) -> Any:
+        return _image(value, info.field_name or "", inline=cls._inline(), info=info)
+
+    @classmethod
+    def _inline(cls) -> bool:
+        return False
+
+
+class InlineFacePair(FacePair):
+    """A face map's pair in ``POST /jobs``: its images may also be inline (``base64``)."""
+
+    reference: S3Key | InlineImageSource
+    swap_image: S3Key | InlineImageSource
+
+    @classmethod
+    def _inline(cls) -> bool:
+        return True
+
+
 class Manifest(BaseModel):
     """A job: the face of ``swap_image`` goes onto ``target_image`` (``same-image-swap``: the two faces of
     ``target_image`` swap places, and there is no ``swap_image``).
+
+    ``face_map`` chooses the faces to replace by reference photos instead: each pair's swap face goes onto the face of
+    the target that is the person in its reference, and every other face is left as it was. ``reference`` beside
+    ``swap_image`` is the one-pair shorthand.
 
     A field left out takes its default; ``null`` means the same for ``swap_image``, ``result_key`` and
     ``idempotency_key`` and is refused elsewhere, so the JSON Schema of the other optional fields has no ``null``
@@ -105,7 +142,9 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     target_image: S3Key | ImageSource
-    swap_image: S3Key | ImageSource | None = Field(default=None, description="Required except for same-image-swap.")
+    swap_image: S3Key | ImageSource | None = Field(
+        default=None, description="Required except for same-image-swap and with face_map."
+    )
     provider: Providers | Omitted = Field(
         default=None,
         description="A provider, or an ordered list of up to 5 distinct ones to fail over through. Default: the "
@@ -114,13 +153,37 @@ class Manifest(BaseModel):
     task: Task = "face-swap"
     options: Options = Field(default_factory=Options)
     result_key: ResultKey | None = Field(default=None, description="Key under results/ in the results bucket.")
+    face_map: Annotated[Sequence[FacePair], Field(min_length=1, max_length=MAX_FACE_MAP_PAIRS)] | Omitted = Field(
+        default=None,
+        description="One to four pairs {reference, swap_image}: the face of the target that is the person in a "
+        "reference gets that pair's swap face; other faces are left as they were. Task face-swap only; no top-level "
+        "swap_image.",
+    )
+    reference: S3Key | ImageSource | Omitted = Field(
+        default=None,
+        description="Short for a face map of one pair: the face of the target that is the person in this photo gets "
+        "swap_image's face.",
+    )
 
-    @field_validator("target_image", "swap_image", mode="before")
+    @field_validator("target_image", "swap_image", "reference", mode="before")
     @classmethod
     def _image(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None and info.field_name == "swap_image":
             return None
         return _image(value, info.field_name or "", inline=cls._inline(), info=info)
+
+    @field_validator("face_map", mode="before")
+    @classmethod
+    def _face_map(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_FACE_MAP_PAIRS:
+            raise _refuse(
+                f"Field 'face_map' must be a list of 1 to {MAX_FACE_MAP_PAIRS} pairs "
+                '{"reference": <image>, "swap_image": <image>}.'
+            )
+        for i, pair in enumerate(value):
+            if not isinstance(pair, dict) or set(pair) != {"reference", "swap_image"}:
+                raise _refuse(f"Field 'face_map[{i}]' must be an object with exactly 'reference' and 'swap_image'.")
+        return value
 
     @classmethod
     def _inline(cls) -> bool:
@@ -172,6 +235,17 @@ class Manifest(BaseModel):
         chosen = self.options.model_dump(exclude_none=True)
         if set(chosen) & set(INDEX_OPTIONS) and self.task != "multi-face-swap":
             raise _refuse("Face index options need task 'multi-face-swap'.")
+        if self.face_map is not None or self.reference is not None:
+            field = "face_map" if self.face_map is not None else "reference"
+            if self.task != "face-swap":
+                raise _refuse(f"Field {field!r} needs task 'face-swap' (it chooses the faces itself).")
+            if self.face_map is not None and self.reference is not None:
+                raise _refuse("Give either 'face_map' or 'reference' (the one-pair shorthand), not both.")
+            if self.face_map is not None and self.swap_image is not None:
+                raise _refuse("With 'face_map', each pair names its swap image: leave out the top-level 'swap_image'.")
+            if self.reference is not None and self.swap_image is None:
+                raise _refuse("Field 'reference' needs 'swap_image' beside it (or use 'face_map').")
+            return self
         if self.task == SAME_IMAGE_SWAP:
             if self.swap_image is not None:
                 raise _refuse(f"Task {SAME_IMAGE_SWAP!r} takes no 'swap_image': the target's own faces swap.")
@@ -205,7 +279,18 @@ class JobSubmission(JobRequestDetail):
 
     target_image: S3Key | InlineImageSource
     swap_image: S3Key | InlineImageSource | None = Field(
-        default=None, description="Required except for same-image-swap."
+        default=None, description="Required except for same-image-swap and with face_map."
+    )
+    face_map: Annotated[Sequence[InlineFacePair], Field(min_length=1, max_length=MAX_FACE_MAP_PAIRS)] | Omitted = Field(
+        default=None,
+        description="One to four pairs {reference, swap_image}: the face of the target that is the person in a "
+        "reference gets that pair's swap face; other faces are left as they were. Task face-swap only; no top-level "
+        "swap_image.",
+    )
+    reference: S3Key | InlineImageSource | Omitted = Field(
+        default=None,
+        description="Short for a face map of one pair: the face of the target that is the person in this photo gets "
+        "swap_image's face.",
     )
 
     @classmethod
@@ -293,8 +378,12 @@ def describe(first: Mapping[str, Any], *, model: type[BaseModel], what: str = "r
     Errors the schema's own validators raise are complete sentences; an unknown field lists the allowed ones; other
     pydantic errors are given as ``Field '<dotted.location>': <message>.`` (locations without ``body``/``query``).
     """
-    location = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+    parts = [part for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    location = ".".join(str(part) for part in parts)
     if first["type"] == "invalid_request":
+        index = next((part for part in parts if isinstance(part, int)), None)
+        if parts and parts[0] == "face_map" and index is not None:  # a pair's refusal names its field, not the pair
+            return f"In face_map[{index}]: {first['msg']}"
         return str(first["msg"])
     if first["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))

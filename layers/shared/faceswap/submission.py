@@ -11,21 +11,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from faceswap.checks import CheckPolicy
+from faceswap.config import ConfigError
 from faceswap.errors import (
     InputError,
     InvalidRequest,
     PipelineError,
+    ProviderRejected,
     ProviderTaskFailed,
     ProviderUnavailable,
     RateLimited,
     StoreUnavailable,
     SubmitOutcomeUnknown,
 )
+from faceswap.faces import ChosenFace, FaceChooser
 from faceswap.gate import CallGate
+from faceswap.images import PreparedImage, for_matcher
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle, Phase, log_keys
 from faceswap.model import Job, JobRequest
-from faceswap.ports import Provider, RequestQueue, TaskInput
+from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
+from faceswap.providers.registry import face_choice
 from faceswap.webhooks import WebhookSigner
 
 logger = logging.getLogger(__name__)
@@ -49,6 +54,9 @@ class Submitter:
         Each job's webhook URL and secret.
     checks
         Schedules the first check of a submitted job.
+    faces
+        Chooses the faces of a face map (``None``: this deployment has no face matcher; such a job fails
+        ``configuration_error``, retryable).
     max_attempts
         Creates at one provider that may fail ``provider_unavailable`` before the job fails (or moves on).
     requeue
@@ -64,6 +72,7 @@ class Submitter:
     checks: CheckPolicy
     max_attempts: int = 3
     requeue: RequestQueue | None = None
+    faces: FaceChooser | None = None
 
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
         """Record a job from the API or an event as RECEIVED, before it is queued for submission.
@@ -125,10 +134,16 @@ class Submitter:
                 if request.swap_image == request.target_image
                 else self.inputs.prepare(request.swap_image, provider, "swap image")
             )
-        except InputError as e:
+            chosen, faces = self._choose_faces(request, provider, target, swap) if request.face_map else ([], ())
+        except (InputError, ProviderRejected, ConfigError) as e:
             return self.lifecycle.reject(request, e, job=job)
 
-        claimed = self.lifecycle.claim_create(job) if job is not None else self.lifecycle.record_and_claim(request)
+        choices = [face.as_dict() for face in chosen]
+        claimed = (
+            self.lifecycle.claim_create(job, chosen_faces=choices)
+            if job is not None
+            else self.lifecycle.record_and_claim(request, chosen_faces=choices)
+        )
         if claimed is None:  # another delivery claimed it first: its row says how it stands
             current = self.lifecycle.get(request.job_id)
             assert current is not None, "a row that refused a conditional write exists"
@@ -140,6 +155,7 @@ class Submitter:
             swap_image=swap,
             options=claimed.options,
             image_urls=self.inputs.image_urls(claimed.job_id, target, swap),
+            faces=faces,
         )
         try:  # the signing key is read here: a failure sends nothing, so the claim goes back
             webhook = self.webhooks.webhook(provider.name, claimed.job_id) if provider.uses_webhook else None
@@ -167,6 +183,42 @@ class Submitter:
             return self.lifecycle.fail(claimed, e) or self.lifecycle.reread(claimed)
 
         return self._recorded(claimed, task_id)
+
+    def _choose_faces(
+        self, request: JobRequest, provider: Provider, target: PreparedImage, swap: PreparedImage
+    ) -> tuple[list[ChosenFace], tuple[FaceInput, ...]]:
+        """The faces ``request``'s face map chooses in ``target`` as ``provider`` will receive it, and the inputs its
+        create takes for them. Runs before the create is claimed: a job whose faces cannot be chosen is never paid for.
+
+        Raises
+        ------
+        ProviderRejected
+            ``provider`` takes no face map (its registry entry's ``face_choice``).
+        InputError
+            A reference or swap image is unusable, or the faces cannot be chosen (:meth:`FaceChooser.choose`).
+        ConfigError
+            This deployment has no face matcher.
+        """
+        method = face_choice(provider.name)
+        if method is None:
+            takers = sorted(name for name in self.providers if face_choice(name))
+            raise ProviderRejected(
+                f"Provider {provider.name!r} cannot choose faces by a reference photo; "
+                f"providers that can: {', '.join(takers) or 'none configured'}."
+            )
+        if self.faces is None:
+            raise ConfigError("This deployment has no face matcher, so a face map cannot be used.")
+        references, swaps = [], []
+        for i, pair in enumerate(request.face_map):
+            references.append(self.inputs.prepare_reference(pair.reference, f"reference of face_map[{i}]"))
+            swaps.append(
+                swap
+                if pair.swap_image == request.swap_image
+                else self.inputs.prepare(pair.swap_image, provider, f"swap image of face_map[{i}]")
+            )
+        chosen = self.faces.choose(for_matcher(target), references, method=method)
+        faces = tuple(FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen)
+        return chosen, faces
 
     def _recorded(self, job: Job, task_id: str) -> Job:
         """Record the task the provider made and schedule the first check (unless the job moved on meanwhile: a

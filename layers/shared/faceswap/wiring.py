@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from faceswap.api import JobsApi
 from faceswap.aws.dynamodb import DynamoJobStore
 from faceswap.aws.ratelimit import DynamoRateLimiter
+from faceswap.aws.rekognition import RekognitionFaceMatcher
 from faceswap.aws.s3 import S3ObjectStore
 from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
 from faceswap.config import SUBMIT_QUEUE_URL, Config, ConfigError
@@ -137,6 +138,11 @@ def build_ports(
             sniff=False,
         ),
         signing_key=signing_key,
+        matcher=(
+            RekognitionFaceMatcher(lambda: boto3.client("rekognition"))
+            if with_providers and config.face_match_threshold is not None
+            else None
+        ),
     )
 
 
@@ -152,6 +158,8 @@ def settings(config: Config) -> Settings:
         input_bucket=config.input_bucket,
         rate_limits=config.rate_limits,
         max_receive_count=config.max_receive_count,
+        face_match_threshold=config.face_match_threshold or 0.0,
+        face_match_margin=config.face_match_margin,
     )
 
 

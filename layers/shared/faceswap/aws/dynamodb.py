@@ -8,6 +8,7 @@ import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -16,7 +17,7 @@ from botocore.exceptions import ClientError
 from faceswap.aws import error_code, translated
 from faceswap.errors import InvalidRequest
 from faceswap.lifecycle import PHASE_STATES, JobState, Phase, legacy_phase
-from faceswap.model import ImageRef, Job
+from faceswap.model import FacePair, ImageRef, Job
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -42,10 +43,16 @@ def job_to_item(job: Job) -> dict[str, Any]:
 
 def _stored(value: Any) -> Any:
     """An attribute value as DynamoDB stores it: image references as maps, states and phases as strings."""
-    if isinstance(value, ImageRef):
+    if isinstance(value, ImageRef | FacePair):
         return value.as_dict()
     if isinstance(value, enum.Enum):
         return str(value)
+    if isinstance(value, float):  # DynamoDB numbers are decimals (similarities on chosen faces)
+        return Decimal(str(value))
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items()}
     return value
 
 
@@ -66,17 +73,18 @@ def job_from_item(item: Mapping[str, Any]) -> Job:
     )
     for name in ("target_image", "swap_image"):
         data[name] = ImageRef.from_dict(data.get(name) or {})
+    data["face_map"] = [FacePair.from_dict(pair) for pair in data.get("face_map") or ()]
     return Job(**data)
 
 
 def _plain(value: Any) -> Any:
-    """Decimals from DynamoDB back to int (the job row stores whole numbers only)."""
+    """Decimals from DynamoDB back to int, or float where they have a fraction (similarities)."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if type(value).__name__ == "Decimal":
-        return int(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
 
 

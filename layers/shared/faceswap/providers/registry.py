@@ -16,6 +16,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from faceswap.faces import NATIVE
+
 FACE_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index"})
 
 
@@ -50,6 +52,9 @@ class ProviderSpec:
         The check cadence the local stack uses with its emulator (quicker than the real provider's).
     contract
         Where its HTTP contract is written down (``providers.md`` section and the provider's documentation).
+    face_choice
+        How it takes the faces a face map chose (:data:`faceswap.faces.NATIVE`, ``DETECT_CROP`` or
+        ``ISOLATE_COMPOSITE``); ``None``: a request with a face map is refused ``provider_rejected`` before any call.
     """
 
     name: str
@@ -65,6 +70,7 @@ class ProviderSpec:
     emulator: str | None = None
     emulator_poll_delays: tuple[float, float, float] = (2.0, 1.5, 10.0)
     contract: str = ""
+    face_choice: str | None = None
 
     def adapter_class(self) -> Any:
         """The adapter's class, imported now."""
@@ -150,6 +156,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             # Swaps take well under a second: first check after 5 s (a webhook usually came first), up to 30 s.
             poll_delays=(5.0, 1.5, 30.0),
             contract="engine/faceswap_engine/server.py",
+            face_choice=NATIVE,
         ),
     )
 }
@@ -170,6 +177,11 @@ def spec(name: str) -> ProviderSpec:
 def offers(name: str, task: str) -> bool:
     """Whether provider ``name`` (known to the registry) offers ``task``."""
     return name in PROVIDERS and task in PROVIDERS[name].tasks
+
+
+def face_choice(name: str) -> str | None:
+    """How provider ``name`` takes a face map's chosen faces (``None``: it takes none, or is unknown)."""
+    return PROVIDERS[name].face_choice if name in PROVIDERS else None
 
 
 def _load(reference: str) -> Any:

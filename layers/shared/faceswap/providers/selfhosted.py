@@ -10,6 +10,7 @@ Contract: ``engine/faceswap_engine/server.py`` (module docstring), summarised:
 - Images: any size the engine can decode; inputs are capped at 4096 px and 20 MB like the other providers.
 - Options for ``multi-face-swap``: ``swap_faces_index`` (one index) and ``target_faces_index`` (``"1"`` or
   ``"0,1"``), as in manifests; faces are numbered left to right from 0, as PiAPI numbers them.
+- A face map's chosen faces go natively as ``faces: [{box, swap_image}]`` (boxes in pixels of the target sent).
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ class SelfhostedProvider:
             "target_face_indices": _indices(task.options.get("target_faces_index")),
             "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
         }
+        if task.faces:  # a face map: the engine takes the chosen faces' boxes natively
+            body["faces"] = [
+                {"box": list(face.box), "swap_image": as_base64(face.swap_image.data)} for face in task.faces
+            ]
         response = post_create(
             self._client,
             f"{self._base_url}/v1/tasks",
@@ -159,4 +164,8 @@ def _task_error(error: dict[str, Any]) -> Exception:
         return InvalidImage(f"The engine could not read an image: {message}.")
     if code == "face_index_out_of_range":
         return ProviderTaskFailed(f"The engine could not use the face indices: {message}.", retryable=False)
+    if code == "chosen_face_not_found":
+        return ProviderTaskFailed(
+            f"The engine found no face where the face matcher chose one: {message}.", retryable=False
+        )
     return ProviderTaskFailed(f"The engine failed the task: {message}.")

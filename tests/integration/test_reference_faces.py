@@ -1,0 +1,179 @@
+"""Choosing the face to replace by a reference photo, through the whole local stack: the submit function's boto3
+Rekognition client reaches the local Rekognition (CompareFaces computed with dlib embeddings) at the endpoint it is
+pointed to, and the provider receives the chosen faces."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from conftest import FACES, Stack
+from PIL import Image, ImageEnhance, ImageOps
+
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
+from faceswap_engine import SAME_PERSON_THRESHOLD, decode_image, detect_faces, face_descriptor, face_distance
+
+PAIR = "obama_and_biden_side_by_side.jpg"
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def variants() -> dict[str, Callable[[Image.Image], Image.Image]]:
+    """References that differ from the target's pixels."""
+    return {
+        "as-is": lambda im: im,
+        "flipped": ImageOps.mirror,
+        "rescaled": lambda im: im.resize((im.width // 2, im.height // 2)),
+        "recoloured": lambda im: ImageEnhance.Color(im).enhance(0.3),
+        "cropped": lambda im: im.crop((im.width // 6, im.height // 10, im.width * 5 // 6, im.height * 3 // 4)),
+    }
+
+
+def run(stack: Stack, name: str, manifest: dict[str, object], images: dict[str, bytes]) -> Job:
+    for key, data in images.items():
+        stack.upload(key, data)
+    stack.upload(f"jobs/{name}.json", json.dumps(manifest).encode())
+    target = manifest["target_image"]
+    assert isinstance(target, dict)
+    return stack.wait_for(str(target["s3_key"]), timeout=60)
+
+
+def identities(stack: Stack, job: Job) -> list[dict[str, float]]:
+    """For each face of the result, left to right: its dlib distance to obama.jpg and to biden.jpg."""
+    assert job.result is not None
+    result = decode_image(stack.s3.get_object(Bucket=job.result["bucket"], Key=job.result["key"])["Body"].read())
+    people = {name: face_descriptor(decode_image((FACES / f"{name}.jpg").read_bytes())) for name in ("obama", "biden")}
+    return [
+        {name: face_distance(face_descriptor(result, i), desc) for name, desc in people.items()}
+        for i in range(len(detect_faces(result)))
+    ]
+
+
+@pytest.mark.parametrize("variant", list(variants()))
+def test_the_person_in_the_reference_gets_the_swap_face_and_the_other_keeps_their_own(
+    stack: Stack, variant: str
+) -> None:
+    reference = jpeg(variants()[variant](Image.open(FACES / "obama.jpg")))
+    job = run(
+        stack,
+        f"reference-{variant}",
+        {
+            "target_image": {"s3_key": f"photos/reference/{variant}.jpg"},
+            "swap_image": {"s3_key": "faces/biden.jpg"},
+            "reference": {"s3_key": f"references/obama-{variant}.jpg"},
+            "provider": "selfhosted",
+        },
+        {
+            f"photos/reference/{variant}.jpg": (FACES / PAIR).read_bytes(),
+            "faces/biden.jpg": (FACES / "biden.jpg").read_bytes(),
+            f"references/obama-{variant}.jpg": reference,
+        },
+    )
+    assert job.state is JobState.SUCCEEDED, job.error
+    (chosen,) = job.chosen_faces
+    assert chosen["method"] == "native" and chosen["similarity"] >= 80 and chosen["runner_up"] < 20
+    assert chosen["box"][2] < 1126 / 2  # Obama is the left face of the pair
+    left, right = identities(stack, job)
+    assert left["biden"] < SAME_PERSON_THRESHOLD, left  # Obama's place now carries Biden's face
+    assert right["biden"] < SAME_PERSON_THRESHOLD, right  # Biden keeps his own
+    assert left["biden"] < left["obama"]  # and is nearer Biden than the Obama it was
+
+
+def test_a_face_map_of_two_pairs_swaps_each_chosen_face(stack: Stack) -> None:
+    job = run(
+        stack,
+        "face-map-two",
+        {
+            "target_image": {"s3_key": "photos/reference/two.jpg"},
+            "face_map": [
+                {"reference": {"s3_key": "faces/obama.jpg"}, "swap_image": {"s3_key": "faces/biden.jpg"}},
+                {"reference": {"s3_key": "faces/biden.jpg"}, "swap_image": {"s3_key": "faces/obama.jpg"}},
+            ],
+            "provider": "selfhosted",
+        },
+        {
+            "photos/reference/two.jpg": (FACES / PAIR).read_bytes(),
+            "faces/biden.jpg": (FACES / "biden.jpg").read_bytes(),
+            "faces/obama.jpg": (FACES / "obama.jpg").read_bytes(),
+        },
+    )
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert [face["pair"] for face in job.chosen_faces] == [0, 1]
+    left, right = identities(stack, job)
+    assert left["biden"] < left["obama"] and right["obama"] < right["biden"], (left, right)
+
+
+def test_a_reference_of_someone_absent_fails_before_any_provider_task(stack: Stack) -> None:
+    engine_tasks = len(stack.local.engine.app.tasks) if stack.local.engine else 0
+    job = run(
+        stack,
+        "reference-absent",
+        {
+            "target_image": {"s3_key": "photos/reference/absent.jpg"},
+            "swap_image": {"s3_key": "faces/obama.jpg"},
+            "reference": {"s3_key": "faces/obama.jpg"},
+            "provider": "selfhosted",
+        },
+        {
+            "photos/reference/absent.jpg": (FACES / "biden.jpg").read_bytes(),
+            "faces/obama.jpg": (FACES / "obama.jpg").read_bytes(),
+        },
+    )
+    assert job.state is JobState.FAILED and job.error is not None
+    assert job.error["code"] == "reference_face_not_found", job.error
+    assert job.provider_task_id is None and job.attempts == []
+    assert stack.local.engine is not None and len(stack.local.engine.app.tasks) == engine_tasks
+
+
+def test_two_near_identical_faces_are_ambiguous(stack: Stack) -> None:
+    obama = Image.open(FACES / "obama.jpg").convert("RGB")
+    twins = Image.new("RGB", (obama.width * 2, obama.height))
+    twins.paste(obama, (0, 0))
+    twins.paste(ImageOps.mirror(obama), (obama.width, 0))
+    job = run(
+        stack,
+        "reference-twins",
+        {
+            "target_image": {"s3_key": "photos/reference/twins.jpg"},
+            "swap_image": {"s3_key": "faces/biden.jpg"},
+            "reference": {"s3_key": "faces/obama.jpg"},
+            "provider": "selfhosted",
+        },
+        {
+            "photos/reference/twins.jpg": jpeg(twins),
+            "faces/biden.jpg": (FACES / "biden.jpg").read_bytes(),
+            "faces/obama.jpg": (FACES / "obama.jpg").read_bytes(),
+        },
+    )
+    assert job.state is JobState.FAILED and job.error is not None
+    assert job.error["code"] == "reference_face_ambiguous", job.error
+    assert job.provider_task_id is None
+
+
+def test_a_reference_with_no_face_is_invalid_image_naming_it(stack: Stack) -> None:
+    blank = jpeg(Image.fromarray(np.tile(np.linspace(0, 255, 300, dtype=np.uint8), (200, 1))))
+    job = run(
+        stack,
+        "reference-blank",
+        {
+            "target_image": {"s3_key": "photos/reference/blank.jpg"},
+            "swap_image": {"s3_key": "faces/obama.jpg"},
+            "reference": {"s3_key": "references/blank.jpg"},
+            "provider": "selfhosted",
+        },
+        {
+            "photos/reference/blank.jpg": (FACES / PAIR).read_bytes(),
+            "faces/obama.jpg": (FACES / "obama.jpg").read_bytes(),
+            "references/blank.jpg": blank,
+        },
+    )
+    assert job.state is JobState.FAILED and job.error is not None
+    assert job.error["code"] == "invalid_image" and "reference of face_map[0]" in job.error["message"], job.error

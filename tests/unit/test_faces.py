@@ -1,0 +1,236 @@
+"""Choosing faces by reference photos: the chooser's rules, the Rekognition adapter, and the submit step that runs
+them before any provider is paid."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from fakes import FakeProvider, job_request, jpeg, make_world
+from PIL import Image
+
+from faceswap.aws.rekognition import RekognitionFaceMatcher
+from faceswap.errors import (
+    InvalidImage,
+    NoFaceDetected,
+    ReferenceFaceAmbiguous,
+    ReferenceFaceNotFound,
+    StoreUnavailable,
+)
+from faceswap.faces import NATIVE, ChosenFace, FaceChooser, FaceScore, ReferenceWithoutFace
+from faceswap.images import PreparedImage, for_matcher
+from faceswap.lifecycle import JobState
+from faceswap.model import FacePair, ImageRef
+
+LEFT, RIGHT = (100, 80, 220, 230), (600, 90, 720, 240)
+
+
+def image(width: int = 800, height: int = 500) -> PreparedImage:
+    return PreparedImage(jpeg(width, height), "image/jpeg", width, height)
+
+
+@dataclass
+class ScriptedMatcher:
+    """A face matcher answering each reference (by its first bytes' length) from a script."""
+
+    answers: list[list[FaceScore] | Exception]
+    calls: list[tuple[PreparedImage, PreparedImage]] = field(default_factory=list)
+
+    def compare(self, reference: PreparedImage, target: PreparedImage) -> list[FaceScore]:
+        self.calls.append((reference, target))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_best_face_is_chosen_when_it_passes_the_threshold_with_the_margin() -> None:
+    matcher = ScriptedMatcher([[FaceScore(LEFT, 12.0), FaceScore(RIGHT, 98.5)]])
+    (chosen,) = FaceChooser(matcher=matcher, threshold=80, margin=10).choose(image(), [image(200, 200)], method=NATIVE)
+    assert (chosen.box, chosen.similarity, chosen.runner_up, chosen.size) == (RIGHT, 98.5, 12.0, (800, 500))
+    assert ChosenFace.from_dict(chosen.as_dict()) == chosen
+
+
+@pytest.mark.parametrize(
+    ("scores", "error", "words"),
+    [
+        ([FaceScore(LEFT, 79.9), FaceScore(RIGHT, 3.0)], ReferenceFaceNotFound, "79.9, under the threshold of 80"),
+        ([FaceScore(LEFT, 95.0), FaceScore(RIGHT, 90.0)], ReferenceFaceAmbiguous, "95.0 and 90.0"),
+        ([], NoFaceDetected, "target image has no face"),
+    ],
+)
+def test_no_guess_is_made(scores: list[FaceScore], error: type[Exception], words: str) -> None:
+    chooser = FaceChooser(matcher=ScriptedMatcher([scores]), threshold=80, margin=10)
+    with pytest.raises(error, match=words):
+        chooser.choose(image(), [image(200, 200)], method=NATIVE)
+
+
+def test_a_single_face_needs_only_the_threshold() -> None:
+    (chosen,) = FaceChooser(matcher=ScriptedMatcher([[FaceScore(LEFT, 81.0)]]), threshold=80, margin=50).choose(
+        image(), [image(200, 200)], method=NATIVE
+    )
+    assert chosen.runner_up is None
+
+
+def test_two_references_may_not_choose_the_same_face() -> None:
+    matcher = ScriptedMatcher([[FaceScore(LEFT, 99.0), FaceScore(RIGHT, 5.0)]] * 2)
+    with pytest.raises(ReferenceFaceAmbiguous, match=r"face_map\[0\] and face_map\[1\] choose the same face"):
+        FaceChooser(matcher=matcher).choose(image(), [image(200, 200), image(300, 300)], method=NATIVE)
+
+
+def test_a_reference_without_a_face_or_too_small_is_invalid_image_naming_it() -> None:
+    with pytest.raises(InvalidImage, match=r"no face in the reference of face_map\[1\]\.$"):
+        FaceChooser(matcher=ScriptedMatcher([[FaceScore(LEFT, 99.0)], ReferenceWithoutFace()])).choose(
+            image(), [image(200, 200), image(200, 200)], method=NATIVE
+        )
+    with pytest.raises(InvalidImage, match=r"reference of face_map\[0\] is 60x60 pixels"):
+        FaceChooser(matcher=ScriptedMatcher([])).choose(image(), [image(60, 60)], method=NATIVE)
+
+
+def test_the_matcher_reads_the_pixels_sent_lossless_when_the_provider_got_webp() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (120, 90), (30, 60, 90)).save(out, format="WEBP", lossless=True)
+    webp = PreparedImage(out.getvalue(), "image/webp", 120, 90)
+    png = for_matcher(webp)
+    assert png.content_type == "image/png"
+    assert Image.open(io.BytesIO(png.data)).tobytes() == Image.open(io.BytesIO(webp.data)).convert("RGB").tobytes()
+    jpg = image()
+    assert for_matcher(jpg) is jpg
+
+
+# ------------------------------------------------------------------------------------------- Rekognition adapter
+
+
+def stubbed() -> tuple[RekognitionFaceMatcher, Stubber]:
+    client = boto3.client("rekognition", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return RekognitionFaceMatcher(lambda: client), Stubber(client)
+
+
+def box(left: float, top: float, width: float, height: float) -> dict[str, float]:
+    return {"Left": left, "Top": top, "Width": width, "Height": height}
+
+
+def test_compare_faces_is_asked_for_every_face_and_its_boxes_become_pixels() -> None:
+    matcher, stub = stubbed()
+    reference, target = image(200, 200), image(1000, 500)
+    stub.add_response(
+        "compare_faces",
+        {
+            "FaceMatches": [
+                {"Similarity": 99.2, "Face": {"BoundingBox": box(0.6, 0.2, 0.1, 0.3)}},
+                {"Similarity": 4.5, "Face": {"BoundingBox": box(-0.01, 0.1, 0.12, 0.3)}},
+            ],
+            "UnmatchedFaces": [{"BoundingBox": box(0.3, 0.5, 0.05, 0.1)}],
+        },
+        {
+            "SourceImage": {"Bytes": reference.data},
+            "TargetImage": {"Bytes": target.data},
+            "SimilarityThreshold": 0.0,
+            "QualityFilter": "NONE",
+        },
+    )
+    with stub:
+        scores = matcher.compare(reference, target)
+    assert scores == [
+        FaceScore((600, 100, 700, 250), 99.2),
+        FaceScore((0, 50, 110, 200), 4.5),  # a box past the image's edge is clipped to it
+        FaceScore((300, 250, 350, 300), 0.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [
+        ("InvalidParameterException", ReferenceWithoutFace),
+        ("InvalidImageFormatException", InvalidImage),
+        ("ImageTooLargeException", InvalidImage),
+        ("ThrottlingException", StoreUnavailable),
+        ("AccessDeniedException", StoreUnavailable),
+    ],
+)
+def test_compare_faces_errors_become_the_ports_errors(code: str, raised: type[Exception]) -> None:
+    matcher, stub = stubbed()
+    stub.add_client_error("compare_faces", service_error_code=code, http_status_code=400)
+    with stub, pytest.raises(raised):
+        matcher.compare(image(200, 200), image())
+
+
+# ------------------------------------------------------------------------------------------- submit
+
+
+def face_map_world(answers: list[Any]) -> tuple[Any, ScriptedMatcher, FakeProvider]:
+    world = make_world()
+    provider = FakeProvider(name="selfhosted")
+    matcher = ScriptedMatcher(answers)
+    world.rewire(
+        providers={"selfhosted": provider, "fake": world.provider},
+        matcher=matcher,
+        face_match_threshold=80.0,
+        face_match_margin=10.0,
+    )
+    world.objects.objects[("inputs", "incoming/obama/target.jpg")] = jpeg(800, 500)
+    world.objects.objects[("inputs", "refs/biden.jpg")] = jpeg(200, 200, color=(1, 2, 3))
+    world.objects.objects[("inputs", "faces/other.jpg")] = jpeg(120, 120, color=(9, 9, 9))
+    return world, matcher, provider
+
+
+def face_map(*pairs: tuple[str, str]) -> tuple[FacePair, ...]:
+    return tuple(FacePair(ImageRef("inputs", ref), ImageRef("inputs", swap)) for ref, swap in pairs)
+
+
+def test_submit_chooses_the_faces_before_the_create_and_records_them_with_the_claim() -> None:
+    world, matcher, provider = face_map_world(
+        [[FaceScore(LEFT, 3.0), FaceScore(RIGHT, 97.0)], [FaceScore(LEFT, 96.0), FaceScore(RIGHT, 10.0)]]
+    )
+    request = job_request(
+        provider="selfhosted",
+        face_map=face_map(("refs/biden.jpg", "faces/obama.jpg"), ("refs/biden.jpg", "faces/other.jpg")),
+    )
+    job = world.pipeline.submit(request)
+    assert job.state is JobState.SUBMITTED
+    assert [face["box"] for face in job.chosen_faces] == [list(RIGHT), list(LEFT)]
+    assert {face["method"] for face in job.chosen_faces} == {"native"}
+    ((task, _),) = provider.creates
+    assert [face.box for face in task.faces] == [RIGHT, LEFT]
+    assert (task.faces[0].swap_image.width, task.faces[1].swap_image.width) == (64, 120)
+    assert all(target.width == 800 for _, target in matcher.calls)  # the target as the provider got it
+    stored = world.store.get(job.job_id)
+    assert stored is not None and stored.chosen_faces == job.chosen_faces and stored.face_map == list(request.face_map)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ([FaceScore(LEFT, 40.0)], "reference_face_not_found"),
+        ([FaceScore(LEFT, 91.0), FaceScore(RIGHT, 88.0)], "reference_face_ambiguous"),
+        (ReferenceWithoutFace(), "invalid_image"),
+    ],
+)
+def test_a_face_map_that_cannot_choose_fails_the_job_before_any_provider_call(answer: Any, code: str) -> None:
+    world, _, provider = face_map_world([answer])
+    job = world.pipeline.submit(
+        job_request(provider="selfhosted", face_map=face_map(("refs/biden.jpg", "faces/obama.jpg")))
+    )
+    assert job.state is JobState.FAILED and job.error is not None and job.error["code"] == code
+    assert not job.error["retryable"]
+    assert provider.creates == []
+
+
+def test_a_provider_that_takes_no_face_map_is_refused_before_any_call() -> None:
+    world, matcher, _ = face_map_world([])
+    job = world.pipeline.submit(job_request(face_map=face_map(("refs/biden.jpg", "faces/obama.jpg"))))
+    assert job.error is not None and job.error["code"] == "provider_rejected"
+    assert "selfhosted" in job.error["message"]
+    assert world.provider.creates == [] and matcher.calls == []
+
+
+def test_a_throttled_matcher_leaves_the_job_to_the_next_delivery() -> None:
+    world, _, provider = face_map_world([StoreUnavailable("rekognition:CompareFaces", "ThrottlingException")])
+    request = job_request(provider="selfhosted", face_map=face_map(("refs/biden.jpg", "faces/obama.jpg")))
+    with pytest.raises(StoreUnavailable):
+        world.pipeline.submit(request)
+    assert world.store.get(request.job_id) is None and provider.creates == []
