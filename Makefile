@@ -93,7 +93,7 @@ test: lint typecheck template unit integration build
 
 demo: venv
 	$(BIN)/python -m faceswap_local demo $(if $(FACE),--face "$(FACE)") $(if $(TARGET),--target "$(TARGET)") \
-		$(if $(PROVIDER),--provider "$(PROVIDER)") $(if $(OUT),--out "$(OUT)")
+		$(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PROVIDER),--provider "$(PROVIDER)") $(if $(OUT),--out "$(OUT)")
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -2,7 +2,9 @@
 
 Default run: ``faces/obama.jpg`` + ``incoming/obama/biden.jpg`` (face library), ``faces/biden.jpg`` +
 ``incoming/biden/obama.jpg``, and a manifest job swapping Obama's face onto the right-hand face (index 1) of
-``obama_and_biden_side_by_side.jpg``. With ``--face`` and ``--target``: one manifest job on any pair.
+``obama_and_biden_side_by_side.jpg``, and the same photo with Obama's face put onto Biden's, the face chosen by a
+reference photo of Biden (the contact sheet marks the chosen face). With ``--face`` and ``--target``: one manifest job
+on any pair (``--reference``: the face replaced is the person in that photo).
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ class DemoJob:
     uploaded_at: float = 0.0
     job: Job | None = None
     local_file: Path | None = None
+    reference: Path | None = None
 
 
-def run(*, face: Path | None, target: Path | None, provider: str | None, out: Path) -> int:
+def run(
+    *, face: Path | None, target: Path | None, provider: str | None, out: Path, reference: Path | None = None
+) -> int:
     """Run the demo; returns the process exit code (0 only if every job succeeded).
 
     The functions' structured logs go to ``.local/logs/demo.log`` (they are written to stdout, as on Lambda,
@@ -51,7 +56,7 @@ def run(*, face: Path | None, target: Path | None, provider: str | None, out: Pa
     """
     LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
     with LOG_FILE.open("w") as log, contextlib.redirect_stdout(log):
-        return _run(face=face, target=target, provider=provider, out=out)
+        return _run(face=face, target=target, provider=provider, out=out, reference=reference)
 
 
 def say(*parts: object) -> None:
@@ -59,7 +64,7 @@ def say(*parts: object) -> None:
     print(*parts, file=_CONSOLE, flush=True)
 
 
-def _run(*, face: Path | None, target: Path | None, provider: str | None, out: Path) -> int:
+def _run(*, face: Path | None, target: Path | None, provider: str | None, out: Path, reference: Path | None) -> int:
     started = time.monotonic()
     say("Starting the local stack (moto server, resources from template.yaml, engine, emulators)…")
     stack = LocalStack().start()
@@ -70,7 +75,7 @@ def _run(*, face: Path | None, target: Path | None, provider: str | None, out: P
             f"results s3://{info['results_bucket']}, API {info['api_url']}"
         )
         s3 = stack.client("s3")
-        jobs = _custom_jobs(s3, info, face, target, provider) if face and target else _default_jobs(s3, info)
+        jobs = _custom_jobs(s3, info, face, target, provider, reference) if face and target else _default_jobs(s3, info)
         _follow(stack, info, jobs)
         out.mkdir(parents=True, exist_ok=True)
         _download(s3, jobs, out)
@@ -99,9 +104,25 @@ def _default_jobs(s3: Any, info: dict[str, str]) -> list[DemoJob]:
             FACES / "obama.jpg",
         ),
     ]
+    jobs.append(
+        DemoJob(
+            "obama onto biden, chosen by reference",
+            "photos/reference/obama_and_biden_side_by_side.jpg",
+            FACES / "obama_and_biden_side_by_side.jpg",
+            FACES / "obama.jpg",
+            reference=FACES / "biden.jpg",
+        )
+    )
     for job in jobs:
         job.uploaded_at = time.time()
         s3.put_object(Bucket=bucket, Key=job.target_key, Body=job.target.read_bytes())
+    by_reference = {
+        "target_image": {"s3_key": jobs[3].target_key},
+        "swap_image": {"s3_key": "faces/obama.jpg"},
+        "reference": {"s3_key": "faces/biden.jpg"},
+        "result_key": "results/jobs/chosen-by-reference.jpg",
+    }
+    s3.put_object(Bucket=bucket, Key="jobs/chosen-by-reference.json", Body=json.dumps(by_reference).encode())
     manifest = {
         "target_image": {"s3_key": jobs[2].target_key},
         "swap_image": {"s3_key": "faces/obama.jpg"},
@@ -113,18 +134,24 @@ def _default_jobs(s3: Any, info: dict[str, str]) -> list[DemoJob]:
     return jobs
 
 
-def _custom_jobs(s3: Any, info: dict[str, str], face: Path, target: Path, provider: str | None) -> list[DemoJob]:
+def _custom_jobs(
+    s3: Any, info: dict[str, str], face: Path, target: Path, provider: str | None, reference: Path | None
+) -> list[DemoJob]:
     bucket = info["input_bucket"]
     face_key, target_key = f"faces/{face.name}", f"photos/{target.name}"
     s3.put_object(Bucket=bucket, Key=face_key, Body=face.read_bytes())
-    job = DemoJob(f"{face.stem} onto {target.stem}", target_key, target, face, uploaded_at=time.time())
+    label = f"{face.stem} onto {target.stem}" + (f", the face of {reference.stem}" if reference else "")
+    job = DemoJob(label, target_key, target, face, uploaded_at=time.time(), reference=reference)
     s3.put_object(Bucket=bucket, Key=target_key, Body=target.read_bytes())
-    manifest = {
+    manifest: dict[str, Any] = {
         "target_image": {"s3_key": target_key},
         "swap_image": {"s3_key": face_key},
         "provider": provider or "selfhosted",
         "result_key": f"results/demo/{target.stem}{target.suffix.lower()}",
     }
+    if reference is not None:
+        s3.put_object(Bucket=bucket, Key=f"references/{reference.name}", Body=reference.read_bytes())
+        manifest["reference"] = {"s3_key": f"references/{reference.name}"}
     s3.put_object(Bucket=bucket, Key="jobs/demo.json", Body=json.dumps(manifest).encode())
     return [job]
 
@@ -168,14 +195,21 @@ def _tile(image: Image.Image, height: int) -> Image.Image:
 
 
 def _contact_sheet(jobs: list[DemoJob], path: Path, height: int = 320) -> Path:
-    """Rows of target | swap face | result, labelled; written as PNG."""
+    """Rows of target | swap face | result (| reference), labelled; a face chosen by a reference is outlined on the
+    result; written as PNG."""
     rows = []
     for demo_job in jobs:
         tiles = [_tile(Image.open(demo_job.target), height), _tile(Image.open(demo_job.face), height)]
         if demo_job.local_file is not None:
             tiles.append(_tile(Image.open(demo_job.local_file), height))
+            for chosen in demo_job.job.chosen_faces if demo_job.job else ():
+                scale = height / chosen["image_size"][1]
+                box = [round(v * scale) for v in chosen["box"]]
+                ImageDraw.Draw(tiles[-1]).rectangle(box, outline=(255, 200, 0), width=3)
         else:
             tiles.append(Image.new("RGB", (height, height), (60, 0, 0)))
+        if demo_job.reference is not None:
+            tiles.append(_tile(Image.open(demo_job.reference), height))
         rows.append((demo_job, tiles))
     gap, label_h = 12, 22
     width = max(sum(t.width for t in tiles) + gap * (len(tiles) + 1) for _, tiles in rows)
@@ -185,7 +219,8 @@ def _contact_sheet(jobs: list[DemoJob], path: Path, height: int = 320) -> Path:
     for demo_job, tiles in rows:
         x = gap
         state = demo_job.job.state if demo_job.job else "no job"
-        for tile, caption in zip(tiles, ("target (before)", "swap face", f"result ({state})"), strict=True):
+        captions = ("target (before)", "swap face", f"result ({state})", "reference: the face replaced")
+        for tile, caption in zip(tiles, captions[: len(tiles)], strict=True):
             draw.text((x, y), caption, fill=(20, 20, 20))
             sheet.paste(tile, (x, y + label_h))
             x += tile.width + gap
@@ -269,15 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceswap_local demo")
     parser.add_argument("--face", type=Path, help="image whose face is swapped in")
     parser.add_argument("--target", type=Path, help="image whose face is replaced")
+    parser.add_argument("--reference", type=Path, help="photo of the person whose face is replaced (with --face)")
     parser.add_argument("--provider", default=None, help="selfhosted (default) or piapi (through its emulator)")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     args = parser.parse_args(argv)
     if bool(args.face) != bool(args.target):
         parser.error("give both --face and --target, or neither")
-    for path in (args.face, args.target):
+    if args.reference and not args.face:
+        parser.error("--reference needs --face and --target")
+    for path in (args.face, args.target, args.reference):
         if path is not None and not path.is_file():
             parser.error(f"no such file: {path}")
-    return run(face=args.face, target=args.target, provider=args.provider, out=args.out)
+    return run(face=args.face, target=args.target, provider=args.provider, out=args.out, reference=args.reference)
 
 
 if __name__ == "__main__":
