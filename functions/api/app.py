@@ -43,6 +43,15 @@ class ResultView(BaseModel):
     download_url: str | None = None
 
 
+class ChosenFaceView(BaseModel):
+    pair: int = Field(description="the pair's index in face_map")
+    box: list[int] = Field(description="[left, top, right, bottom] in pixels of the target as the provider received it")
+    image_size: list[int] = Field(description="[width, height] of that image, in pixels")
+    similarity: float = Field(description="similarity to the reference, 0-100")
+    runner_up: float | None = Field(description="the next most similar face's similarity; null for a one-face target")
+    method: str = Field(description="how the provider was given the face: native, detect-crop or isolate-composite")
+
+
 class JobView(BaseModel):
     job_id: str
     status: str = Field(description="RECEIVED, SUBMITTED, SUCCEEDED, FAILED or TIMED_OUT")
@@ -57,6 +66,12 @@ class JobView(BaseModel):
     error: dict[str, Any] | None = None
     retry_of: str | None = None
     result: ResultView | None = None
+    face_map: list[dict[str, dict[str, str]]] | None = Field(
+        default=None, description="the job's face map: pairs of reference and swap image (as stored references)"
+    )
+    chosen_faces: list[ChosenFaceView] | None = Field(
+        default=None, description="the face chosen for each pair of face_map, once the job reached its provider"
+    )
 
 
 class JobList(BaseModel):

@@ -413,3 +413,26 @@ def test_inline_images_over_what_one_request_carries_are_refused_413_with_a_poin
     far_over = {"target_image": {"base64": base64.b64encode(jpeg * 3).decode()}, "swap_image": body["swap_image"]}
     answer = api.post("/jobs", json=far_over)  # an event over Lambda's 6 MB: refused before the function
     assert answer.status_code == 413
+
+
+def test_a_face_map_through_the_jobs_api_shows_the_chosen_face_and_its_event_follows_the_schema(
+    api: httpx.Client, stack: Stack
+) -> None:
+    body = {
+        "target_image": {"base64": b64("obama_and_biden_side_by_side.jpg")},
+        "swap_image": {"base64": b64("obama.jpg")},
+        "reference": {"base64": b64("biden.jpg")},
+        "provider": "selfhosted",
+    }
+    refused = api.post("/jobs", json={**body, "provider": "piapi"})
+    assert refused.status_code == 400 and refused.json()["code"] == "provider_rejected", refused.text
+    assert "selfhosted" in refused.json()["message"]
+
+    job = wait_job(api, api.post("/jobs", json=body).json()["job_id"])
+    assert job["status"] == "SUCCEEDED", job
+    (chosen,) = job["chosen_faces"]
+    assert chosen["box"][0] > 1126 / 2 and chosen["similarity"] >= 80  # Biden is the right-hand face
+    assert [sorted(pair) for pair in job["face_map"]] == [["reference", "swap_image"]]
+    (event,) = [e for e in stack.events() if e["detail"]["job_id"] == job["job_id"]]
+    jsonschema.validate(event, json.loads((SCHEMAS / "job_succeeded.schema.json").read_text()))
+    assert event["detail"]["chosen_faces"] == job["chosen_faces"]
