@@ -17,8 +17,8 @@ header (its signature is not checked); blobs are base64 strings in the JSON body
   → ``InvalidParameterException`` (https://docs.aws.amazon.com/rekognition/latest/dg/limits.html);
 - ``S3Object`` instead of ``Bytes`` → ``InvalidParameterException`` (this emulator serves ``Bytes`` only);
 - ``SimilarityThreshold`` outside 0..100 or an unknown ``QualityFilter`` → ``InvalidParameterException``;
-- no face in the source image → ``InvalidParameterException`` ("There are no faces in the image. Should be at
-  least 1.").
+- no face in the source image → ``InvalidParameterException`` with CompareFaces' generic "Request has invalid
+  parameters" (the message says nothing more on AWS either: boto/botocore#1203).
 
 Semantics: the source image's largest face (by box area) is compared with each of the target image's 100 largest
 faces. ``FaceMatches`` holds the faces whose similarity is at least ``SimilarityThreshold`` (default 80), by
@@ -110,7 +110,7 @@ MAX_TARGET_FACES = 100
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
 QUALITY_FILTERS = ("NONE", "AUTO", "LOW", "MEDIUM", "HIGH")
 FACE_CONFIDENCE = 99.9
-NO_FACE_MESSAGE = "There are no faces in the image. Should be at least 1."
+NO_FACE_MESSAGE = "Request has invalid parameters"
 
 SIMILARITY_K = 20.0
 """Steepness of the similarity logistic, per unit of dlib descriptor distance (see the module docstring)."""

@@ -10,11 +10,12 @@ out of the way. Boxes come as ratios of the image and may fall outside 0..1; the
 target and clipped to it.
 
 Errors: "If no faces are detected in the source or target images, CompareFaces returns an InvalidParameterException
-error" (the API reference), the only reason left once both images are JPEG or PNG, at most 5 MB and at least 80
-pixels a side, which the caller ensures (https://docs.aws.amazon.com/rekognition/latest/dg/limits.html): it is
-:class:`faceswap.faces.ReferenceWithoutFace`; ``InvalidImageFormatException`` and
-``ImageTooLargeException`` are ``invalid_image``; anything else (throttling, access denied, a service error) is
-:class:`faceswap.errors.StoreUnavailable`, so the job's message is delivered again.
+error" (the API reference), with the generic message "Request has invalid parameters"; it is the only documented
+reason left once both images are JPEG or PNG, at most 5 MB and at least 80 pixels a side, which the caller ensures
+(https://docs.aws.amazon.com/rekognition/latest/dg/limits.html): it is :class:`faceswap.faces.ReferenceWithoutFace`;
+``InvalidImageFormatException`` and ``ImageTooLargeException`` are ``invalid_image``; anything else (throttling,
+access denied, a service error) is :class:`faceswap.errors.StoreUnavailable`, so the job's message is delivered
+again.
 
 Images sent to AWS AI services may be used to improve them unless the account opts out (README, "Deploy to AWS").
 """
