@@ -50,6 +50,7 @@ class ChosenFaceView(BaseModel):
     similarity: float = Field(description="similarity to the reference, 0-100")
     runner_up: float | None = Field(description="the next most similar face's similarity; null for a one-face target")
     method: str = Field(description="how the provider was given the face: native, detect-crop or isolate-composite")
+    others: list[list[int]] = Field(default=[], description="boxes of the target's other faces, in the same pixels")
 
 
 class JobView(BaseModel):

@@ -73,7 +73,7 @@ def test_a_request_the_check_cannot_map_fails_it(tmp_path: Path) -> None:
         AwsCall(
             function="CallbackFunction",
             service="rekognition",
-            operation="CompareFaces",
+            operation="DetectLabels",
             params={},
             error_code=None,
             presigned=False,
@@ -82,4 +82,4 @@ def test_a_request_the_check_cannot_map_fails_it(tmp_path: Path) -> None:
         )
     )
     (problem,) = log.refused()
-    assert problem.startswith("CallbackFunction rekognition:CompareFaces") and "not mapped" in problem
+    assert problem.startswith("CallbackFunction rekognition:DetectLabels") and "not mapped" in problem

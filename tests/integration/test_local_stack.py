@@ -172,7 +172,7 @@ def test_make_demo_swaps_every_demo_pair_and_writes_a_contact_sheet(tmp_path: Pa
     )
 
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "3/3 jobs succeeded" in run.stdout
+    assert "4/4 jobs succeeded" in run.stdout
     sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.width > 600 and sheet.height > 900
-    assert len(list(out.glob("*.jpg"))) == 3
+    assert sheet.width > 600 and sheet.height > 1200
+    assert len(list(out.glob("*.jpg"))) == 4

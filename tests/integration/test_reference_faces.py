@@ -177,3 +177,65 @@ def test_a_reference_with_no_face_is_invalid_image_naming_it(stack: Stack) -> No
     )
     assert job.state is JobState.FAILED and job.error is not None
     assert job.error["code"] == "invalid_image" and "reference of face_map[0]" in job.error["message"], job.error
+
+
+@pytest.mark.parametrize("provider", ["piapi", "ailabapi", "aiphotocraft"])
+def test_isolate_and_composite_swaps_the_chosen_face_only_at_providers_without_face_ids(
+    stack: Stack, provider: str
+) -> None:
+    job = run(
+        stack,
+        f"reference-{provider}",
+        {
+            "target_image": {"s3_key": f"photos/reference/{provider}.jpg"},
+            "swap_image": {"s3_key": "faces/biden.jpg"},
+            "reference": {"s3_key": "references/obama-flipped.jpg"},
+            "provider": provider,
+        },
+        {
+            f"photos/reference/{provider}.jpg": (FACES / PAIR).read_bytes(),
+            "faces/biden.jpg": (FACES / "biden.jpg").read_bytes(),
+            "references/obama-flipped.jpg": jpeg(ImageOps.mirror(Image.open(FACES / "obama.jpg"))),
+        },
+    )
+    assert job.state is JobState.SUCCEEDED, job.error
+    (chosen,) = job.chosen_faces
+    assert chosen["method"] == "isolate-composite" and chosen["box"][2] < 1126 / 2
+    assert [attempt.get("part") for attempt in job.attempts] == [0]
+    assert job.result is not None and job.result["content_type"] == "image/png"
+    left, right = identities(stack, job)
+    assert left["biden"] < SAME_PERSON_THRESHOLD and left["biden"] < left["obama"], left
+    assert right["biden"] < SAME_PERSON_THRESHOLD, right
+    result = Image.open(
+        io.BytesIO(stack.s3.get_object(Bucket=job.result["bucket"], Key=job.result["key"])["Body"].read())
+    )
+    target = Image.open(FACES / PAIR).convert("RGB")
+    right_half = (700, 0, 1126, 661)  # Biden's side, far from the chosen face's crop
+    assert result.convert("RGB").crop(right_half).tobytes() == target.crop(right_half).tobytes()
+    kept = stack.s3.list_objects_v2(Bucket=job.result["bucket"], Prefix=f"intermediate/{job.job_id}/")
+    assert {o["Key"].rsplit("/", 1)[1] for o in kept.get("Contents", [])} == {"base", "part-0"}
+
+
+def test_a_face_map_of_two_pairs_by_isolate_and_composite_is_two_tasks_of_one_job(stack: Stack) -> None:
+    job = run(
+        stack,
+        "face-map-two-piapi",
+        {
+            "target_image": {"s3_key": "photos/reference/two-piapi.jpg"},
+            "face_map": [
+                {"reference": {"s3_key": "faces/obama.jpg"}, "swap_image": {"s3_key": "faces/biden.jpg"}},
+                {"reference": {"s3_key": "faces/biden.jpg"}, "swap_image": {"s3_key": "faces/obama.jpg"}},
+            ],
+            "provider": "piapi",
+        },
+        {
+            "photos/reference/two-piapi.jpg": (FACES / PAIR).read_bytes(),
+            "faces/biden.jpg": (FACES / "biden.jpg").read_bytes(),
+            "faces/obama.jpg": (FACES / "obama.jpg").read_bytes(),
+        },
+    )
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert [attempt.get("part") for attempt in job.attempts] == [0, 1]
+    assert len({attempt["provider_task_id"] for attempt in job.attempts}) == 2
+    left, right = identities(stack, job)
+    assert left["biden"] < left["obama"] and right["obama"] < right["biden"], (left, right)

@@ -19,7 +19,7 @@ from faceswap.images import ImageLimits
 from faceswap.jobs import Pipeline, Ports, Settings
 from faceswap.lifecycle import JobState, Phase
 from faceswap.model import ImageRef, Job, JobRequest, StoredResult, TaskSnapshot, TaskStatus
-from faceswap.ports import FaceMatcher, Provider, RateLimiter, RequestQueue, TaskInput, Webhook
+from faceswap.ports import FaceMatcher, InputStore, Provider, RateLimiter, RequestQueue, TaskInput, Webhook
 
 SIGNING_KEY = b"unit-test-signing-key"
 RESULT_HOST = "results.example.com"
@@ -149,6 +149,15 @@ class MemoryObjects:
             self.result_writes += 1
         return StoredResult(bucket, key, len(data), hashlib.sha256(data).hexdigest(), content_type)
 
+    def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
+        self.objects[(bucket, key)] = data
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:
+        return f"https://{bucket}.s3.example.com/{key}?put"
+
+    def presign_get(self, bucket: str, key: str, *, version_id: str | None, expires_seconds: int) -> str:
+        return f"https://{bucket}.s3.example.com/{key}?get"
+
 
 class RecordingQueue:
     """RequestQueue that keeps what is sent, for the test to deliver."""
@@ -253,6 +262,7 @@ class World:
         providers: Mapping[str, Provider] | None = None,
         requeue: RequestQueue | None = None,
         matcher: FaceMatcher | None = None,
+        inputs: InputStore | None = None,
         **settings: Any,
     ) -> Pipeline:
         """Build the pipeline again over the same fakes, with another limiter, sleep, providers or settings (as a
@@ -266,6 +276,8 @@ class World:
             ports = replace(ports, requeue=requeue)
         if matcher is not None:
             ports = replace(ports, matcher=matcher)
+        if inputs is not None:
+            ports = replace(ports, inputs=inputs)
         self.sleep = sleep or self.sleep
         self.pipeline = Pipeline(ports, replace(self.pipeline.settings, **settings), clock=self.clock, sleep=self.sleep)
         return self.pipeline

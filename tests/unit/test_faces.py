@@ -24,7 +24,7 @@ from faceswap.errors import (
 from faceswap.faces import NATIVE, ChosenFace, FaceChooser, FaceScore, ReferenceWithoutFace
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.lifecycle import JobState
-from faceswap.model import FacePair, ImageRef
+from faceswap.model import FacePair, ImageRef, TaskStatus
 
 LEFT, RIGHT = (100, 80, 220, 230), (600, 90, 720, 240)
 
@@ -234,3 +234,83 @@ def test_a_throttled_matcher_leaves_the_job_to_the_next_delivery() -> None:
     with pytest.raises(StoreUnavailable):
         world.pipeline.submit(request)
     assert world.store.get(request.job_id) is None and provider.creates == []
+
+
+# ------------------------------------------------------------------------------------------- isolate and composite
+
+
+def noisy_jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def swapped_crop_png(size: int, colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_isolate_and_composite_makes_one_task_per_pair_and_keeps_only_the_composite_at_the_result_key() -> None:
+    world = make_world()
+    provider = FakeProvider(name="piapi", status=TaskStatus.SUCCEEDED)
+    matcher = ScriptedMatcher(
+        [[FaceScore(LEFT, 97.0), FaceScore(RIGHT, 5.0)], [FaceScore(RIGHT, 96.0), FaceScore(LEFT, 4.0)]]
+    )
+    world.rewire(providers={"piapi": provider}, matcher=matcher, inputs=world.objects, face_match_threshold=80.0)
+    target = noisy_jpeg(800, 500)
+    world.objects.objects[("inputs", "incoming/obama/target.jpg")] = target
+    world.objects.objects[("inputs", "refs/a.jpg")] = jpeg(200, 200)
+    world.objects.objects[("inputs", "faces/other.jpg")] = jpeg(120, 120, color=(9, 9, 9))
+    request = job_request(
+        provider="piapi", face_map=face_map(("refs/a.jpg", "faces/obama.jpg"), ("refs/a.jpg", "faces/other.jpg"))
+    )
+
+    first = world.pipeline.submit(request)
+    assert first.part == 0 and [f["method"] for f in first.chosen_faces] == ["isolate-composite"] * 2
+    ((task, _),) = provider.creates
+    assert task.faces == () and task.target_image.content_type == "image/jpeg"
+    assert min(task.target_image.width, task.target_image.height) >= 512  # a crop around one face, upscaled
+    assert task.swap_image.width == 64  # pair 0's swap face
+
+    world.served["/result.png"] = swapped_crop_png(task.target_image.width, (255, 0, 0))
+    moved = world.pipeline.collection.collect(first)  # part 0 kept; part 1 created (no queue: inline)
+    assert moved.part == 1 and moved.state is JobState.SUBMITTED and len(provider.creates) == 2
+    assert provider.creates[1][0].swap_image.width == 120  # pair 1's swap face
+    assert ("results", "results/obama/target.jpg") not in world.objects.objects  # nothing at the result key yet
+
+    world.served["/result.png"] = swapped_crop_png(provider.creates[1][0].target_image.width, (0, 0, 255))
+    done = world.pipeline.collection.collect(world.store.get(request.job_id))  # type: ignore[arg-type]
+    assert done.state is JobState.SUCCEEDED and done.result is not None
+    assert done.result["content_type"] == "image/png" and done.result["key"] == "results/obama/target.jpg"
+    assert [(a["provider_task_id"], a["part"]) for a in done.attempts] == [("task-1", 0), ("task-2", 1)]
+
+    result = Image.open(io.BytesIO(world.objects.objects[("results", "results/obama/target.jpg")])).convert("RGB")
+    base = Image.open(io.BytesIO(target)).convert("RGB")
+    assert result.size == base.size
+    assert result.getpixel((160, 160))[0] > 200 and result.getpixel((660, 170))[2] > 200  # each face its own swap
+    for corner in ((5, 5), (795, 495), (400, 480), (400, 20)):  # far from both faces: the target's own pixels
+        assert result.getpixel(corner) == base.getpixel(corner)
+    intermediate = sorted(key for bucket, key in world.objects.objects if key.startswith("intermediate/"))
+    assert intermediate == [
+        f"intermediate/{request.job_id}/piapi/base",
+        f"intermediate/{request.job_id}/piapi/part-0",
+        f"intermediate/{request.job_id}/piapi/part-1",
+    ]
+
+
+def test_a_second_collect_of_a_part_moves_the_job_on_once() -> None:
+    world = make_world()
+    provider = FakeProvider(name="ailabapi", status=TaskStatus.SUCCEEDED)
+    matcher = ScriptedMatcher([[FaceScore(LEFT, 97.0)], [FaceScore(RIGHT, 96.0), FaceScore(LEFT, 4.0)]])
+    world.rewire(providers={"ailabapi": provider}, matcher=matcher, inputs=world.objects, face_match_threshold=80.0)
+    world.objects.objects[("inputs", "incoming/obama/target.jpg")] = noisy_jpeg(800, 500)
+    world.objects.objects[("inputs", "refs/a.jpg")] = jpeg(200, 200)
+    request = job_request(
+        provider="ailabapi", face_map=face_map(("refs/a.jpg", "faces/obama.jpg"), ("refs/a.jpg", "faces/obama.jpg"))
+    )
+    first = world.pipeline.submit(request)
+    world.served["/result.png"] = swapped_crop_png(provider.creates[0][0].target_image.width, (255, 0, 0))
+    world.pipeline.collection.collect(first)
+    again = world.pipeline.collection.collect(first)  # a late callback for part 0, read before the move
+    assert again.part == 1 and len(provider.creates) == 2

@@ -250,7 +250,7 @@ def test_every_transition_leads_from_active_phases_and_terminal_is_final() -> No
                 "give-up",
             },
         ),
-        (Phase.RUNNING, {"move-to-next-provider", "succeed", "fail", "time-out", "give-up"}),
+        (Phase.RUNNING, {"move-to-next-provider", "next-part", "succeed", "fail", "time-out", "give-up"}),
         (
             Phase.OUTCOME_UNKNOWN,
             {"learn-task-id", "record-task", "move-to-next-provider", "succeed", "fail", "time-out", "give-up"},

@@ -23,9 +23,11 @@ from faceswap.errors import (
     ResultError,
     ResultMissing,
 )
+from faceswap.faces import ISOLATE_COMPOSITE, ChosenFace
 from faceswap.gate import CallGate
 from faceswap.lifecycle import Lifecycle, log_keys
 from faceswap.model import Job, TaskSnapshot, TaskStatus, parse_time
+from faceswap.parts import RESULT_CONTENT_TYPE, Composer, part_key
 from faceswap.ports import ObjectStore, Provider
 
 if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never loads it
@@ -61,6 +63,9 @@ class Collector:
         (see :meth:`failed_delivery`). 0: never.
     clock
         Returns the current UTC time.
+    composer, next_part
+        For face maps done by isolate and composite (:mod:`faceswap.parts`): puts the parts together, and moves a
+        job to its next part (``Submitter.next_part``).
     """
 
     lifecycle: Lifecycle
@@ -73,6 +78,8 @@ class Collector:
     fail_over: Callable[[Job, PipelineError], Job]
     max_receive_count: int = 0
     clock: Callable[[], datetime]
+    composer: Composer | None = None
+    next_part: Callable[[Job], Job] | None = None
 
     def collect(
         self,
@@ -127,6 +134,8 @@ class Collector:
             return self._fail(job, error)
         if not snapshot.result_url:
             return self._fail(job, ResultMissing("The provider reported success without a result URL."))
+        if job.chosen_faces and job.chosen_faces[0].get("method") == ISOLATE_COMPOSITE:
+            return self._collect_part(job, snapshot, provider, deadline)
         try:
             with self.fetcher.open(
                 snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
@@ -141,6 +150,35 @@ class Collector:
         except ProviderUnavailable:
             raise
         except ResultError as e:
+            return self._fail(job, e)
+        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
+        return succeeded or self.lifecycle.reread(job)
+
+    def _collect_part(self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None) -> Job:
+        """Keep a face map part's swapped crop (never at the result key), then move to the next part, or, after the
+        last, keep the composite of every part at the result key and end the job SUCCEEDED."""
+        assert snapshot.result_url and self.composer is not None and self.next_part is not None
+        try:
+            with self.fetcher.open(
+                snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
+            ) as stream:
+                self.objects.store_result(
+                    self.results_bucket,
+                    part_key(job.job_id, job.provider, job.part),
+                    stream.chunks(),
+                    content_type=stream.content_type,
+                    job_id=job.job_id,
+                )
+            faces = [ChosenFace.from_dict(face) for face in job.chosen_faces]
+            if job.part + 1 < len(faces):
+                return self.next_part(job)
+            data = self.composer.assemble(job, faces, provider.image_limits)
+            stored = self.objects.store_result(
+                self.results_bucket, job.result_key, iter([data]), content_type=RESULT_CONTENT_TYPE, job_id=job.job_id
+            )
+        except ProviderUnavailable:
+            raise
+        except (ResultError, InputError) as e:
             return self._fail(job, e)
         succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
         return succeeded or self.lifecycle.reread(job)

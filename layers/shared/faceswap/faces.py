@@ -90,6 +90,8 @@ class ChosenFace:
         The next best face's similarity, or ``None`` when the target has one face.
     method
         How the provider was given the face (:data:`NATIVE`, :data:`DETECT_CROP`, :data:`ISOLATE_COMPOSITE`).
+    others
+        The boxes of the target's other faces (kept out of the way by isolate and composite).
     """
 
     pair: int
@@ -98,6 +100,7 @@ class ChosenFace:
     similarity: float
     runner_up: float | None
     method: str
+    others: tuple[Box, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The choice as stored on the job row, shown by ``GET /jobs/{id}`` and published in "Job Succeeded"."""
@@ -108,21 +111,22 @@ class ChosenFace:
             "similarity": round(self.similarity, 2),
             "runner_up": None if self.runner_up is None else round(self.runner_up, 2),
             "method": self.method,
+            "others": [list(box) for box in self.others],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChosenFace:
         """Inverse of :meth:`as_dict`."""
-        left, top, right, bottom = (int(v) for v in data["box"])
         width, height = (int(v) for v in data["image_size"])
         runner_up = data.get("runner_up")
         return cls(
             pair=int(data["pair"]),
-            box=(left, top, right, bottom),
+            box=_box(data["box"]),
             size=(width, height),
             similarity=float(data["similarity"]),
             runner_up=None if runner_up is None else float(runner_up),
             method=str(data["method"]),
+            others=tuple(_box(box) for box in data.get("others") or ()),
         )
 
 
@@ -200,8 +204,14 @@ class FaceChooser:
                         "the target image."
                     )
             size = (target.width, target.height)
-            chosen.append(ChosenFace(pair, best.box, size, best.similarity, runner_up, method))
+            others = tuple(score.box for score in scores[1:])
+            chosen.append(ChosenFace(pair, best.box, size, best.similarity, runner_up, method, others))
         return chosen
+
+
+def _box(values: Any) -> Box:
+    left, top, right, bottom = (int(v) for v in values)
+    return left, top, right, bottom
 
 
 def _check_size(image: PreparedImage, name: str) -> None:

@@ -78,19 +78,19 @@ class InputPreparer:
         return self.objects.read(ref.bucket, ref.key, version_id=ref.version_id, max_bytes=self.max_bytes)
 
     def image_urls(
-        self, job_id: str, target: PreparedImage, swap: PreparedImage
+        self, job_id: str, target: PreparedImage, swap: PreparedImage, *, name: str = ""
     ) -> Callable[[], tuple[str, str]] | None:
-        """For URL-only providers: a function that stores the prepared images under ``prepared/<job_id>/`` and
-        returns presigned GET URLs ``(target, swap)`` valid :data:`PREPARED_URL_SECONDS`; ``None`` when this
-        deployment has no inputs store."""
+        """For URL-only providers: a function that stores the prepared images under ``prepared/<job_id>/`` (their
+        names prefixed with ``name``: each part of a face map has its own) and returns presigned GET URLs
+        ``(target, swap)`` valid :data:`PREPARED_URL_SECONDS`; ``None`` when this deployment has no inputs store."""
         inputs, bucket = self.inputs, self.input_bucket
         if inputs is None or not bucket:
             return None
 
         def urls() -> tuple[str, str]:
             signed = []
-            for name, image in (("target", target), ("swap", swap)):
-                key = f"prepared/{job_id}/{name}.{image.extension}"
+            for which, image in (("target", target), ("swap", swap)):
+                key = f"prepared/{job_id}/{name}{which}.{image.extension}"
                 inputs.put_input(bucket, key, image.data, content_type=image.content_type)
                 signed.append(inputs.presign_get(bucket, key, version_id=None, expires_seconds=PREPARED_URL_SECONDS))
             return signed[0], signed[1]

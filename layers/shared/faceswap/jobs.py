@@ -31,6 +31,7 @@ from faceswap.gate import CallGate
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle
 from faceswap.model import Job, JobRequest, utcnow
+from faceswap.parts import Composer
 from faceswap.ports import (
     CheckScheduler,
     FaceMatcher,
@@ -175,6 +176,11 @@ class Pipeline:
             scheduler=ports.scheduler, providers=ports.providers, poll_delays=settings.poll_delays, clock=clock
         )
         webhooks = WebhookSigner(settings.callback_base_url, ports.signing_key)
+        composer = (
+            Composer(objects=ports.objects, writer=ports.inputs, bucket=settings.results_bucket)
+            if ports.inputs is not None
+            else None
+        )
         self.submission = Submitter(
             lifecycle=self.lifecycle,
             providers=ports.providers,
@@ -197,6 +203,7 @@ class Pipeline:
                 if ports.matcher is not None
                 else None
             ),
+            composer=composer,
         )
         self.collection = Collector(
             lifecycle=self.lifecycle,
@@ -209,6 +216,8 @@ class Pipeline:
             fail_over=self.submission.fail_over,
             max_receive_count=settings.max_receive_count,
             clock=clock,
+            composer=composer,
+            next_part=self.submission.next_part,
         )
         self.callbacks = Callbacks(
             lifecycle=self.lifecycle,

@@ -8,14 +8,16 @@ that state it is, so that no step has to infer it from which attributes happen t
     RECEIVED    creating          a create is claimed and may be in flight (at most one per claim)
     SUBMITTED   running           the provider task exists (its id is known, or arrives with the callback)
     SUBMITTED   outcome_unknown   the create may have reached the provider: it is never sent again
-    SUBMITTED   awaiting_create   moved to the next provider after an attempt; its create comes next
+    SUBMITTED   awaiting_create   moved to the next provider after an attempt, or to the next part of a face map
+                                  done by isolate and composite (one task per pair); its create comes next
     SUBMITTED   creating          the next provider's create is claimed and may be in flight
     SUCCEEDED   ended             the result is kept in the results bucket
     FAILED      ended             with an ``error`` (code, message, retryable)
     TIMED_OUT   ended             the deadline passed
 
 States only move forward (RECEIVED → SUBMITTED → one terminal state) and a terminal state never changes.
-Phases may go back to ``awaiting_create`` (a create handed back untried, or a move to the next provider).
+Phases may go back to ``awaiting_create`` (a create handed back untried, a move to the next provider, or to the next
+part of a face map).
 
 :data:`TRANSITIONS` is the table: each named transition, the phases it may start from and the phase and state it
 leads to. :class:`Lifecycle` applies them, each as one conditional write on the job's phase (``JobStore.apply``
@@ -136,6 +138,9 @@ FAIL = _t("fail", ACTIVE_PHASES, _P.ENDED, JobState.FAILED)
 """The input, the provider or the result failed in a way another try would not mend (or no provider is left)."""
 TIME_OUT = _t("time-out", ACTIVE_PHASES, _P.ENDED, JobState.TIMED_OUT)
 """The deadline passed with no provider left to move to."""
+NEXT_PART = _t("next-part", {_P.RUNNING}, _P.AWAITING_CREATE)
+"""A face map done by isolate and composite: one pair's task is done and its output kept; the next pair's create
+comes next, at the same provider (one task per pair, each listed in ``attempts``)."""
 GIVE_UP = _t("give-up", ACTIVE_PHASES, _P.ENDED, JobState.FAILED)
 """The pipeline's own step failed on every delivery of the job's message (it goes to the dead-letter queue)."""
 
@@ -150,6 +155,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     LEARN_TASK_ID,
     NOTE_TASK_ID,
     MOVE_TO_NEXT_PROVIDER,
+    NEXT_PART,
     SUCCEED,
     FAIL,
     TIME_OUT,
@@ -300,7 +306,9 @@ class Lifecycle:
     def record_task(self, job: Job, task_id: str) -> Job | None:
         """``record-task``: the provider took the task; the attempt is added to ``attempts``."""
         stamp = self._stamp()
-        attempt = {"provider": job.provider, "at": stamp, "provider_task_id": task_id}
+        attempt: dict[str, Any] = {"provider": job.provider, "at": stamp, "provider_task_id": task_id}
+        if job.part or any(face.get("method") == "isolate-composite" for face in job.chosen_faces):
+            attempt["part"] = job.part
         changes = {
             "provider_task_id": task_id,
             "submitted_at": stamp,
@@ -338,6 +346,8 @@ class Lifecycle:
             "submit_attempts": 0,
             "provider_task_id": None,
             "error": None,
+            "part": None,
+            "chosen_faces": None,
         }
         if job.state is JobState.SUBMITTED:
             failed["provider_task_id"] = job.provider_task_id
@@ -350,6 +360,19 @@ class Lifecycle:
                 extra={**log_keys(moved), "from_provider": job.provider, "error_code": error.code},
             )
         return moved
+
+    def next_part(self, job: Job) -> Job | None:
+        """``next-part``: the task of face map pair ``job.part`` is done and its output kept; the next pair's create
+        is awaited at the same provider. Conditional on the task too, so two collects of one part move it once."""
+        stamp = self._stamp()
+        changes: dict[str, Any] = {
+            "part": job.part + 1,
+            "provider_task_id": None,
+            "submit_started_at": None,
+            "submit_attempts": 0,
+        }
+        expected = {"provider": job.provider, "provider_task_id": job.provider_task_id or ""}
+        return self._apply(NEXT_PART, job, changes, stamp, expected=expected)
 
     # ------------------------------------------------------------------------------------------------ ends
 

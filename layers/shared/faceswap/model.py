@@ -150,6 +150,9 @@ class Job:
     chosen_faces: list[dict[str, Any]] = field(default_factory=list)
     """The face chosen for each pair of ``face_map`` at the job's provider (:meth:`faceswap.faces.ChosenFace.as_dict`),
     set when its create is claimed."""
+    part: int = 0
+    """The face map pair whose task is being made or run, for providers that take one face per task (isolate and
+    composite: one task per pair, in order)."""
 
     @property
     def terminal(self) -> bool:

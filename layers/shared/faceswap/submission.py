@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from faceswap.checks import CheckPolicy
 from faceswap.config import ConfigError
@@ -23,12 +24,13 @@ from faceswap.errors import (
     StoreUnavailable,
     SubmitOutcomeUnknown,
 )
-from faceswap.faces import ChosenFace, FaceChooser
+from faceswap.faces import ISOLATE_COMPOSITE, ChosenFace, FaceChooser
 from faceswap.gate import CallGate
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle, Phase, log_keys
 from faceswap.model import Job, JobRequest
+from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
 from faceswap.providers.registry import face_choice
 from faceswap.webhooks import WebhookSigner
@@ -57,6 +59,8 @@ class Submitter:
     faces
         Chooses the faces of a face map (``None``: this deployment has no face matcher; such a job fails
         ``configuration_error``, retryable).
+    composer
+        Makes each part's crop for providers that take a face map by isolate and composite.
     max_attempts
         Creates at one provider that may fail ``provider_unavailable`` before the job fails (or moves on).
     requeue
@@ -73,6 +77,7 @@ class Submitter:
     max_attempts: int = 3
     requeue: RequestQueue | None = None
     faces: FaceChooser | None = None
+    composer: Composer | None = None
 
     def receive(self, request: JobRequest) -> tuple[Job, bool]:
         """Record a job from the API or an event as RECEIVED, before it is queued for submission.
@@ -134,9 +139,23 @@ class Submitter:
                 if request.swap_image == request.target_image
                 else self.inputs.prepare(request.swap_image, provider, "swap image")
             )
-            chosen, faces = self._choose_faces(request, provider, target, swap) if request.face_map else ([], ())
+            chosen, faces = (
+                self._choose_faces(request, provider, target, swap, earlier=job.chosen_faces if job else [])
+                if request.face_map
+                else ([], ())
+            )
         except (InputError, ProviderRejected, ConfigError) as e:
             return self.lifecycle.reject(request, e, job=job)
+        part = job.part if job is not None else 0
+        urls_name = ""
+        if chosen and chosen[0].method == ISOLATE_COMPOSITE:
+            # One pair per task: the crop around this part's face goes as a one-face swap of its swap image.
+            if self.composer is None:
+                return self.lifecycle.reject(request, ConfigError("This deployment cannot composite."), job=job)
+            target = self.composer.part_input(
+                request.job_id, provider.name, target, chosen[part], provider.image_limits
+            )
+            swap, faces, urls_name = faces[part].swap_image, (), f"part-{part}-"
 
         choices = [face.as_dict() for face in chosen]
         claimed = (
@@ -154,7 +173,7 @@ class Submitter:
             target_image=target,
             swap_image=swap,
             options=claimed.options,
-            image_urls=self.inputs.image_urls(claimed.job_id, target, swap),
+            image_urls=self.inputs.image_urls(claimed.job_id, target, swap, name=urls_name),
             faces=faces,
         )
         try:  # the signing key is read here: a failure sends nothing, so the claim goes back
@@ -185,10 +204,18 @@ class Submitter:
         return self._recorded(claimed, task_id)
 
     def _choose_faces(
-        self, request: JobRequest, provider: Provider, target: PreparedImage, swap: PreparedImage
+        self,
+        request: JobRequest,
+        provider: Provider,
+        target: PreparedImage,
+        swap: PreparedImage,
+        *,
+        earlier: list[dict[str, Any]],
     ) -> tuple[list[ChosenFace], tuple[FaceInput, ...]]:
         """The faces ``request``'s face map chooses in ``target`` as ``provider`` will receive it, and the inputs its
         create takes for them. Runs before the create is claimed: a job whose faces cannot be chosen is never paid for.
+        ``earlier``: the faces chosen at this provider by an earlier delivery or part, kept as they are (a move to
+        another provider clears them).
 
         Raises
         ------
@@ -216,9 +243,24 @@ class Submitter:
                 if pair.swap_image == request.swap_image
                 else self.inputs.prepare(pair.swap_image, provider, f"swap image of face_map[{i}]")
             )
-        chosen = self.faces.choose(for_matcher(target), references, method=method)
+        chosen = (
+            [ChosenFace.from_dict(face) for face in earlier]
+            if earlier
+            else self.faces.choose(for_matcher(target), references, method=method)
+        )
         faces = tuple(FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen)
         return chosen, faces
+
+    def next_part(self, job: Job) -> Job:
+        """Move an isolate-and-composite job to its next face map pair and have that pair's task created (through
+        the submit queue, as :meth:`fail_over` does)."""
+        moved = self.lifecycle.next_part(job)
+        if moved is None:
+            return self.lifecycle.reread(job)
+        if self.requeue is None:
+            return self.submit(moved.request())
+        self.requeue.send(moved.request())
+        return moved
 
     def _recorded(self, job: Job, task_id: str) -> Job:
         """Record the task the provider made and schedule the first check (unless the job moved on meanwhile: a

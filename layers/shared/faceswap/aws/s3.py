@@ -177,8 +177,9 @@ class S3ObjectStore:
         )
 
     @translated("s3:PutObject")
+    @translated("s3:PutObject")
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
-        """Store an inline input image."""
+        """Store an input image (inline in a request, prepared for a provider, or a composite's base)."""
         self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
     def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:

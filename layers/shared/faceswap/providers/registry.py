@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from faceswap.faces import NATIVE
+from faceswap.faces import ISOLATE_COMPOSITE, NATIVE
 
 FACE_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index"})
 
@@ -99,6 +99,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             poll_delays=(30.0, 1.5, 120.0),
             emulator="faceswap_local.emulators.piapi:PiAPIEmulator",
             contract="providers.md §1; https://piapi.ai/docs/faceswap-api/faceswap",
+            face_choice=ISOLATE_COMPOSITE,
         ),
         ProviderSpec(
             name="ailabapi",
@@ -114,6 +115,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             emulator="faceswap_local.emulators.ailabapi:AILabAPIEmulator",
             emulator_poll_delays=(1.0, 1.5, 5.0),
             contract="providers.md §2",
+            face_choice=ISOLATE_COMPOSITE,
         ),
         ProviderSpec(
             name="crun",
@@ -144,6 +146,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             emulator="faceswap_local.emulators.aiphotocraft:AIPhotoCraftEmulator",
             emulator_poll_delays=(1.0, 1.5, 5.0),
             contract="providers.md §4",
+            face_choice=ISOLATE_COMPOSITE,
         ),
         ProviderSpec(
             name="selfhosted",

@@ -1,0 +1,100 @@
+"""Face maps at providers without face ids: one task per pair, by isolate and composite (:mod:`faceswap.composite`).
+
+For a job whose chosen faces' ``method`` is :data:`faceswap.faces.ISOLATE_COMPOSITE`, pair ``part`` (the job row's
+``part``) is sent as a one-face swap of a crop of the target around its chosen face, the other faces masked. The
+provider's swapped crop is kept under :data:`INTERMEDIATE_PREFIX` in the results bucket, never at the result key; the
+job then moves to its next part (``next-part``, :mod:`faceswap.lifecycle`) until the last, whose collect composites
+every part onto the target as the provider received it (kept there too, as the base) and keeps that at the result
+key, create-only like any result. Everything under the prefix expires with the bucket's lifecycle rule
+(``template.yaml``: ``expire-intermediate``).
+
+Keys hold the provider's name, so a job that fails over to another provider starts its parts afresh, never reusing
+another provider's outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from faceswap.composite import Isolated, composite, decode, encode_png, isolate
+from faceswap.faces import ChosenFace
+from faceswap.images import ImageLimits, PreparedImage
+from faceswap.model import Job
+from faceswap.ports import InputStore, ObjectStore
+
+INTERMEDIATE_PREFIX = "intermediate/"
+"""Prefix of the results bucket's intermediate objects (expire after a few days)."""
+RESULT_CONTENT_TYPE = "image/png"
+"""A composite is PNG, so that every pixel outside the swapped faces is exactly the target's."""
+
+
+def base_key(job_id: str, provider: str) -> str:
+    """Key of the target as the provider received it (the composite's base)."""
+    return f"{INTERMEDIATE_PREFIX}{job_id}/{provider}/base"
+
+
+def part_key(job_id: str, provider: str, part: int) -> str:
+    """Key of the provider's swapped crop of face map pair ``part``."""
+    return f"{INTERMEDIATE_PREFIX}{job_id}/{provider}/part-{part}"
+
+
+@dataclass(kw_only=True)
+class Composer:
+    """Makes each part's crop and puts the parts' outputs together.
+
+    Attributes
+    ----------
+    objects
+        Reads the base and the parts' outputs.
+    writer
+        Stores the base.
+    bucket
+        The results bucket.
+    max_bytes
+        Largest object read back (a base or a part's output), in bytes.
+    """
+
+    objects: ObjectStore
+    writer: InputStore
+    bucket: str
+    max_bytes: int = 64 * 1024 * 1024
+
+    def part_input(
+        self, job_id: str, provider: str, target: PreparedImage, face: ChosenFace, limits: ImageLimits
+    ) -> PreparedImage:
+        """The crop around ``face`` to send as a one-face swap (the target kept as the base first: the same key and
+        bytes on every delivery, since preparing an image is deterministic).
+
+        Raises
+        ------
+        faceswap.errors.StoreUnavailable
+            The base could not be stored: deliver the job's message again.
+        """
+        self.writer.put_input(self.bucket, base_key(job_id, provider), target.data, content_type=target.content_type)
+        isolated = _isolated(target.data, face, limits)
+        width, height = isolated.size
+        return PreparedImage(isolated.data, isolated.content_type, width, height)
+
+    def assemble(self, job: Job, faces: Sequence[ChosenFace], limits: ImageLimits) -> bytes:
+        """Every part's swapped crop composited onto the base, in order, as PNG.
+
+        Raises
+        ------
+        faceswap.errors.InvalidResult
+            A part's output is not an image of its crop's shape.
+        faceswap.errors.InputNotFound
+            The base or a part's output is gone (expired).
+        """
+        base_data = self.objects.read(self.bucket, base_key(job.job_id, job.provider), max_bytes=self.max_bytes)
+        image = decode(base_data)
+        for face in faces:
+            output = self.objects.read(
+                self.bucket, part_key(job.job_id, job.provider, face.pair), max_bytes=self.max_bytes
+            )
+            image = composite(image, output, _isolated(base_data, face, limits), face.box, face.others)
+        return encode_png(image)
+
+
+def _isolated(target: bytes, face: ChosenFace, limits: ImageLimits) -> Isolated:
+    return isolate(target, face.box, face.others, max_side=min(2048, limits.max_side))
