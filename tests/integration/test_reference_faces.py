@@ -239,3 +239,31 @@ def test_a_face_map_of_two_pairs_by_isolate_and_composite_is_two_tasks_of_one_jo
     assert len({attempt["provider_task_id"] for attempt in job.attempts}) == 2
     left, right = identities(stack, job)
     assert left["biden"] < left["obama"] and right["obama"] < right["biden"], (left, right)
+
+
+def test_crun_is_given_the_face_id_whose_detected_crop_is_the_person(stack: Stack) -> None:
+    job = run(
+        stack,
+        "reference-crun",
+        {
+            "target_image": {"s3_key": "photos/reference/crun.jpg"},
+            "face_map": [
+                {"reference": {"s3_key": "references/obama-rescaled.jpg"}, "swap_image": {"s3_key": "faces/biden.jpg"}},
+            ],
+            "provider": "crun",
+        },
+        {
+            "photos/reference/crun.jpg": (FACES / PAIR).read_bytes(),
+            "faces/biden.jpg": (FACES / "biden.jpg").read_bytes(),
+            "references/obama-rescaled.jpg": jpeg(variants()["rescaled"](Image.open(FACES / "obama.jpg"))),
+        },
+    )
+    assert job.state is JobState.SUCCEEDED, job.error
+    (chosen,) = job.chosen_faces
+    assert chosen["method"] == "detect-crop" and chosen["box"][2] < 1126 / 2
+    emulator = stack.local.emulators["crun"]
+    (task,) = [t for t in emulator.tasks.values() if t.task_id == job.provider_task_id]
+    assert task.model == "image-face-swap-multi" and [f["face_id"] for f in task.input["faces"]] == [0]
+    left, right = identities(stack, job)
+    assert left["biden"] < SAME_PERSON_THRESHOLD and left["biden"] < left["obama"], left
+    assert right["biden"] < SAME_PERSON_THRESHOLD, right

@@ -314,3 +314,38 @@ def test_a_second_collect_of_a_part_moves_the_job_on_once() -> None:
     world.pipeline.collection.collect(first)
     again = world.pipeline.collection.collect(first)  # a late callback for part 0, read before the move
     assert again.part == 1 and len(provider.creates) == 2
+
+
+# ------------------------------------------------------------------------------------------- detect-crop
+
+
+def crop(width: int = 50, height: int = 60) -> bytes:
+    return jpeg(width, height)
+
+
+def test_each_reference_picks_the_crop_that_is_its_person_among_the_providers_crops() -> None:
+    first = [[FaceScore((0, 0, 9, 9), 3.0)], [FaceScore((0, 0, 9, 9), 98.0)], ReferenceWithoutFace()]
+    second = [[FaceScore((0, 0, 9, 9), 97.0)], [FaceScore((0, 0, 9, 9), 2.0)], []]
+    matcher = ScriptedMatcher([*first, *second])
+    chooser = FaceChooser(matcher=matcher, threshold=80, margin=10)
+    assert chooser.choose_crops([crop(), crop(), crop()], [image(200, 200), image(300, 300)]) == [1, 0]
+    assert all(min(c.width, c.height) >= 160 for _, c in matcher.calls)  # small crops are upscaled for the matcher
+
+
+@pytest.mark.parametrize(
+    ("answers", "error"),
+    [
+        ([[FaceScore(LEFT, 50.0)], [FaceScore(LEFT, 10.0)]], ReferenceFaceNotFound),
+        ([[FaceScore(LEFT, 95.0)], [FaceScore(LEFT, 91.0)]], ReferenceFaceAmbiguous),
+    ],
+)
+def test_crops_are_held_to_the_same_threshold_and_margin(answers: list[Any], error: type[Exception]) -> None:
+    chooser = FaceChooser(matcher=ScriptedMatcher(answers), threshold=80, margin=10)
+    with pytest.raises(error):
+        chooser.choose_crops([crop(), crop()], [image(200, 200)])
+
+
+def test_two_references_may_not_pick_the_same_crop() -> None:
+    matcher = ScriptedMatcher([[FaceScore(LEFT, 99.0)], [FaceScore(LEFT, 1.0)]] * 2)
+    with pytest.raises(ReferenceFaceAmbiguous, match="choose the same face"):
+        FaceChooser(matcher=matcher).choose_crops([crop(), crop()], [image(200, 200), image(200, 200)])

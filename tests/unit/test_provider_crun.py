@@ -17,11 +17,12 @@ from faceswap.errors import (
     ProviderRejected,
     ProviderTaskFailed,
     ProviderUnavailable,
+    ReferenceFaceNotFound,
     SubmitOutcomeUnknown,
 )
 from faceswap.images import PreparedImage
 from faceswap.model import TaskStatus
-from faceswap.ports import TaskInput, Webhook
+from faceswap.ports import FaceInput, TaskInput, Webhook
 from faceswap.providers.crun import CRUNProvider
 from faceswap.providers.registry import PROVIDERS
 
@@ -505,3 +506,63 @@ def test_api_key_in_a_failed_task_message_is_redacted() -> None:
 def test_create_accepts_any_2xx_whose_body_code_is_200() -> None:
     response = httpx.Response(201, json={"code": 200, "message": "success", "data": {"task_id": TASK_ID}})
     assert provider(answering(response)).create_task(task(), WEBHOOK) == TASK_ID
+
+
+# --- Face maps (detect-crop) ------------------------------------------------------------------------------------------
+
+
+def face_map_task(match: Any) -> TaskInput:
+    face = FaceInput((0, 0, 10, 10), IMAGE, IMAGE)
+    return TaskInput(
+        job_id="job-1",
+        task="face-swap",
+        target_image=IMAGE,
+        swap_image=IMAGE,
+        options={},
+        image_urls=lambda: (TARGET_URL, SWAP_URL),
+        faces=(face,),
+        face_urls=lambda: ("https://inputs.s3.amazonaws.com/prepared/job/face-0.png?sig",),
+        match_crops=match,
+    )
+
+
+def test_a_face_map_sends_the_face_id_whose_crop_the_matcher_chose() -> None:
+    router = detection(
+        [{"id": "a", "link": "https://file.crun.ai/f0.png"}, {"id": "b", "link": "https://file.crun.ai/f1.png"}]
+    )
+    router.routes["f0.png"] = [httpx.Response(200, content=b"crop-0")]
+    router.routes["f1.png"] = [httpx.Response(200, content=b"crop-1")]
+    seen: list[list[bytes]] = []
+
+    def match(crops: list[bytes]) -> list[int]:
+        seen.append(list(crops))
+        return [1]
+
+    assert provider(router).create_task(face_map_task(match), WEBHOOK) == TASK_ID
+    assert seen == [[b"crop-0", b"crop-1"]]
+    body = json.loads(router.to("CreateTask")[0].content)
+    assert body["model"] == "image-face-swap-multi" and body["input"]["detect_id"] == "det_1"
+    assert body["input"]["image_url"] == TARGET_URL  # the URL detection ran on
+    assert body["input"]["faces"] == [
+        {"face_id": "b", "target": "https://inputs.s3.amazonaws.com/prepared/job/face-0.png?sig"}
+    ]
+    assert all("x-api-key" not in r.headers for r in router.requests if r.url.path.endswith(".png"))
+
+
+def test_a_face_crop_outside_the_result_hosts_is_never_read() -> None:
+    router = detection([{"id": 0, "link": "https://metadata.internal/latest"}])
+    with pytest.raises(ProviderUnavailable, match="outside its result hosts"):
+        provider(router).create_task(face_map_task(lambda crops: [0]), WEBHOOK)
+    assert router.to("CreateTask") == [] and router.to("latest") == []
+
+
+def test_a_face_map_whose_crops_match_no_one_creates_nothing() -> None:
+    router = detection([{"id": 0, "link": "https://file.crun.ai/f0.png"}])
+    router.routes["f0.png"] = [httpx.Response(200, content=b"crop-0")]
+
+    def match(crops: list[bytes]) -> list[int]:
+        raise ReferenceFaceNotFound("no one")
+
+    with pytest.raises(ReferenceFaceNotFound):
+        provider(router).create_task(face_map_task(match), WEBHOOK)
+    assert router.to("CreateTask") == []

@@ -208,10 +208,68 @@ class FaceChooser:
             chosen.append(ChosenFace(pair, best.box, size, best.similarity, runner_up, method, others))
         return chosen
 
+    def choose_crops(self, crops: Sequence[bytes], references: Sequence[PreparedImage]) -> list[int]:
+        """For each reference, the index of the provider's face crop that is its person (:data:`DETECT_CROP`): every
+        crop is scored against every reference, and the same threshold, margin and one-face-per-pair rules apply.
+
+        Raises
+        ------
+        ReferenceFaceNotFound, ReferenceFaceAmbiguous
+            As :meth:`FaceChooser.choose`, among the crops.
+        InvalidImage
+            A crop is not a readable image.
+        faceswap.errors.StoreUnavailable
+            The matcher's service failed.
+        """
+        from faceswap.images import crop_for_matcher
+
+        images = [crop_for_matcher(crop) for crop in crops]
+        chosen: list[int] = []
+        for pair, reference in enumerate(references):
+            name = f"reference of face_map[{pair}]"
+            index = _pick(
+                [_crop_score(self.matcher, reference, image) for image in images],
+                self.threshold,
+                self.margin,
+                name,
+            )
+            if index in chosen:
+                raise ReferenceFaceAmbiguous(
+                    f"The references of face_map[{chosen.index(index)}] and face_map[{pair}] choose the same face."
+                )
+            chosen.append(index)
+        return chosen
+
+
+def _pick(scores: Sequence[float], threshold: float, margin: float, name: str) -> int:
+    """The index of the best of ``scores`` if it passes ``threshold`` and leads the runner-up by ``margin``."""
+    ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+    if not ranked or scores[ranked[0]] < threshold:
+        best = scores[ranked[0]] if ranked else 0.0
+        raise ReferenceFaceNotFound(
+            f"No face the provider found is the person in the {name}: the best similarity is {best:.1f}, under the "
+            f"threshold of {threshold:g}."
+        )
+    if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] < margin:
+        raise ReferenceFaceAmbiguous(
+            f"Two faces the provider found match the {name} too closely to choose (similarities "
+            f"{scores[ranked[0]]:.1f} and {scores[ranked[1]]:.1f}; a match needs a lead of {margin:g})."
+        )
+    return ranked[0]
+
 
 def _box(values: Any) -> Box:
     left, top, right, bottom = (int(v) for v in values)
     return left, top, right, bottom
+
+
+def _crop_score(matcher: FaceMatcher, reference: PreparedImage, crop: PreparedImage) -> float:
+    """The best similarity of a face in ``crop`` to ``reference`` (0 when the matcher finds none in the crop: the
+    reference's face was found already)."""
+    try:
+        return max((score.similarity for score in matcher.compare(reference, crop)), default=0.0)
+    except ReferenceWithoutFace:
+        return 0.0
 
 
 def _check_size(image: PreparedImage, name: str) -> None:

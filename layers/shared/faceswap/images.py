@@ -70,6 +70,29 @@ MATCHER_LIMITS = ImageLimits(max_side=4096, max_bytes=5 * 1024 * 1024, formats=(
 ample for a face."""
 
 
+def crop_for_matcher(data: bytes, *, min_side: int = 160) -> PreparedImage:
+    """A provider's face crop (any format Pillow reads) as PNG for the face matcher, upscaled so that its shorter side
+    is at least ``min_side`` pixels (Rekognition refuses images under 80 pixels a side and misses small faces).
+
+    Raises
+    ------
+    InvalidImage
+        ``data`` is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = _to_rgb(Image.open(io.BytesIO(data)))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InvalidImage("The provider's face crop is not a readable image.") from e
+    if min(image.size) < min_side:
+        scale = min_side / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return PreparedImage(out.getvalue(), "image/png", image.width, image.height)
+
+
 def for_matcher(image: PreparedImage) -> PreparedImage:
     """``image`` (a target prepared for a provider) in a form the face matcher reads, with the same pixels.
 

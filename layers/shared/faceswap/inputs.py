@@ -8,14 +8,14 @@ what the provider's create accepts. For providers that take URLs only, the prepa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceswap.errors import ImageTooLarge, InputNotFound, InvalidImage, InvalidRequest, ProviderUnavailable, ResultError
 from faceswap.images import MATCHER_LIMITS, PreparedImage, prepare_image
 from faceswap.model import ImageRef
-from faceswap.ports import InputStore, ObjectStore, Provider
+from faceswap.ports import FaceInput, InputStore, ObjectStore, Provider
 
 if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never loads it
     from faceswap.fetch import ResultFetcher
@@ -56,6 +56,23 @@ class InputPreparer:
             ``invalid_request``; the message names the image (``name``: "target image", "swap image").
         """
         return prepare_image(self.read(ref, name), provider.image_limits, name=name)
+
+    def face_urls(self, job_id: str, faces: Sequence[FaceInput]) -> Callable[[], tuple[str, ...]] | None:
+        """For URL-only providers given a face map's ``faces``: a function that stores each face's swap image under
+        ``prepared/<job_id>/face-<n>.<ext>`` and returns presigned GET URLs, in order (as :meth:`image_urls`)."""
+        inputs, bucket = self.inputs, self.input_bucket
+        if inputs is None or not bucket:
+            return None
+
+        def urls() -> tuple[str, ...]:
+            signed = []
+            for n, face in enumerate(faces):
+                key = f"prepared/{job_id}/face-{n}.{face.swap_image.extension}"
+                inputs.put_input(bucket, key, face.swap_image.data, content_type=face.swap_image.content_type)
+                signed.append(inputs.presign_get(bucket, key, version_id=None, expires_seconds=PREPARED_URL_SECONDS))
+            return tuple(signed)
+
+        return urls
 
     def prepare_reference(self, ref: ImageRef, name: str) -> PreparedImage:
         """Read a face map's reference photo and fit it to the face matcher (:data:`faceswap.images.MATCHER_LIMITS`:

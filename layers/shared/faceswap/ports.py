@@ -8,7 +8,7 @@ handled is delivered again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -186,6 +186,13 @@ class TaskInput:
     faces: tuple[FaceInput, ...] = ()
     """The faces a face map chose, in its order (empty without one); given only to providers whose registry entry
     takes them (``face_choice``)."""
+    face_urls: Callable[[], tuple[str, ...]] | None = None
+    """For URL-only providers with ``faces``: presigned GET URLs of each face's swap image, in order."""
+    match_crops: Callable[[Sequence[bytes]], list[int]] | None = None
+    """For providers whose own detection crops each face (``detect-crop``): given the crops' bytes, the index of
+    the crop chosen for each of ``faces`` (scored against its reference with the face chooser's threshold and
+    margin). Raises ``ReferenceFaceNotFound``/``ReferenceFaceAmbiguous``, or ``StoreUnavailable`` when the face
+    matcher fails (nothing was created: the create is handed back)."""
 
 
 class FaceMatcher(Protocol):

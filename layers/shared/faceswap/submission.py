@@ -7,7 +7,7 @@ message never creates a second task; a create whose outcome is unknown is never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from faceswap.errors import (
     StoreUnavailable,
     SubmitOutcomeUnknown,
 )
-from faceswap.faces import ISOLATE_COMPOSITE, ChosenFace, FaceChooser
+from faceswap.faces import DETECT_CROP, ISOLATE_COMPOSITE, ChosenFace, FaceChooser
 from faceswap.gate import CallGate
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.inputs import InputPreparer
@@ -175,6 +175,8 @@ class Submitter:
             options=claimed.options,
             image_urls=self.inputs.image_urls(claimed.job_id, target, swap, name=urls_name),
             faces=faces,
+            face_urls=self.inputs.face_urls(claimed.job_id, faces) if faces else None,
+            match_crops=self._crop_matcher(faces) if chosen and chosen[0].method == DETECT_CROP else None,
         )
         try:  # the signing key is read here: a failure sends nothing, so the claim goes back
             webhook = self.webhooks.webhook(provider.name, claimed.job_id) if provider.uses_webhook else None
@@ -250,6 +252,12 @@ class Submitter:
         )
         faces = tuple(FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen)
         return chosen, faces
+
+    def _crop_matcher(self, faces: tuple[FaceInput, ...]) -> Callable[[Sequence[bytes]], list[int]]:
+        """Scores a provider's face crops against the faces' references (``detect-crop``)."""
+        chooser, references = self.faces, [face.reference for face in faces]
+        assert chooser is not None, "faces were chosen, so there is a chooser"
+        return lambda crops: chooser.choose_crops(crops, references)
 
     def next_part(self, job: Job) -> Job:
         """Move an isolate-and-composite job to its next face map pair and have that pair's task created (through

@@ -338,7 +338,17 @@ class CRUNEmulator(RecordingEmulatorServer[Received]):
         if detection is None or detection.image is None or not number.isdigit() or int(number) >= len(detection.boxes):
             return Response(b"not found", status=404, content_type="text/plain")
         with Image.open(io.BytesIO(detection.image)) as image:
-            crop = ImageOps.exif_transpose(image).convert("RGB").crop(detection.boxes[int(number)])
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+            left, top, right, bottom = detection.boxes[int(number)]
+            grow_x, grow_y = (right - left) // 4, (bottom - top) // 4  # a face thumbnail, with some of the head
+            crop = upright.crop(
+                (
+                    max(0, left - grow_x),
+                    max(0, top - grow_y),
+                    min(upright.width, right + grow_x),
+                    min(upright.height, bottom + grow_y),
+                )
+            )
         out = io.BytesIO()
         crop.save(out, format="PNG")
         return Response(out.getvalue(), content_type="image/png")

@@ -19,6 +19,8 @@ https://docs.crun.ai/ai-tools/face-swap/detect-face-result, https://docs.crun.ai
 - Callback: ``callback_url`` per task. CRUN documents **no secret or signature**, so the per-job secret travels
   as the ``token`` query parameter of the callback URL (a capability URL, providers.md §6.4); the callback body
   is UNKNOWN and only used to find a task id. Note that TaskInfo echoes ``param.callback_url`` (with the token).
+- Face maps (``detect-crop``): the multi-face flow, with each chosen ``face_id`` found by scoring the detection's
+  face crops (``faces[].link``, read from CRUN's result hosts) against the references.
 - Images: URLs only (no base64), so ``TaskInput.image_urls`` must supply presigned GET URLs. Size and format
   limits are UNKNOWN: inputs are held to 4096 px and 10 MB, JPEG/PNG/WebP.
 - Codes: 401 unauthorized, 402 insufficient credits, 404 not found, 422 validation, 429 rate-limited, 455
@@ -44,6 +46,7 @@ from faceswap.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
+from faceswap.fetch import host_allowed
 from faceswap.images import ImageLimits
 from faceswap.model import TaskSnapshot, TaskStatus
 from faceswap.ports import TaskInput, Webhook
@@ -60,6 +63,8 @@ from faceswap.providers.http import (
 from faceswap.providers.registry import PROVIDERS
 
 JOB_API = "/api/v1/client/job"
+MAX_CROP_BYTES = 5 * 1024 * 1024
+"""Largest face crop read from a detection's ``faces[].link``."""
 SINGLE_MODEL = "image-face-swap"
 MULTI_MODEL = "image-face-swap-multi"
 TASKS = PROVIDERS["crun"].tasks
@@ -161,7 +166,9 @@ class CRUNProvider(KeyedHttpProvider):
             raise ProviderRejected("CRUN takes image URLs only, and no image URLs were given for this task.")
         target_url, swap_url = task.image_urls()
         body: dict[str, Any]
-        if task.task == "multi-face-swap":
+        if task.faces:
+            body = self._face_map_body(task, target_url)
+        elif task.task == "multi-face-swap":
             target_indices = face_indices(task.options.get("target_faces_index"), default=[0], non_negative=True)
             swap_indices = face_indices(task.options.get("swap_faces_index"), default=[0], non_negative=True)
             if any(index != 0 for index in swap_indices):
@@ -256,6 +263,50 @@ class CRUNProvider(KeyedHttpProvider):
         return None
 
     # ------------------------------------------------------------------------------------------ detection
+
+    def _face_map_body(self, task: TaskInput, target_url: str) -> dict[str, Any]:
+        """The multi-face create for a face map (``detect-crop``): CRUN's detection crops each face of the target,
+        each crop is scored against the references (``task.match_crops``), and each chosen ``face_id`` gets its
+        pair's swap image; faces no pair chose are not listed, so CRUN leaves them as they are. The create follows
+        the detection at once, with the very URL it detected on (a ``detect_id`` lives one hour and names the
+        bytes of that URL)."""
+        if task.match_crops is None or task.face_urls is None:
+            raise ProviderRejected("CRUN needs its face crops matched and the swap images' URLs for a face map.")
+        detect_id, faces = self._detect(target_url)
+        crops = [self._crop(face.get("link")) for face in faces]
+        chosen = task.match_crops(crops)
+        swap_urls = task.face_urls()
+        self._sleep(self._detect_interval)
+        return {
+            "model": MULTI_MODEL,
+            "input": {
+                "detect_id": detect_id,
+                "image_url": target_url,
+                "faces": [
+                    {"face_id": _face_id(faces, index), "target": url}
+                    for index, url in zip(chosen, swap_urls, strict=True)
+                ],
+                "disable_safety_checker": False,
+            },
+        }
+
+    def _crop(self, link: Any) -> bytes:
+        """The bytes of a detected face's crop, from one of CRUN's result hosts (at most :data:`MAX_CROP_BYTES`)."""
+        url = httpx.URL(link) if isinstance(link, str) else None
+        if url is None or url.scheme not in ("https", "http") or not host_allowed(url.host, self.result_hosts):
+            raise ProviderUnavailable("CRUN's face detection gave a face crop link outside its result hosts.")
+        try:
+            with self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise ProviderUnavailable(f"CRUN's face crop answered {response.status_code}.")
+                data = b""
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_CROP_BYTES:
+                        raise ProviderUnavailable("CRUN's face crop is larger than a face crop can be.")
+        except httpx.HTTPError as e:
+            raise ProviderUnavailable(f"CRUN's face crop could not be read: {type(e).__name__}.") from e
+        return data
 
     def _detect(self, image_url: str) -> tuple[str, list[dict[str, Any]]]:
         """Run face detection on ``image_url``; returns ``(detect_id, faces)``. Nothing paid exists yet."""

@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from faceswap.faces import ISOLATE_COMPOSITE, NATIVE
+from faceswap.faces import DETECT_CROP, ISOLATE_COMPOSITE, NATIVE
 
 FACE_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index"})
 
@@ -130,6 +130,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             poll_delays=(30.0, 1.5, 120.0),
             emulator="faceswap_local.emulators.crun:CRUNEmulator",
             contract="providers.md §3",
+            face_choice=DETECT_CROP,
         ),
         ProviderSpec(
             name="aiphotocraft",
