@@ -9,7 +9,7 @@ import pytest
 
 from faceswap.errors import ImageTooLarge, InputNotFound, InvalidRequest, SwapFaceMissing
 from faceswap.intake import MAX_MANIFEST_BYTES, parse_manifest, request_for_upload
-from faceswap.model import ImageRef, JobRequest
+from faceswap.model import FacePair, ImageRef, JobRequest
 
 BUCKET = "inputs"
 JOB_ID = "f" * 32
@@ -419,3 +419,18 @@ def test_face_swap_without_a_swap_image_is_refused() -> None:
 
 def test_manifest_nested_deeper_than_the_parser_goes_is_invalid_request() -> None:
     assert "nested too deeply" in refused(b"[" * 40_000).message
+
+
+def test_a_face_library_reference_makes_each_upload_a_one_pair_face_map() -> None:
+    objects = Objects({"faces/obama.jpg": b"face", "references/obama.png": b"person"})
+    request = upload("incoming/obama/party/1.jpg", objects)
+    assert request is not None and request.invalid is None
+    assert request.face_map == (
+        FacePair(ImageRef(bucket=BUCKET, key="references/obama.png"), ImageRef(bucket=BUCKET, key="faces/obama.jpg")),
+    )
+
+
+def test_a_face_library_without_a_reference_swaps_the_providers_default_face() -> None:
+    objects = Objects({"faces/obama.jpg": b"face", "references/obamas.jpg": b"someone else"})
+    request = upload("incoming/obama/party/1.jpg", objects)
+    assert request is not None and request.face_map == ()

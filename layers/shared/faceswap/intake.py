@@ -3,7 +3,9 @@
 Upload contract (README "Upload contracts"):
 
 1. Face library: ``faces/<face-id>.<ext>`` holds a swap face; every image put under ``incoming/<face-id>/…``
-   gets that face swapped onto it, kept at ``results/<face-id>/<same relative path>`` in the results bucket.
+   gets that face swapped onto it, kept at ``results/<face-id>/<same relative path>`` in the results bucket. With
+   ``references/<face-id>.<ext>`` beside it (a photo of one person), the face replaced in each image is that
+   person's (a face map of one pair, :mod:`faceswap.faces`); without one, the provider's default face.
 2. Manifest: ``jobs/<name>.json`` (at most 64 KiB), see :func:`parse_manifest` for its fields; the result is
    kept at its ``result_key``, or ``results/jobs/<name>.<target extension>``.
 
@@ -30,6 +32,7 @@ from faceswap.model import FacePair, ImageRef, JobRequest
 from faceswap.ports import ObjectStore
 
 FACES_PREFIX = "faces/"
+REFERENCES_PREFIX = "references/"
 INCOMING_PREFIX = "incoming/"
 MANIFEST_PREFIX = "jobs/"
 RESULTS_PREFIX = "results/"
@@ -111,6 +114,7 @@ def _face_library_request(
     result_key = RESULTS_PREFIX + relative
     invalid: InputError | None = None
     swap = ImageRef()
+    face_map: tuple[FacePair, ...] = ()
     if not _FACE_ID.match(face_id) or not rest:
         invalid = InvalidRequest(f"Uploads go to incoming/<face-id>/<file>; {key!r} names no face id and file.")
     elif {"", ".", ".."} & set(rest.split("/")):
@@ -125,6 +129,9 @@ def _face_library_request(
             )
         else:
             swap = ImageRef(bucket=bucket, key=swap_key)
+            reference_key = _find_face(bucket, face_id, objects, prefix=REFERENCES_PREFIX, first=swap_key)
+            if reference_key is not None:
+                face_map = (FacePair(ImageRef(bucket=bucket, key=reference_key), swap),)
     return JobRequest(
         job_id=job_id,
         target_image=target,
@@ -134,12 +141,19 @@ def _face_library_request(
         result_key=result_key,
         source="s3",
         invalid=invalid,
+        face_map=face_map,
     )
 
 
-def _find_face(bucket: str, face_id: str, objects: ObjectStore) -> str | None:
-    for extension in IMAGE_EXTENSIONS:  # most libraries hold .jpg: usually one HEAD
-        key = f"{FACES_PREFIX}{face_id}.{extension}"
+def _find_face(
+    bucket: str, face_id: str, objects: ObjectStore, *, prefix: str = FACES_PREFIX, first: str = ""
+) -> str | None:
+    """The key of ``<prefix><face-id>.<ext>`` for the first image extension that exists (the extension of ``first``
+    tried first), or ``None``. HEAD requests (billed as GETs): most libraries hold .jpg, so usually one."""
+    preferred = first.rsplit(".", 1)[-1] if first else ""
+    extensions = sorted(IMAGE_EXTENSIONS, key=lambda extension: extension != preferred)
+    for extension in extensions:
+        key = f"{prefix}{face_id}.{extension}"
         if objects.exists(bucket, key):
             return key
     return None
