@@ -4,7 +4,8 @@ them before any provider is paid."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -13,6 +14,7 @@ from botocore.stub import Stubber
 from fakes import FakeProvider, job_request, jpeg, make_world
 from PIL import Image
 
+from faceswap.aws.dynamodb import job_from_item, job_to_item
 from faceswap.aws.rekognition import RekognitionFaceMatcher
 from faceswap.errors import (
     InvalidImage,
@@ -24,6 +26,7 @@ from faceswap.errors import (
 from faceswap.faces import NATIVE, ChosenFace, FaceChooser, FaceScore, ReferenceWithoutFace
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.lifecycle import JobState
+from faceswap.messages import request_from_message, request_to_message
 from faceswap.model import FacePair, ImageRef, TaskStatus
 
 LEFT, RIGHT = (100, 80, 220, 230), (600, 90, 720, 240)
@@ -349,3 +352,13 @@ def test_two_references_may_not_pick_the_same_crop() -> None:
     matcher = ScriptedMatcher([[FaceScore(LEFT, 99.0)], [FaceScore(LEFT, 1.0)]] * 2)
     with pytest.raises(ReferenceFaceAmbiguous, match="choose the same face"):
         FaceChooser(matcher=matcher).choose_crops([crop(), crop()], [image(200, 200), image(200, 200)])
+
+
+def test_a_face_map_survives_the_queue_and_the_jobs_table() -> None:
+    request = job_request(face_map=face_map(("refs/a.jpg", "faces/obama.jpg"), ("refs/b.jpg", "faces/other.jpg")))
+    assert request_from_message(json.loads(request_to_message(request))["job_request"]) == request
+    world = make_world()
+    job, _ = world.pipeline.lifecycle.record(request)
+    chosen = ChosenFace(1, RIGHT, (800, 500), 97.25, 3.5, "isolate-composite", (LEFT,)).as_dict()
+    stored = job_from_item(job_to_item(replace(job, chosen_faces=[chosen], part=1)))
+    assert stored.face_map == list(request.face_map) and stored.chosen_faces == [chosen] and stored.part == 1
