@@ -398,6 +398,36 @@ def test_cli_submit_wait_downloads_the_result(stack: Stack, tmp_path: Path) -> N
     assert "SUCCEEDED" in run.stderr
 
 
+def test_cli_submit_with_a_face_map_swaps_the_people_it_names(stack: Stack, tmp_path: Path) -> None:
+    state = tmp_path / "stack.json"
+    state.write_text(json.dumps(stack.local.info()))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "faceswap_cli.main",
+            "--local-state",
+            str(state),
+            "submit",
+            "--target",
+            str(FACES / "obama_and_biden_side_by_side.jpg"),
+            "--face-map",
+            str(FACES / "biden.jpg"),
+            str(FACES / "obama.jpg"),
+            "--provider",
+            "selfhosted",
+            "--wait",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    job = json.loads(run.stdout[run.stdout.rindex('{\n  "job_id"') :])
+    (chosen,) = job["chosen_faces"]
+    assert chosen["box"][0] > 1126 / 2 and chosen["method"] == "native"  # Biden, on the right
+
+
 def test_inline_images_over_what_one_request_carries_are_refused_413_with_a_pointer_to_uploads(
     api: httpx.Client,
 ) -> None:
