@@ -213,7 +213,7 @@ def test_isolate_and_composite_swaps_the_chosen_face_only_at_providers_without_f
     right_half = (700, 0, 1126, 661)  # Biden's side, far from the chosen face's crop
     assert result.convert("RGB").crop(right_half).tobytes() == target.crop(right_half).tobytes()
     kept = stack.s3.list_objects_v2(Bucket=job.result["bucket"], Prefix=f"intermediate/{job.job_id}/")
-    assert {o["Key"].rsplit("/", 1)[1] for o in kept.get("Contents", [])} == {"base", "part-0"}
+    assert {o["Key"].rsplit("/", 1)[1] for o in kept.get("Contents", [])} == {"base", f"part-0-{job.provider_task_id}"}
 
 
 def test_a_face_map_of_two_pairs_by_isolate_and_composite_is_two_tasks_of_one_job(stack: Stack) -> None:

@@ -152,6 +152,12 @@ class MemoryObjects:
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
         self.objects[(bucket, key)] = data
 
+    def put_new(self, bucket: str, key: str, data: bytes, *, content_type: str) -> bool:
+        if (bucket, key) in self.objects:
+            return False
+        self.objects[(bucket, key)] = data
+        return True
+
     def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:
         return f"https://{bucket}.s3.example.com/{key}?put"
 

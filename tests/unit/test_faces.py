@@ -5,26 +5,31 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
-from fakes import FakeProvider, job_request, jpeg, make_world
+from fakes import SIGNING_KEY, FakeProvider, job_request, jpeg, make_world
 from PIL import Image
 
 from faceswap.aws.dynamodb import job_from_item, job_to_item
 from faceswap.aws.rekognition import RekognitionFaceMatcher
+from faceswap.composite import isolate
 from faceswap.errors import (
+    CopyOutOfTime,
     InvalidImage,
     NoFaceDetected,
     ReferenceFaceAmbiguous,
     ReferenceFaceNotFound,
     StoreUnavailable,
+    SubmitOutcomeUnknown,
 )
 from faceswap.faces import NATIVE, ChosenFace, FaceChooser, FaceScore, ReferenceWithoutFace
-from faceswap.images import PreparedImage, for_matcher
+from faceswap.ids import webhook_secret
+from faceswap.images import PreparedImage, for_matcher, tile_crops
 from faceswap.lifecycle import JobState
 from faceswap.messages import request_from_message, request_to_message
 from faceswap.model import FacePair, ImageRef, TaskStatus
@@ -297,8 +302,8 @@ def test_isolate_and_composite_makes_one_task_per_pair_and_keeps_only_the_compos
     intermediate = sorted(key for bucket, key in world.objects.objects if key.startswith("intermediate/"))
     assert intermediate == [
         f"intermediate/{request.job_id}/piapi/base",
-        f"intermediate/{request.job_id}/piapi/part-0",
-        f"intermediate/{request.job_id}/piapi/part-1",
+        f"intermediate/{request.job_id}/piapi/part-0-task-1",
+        f"intermediate/{request.job_id}/piapi/part-1-task-2",
     ]
 
 
@@ -326,32 +331,47 @@ def crop(width: int = 50, height: int = 60) -> bytes:
     return jpeg(width, height)
 
 
-def test_each_reference_picks_the_crop_that_is_its_person_among_the_providers_crops() -> None:
-    first = [[FaceScore((0, 0, 9, 9), 3.0)], [FaceScore((0, 0, 9, 9), 98.0)], ReferenceWithoutFace()]
-    second = [[FaceScore((0, 0, 9, 9), 97.0)], [FaceScore((0, 0, 9, 9), 2.0)], []]
-    matcher = ScriptedMatcher([*first, *second])
+def on(tile: tuple[int, int, int, int], similarity: float) -> FaceScore:
+    """A face the matcher found inside ``tile`` of the crops' sheet."""
+    return FaceScore((tile[0] + 10, tile[1] + 10, tile[2] - 10, tile[3] - 10), similarity)
+
+
+def test_each_reference_picks_the_crop_that_is_its_person_with_one_comparison_for_all_crops() -> None:
+    crops = [crop(), crop(80, 60), crop()]
+    _, tiles = tile_crops(crops)
+    matcher = ScriptedMatcher(
+        [[on(tiles[0], 3.0), on(tiles[1], 98.0)], [on(tiles[0], 97.0), on(tiles[1], 2.0), on(tiles[2], 1.0)]]
+    )
     chooser = FaceChooser(matcher=matcher, threshold=80, margin=10)
-    assert chooser.choose_crops([crop(), crop(), crop()], [image(200, 200), image(300, 300)]) == [1, 0]
-    assert all(min(c.width, c.height) >= 160 for _, c in matcher.calls)  # small crops are upscaled for the matcher
+    assert chooser.choose_crops(crops, [image(200, 200), image(300, 300)]) == [1, 0]
+    assert len(matcher.calls) == 2  # one per reference, whatever the number of crops
+    sheet = matcher.calls[0][1]
+    assert sheet.content_type == "image/jpeg" and len(sheet.data) <= 5 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
-    ("answers", "error"),
+    ("scores", "error"),
     [
-        ([[FaceScore(LEFT, 50.0)], [FaceScore(LEFT, 10.0)]], ReferenceFaceNotFound),
-        ([[FaceScore(LEFT, 95.0)], [FaceScore(LEFT, 91.0)]], ReferenceFaceAmbiguous),
+        ([50.0, 10.0], ReferenceFaceNotFound),
+        ([95.0, 91.0], ReferenceFaceAmbiguous),
+        ([], ReferenceFaceNotFound),
     ],
 )
-def test_crops_are_held_to_the_same_threshold_and_margin(answers: list[Any], error: type[Exception]) -> None:
-    chooser = FaceChooser(matcher=ScriptedMatcher(answers), threshold=80, margin=10)
+def test_crops_are_held_to_the_same_threshold_and_margin(scores: list[float], error: type[Exception]) -> None:
+    crops = [crop(), crop()]
+    _, tiles = tile_crops(crops)
+    found = [on(tile, score) for tile, score in zip(tiles, scores, strict=False)]
+    chooser = FaceChooser(matcher=ScriptedMatcher([found]), threshold=80, margin=10)
     with pytest.raises(error):
-        chooser.choose_crops([crop(), crop()], [image(200, 200)])
+        chooser.choose_crops(crops, [image(200, 200)])
 
 
 def test_two_references_may_not_pick_the_same_crop() -> None:
-    matcher = ScriptedMatcher([[FaceScore(LEFT, 99.0)], [FaceScore(LEFT, 1.0)]] * 2)
+    crops = [crop(), crop()]
+    _, tiles = tile_crops(crops)
+    matcher = ScriptedMatcher([[on(tiles[0], 99.0), on(tiles[1], 1.0)]] * 2)
     with pytest.raises(ReferenceFaceAmbiguous, match="choose the same face"):
-        FaceChooser(matcher=matcher).choose_crops([crop(), crop()], [image(200, 200), image(200, 200)])
+        FaceChooser(matcher=matcher).choose_crops(crops, [image(200, 200), image(200, 200)])
 
 
 def test_a_face_map_survives_the_queue_and_the_jobs_table() -> None:
@@ -362,3 +382,61 @@ def test_a_face_map_survives_the_queue_and_the_jobs_table() -> None:
     chosen = ChosenFace(1, RIGHT, (800, 500), 97.25, 3.5, "isolate-composite", (LEFT,)).as_dict()
     stored = job_from_item(job_to_item(replace(job, chosen_faces=[chosen], part=1)))
     assert stored.face_map == list(request.face_map) and stored.chosen_faces == [chosen] and stored.part == 1
+
+
+def two_part_world(provider_name: str = "piapi") -> tuple[Any, FakeProvider, Any]:
+    world = make_world()
+    provider = FakeProvider(name=provider_name, status=TaskStatus.SUCCEEDED)
+    matcher = ScriptedMatcher(
+        [[FaceScore(LEFT, 97.0), FaceScore(RIGHT, 5.0)], [FaceScore(RIGHT, 96.0), FaceScore(LEFT, 4.0)]]
+    )
+    world.rewire(providers={provider_name: provider}, matcher=matcher, inputs=world.objects, face_match_threshold=80.0)
+    world.objects.objects[("inputs", "incoming/obama/target.jpg")] = noisy_jpeg(800, 500)
+    world.objects.objects[("inputs", "refs/a.jpg")] = jpeg(200, 200)
+    request = job_request(
+        provider=provider_name,
+        face_map=face_map(("refs/a.jpg", "faces/obama.jpg"), ("refs/a.jpg", "faces/obama.jpg")),
+    )
+    return world, provider, request
+
+
+def test_a_late_callback_of_an_earlier_part_is_not_taken_for_the_next_parts_task() -> None:
+    world, provider, request = two_part_world()
+    first = world.pipeline.submit(request)
+    world.served["/result.png"] = swapped_crop_png(provider.creates[0][0].target_image.width, (255, 0, 0))
+    provider.create_errors.append(SubmitOutcomeUnknown("timed out"))  # part 1's create: outcome unknown
+    world.pipeline.collection.collect(first)
+    waiting = world.store.get(request.job_id)
+    assert waiting is not None and waiting.part == 1 and waiting.provider_task_id is None
+
+    secret = webhook_secret(SIGNING_KEY, request.job_id)
+    after = world.pipeline.callbacks.callback(
+        "piapi", request.job_id, headers={"x-webhook-secret": secret}, query={}, body=b"task-1"
+    )
+    assert after.provider_task_id is None and after.state is JobState.SUBMITTED  # part 0's task is not part 1's
+
+
+def test_the_last_part_collected_by_a_callback_is_composited_by_a_check() -> None:
+    world, provider, request = two_part_world()
+    job = world.pipeline.submit(request)
+    for part in range(2):
+        world.served["/result.png"] = swapped_crop_png(provider.creates[part][0].target_image.width, (0, 255, 0))
+        job = world.store.get(request.job_id)  # type: ignore[assignment]
+        if part == 1:
+            with pytest.raises(CopyOutOfTime):
+                world.pipeline.collection.collect(job, deadline=time.monotonic() + 10)
+        else:
+            world.pipeline.collection.collect(job, deadline=time.monotonic() + 10)
+    job = world.store.get(request.job_id)  # type: ignore[assignment]
+    assert job.state is JobState.SUBMITTED and ("results", "results/obama/target.jpg") not in world.objects.objects
+    assert world.pipeline.collection.collect(job).state is JobState.SUCCEEDED  # the check, in the poller's time
+
+
+def test_a_base_stored_by_another_delivery_is_the_one_every_crop_is_cut_from() -> None:
+    world, provider, request = two_part_world()
+    other = noisy_jpeg(800, 500)
+    world.objects.objects[("results", f"intermediate/{request.job_id}/piapi/base")] = other
+    world.pipeline.submit(request)
+    sent = Image.open(io.BytesIO(provider.creates[0][0].target_image.data)).convert("RGB")
+    expected = Image.open(io.BytesIO(isolate(other, LEFT, (RIGHT,)).data)).convert("RGB")
+    assert sent.tobytes() == expected.tobytes()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from faceswap.checks import CheckPolicy
 from faceswap.errors import (
+    CopyOutOfTime,
     InputError,
     JobTimedOut,
     PipelineError,
@@ -156,7 +157,8 @@ class Collector:
 
     def _collect_part(self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None) -> Job:
         """Keep a face map part's swapped crop (never at the result key), then move to the next part, or, after the
-        last, keep the composite of every part at the result key and end the job SUCCEEDED."""
+        last, keep the composite of every part at the result key and end the job SUCCEEDED. A callback (``deadline``
+        given) keeps the last part and raises ``CopyOutOfTime``: the callback hands the composite to a check."""
         assert snapshot.result_url and self.composer is not None and self.next_part is not None
         try:
             with self.fetcher.open(
@@ -164,7 +166,7 @@ class Collector:
             ) as stream:
                 self.objects.store_result(
                     self.results_bucket,
-                    part_key(job.job_id, job.provider, job.part),
+                    part_key(job.job_id, job.provider, job.part, job.provider_task_id or ""),
                     stream.chunks(),
                     content_type=stream.content_type,
                     job_id=job.job_id,
@@ -172,6 +174,10 @@ class Collector:
             faces = [ChosenFace.from_dict(face) for face in job.chosen_faces]
             if job.part + 1 < len(faces):
                 return self.next_part(job)
+            if deadline is not None:
+                # A callback: the last part is kept; compositing (and keeping a PNG of the whole image) is left to a
+                # check, in the poller's own time, so the callback still answers within the HTTP API's 30 s.
+                raise CopyOutOfTime("the composite is made by a check")
             data = self.composer.assemble(job, faces, provider.image_limits)
             stored = self.objects.store_result(
                 self.results_bucket, job.result_key, iter([data]), content_type=RESULT_CONTENT_TYPE, job_id=job.job_id

@@ -156,7 +156,7 @@ class Config:
             secrets_max_age_seconds=number(SECRETS_MAX_AGE_SECONDS, cls.secrets_max_age_seconds),
             max_receive_count=number(MAX_RECEIVE_COUNT, cls.max_receive_count),
             face_match_threshold=_similarity(env, FACE_MATCH_THRESHOLD),
-            face_match_margin=_similarity(env, FACE_MATCH_MARGIN) or cls.face_match_margin,
+            face_match_margin=_or(_similarity(env, FACE_MATCH_MARGIN), cls.face_match_margin),
         )
 
     @property
@@ -263,3 +263,7 @@ def _similarity(env: Mapping[str, str], name: str) -> float | None:
     if not 0.0 <= value <= 100.0:
         raise ConfigError(f"Environment variable {name} must be a similarity from 0 to 100, not {text!r}.")
     return value
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from faceswap.errors import InvalidImage, NoFaceDetected, ReferenceFaceAmbiguous, ReferenceFaceNotFound
+from faceswap.images import MATCHER_MIN_SIDE
 
 if TYPE_CHECKING:
     from faceswap.images import PreparedImage
@@ -46,10 +47,6 @@ DETECT_CROP = "detect-crop"
 ISOLATE_COMPOSITE = "isolate-composite"
 """The target is cropped around the chosen face (other faces masked), the crop swapped as a one-face task, and the
 swapped crop composited back over that face only (providers without face ids)."""
-
-MATCHER_MIN_SIDE = 80
-"""Pixels a side below which the face matcher refuses an image (Rekognition: "the minimum image dimensions are 80
-pixels for both height and width", https://docs.aws.amazon.com/rekognition/latest/dg/limits.html)."""
 
 DEFAULT_THRESHOLD = 80.0
 """Default least similarity (0-100) of a match: CompareFaces' own default ``SimilarityThreshold``
@@ -209,30 +206,32 @@ class FaceChooser:
         return chosen
 
     def choose_crops(self, crops: Sequence[bytes], references: Sequence[PreparedImage]) -> list[int]:
-        """For each reference, the index of the provider's face crop that is its person (:data:`DETECT_CROP`): every
-        crop is scored against every reference, and the same threshold, margin and one-face-per-pair rules apply.
+        """For each reference, the index of the provider's face crop that is its person (:data:`DETECT_CROP`). The
+        crops are put side by side in one image (:func:`faceswap.images.tile_crops`), so each reference takes one
+        comparison however many faces the provider found; a crop scores its best face's similarity (0 if the
+        matcher finds none in it), and the same threshold, margin and one-face-per-pair rules apply.
 
         Raises
         ------
         ReferenceFaceNotFound, ReferenceFaceAmbiguous
-            As :meth:`FaceChooser.choose`, among the crops.
+            As :meth:`choose`, among the crops.
         InvalidImage
             A crop is not a readable image.
         faceswap.errors.StoreUnavailable
             The matcher's service failed.
         """
-        from faceswap.images import crop_for_matcher
+        from faceswap.images import tile_crops
 
-        images = [crop_for_matcher(crop) for crop in crops]
+        sheet, tiles = tile_crops(crops)
         chosen: list[int] = []
         for pair, reference in enumerate(references):
             name = f"reference of face_map[{pair}]"
-            index = _pick(
-                [_crop_score(self.matcher, reference, image) for image in images],
-                self.threshold,
-                self.margin,
-                name,
-            )
+            try:
+                found = self.matcher.compare(reference, sheet)
+            except ReferenceWithoutFace:  # the reference's face was found before: none on the sheet
+                found = []
+            scores = [max((f.similarity for f in found if _centre_in(f.box, tile)), default=0.0) for tile in tiles]
+            index = _pick(scores, self.threshold, self.margin, name)
             if index in chosen:
                 raise ReferenceFaceAmbiguous(
                     f"The references of face_map[{chosen.index(index)}] and face_map[{pair}] choose the same face."
@@ -263,13 +262,9 @@ def _box(values: Any) -> Box:
     return left, top, right, bottom
 
 
-def _crop_score(matcher: FaceMatcher, reference: PreparedImage, crop: PreparedImage) -> float:
-    """The best similarity of a face in ``crop`` to ``reference`` (0 when the matcher finds none in the crop: the
-    reference's face was found already)."""
-    try:
-        return max((score.similarity for score in matcher.compare(reference, crop)), default=0.0)
-    except ReferenceWithoutFace:
-        return 0.0
+def _centre_in(box: Box, tile: Box) -> bool:
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return tile[0] <= x < tile[2] and tile[1] <= y < tile[3]
 
 
 def _check_size(image: PreparedImage, name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,33 +65,59 @@ class PreparedImage:
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
+MATCHER_MIN_SIDE = 80
+"""Least pixels a side of an image the face matcher reads (Rekognition's minimum image dimensions)."""
+Box = tuple[int, int, int, int]
+
 MATCHER_LIMITS = ImageLimits(max_side=4096, max_bytes=5 * 1024 * 1024, formats=("JPEG", "PNG"))
 """What the face matcher takes: Amazon Rekognition reads JPEG and PNG images of at most 5 MB passed as bytes
 (https://docs.aws.amazon.com/rekognition/latest/dg/limits.html). References are prepared to it; 4096 px a side is
 ample for a face."""
 
 
-def crop_for_matcher(data: bytes, *, min_side: int = 160) -> PreparedImage:
-    """A provider's face crop (any format Pillow reads) as PNG for the face matcher, upscaled so that its shorter side
-    is at least ``min_side`` pixels (Rekognition refuses images under 80 pixels a side and misses small faces).
+def tile_crops(crops: Sequence[bytes], *, height: int = 200, gap: int = 16) -> tuple[PreparedImage, list[Box]]:
+    """A provider's face crops (any format Pillow reads) side by side in one JPEG for the face matcher, each scaled to
+    ``height`` pixels, in rows of at most five, with ``gap`` pixels of grey between them: one comparison per
+    reference scores every crop (CompareFaces compares the source's face with each of the target's 100 largest).
+
+    Returns
+    -------
+    tuple
+        The sheet, and each crop's ``(left, top, right, bottom)`` box on it, in order.
 
     Raises
     ------
     InvalidImage
-        ``data`` is not a readable image.
+        A crop is not a readable image.
+    ImageTooLarge
+        The sheet cannot be encoded under the face matcher's 5 MB.
     """
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        image = _to_rgb(Image.open(io.BytesIO(data)))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InvalidImage("The provider's face crop is not a readable image.") from e
-    if min(image.size) < min_side:
-        scale = min_side / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return PreparedImage(out.getvalue(), "image/png", image.width, image.height)
+    tiles = []
+    for data in crops:
+        try:
+            image = _to_rgb(Image.open(io.BytesIO(data)))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InvalidImage("The provider's face crop is not a readable image.") from e
+        width = max(1, round(image.width * height / image.height))
+        tiles.append(image.resize((width, height), Image.Resampling.LANCZOS))
+    rows = [tiles[i : i + 5] for i in range(0, len(tiles), 5)] or [[]]
+    sheet_width = max(sum(t.width for t in row) + gap * (len(row) + 1) for row in rows)
+    sheet = Image.new("RGB", (max(sheet_width, MATCHER_MIN_SIDE), len(rows) * (height + gap) + gap), (128, 128, 128))
+    boxes: list[Box] = []
+    for r, row in enumerate(rows):
+        x, y = gap, gap + r * (height + gap)
+        for tile in row:
+            sheet.paste(tile, (x, y))
+            boxes.append((x, y, x + tile.width, y + height))
+            x += tile.width + gap
+    for quality in (90, 75):
+        out = io.BytesIO()
+        sheet.save(out, format="JPEG", quality=quality)
+        if out.tell() <= MATCHER_LIMITS.max_bytes:
+            return PreparedImage(out.getvalue(), "image/jpeg", sheet.width, sheet.height), boxes
+    raise ImageTooLarge("The provider's face crops cannot be put in one image under the face matcher's 5 MB.")
 
 
 def for_matcher(image: PreparedImage) -> PreparedImage:

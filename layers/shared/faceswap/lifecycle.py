@@ -371,6 +371,15 @@ class Lifecycle:
             "submit_started_at": None,
             "submit_attempts": 0,
         }
+        if not any(attempt.get("provider_task_id") == job.provider_task_id for attempt in job.attempts):
+            # a task learned from its callback (its create's outcome was unknown) is listed too
+            attempt = {
+                "provider": job.provider,
+                "at": stamp,
+                "provider_task_id": job.provider_task_id,
+                "part": job.part,
+            }
+            changes["attempts"] = [*job.attempts, attempt]
         expected = {"provider": job.provider, "provider_task_id": job.provider_task_id or ""}
         return self._apply(NEXT_PART, job, changes, stamp, expected=expected)
 

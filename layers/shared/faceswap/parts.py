@@ -34,9 +34,9 @@ def base_key(job_id: str, provider: str) -> str:
     return f"{INTERMEDIATE_PREFIX}{job_id}/{provider}/base"
 
 
-def part_key(job_id: str, provider: str, part: int) -> str:
-    """Key of the provider's swapped crop of face map pair ``part``."""
-    return f"{INTERMEDIATE_PREFIX}{job_id}/{provider}/part-{part}"
+def part_key(job_id: str, provider: str, part: int, task_id: str) -> str:
+    """Key of the swapped crop of face map pair ``part`` that the provider's task ``task_id`` made."""
+    return f"{INTERMEDIATE_PREFIX}{job_id}/{provider}/part-{part}-{task_id}"
 
 
 @dataclass(kw_only=True)
@@ -60,24 +60,43 @@ class Composer:
     bucket: str
     max_bytes: int = 64 * 1024 * 1024
 
+    def base(self, job_id: str, provider: str) -> PreparedImage:
+        """The target as the provider received it with the job's first part (later parts are cut from it, never from
+        the input again, which may have changed or gone since).
+
+        Raises
+        ------
+        faceswap.errors.InputNotFound
+            The base is gone (it expires with the prefix).
+        """
+        data = self.objects.read(self.bucket, base_key(job_id, provider), max_bytes=self.max_bytes)
+        return _prepared(data)
+
     def part_input(
-        self, job_id: str, provider: str, target: PreparedImage, face: ChosenFace, limits: ImageLimits
+        self, job_id: str, provider: str, target: PreparedImage, face: ChosenFace, limits: ImageLimits, *, part: int
     ) -> PreparedImage:
-        """The crop around ``face`` to send as a one-face swap (the target kept as the base first: the same key and
-        bytes on every delivery, since preparing an image is deterministic).
+        """The crop around ``face`` to send as a one-face swap. For the first part, ``target`` becomes the base,
+        create-only: if another delivery stored one first, the crop is cut from that one, so every part and the
+        composite use the same pixels. Later parts pass the base itself (:meth:`base`).
 
         Raises
         ------
         faceswap.errors.StoreUnavailable
-            The base could not be stored: deliver the job's message again.
+            The base could not be stored or read: deliver the job's message again.
         """
-        self.writer.put_input(self.bucket, base_key(job_id, provider), target.data, content_type=target.content_type)
-        isolated = _isolated(target.data, face, limits)
+        base = target
+        stored = part > 0 or not self.writer.put_new(
+            self.bucket, base_key(job_id, provider), target.data, content_type=target.content_type
+        )
+        if stored and part == 0:
+            base = self.base(job_id, provider)
+        isolated = _isolated(base.data, face, limits)
         width, height = isolated.size
         return PreparedImage(isolated.data, isolated.content_type, width, height)
 
     def assemble(self, job: Job, faces: Sequence[ChosenFace], limits: ImageLimits) -> bytes:
-        """Every part's swapped crop composited onto the base, in order, as PNG.
+        """Every part's swapped crop composited onto the base, in order, as PNG. Each part's output is the one its
+        task in ``job.attempts`` made (the last part's: ``job.provider_task_id``).
 
         Raises
         ------
@@ -86,14 +105,31 @@ class Composer:
         faceswap.errors.InputNotFound
             The base or a part's output is gone (expired).
         """
+        tasks = {
+            int(attempt["part"]): str(attempt["provider_task_id"])
+            for attempt in job.attempts
+            if attempt.get("provider") == job.provider and "part" in attempt and attempt.get("provider_task_id")
+        }
+        tasks[job.part] = job.provider_task_id or ""
         base_data = self.objects.read(self.bucket, base_key(job.job_id, job.provider), max_bytes=self.max_bytes)
         image = decode(base_data)
         for face in faces:
-            output = self.objects.read(
-                self.bucket, part_key(job.job_id, job.provider, face.pair), max_bytes=self.max_bytes
-            )
+            key = part_key(job.job_id, job.provider, face.pair, tasks.get(face.pair, ""))
+            output = self.objects.read(self.bucket, key, max_bytes=self.max_bytes)
             image = composite(image, output, _isolated(base_data, face, limits), face.box, face.others)
         return encode_png(image)
+
+
+def _prepared(data: bytes) -> PreparedImage:
+    """A stored base as a prepared image (its type and size read from its header)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        content_type = Image.MIME.get(image.format or "", "image/jpeg")
+    return PreparedImage(data, content_type, width, height)
 
 
 def _isolated(target: bytes, face: ChosenFace, limits: ImageLimits) -> Isolated:

@@ -91,6 +91,10 @@ class InputStore(Protocol):
         """Store an inline input image (content-addressed key, so a repeat writes the same object)."""
         ...
 
+    def put_new(self, bucket: str, key: str, data: bytes, *, content_type: str) -> bool:
+        """Store ``data`` at ``key`` only if nothing is there; ``False`` (nothing written) if an object is."""
+        ...
+
     def presign_put(self, bucket: str, key: str, *, content_type: str, expires_seconds: int) -> str:
         """A presigned PUT URL for ``key``."""
         ...
@@ -167,7 +171,7 @@ class FaceInput:
     face crops)."""
 
     box: tuple[int, int, int, int]
-    reference: PreparedImage
+    reference: PreparedImage | None
     swap_image: PreparedImage
 
 

@@ -132,7 +132,13 @@ class Submitter:
                 raise InvalidRequest(
                     f"Unknown provider {request.provider!r}; configured: {', '.join(sorted(self.providers))}."
                 )
-            target = self.inputs.prepare(request.target_image, provider, "target image")
+            part = job.part if job is not None else 0
+            target = (
+                # a face map's later part is cut from the target as its first part was sent (faceswap.parts)
+                self.composer.base(request.job_id, provider.name)
+                if part > 0 and self.composer is not None
+                else self.inputs.prepare(request.target_image, provider, "target image")
+            )
             # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
             swap = (
                 target
@@ -146,14 +152,13 @@ class Submitter:
             )
         except (InputError, ProviderRejected, ConfigError) as e:
             return self.lifecycle.reject(request, e, job=job)
-        part = job.part if job is not None else 0
         urls_name = ""
         if chosen and chosen[0].method == ISOLATE_COMPOSITE:
             # One pair per task: the crop around this part's face goes as a one-face swap of its swap image.
             if self.composer is None:
                 return self.lifecycle.reject(request, ConfigError("This deployment cannot composite."), job=job)
             target = self.composer.part_input(
-                request.job_id, provider.name, target, chosen[part], provider.image_limits
+                request.job_id, provider.name, target, chosen[part], provider.image_limits, part=part
             )
             swap, faces, urls_name = faces[part].swap_image, (), f"part-{part}-"
 
@@ -237,9 +242,13 @@ class Submitter:
             )
         if self.faces is None:
             raise ConfigError("This deployment has no face matcher, so a face map cannot be used.")
-        references, swaps = [], []
+        # References are read only to choose (or, for detect-crop, to match the provider's crops again).
+        need_references = not earlier or method == DETECT_CROP
+        references: list[PreparedImage | None] = []
+        swaps = []
         for i, pair in enumerate(request.face_map):
-            references.append(self.inputs.prepare_reference(pair.reference, f"reference of face_map[{i}]"))
+            name = f"reference of face_map[{i}]"
+            references.append(self.inputs.prepare_reference(pair.reference, name) if need_references else None)
             swaps.append(
                 swap
                 if pair.swap_image == request.swap_image
@@ -248,15 +257,15 @@ class Submitter:
         chosen = (
             [ChosenFace.from_dict(face) for face in earlier]
             if earlier
-            else self.faces.choose(for_matcher(target), references, method=method)
+            else self.faces.choose(for_matcher(target), [r for r in references if r is not None], method=method)
         )
         faces = tuple(FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen)
         return chosen, faces
 
     def _crop_matcher(self, faces: tuple[FaceInput, ...]) -> Callable[[Sequence[bytes]], list[int]]:
         """Scores a provider's face crops against the faces' references (``detect-crop``)."""
-        chooser, references = self.faces, [face.reference for face in faces]
-        assert chooser is not None, "faces were chosen, so there is a chooser"
+        chooser, references = self.faces, [face.reference for face in faces if face.reference is not None]
+        assert chooser is not None and len(references) == len(faces), "detect-crop keeps the references"
         return lambda crops: chooser.choose_crops(crops, references)
 
     def next_part(self, job: Job) -> Job:

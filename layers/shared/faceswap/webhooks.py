@@ -134,6 +134,8 @@ class Callbacks:
             task_id = provider.task_id_from_callback(body)
             if task_id is None or job.phase not in (Phase.OUTCOME_UNKNOWN, Phase.CREATING):
                 return job
+            if any(attempt.get("provider_task_id") == task_id for attempt in job.attempts):
+                return job  # a late callback of an earlier task of this job (a face map's earlier part): not this one
             if job.phase is Phase.OUTCOME_UNKNOWN:
                 job = self.lifecycle.learn_task_id(job, task_id) or self.lifecycle.reread(job)
             else:  # the create is still being answered: keep the task id now, in case its submit stops first

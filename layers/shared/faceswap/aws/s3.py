@@ -178,6 +178,19 @@ class S3ObjectStore:
 
     @translated("s3:PutObject")
     @translated("s3:PutObject")
+    def put_new(self, bucket: str, key: str, data: bytes, *, content_type: str) -> bool:
+        """Store ``data`` at ``key`` only if no object is there (``If-None-Match: *``); ``False`` if one is (S3
+        answers 412 Precondition Failed: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
+        A concurrent conditional write (409 ConditionalRequestConflict) is raised as ``StoreUnavailable``."""
+        try:
+            self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+        except ClientError as e:
+            if error_code(e) in ("PreconditionFailed", "412"):
+                return False
+            raise
+        return True
+
+    @translated("s3:PutObject")
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
         """Store an input image (inline in a request, prepared for a provider, or a composite's base)."""
         self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
