@@ -30,10 +30,10 @@ message_delay = SqsMessageDelay(sqs, config.check_queue_url)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """One check: message body ``{"job_id": str, "check": int}``."""
-    job_id, check = check_from_message(record.body)
+    job_id, check, task_id = check_from_message(record.body)
     telemetry.job(job_id)  # provider and task id follow when the job is read
     try:
-        job = pipeline.check(job_id, check=check)
+        job = pipeline.check(job_id, check=check, task_id=task_id)
     except Exception as e:
         deliveries = int(record.attributes.approximate_receive_count)
         # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that

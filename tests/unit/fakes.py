@@ -180,8 +180,10 @@ class RecordingScheduler:
 
     def __init__(self) -> None:
         self.scheduled: list[tuple[str, int, int]] = []
+        self.tasks: list[str | None] = []
 
-    def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
+    def schedule(self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None) -> None:
+        self.tasks.append(task_id)
         self.scheduled.append((job_id, delay_seconds, check))
 
 

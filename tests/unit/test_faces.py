@@ -440,3 +440,17 @@ def test_a_base_stored_by_another_delivery_is_the_one_every_crop_is_cut_from() -
     sent = Image.open(io.BytesIO(provider.creates[0][0].target_image.data)).convert("RGB")
     expected = Image.open(io.BytesIO(isolate(other, LEFT, (RIGHT,)).data)).convert("RGB")
     assert sent.tobytes() == expected.tobytes()
+
+
+def test_the_checks_of_an_earlier_parts_task_end_when_the_next_part_has_its_own() -> None:
+    world, provider, request = two_part_world()
+    first = world.pipeline.submit(request)
+    assert world.scheduler.tasks == ["task-1"]  # the first check follows part 0's task
+    world.served["/result.png"] = swapped_crop_png(provider.creates[0][0].target_image.width, (255, 0, 0))
+    world.pipeline.collection.collect(first)
+    assert world.scheduler.tasks == ["task-1", "task-2"]  # part 1's submit starts its own chain
+    gets, scheduled = provider.gets, len(world.scheduler.scheduled)
+
+    job = world.pipeline.check(request.job_id, check=3, task_id="task-1")  # a late check of part 0's chain
+    assert job is not None and job.part == 1
+    assert provider.gets == gets and len(world.scheduler.scheduled) == scheduled  # no read, no next check

@@ -55,10 +55,10 @@ class CheckPolicy:
                 delay = max(delay, floor)
         to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()
         delay = max(0.0, min(delay, to_deadline + 1, MAX_CHECK_DELAY_SECONDS))
-        self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check)
+        self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check, task_id=job.provider_task_id)
 
     def soon(self, job: Job, *, after: float = 0.0) -> None:
         """Schedule a first check ``after`` seconds from now (rounded up; at most 900): a callback hands its
         collect over to the poller."""
         delay = min(math.ceil(after), MAX_CHECK_DELAY_SECONDS)
-        self.scheduler.schedule(job.job_id, delay_seconds=delay, check=0)
+        self.scheduler.schedule(job.job_id, delay_seconds=delay, check=0, task_id=job.provider_task_id)

@@ -189,7 +189,7 @@ class Collector:
         succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
         return succeeded or self.lifecycle.reread(job)
 
-    def check(self, job_id: str, *, check: int) -> Job | None:
+    def check(self, job_id: str, *, check: int, task_id: str | None = None) -> Job | None:
         """The poller's step: end (or move on) a job past its deadline, else collect, else look again later.
 
         Parameters
@@ -198,6 +198,9 @@ class Collector:
             The job to check.
         check
             How many checks came before this one (sets the backoff).
+        task_id
+            The provider task the checks were scheduled for, if known. When the job has since moved to another task
+            (a face map's next part, the next provider), this chain ends: that task's submit started its own.
 
         Returns
         -------
@@ -206,6 +209,8 @@ class Collector:
         """
         job = self.lifecycle.get(job_id)
         if job is None or job.terminal:
+            return job
+        if task_id and job.provider_task_id and job.provider_task_id != task_id:
             return job
         if self.clock() >= parse_time(job.deadline_at):
             reason = (

@@ -235,9 +235,9 @@ class Pipeline:
         """See :meth:`faceswap.submission.Submitter.submit`."""
         return self.submission.submit(request)
 
-    def check(self, job_id: str, *, check: int) -> Job | None:
+    def check(self, job_id: str, *, check: int, task_id: str | None = None) -> Job | None:
         """See :meth:`faceswap.collection.Collector.check`."""
-        return self.collection.check(job_id, check=check)
+        return self.collection.check(job_id, check=check, task_id=task_id)
 
     def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> Job | None:
         """See :meth:`faceswap.collection.Collector.failed_delivery`."""

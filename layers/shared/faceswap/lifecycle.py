@@ -363,13 +363,15 @@ class Lifecycle:
 
     def next_part(self, job: Job) -> Job | None:
         """``next-part``: the task of face map pair ``job.part`` is done and its output kept; the next pair's create
-        is awaited at the same provider. Conditional on the task too, so two collects of one part move it once."""
+        is awaited at the same provider, with a new deadline (as after a move to the next provider). Conditional on
+        the task too, so two collects of one part move it once."""
         stamp = self._stamp()
         changes: dict[str, Any] = {
             "part": job.part + 1,
             "provider_task_id": None,
             "submit_started_at": None,
             "submit_attempts": 0,
+            "deadline_at": after(self.clock(), self.deadline_seconds),  # each part has the whole deadline
         }
         if not any(attempt.get("provider_task_id") == job.provider_task_id for attempt in job.attempts):
             # a task learned from its callback (its create's outcome was unknown) is listed too

@@ -51,12 +51,14 @@ def request_from_message(data: Mapping[str, Any]) -> JobRequest:
     )
 
 
-def check_message(job_id: str, check: int) -> str:
-    """A check queue message body: the job and how many checks came before this one."""
-    return json.dumps({"job_id": job_id, "check": check})
+def check_message(job_id: str, check: int, task_id: str | None = None) -> str:
+    """A check queue message body: the job, how many checks came before this one and, when known, the provider task
+    the checks follow (a check for a task the job has left ends its chain)."""
+    return json.dumps({"job_id": job_id, "check": check, **({"task_id": task_id} if task_id else {})})
 
 
-def check_from_message(body: str) -> tuple[str, int]:
-    """Inverse of :func:`check_message`: ``(job_id, check)``."""
+def check_from_message(body: str) -> tuple[str, int, str | None]:
+    """Inverse of :func:`check_message`: ``(job_id, check, task_id)``."""
     data = json.loads(body)
-    return str(data["job_id"]), int(data.get("check", 0))
+    task_id = data.get("task_id")
+    return str(data["job_id"]), int(data.get("check", 0)), str(task_id) if task_id else None

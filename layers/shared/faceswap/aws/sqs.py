@@ -27,12 +27,12 @@ class SqsCheckScheduler:
         self._queue_url = queue_url
 
     @translated("sqs:SendMessage")
-    def schedule(self, job_id: str, *, delay_seconds: int, check: int) -> None:
+    def schedule(self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None) -> None:
         """Send a delayed check message (0..900 s)."""
         self._client.send_message(
             QueueUrl=self._queue_url,
             DelaySeconds=max(0, min(900, delay_seconds)),
-            MessageBody=check_message(job_id, check),
+            MessageBody=check_message(job_id, check, task_id),
         )
 
 
