@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import REPO, Target, at_least, at_most, below, exactly, judge, machine, say, table
 
-PARTS = ("overhead", "requests", "memory", "sizes", "cold", "cost", "engine")
+PARTS = ("overhead", "requests", "memory", "sizes", "cold", "cost", "engine", "quality")
 MEMORY_SIZES_MIB = (10, 50, 200)
 RESULT_MEMORY_CAP_MIB = 32
 PART_MIB = 8
@@ -48,6 +48,8 @@ TARGETS: list[tuple[str, Target]] = [
     (r"requests_\w+_webhook_provider_creates_per_job", exactly(1)),
     (r"requests_\w+_webhook_provider_reads_per_job", at_most(1)),
     (r"package_\w+_unzipped_mib", below(LAMBDA_UNZIPPED_LIMIT_MIB, "MiB (Lambda limit)")),
+    (r"quality_\w+_identity_margin", at_least(0.1)),
+    (r"quality_\w+_occluder_pixels", exactly(0)),
 ]
 """Targets by figure-name pattern (the issue's, plus Lambda's hard limit on unzipped code + layers)."""
 
@@ -182,6 +184,26 @@ def run_engine(figures: dict[str, Any]) -> None:
         figures.update(json.loads(out.read_text()))
 
 
+def run_quality(figures: dict[str, Any]) -> None:
+    """Benchmark 7: ``bench/engine_quality.py``'s own function (identity margin, seam, occluder pixels per pair)."""
+    import engine_quality
+    from report import FACES_DIR
+
+    with tempfile.TemporaryDirectory() as workdir:
+        out = Path(workdir) / "quality.json"
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            engine_quality.main(
+                ["--faces-dir", str(FACES_DIR), "--json", str(out), "--out", str(REPO / "out" / "quality")]
+            )
+        for line in printed.getvalue().splitlines():
+            say(f"  {line}")
+        for n, row in enumerate(json.loads(out.read_text()), start=1):
+            for measure in ("identity_margin", "seam", "occluder_pixels"):
+                if row.get(measure) is not None:
+                    figures[f"quality_pair{n}_{measure}"] = row[measure]
+
+
 def worker(part: str, jobs: int, out: Path) -> int:
     """``--worker``: run one local-stack benchmark in this process and write its figures and details."""
     figures: dict[str, Any] = {}
@@ -283,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     if "engine" in parts:
         say("6. self-hosted engine, seconds per swap")
         attempt("engine", lambda: run_engine(figures))
+    if "quality" in parts:
+        say("7. self-hosted engine, quality per pair (identity margin, seam, occluder pixels)")
+        attempt("quality", lambda: run_quality(figures))
 
     from cost import price_table
 

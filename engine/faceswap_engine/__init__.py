@@ -15,7 +15,7 @@ Arrays are ``(H, W, 3)`` BGR ``uint8`` (OpenCV convention). Faces are numbered l
 from __future__ import annotations
 
 from .detect import Face, detect_faces
-from .errors import FaceIndexOutOfRange, FaceSwapError, InvalidImage, NoFaceDetected
+from .errors import FaceIndexOutOfRange, FaceSwapError, InvalidImage, NoFaceDetected, PoseMismatch
 from .identity import SAME_PERSON_THRESHOLD, face_descriptor, face_distance, faces_with_descriptors
 from .imageio import decode_image, encode_image
 from .swap import swap_faces, swap_image_bytes
@@ -27,6 +27,7 @@ __all__ = [
     "FaceSwapError",
     "InvalidImage",
     "NoFaceDetected",
+    "PoseMismatch",
     "decode_image",
     "detect_faces",
     "encode_image",

@@ -97,3 +97,24 @@ class ChosenFaceNotFound(FaceSwapError):
     def __init__(self, box: tuple[int, int, int, int]) -> None:
         super().__init__(f"no face of the target image lies on the chosen box {list(box)}")
         self.box = box
+
+
+class PoseMismatch(FaceSwapError):
+    """Raised when the two faces are turned too differently (or one too far) for a classical swap, which would
+    mangle the face: a profile onto a frontal face, say.
+
+    Parameters
+    ----------
+    swap_yaw, target_yaw : float
+        Each face's estimated head turn in degrees (0: frontal).
+    """
+
+    code = "pose_mismatch"
+
+    def __init__(self, swap_yaw: float, target_yaw: float) -> None:
+        super().__init__(
+            f"the faces are turned too differently for a classical swap (swap face {swap_yaw:+.0f} degrees, target "
+            f"face {target_yaw:+.0f} degrees); use photos facing the camera"
+        )
+        self.swap_yaw = swap_yaw
+        self.target_yaw = target_yaw

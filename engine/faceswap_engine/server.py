@@ -17,7 +17,7 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
 - Bearer token: if the server has a ``token``, every ``/v1/tasks`` call needs ``Authorization: Bearer <token>``.
 
 Failure codes in ``error.code``: ``no_face_detected``, ``face_index_out_of_range``, ``chosen_face_not_found``,
-``invalid_image``.
+``pose_mismatch`` (the faces are turned too differently for a classical swap), ``invalid_image``.
 Tasks and results are kept in memory (the newest ``max_tasks``); run it behind a WSGI server for production.
 """
 

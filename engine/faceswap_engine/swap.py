@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from .detect import Face, as_bgr, detect_faces
-from .errors import ChosenFaceNotFound, FaceIndexOutOfRange, NoFaceDetected
+from .errors import ChosenFaceNotFound, FaceIndexOutOfRange, NoFaceDetected, PoseMismatch
 from .imageio import decode_image, encode_image
 
 __all__ = ["swap_faces", "swap_image_bytes"]
@@ -108,8 +108,163 @@ def _padded_crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndar
     return crop.copy()
 
 
+#: How far each landmark of the target moves toward the aligned swap face's (0: keep the target's shape, 1: take the
+#: swap face's): the jaw and the nose carry most of a face's shape; the eyes stay nearly put, so the gaze and the
+#: head's pose remain the target's; the mouth moves a little, so an open mouth is not pulled onto a closed one.
+_SHAPE_WEIGHTS = np.r_[
+    np.full(17, 0.7),  # jaw 0-16
+    np.full(10, 0.5),  # brows 17-26
+    np.full(9, 0.5),  # nose 27-35
+    np.full(12, 0.2),  # eyes 36-47
+    np.full(20, 0.3),  # mouth 48-67
+].astype(np.float32)[:, None]
+
+#: Largest landmark move, as a fraction of the face's size: beyond it the surrounding warp would show.
+_MAX_SHAPE_MOVE = 0.08
+
+#: Landmarks the swap face is aligned to the target by (eye corners, nose bridge and tip): they move least between
+#: expressions.
+_STABLE = np.array([36, 39, 42, 45, 27, 28, 29, 30])
+
+#: Robust z-score (Lab, against the face's own skin) above which a pixel inside the face is not skin: an occluder
+#: (a microphone, a hand, hair), glare, or a shadow too deep to match.
+_OCCLUDER_Z = 4.0
+
+#: Most difference in head turn (degrees) between the two faces, and most turn of either, for a classical swap.
+MAX_YAW_DIFFERENCE = 35.0
+MAX_YAW = 50.0
+
+
+def _yaw(landmarks: np.ndarray) -> float:
+    """Rough head turn in degrees from 68 landmarks: the nose tip's place between the jaw's ends (0: frontal)."""
+    left = float(np.linalg.norm(landmarks[30] - landmarks[0]))
+    right = float(np.linalg.norm(landmarks[16] - landmarks[30]))
+    return float(np.degrees(np.arcsin(np.clip((right - left) / max(right + left, 1e-6), -1.0, 1.0))))
+
+
+def _moved_landmarks(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """``dst`` moved toward the swap face's shape: ``src`` aligned onto ``dst`` by a similarity transform of the stable
+    landmarks, then each point moved by its :data:`_SHAPE_WEIGHTS` share of the difference, at most
+    :data:`_MAX_SHAPE_MOVE` of the face's size."""
+    m, _ = cv2.estimateAffinePartial2D(src[_STABLE], dst[_STABLE])
+    if m is None or not np.isfinite(m).all():
+        return dst.copy()
+    aligned = src @ m[:, :2].T + m[:, 2]
+    move = _SHAPE_WEIGHTS * (aligned - dst)
+    size = float(max(np.ptp(dst[:, 0]), np.ptp(dst[:, 1])))
+    length = np.linalg.norm(move, axis=1, keepdims=True)
+    move *= np.minimum(1.0, _MAX_SHAPE_MOVE * size / np.maximum(length, 1e-6))
+    return (dst + move).astype(np.float32)
+
+
+def _border_points(width: int, height: int, per_side: int = 6) -> np.ndarray:
+    """Fixed points along a crop's edge, so the shape warp leaves the crop's border (and all outside it) in place."""
+    xs = np.linspace(0, width - 1, per_side)
+    ys = np.linspace(0, height - 1, per_side)
+    top = np.stack([xs, np.zeros_like(xs)], axis=1)
+    bottom = np.stack([xs, np.full_like(xs, height - 1)], axis=1)
+    left = np.stack([np.zeros_like(ys[1:-1]), ys[1:-1]], axis=1)
+    right = np.stack([np.full_like(ys[1:-1], width - 1), ys[1:-1]], axis=1)
+    return np.concatenate([top, bottom, left, right]).astype(np.float32)
+
+
+def _reshaped(roi: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``roi`` warped so that its points ``before`` go to ``after`` (piecewise affine over a triangulation that
+    includes fixed points on the crop's border: the warp is continuous and leaves the border in place)."""
+    h, w = roi.shape[:2]
+    border = _border_points(w, h)
+    src_pts = np.concatenate([before[_TRIANGULATED], border])
+    dst_pts = np.concatenate([after[_TRIANGULATED], border])
+    out = roi.copy()
+    for i, j, k in _delaunay(dst_pts):
+        t_dst, t_src = dst_pts[[i, j, k]], src_pts[[i, j, k]]
+        if _triangle_area(t_dst) < _MIN_TRIANGLE_AREA or _triangle_area(t_src) < _MIN_TRIANGLE_AREA:
+            continue
+        _warp_triangle(roi, out, t_src, t_dst)
+    return out
+
+
+def _feature_mask(shape: tuple[int, ...], lm: np.ndarray) -> np.ndarray:
+    """Eyes, brows and mouth (dilated), where a face's colour is not its skin's."""
+    mask = np.zeros(shape[:2], np.uint8)
+    eye_dist = float(np.linalg.norm(lm[36:42].mean(axis=0) - lm[42:48].mean(axis=0)))
+    for polygon in (lm[36:42], lm[42:48], lm[48:60]):
+        cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    thickness = max(2, int(0.12 * eye_dist))
+    for brow in (lm[17:22], lm[22:27]):
+        cv2.polylines(mask, [np.round(brow).astype(np.int32)], False, 1, thickness)
+    k = max(3, int(0.12 * eye_dist)) | 1
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(bool)
+
+
+def _robust_stats(lab: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and scaled MAD (a robust standard deviation) of Lab pixels ``where`` is true; ``(3,)`` each."""
+    pixels = lab[where]
+    if len(pixels) < 16:
+        return lab.reshape(-1, 3).mean(axis=0), np.full(3, 10.0, np.float32)
+    median = np.median(pixels, axis=0)
+    mad = np.median(np.abs(pixels - median), axis=0) * 1.4826
+    return median, np.maximum(mad, 2.0)
+
+
+def _not_skin(lab: np.ndarray, skin: np.ndarray, region: np.ndarray, size: float) -> np.ndarray:
+    """Pixels of ``region`` whose colour is far from the skin's (robust z over Lab, lightness weighed less, since
+    shading varies), cleaned of specks and grown a little: what covers the face."""
+    median, spread = _robust_stats(lab, skin)
+    z = (lab - median) / spread
+    z[:, :, 0] *= 0.5
+    far = (np.sqrt((z * z).sum(axis=2)) > _OCCLUDER_Z) & region
+    k = max(3, int(0.04 * size)) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    far = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    return cv2.dilate(far, kernel).astype(bool)
+
+
+def _match_colour(
+    face: np.ndarray,
+    target: np.ndarray,
+    face_skin: np.ndarray,
+    target_skin: np.ndarray,
+    region: np.ndarray,
+    sigma: float,
+) -> np.ndarray:
+    """``face`` with the target's skin colour and lighting, in CIE Lab: the skin's mean and spread matched per
+    channel (statistics over skin only: eyes, brows, mouth and occluders left out), then the target's low-frequency
+    shading added on lightness, measured over skin only (normalised convolution), so nothing that is not skin bleeds
+    into the correction."""
+    face_lab = cv2.cvtColor(face, cv2.COLOR_BGR2LAB).astype(np.float32)
+    target_lab = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
+    mu_f, sd_f = _robust_stats(face_lab, face_skin)
+    mu_t, sd_t = _robust_stats(target_lab, target_skin)
+    matched = (face_lab - mu_f) * np.clip(sd_t / sd_f, 0.6, 1.6) + mu_t
+
+    def skin_lowpass(lightness: np.ndarray, skin: np.ndarray) -> np.ndarray:
+        weight = _lowpass(skin.astype(np.float32), sigma)
+        return _lowpass(lightness * skin, sigma) / np.maximum(weight, 1e-3)
+
+    shading = skin_lowpass(target_lab[:, :, 0], target_skin) - skin_lowpass(matched[:, :, 0], face_skin)
+    matched[:, :, 0] += np.clip(shading, -25.0, 25.0)
+    out = face_lab.copy()
+    out[region] = matched[region]
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def _check_pose(src_face: Face, dst_face: Face) -> None:
+    """Raise :class:`PoseMismatch` when the faces' head turns differ by over :data:`MAX_YAW_DIFFERENCE` degrees or
+    either is turned over :data:`MAX_YAW` (a profile): a classical swap cannot turn a face."""
+    swap_yaw, target_yaw = _yaw(src_face.landmarks.astype(np.float32)), _yaw(dst_face.landmarks.astype(np.float32))
+    if abs(swap_yaw - target_yaw) > MAX_YAW_DIFFERENCE or max(abs(swap_yaw), abs(target_yaw)) > MAX_YAW:
+        raise PoseMismatch(swap_yaw, target_yaw)
+
+
 def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) -> None:
     """Replace ``dst_face`` in ``out`` (in place) with ``src_face`` taken from ``src``.
+
+    Steps, in a crop around the target face: the target's landmarks move toward the swap face's shape and the crop
+    is warped smoothly to follow (:func:`_reshaped`); the swap face is warped triangle by triangle onto the moved
+    landmarks; what covers either face (colours far from its skin) is left out of the blend, so an occluder of the
+    swap face is not carried over and one of the target stays in front; the colour is matched over skin in Lab; the
+    target's own mouth interior is kept; a Poisson blend hides the seam.
 
     Landmarks of a face cut by the image border lie outside the image; rather than clamping them (which squashes
     triangles), both crops are padded by edge replication so the geometry stays exact, and only the part inside
@@ -126,10 +281,13 @@ def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) 
     # Target: work in a crop around the face, so everything below is O(face area), not O(image area).
     dst_pts = dst_face.landmarks.astype(np.float32)
     hx, hy, hw, hh = cv2.boundingRect(dst_pts)
-    margin = max(4, int(0.1 * max(hw, hh)))
+    size = float(max(hw, hh))
+    margin = max(4, int(0.2 * size))
     x0, y0, x1, y1 = hx - margin, hy - margin, hx + hw + margin, hy + hh + margin
-    target_roi = _padded_crop(out, x0, y0, x1, y1)
-    local_dst = dst_pts - np.float32((x0, y0))
+    original_roi = _padded_crop(out, x0, y0, x1, y1)
+    before = dst_pts - np.float32((x0, y0))
+    local_dst = _moved_landmarks(before, src_pts)
+    target_roi = _reshaped(original_roi, before, local_dst)
 
     canvas = target_roi.copy()
     for i, j, k in _delaunay(local_dst[_TRIANGULATED]):
@@ -140,24 +298,44 @@ def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) 
             continue
         _warp_triangle(src_crop, canvas, t_src, t_dst)
 
+    hull = cv2.convexHull(np.round(local_dst).astype(np.int32))
+    region = np.zeros(canvas.shape[:2], dtype=np.uint8)
+    cv2.fillConvexPoly(region, hull, 1)
+    face_region = region.astype(bool)
+    features = _feature_mask(canvas.shape, local_dst)
+    skin = face_region & ~features
+    canvas_lab = cv2.cvtColor(canvas, cv2.COLOR_BGR2LAB).astype(np.float32)
+    target_lab = cv2.cvtColor(target_roi, cv2.COLOR_BGR2LAB).astype(np.float32)
+    covered_swap = _not_skin(canvas_lab, skin, skin, size)
+    covered_target = _not_skin(target_lab, skin, skin, size)
+
+    eye_dist = float(np.linalg.norm(local_dst[36:42].mean(axis=0) - local_dst[42:48].mean(axis=0)))
+    canvas = _match_colour(
+        canvas,
+        target_roi,
+        skin & ~covered_swap,
+        skin & ~covered_target,
+        face_region,
+        sigma=max(2.0, _COLOUR_SIGMA_FRAC * eye_dist),
+    )
+
     # Keep the target's own mouth interior (teeth, tongue): a source mouth stretched into a differently opened
     # target mouth looks smeared. When the target mouth is closed this polygon is degenerate and keeps nothing.
     mouth = np.zeros(canvas.shape[:2], np.uint8)
     cv2.fillPoly(mouth, [np.round(local_dst[60:68]).astype(np.int32)], 1)
     np.copyto(canvas, target_roi, where=mouth[:, :, None].astype(bool))
 
-    hull = cv2.convexHull(np.round(local_dst).astype(np.int32))
-    mask = np.zeros(canvas.shape[:2], dtype=np.uint8)
-    cv2.fillConvexPoly(mask, hull, 255)
-    k = max(3, int(0.03 * max(hw, hh))) | 1
+    mask = region * 255
+    k = max(3, int(0.03 * size)) | 1
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    mask[covered_swap | covered_target] = 0  # what covers either face: the target's pixels stay
     mask[[0, -1], :] = 0
     mask[:, [0, -1]] = 0
     if cv2.countNonZero(mask) == 0:
         return
-
-    eye_dist = float(np.linalg.norm(dst_pts[36:42].mean(axis=0) - dst_pts[42:48].mean(axis=0)))
-    canvas = _transfer_colour(canvas, target_roi, sigma=max(2.0, _COLOUR_SIGMA_FRAC * eye_dist))
+    # Poisson blending clones the gradients of the whole bounding box of the mask; the occluded holes take the
+    # target's pixels there and the blend's boundary goes round them.
+    np.copyto(canvas, target_roi, where=(mask == 0)[:, :, None])
     bx, by, bw, bh = cv2.boundingRect(mask)
     center = (bx + bw // 2, by + bh // 2)  # seamlessClone centres the mask's bounding box here
     blended = cv2.seamlessClone(canvas, target_roi, mask, center, cv2.NORMAL_CLONE)
@@ -215,6 +393,8 @@ def swap_faces(
         If the target (checked first) or the swap image has no detectable face.
     FaceIndexOutOfRange
         If ``swap_face_index`` or any of ``target_face_indices`` is negative or too large.
+    PoseMismatch
+        If the faces are turned too differently, or one too far, for a classical swap (nothing is swapped).
     ValueError
         If ``target_face_indices`` is an empty sequence.
     """
@@ -235,6 +415,8 @@ def swap_faces(
         if not chosen:
             raise ValueError("target_face_indices must not be empty (use None for the largest face)")
 
+    for i in chosen:
+        _check_pose(src_face, target_faces[i])
     out = target.copy()
     for i in chosen:
         _swap_one(out, swap, src_face, target_faces[i])
@@ -336,7 +518,9 @@ def swap_chosen_faces(target: np.ndarray, pairs: Sequence[tuple[tuple[int, int, 
         best = max(range(len(target_faces)), key=lambda i: overlaps[i])
         if overlaps[best] < CHOSEN_FACE_MIN_OVERLAP:
             raise ChosenFaceNotFound(box)
-        _swap_one(out, swap, max(found, key=lambda f: f.area), target_faces[best])
+        source_face = max(found, key=lambda f: f.area)
+        _check_pose(source_face, target_faces[best])
+        _swap_one(out, swap, source_face, target_faces[best])
     return out
 
 

@@ -13,7 +13,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from faceswap.errors import InvalidImage, NoFaceDetected, ProviderRejected, ProviderUnavailable, SubmitOutcomeUnknown
+from faceswap.errors import (
+    InvalidImage,
+    NoFaceDetected,
+    PoseMismatch,
+    ProviderRejected,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+)
 from faceswap.images import PreparedImage
 from faceswap.model import TaskStatus
 from faceswap.ports import TaskInput, Webhook
@@ -83,7 +90,10 @@ def test_create_that_times_out_has_an_unknown_outcome() -> None:
         provider(handler).create_task(task(), None)
 
 
-@pytest.mark.parametrize(("error", "expected"), [("no_face_detected", NoFaceDetected), ("invalid_image", InvalidImage)])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [("no_face_detected", NoFaceDetected), ("invalid_image", InvalidImage), ("pose_mismatch", PoseMismatch)],
+)
 def test_failed_task_maps_engine_codes(error: str, expected: type[Exception]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
@@ -98,6 +108,8 @@ def test_failed_task_maps_engine_codes(error: str, expected: type[Exception]) ->
 
     snapshot = provider(handler).get_task("t")
     assert snapshot.status is TaskStatus.FAILED and isinstance(snapshot.error, expected)
+    if expected is PoseMismatch:  # another provider may manage it: a job with fallback providers fails over
+        assert snapshot.error.code == "pose_mismatch" and snapshot.error.retryable
 
 
 def test_succeeded_task_gives_its_result_url() -> None:

@@ -19,6 +19,7 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── ProviderUnavailable ``provider_unavailable``: 429/5xx/network; safe to try again later
 │   │   └── RateLimited     ``rate_limited``: our own ceiling for the provider is reached; wait, never fail over
 │   ├── ProviderTaskFailed  ``provider_task_failed``: the provider ran the task and reported failure
+│   │   └── PoseMismatch    ``pose_mismatch``: the faces are turned too differently for the provider (self-hosted)
 │   └── SubmitOutcomeUnknown ``submit_outcome_unknown``: a create may or may not have reached the provider
 ├── ResultError             the provider's result could not be kept
 │   ├── ResultUrlRefused    ``result_url_refused``: not https, host not allowed, or a private address
@@ -147,6 +148,13 @@ class RateLimited(ProviderUnavailable):
 class ProviderTaskFailed(ProviderError):
     code = "provider_task_failed"
     retryable = True
+
+
+class PoseMismatch(ProviderTaskFailed):
+    """The self-hosted engine's classical swap cannot turn a face: the two faces' head turns are too far apart (or one
+    is a profile). Retryable: another provider may swap them, so a job with fallback providers fails over."""
+
+    code = "pose_mismatch"
 
 
 class SubmitOutcomeUnknown(ProviderError):

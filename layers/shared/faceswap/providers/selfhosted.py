@@ -24,6 +24,7 @@ import httpx
 from faceswap.errors import (
     InvalidImage,
     NoFaceDetected,
+    PoseMismatch,
     ProviderRejected,
     ProviderTaskFailed,
     ProviderUnavailable,
@@ -164,6 +165,9 @@ def _task_error(error: dict[str, Any]) -> Exception:
         return InvalidImage(f"The engine could not read an image: {message}.")
     if code == "face_index_out_of_range":
         return ProviderTaskFailed(f"The engine could not use the face indices: {message}.", retryable=False)
+    if code == "pose_mismatch":
+        # Another provider (a model, not a classical warp) may manage it: retryable, so a face map's failover applies.
+        return PoseMismatch(f"The self-hosted engine cannot swap these faces: {message}.")
     if code == "chosen_face_not_found":
         return ProviderTaskFailed(
             f"The engine found no face where the face matcher chose one: {message}.", retryable=False
