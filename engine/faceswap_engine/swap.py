@@ -109,13 +109,13 @@ def _padded_crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndar
 
 
 #: How far each landmark of the target moves toward the aligned swap face's (0: keep the target's shape, 1: take the
-#: swap face's): the jaw and the nose carry most of a face's shape; the eyes stay nearly put, so the gaze and the
-#: head's pose remain the target's; the mouth moves a little, so an open mouth is not pulled onto a closed one.
+#: swap face's): the jaw and the nose carry most of a face's shape; the eyes stay put, so the target's own eyes (kept,
+#: see :func:`_swap_one`) and its gaze fit; the mouth moves a little, so an open mouth is not pulled onto a closed one.
 _SHAPE_WEIGHTS = np.r_[
     np.full(17, 0.7),  # jaw 0-16
     np.full(10, 0.5),  # brows 17-26
     np.full(9, 0.5),  # nose 27-35
-    np.full(12, 0.2),  # eyes 36-47
+    np.full(12, 0.0),  # eyes 36-47
     np.full(20, 0.3),  # mouth 48-67
 ].astype(np.float32)[:, None]
 
@@ -249,6 +249,26 @@ def _match_colour(
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 
+def _mouth_opening(lm: np.ndarray) -> float:
+    """How open a mouth is: the inner lips' area over the squared mouth width (0: closed)."""
+    width = float(np.linalg.norm(lm[54] - lm[48]))
+    return float(cv2.contourArea(np.round(lm[60:68]).astype(np.float32))) / max(width * width, 1.0)
+
+
+def _closed(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """``crop`` with the mouth's inside (teeth, tongue) painted over from the lips around it: an open mouth to be
+    warped onto a closed one, whose thin lip band would otherwise streak the teeth."""
+    inside = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(lm[60:68]).astype(np.int32)], 255)
+    inside = cv2.dilate(inside, np.ones((3, 3), np.uint8))
+    radius = max(3, int(0.1 * float(np.linalg.norm(lm[54] - lm[48]))))
+    return cv2.inpaint(crop, inside, radius, cv2.INPAINT_TELEA)
+
+
+#: Mouth openings (see :func:`_mouth_opening`) above which a mouth is open, and below which it is closed.
+_OPEN_MOUTH, _CLOSED_MOUTH = 0.06, 0.02
+
+
 def _check_pose(src_face: Face, dst_face: Face) -> None:
     """Raise :class:`PoseMismatch` when the faces' head turns differ by over :data:`MAX_YAW_DIFFERENCE` degrees or
     either is turned over :data:`MAX_YAW` (a profile): a classical swap cannot turn a face."""
@@ -277,6 +297,8 @@ def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) 
     sx, sy, sw, sh = cv2.boundingRect(src_lm)
     src_crop = _padded_crop(src, sx - 2, sy - 2, sx + sw + 2, sy + sh + 2)
     src_pts = src_lm - np.float32((sx - 2, sy - 2))
+    if _mouth_opening(src_pts) > _OPEN_MOUTH and _mouth_opening(dst_face.landmarks.astype(np.float32)) < _CLOSED_MOUTH:
+        src_crop = _closed(src_crop, src_pts)  # an open mouth onto a closed one: closed lips, not streaked teeth
 
     # Target: work in a crop around the face, so everything below is O(face area), not O(image area).
     dst_pts = dst_face.landmarks.astype(np.float32)
@@ -324,6 +346,14 @@ def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) 
     mouth = np.zeros(canvas.shape[:2], np.uint8)
     cv2.fillPoly(mouth, [np.round(local_dst[60:68]).astype(np.int32)], 1)
     np.copyto(canvas, target_roi, where=mouth[:, :, None].astype(bool))
+    # Keep the target's own eyes (iris and whites inside the lids): the gaze stays the target's, the lids around them
+    # are the swap face's.
+    eyes = np.zeros(canvas.shape[:2], np.uint8)
+    for eye in (local_dst[36:42], local_dst[42:48]):
+        cv2.fillPoly(eyes, [np.round(eye).astype(np.int32)], 1)
+    eyes = cv2.erode(eyes, np.ones((3, 3), np.uint8))
+    soft = cv2.GaussianBlur(eyes.astype(np.float32), (0, 0), max(1.0, 0.03 * eye_dist))[:, :, None]
+    canvas = (canvas * (1 - soft) + target_roi * soft).astype(np.uint8)
 
     mask = region * 255
     k = max(3, int(0.03 * size)) | 1

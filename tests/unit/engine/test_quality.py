@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -67,3 +68,39 @@ def test_yaw_is_near_zero_for_the_frontal_portraits_and_flips_with_a_mirror() ->
     obama, mirrored = PAIRS[0].swap, PAIRS[2].swap  # obama.jpg, and obama.jpg mirrored
     assert abs(yaw(obama)) < 15 and abs(yaw(PAIRS[0].target)) < 15
     assert yaw(mirrored) == pytest.approx(-yaw(obama), abs=3)
+
+
+def _inside(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def test_an_open_mouth_onto_a_closed_one_gives_closed_lips_not_streaks_of_teeth(
+    results: dict[str, np.ndarray],
+) -> None:
+    pair = PAIRS[0]  # Obama smiling with his teeth showing, onto Biden's closed mouth
+    face = max(detect_faces(pair.target), key=lambda f: f.area)
+    lips = _inside(pair.target, face.landmarks[48:60])
+    lab = cv2.cvtColor(results[pair.name], cv2.COLOR_BGR2LAB).astype(np.float32)
+    chroma = np.hypot(lab[:, :, 1] - 128, lab[:, :, 2] - 128)
+    teeth = (lab[:, :, 0] > 150) & (chroma < 12) & lips  # bright and grey: enamel (OpenCV L* is 0-255)
+    assert teeth.sum() < 0.02 * lips.sum(), f"{teeth.sum()} teeth-like pixels in {lips.sum()} of lips"
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-9))
+
+
+def test_the_eyes_keep_the_targets_gaze(results: dict[str, np.ndarray]) -> None:
+    for pair in PAIRS[:3]:
+        face = max(detect_faces(pair.target), key=lambda f: f.area)
+        for eye in (face.landmarks[36:42], face.landmarks[42:48]):
+            x, y, w, h = cv2.boundingRect(eye.astype(np.int32))
+
+            def grey(image: np.ndarray, x: int = x, y: int = y, w: int = w, h: int = h) -> np.ndarray:
+                return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y : y + h, x : x + w].astype(np.float32)
+
+            # the target's iris and whites, in place (the blend may shift their brightness, not their pattern)
+            assert _ncc(grey(results[pair.name]), grey(pair.target)) > 0.65, pair.name
