@@ -13,7 +13,16 @@ import pytest
 
 from faceswap_engine import PoseMismatch, detect_faces, swap_faces
 from faceswap_engine import swap as swap_module
-from faceswap_engine.quality import Pair, benchmark_pairs, identity, occluder_pixels, seam_score
+from faceswap_engine.quality import (
+    OCCLUDER_BGR,
+    OCCLUDER_TOLERANCE,
+    Pair,
+    benchmark_pairs,
+    identity,
+    occluder_pixels,
+    seam_score,
+    with_occluder,
+)
 
 FACES_DIR = Path(os.environ.get("FACES_DIR") or Path(__file__).resolve().parents[3].parent / "shared" / "faces")
 PAIRS = benchmark_pairs(FACES_DIR)
@@ -104,3 +113,12 @@ def test_the_eyes_keep_the_targets_gaze(results: dict[str, np.ndarray]) -> None:
 
             # the target's iris and whites, in place (the blend may shift their brightness, not their pattern)
             assert _ncc(grey(results[pair.name]), grey(pair.target)) > 0.65, pair.name
+
+
+def test_what_covers_the_targets_face_stays_in_front() -> None:
+    pair = PAIRS[0]
+    covered = with_occluder(pair.target)  # a microphone in front of Biden's chin
+    result = swap_faces(covered, pair.swap)
+    painted = np.abs(covered.astype(np.int16) - np.int16(OCCLUDER_BGR)).max(axis=2) <= 3
+    kept = np.abs(result.astype(np.int16) - np.int16(OCCLUDER_BGR)).max(axis=2) <= OCCLUDER_TOLERANCE
+    assert (kept & painted).sum() > 0.9 * painted.sum()
