@@ -48,6 +48,7 @@ TARGETS: list[tuple[str, Target]] = [
     (r"requests_\w+_webhook_provider_creates_per_job", exactly(1)),
     (r"requests_\w+_webhook_provider_reads_per_job", at_most(1)),
     (r"package_\w+_unzipped_mib", below(LAMBDA_UNZIPPED_LIMIT_MIB, "MiB (Lambda limit)")),
+    (r"engine_swap_seconds_\w+", below(1.0, "s (one core)")),
     (r"quality_\w+_identity_margin", at_least(0.1)),
     (r"quality_\w+_occluder_pixels", exactly(0)),
 ]

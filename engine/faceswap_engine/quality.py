@@ -89,6 +89,8 @@ def replaced_face(result: np.ndarray, target: np.ndarray) -> tuple[int, Face]:
     """The index (left to right) of the result's face at the target's largest face, and that target face."""
     chosen = max(detect_faces(target), key=lambda f: f.area)
     faces = detect_faces(result)
+    if not faces:
+        raise ValueError("the result has no face where the target had one: the swap destroyed it")
     index = min(range(len(faces)), key=lambda i: abs(faces[i].center_x - chosen.center_x))
     return index, chosen
 

@@ -122,3 +122,13 @@ def test_what_covers_the_targets_face_stays_in_front() -> None:
     painted = np.abs(covered.astype(np.int16) - np.int16(OCCLUDER_BGR)).max(axis=2) <= 3
     kept = np.abs(result.astype(np.int16) - np.int16(OCCLUDER_BGR)).max(axis=2) <= OCCLUDER_TOLERANCE
     assert (kept & painted).sum() > 0.9 * painted.sum()
+
+
+def test_a_face_put_into_a_black_and_white_photo_turns_grey_too() -> None:
+    pair = PAIRS[0]
+    grey = cv2.cvtColor(cv2.cvtColor(pair.target, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    result = swap_faces(grey, pair.swap)
+    face = max(detect_faces(grey), key=lambda f: f.area)
+    lab = cv2.cvtColor(result, cv2.COLOR_BGR2LAB).astype(np.float32)
+    chroma = np.hypot(lab[:, :, 1] - 128, lab[:, :, 2] - 128)[_inside(result, cv2.convexHull(face.landmarks)[:, 0])]
+    assert np.percentile(chroma, 99) < 6, np.percentile(chroma, 99)
