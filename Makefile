@@ -95,7 +95,8 @@ demo: venv
 	$(BIN)/python -m faceswap_local demo $(if $(FACE),--face "$(FACE)") $(if $(TARGET),--target "$(TARGET)") \
 		$(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PROVIDER),--provider "$(PROVIDER)") $(if $(OUT),--out "$(OUT)")
 
-bench: venv
+# Sets up what it measures with: the SAM CLI (the size step runs sam build, whose layer the cold-start step imports).
+bench: venv $(SAM_VENV)/.installed
 	$(BIN)/python bench/run.py
 
 # N uploads at once while the PiAPI emulator injects faults; fails on lost or duplicated work: make stress [N=100]

@@ -295,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         from cold_start import measure_cold_starts
 
         def cold() -> None:
+            if layer_entries is None:
+                # A figure measured on the wrong layout is an error, not a figure: the development environment holds
+                # packages the layer does not ship, which change what gets imported.
+                raise RuntimeError(
+                    "cold start is measured on the layer sam build makes, and the size step (which builds it) did "
+                    "not run or failed: run make bench (or --only sizes,cold)"
+                )
             found, reports = measure_cold_starts(cold_runs, layer_entries, layer_pyc=layer_pyc)
             figures.update(found)
             details["cold_start"] = reports
