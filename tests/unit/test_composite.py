@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
 
-from faceswap.composite import Box, Isolated, composite, decode, encode_png, isolate, mask_bounds
+from faceswap.composite import (
+    Box,
+    Isolated,
+    check_shape,
+    composite,
+    crop_size,
+    decode,
+    encode_png,
+    isolate,
+    mask_bounds,
+)
 from faceswap.errors import InvalidImage, InvalidResult
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
@@ -447,3 +457,22 @@ def test_importing_the_module_does_not_load_pillow() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
     assert loaded == "False"
+
+
+@pytest.mark.parametrize(
+    ("face", "size", "max_side"),
+    [(LEFT, (1200, 800), 2048), ((0, 0, 90, 120), (1200, 800), 2048), ((900, 500, 1190, 790), (1200, 800), 1024)],
+)
+def test_crop_size_is_the_size_isolate_makes(face: Box, size: tuple[int, int], max_side: int) -> None:
+    target = encode(Image.new("RGB", size, (90, 120, 150)))
+    assert crop_size(face, size, max_side=max_side) == isolate(target, face, [], max_side=max_side).size
+
+
+def test_a_swapped_crop_is_held_to_the_shape_sent() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (300, 310), (1, 2, 3)).save(out, format="PNG")
+    check_shape(out.getvalue(), (512, 512))  # the same shape, within 5 %
+    with pytest.raises(InvalidResult, match="cannot be put back"):
+        check_shape(out.getvalue(), (512, 256))
+    with pytest.raises(InvalidResult, match="not a readable image"):
+        check_shape(b"<html>", (512, 512))

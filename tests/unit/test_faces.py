@@ -454,3 +454,16 @@ def test_the_checks_of_an_earlier_parts_task_end_when_the_next_part_has_its_own(
     job = world.pipeline.check(request.job_id, check=3, task_id="task-1")  # a late check of part 0's chain
     assert job is not None and job.part == 1
     assert provider.gets == gets and len(world.scheduler.scheduled) == scheduled  # no read, no next check
+
+
+def test_a_swapped_crop_of_another_shape_fails_the_job_before_the_next_part_is_paid() -> None:
+    world, provider, request = two_part_world()
+    first = world.pipeline.submit(request)
+    sent = provider.creates[0][0].target_image
+    out = io.BytesIO()
+    Image.new("RGB", (sent.width * 2, sent.height), (255, 0, 0)).save(out, format="PNG")
+    world.served["/result.png"] = out.getvalue()
+    done = world.pipeline.collection.collect(first)
+    assert done.state is JobState.FAILED and done.error is not None and done.error["code"] == "invalid_result"
+    assert "cannot be put back" in done.error["message"]
+    assert len(provider.creates) == 1  # part 1 was never created

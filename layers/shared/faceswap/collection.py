@@ -28,7 +28,7 @@ from faceswap.faces import ISOLATE_COMPOSITE, ChosenFace
 from faceswap.gate import CallGate
 from faceswap.lifecycle import Lifecycle, log_keys
 from faceswap.model import Job, TaskSnapshot, TaskStatus, parse_time
-from faceswap.parts import RESULT_CONTENT_TYPE, Composer, part_key
+from faceswap.parts import RESULT_CONTENT_TYPE, Composer, check_part, part_key
 from faceswap.ports import ObjectStore, Provider
 
 if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never loads it
@@ -161,17 +161,20 @@ class Collector:
         given) keeps the last part and raises ``CopyOutOfTime``: the callback hands the composite to a check."""
         assert snapshot.result_url and self.composer is not None and self.next_part is not None
         try:
+            faces = [ChosenFace.from_dict(face) for face in job.chosen_faces]
             with self.fetcher.open(
                 snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
             ) as stream:
-                self.objects.store_result(
-                    self.results_bucket,
-                    part_key(job.job_id, job.provider, job.part, job.provider_task_id or ""),
-                    stream.chunks(),
-                    content_type=stream.content_type,
-                    job_id=job.job_id,
-                )
-            faces = [ChosenFace.from_dict(face) for face in job.chosen_faces]
+                output = b"".join(stream.chunks())  # a crop: small, and checked before it is kept
+                content_type = stream.content_type
+            check_part(output, faces[job.part], provider.image_limits)
+            self.objects.store_result(
+                self.results_bucket,
+                part_key(job.job_id, job.provider, job.part, job.provider_task_id or ""),
+                iter([output]),
+                content_type=content_type,
+                job_id=job.job_id,
+            )
             if job.part + 1 < len(faces):
                 return self.next_part(job)
             if deadline is not None:

@@ -202,6 +202,33 @@ def isolate(
     return Isolated(data=out.getvalue(), content_type="image/jpeg", region=region, size=crop.size)
 
 
+def crop_size(
+    face: Box, image_size: tuple[int, int], *, margin: float = 0.6, min_side: int = 512, max_side: int = 2048
+) -> tuple[int, int]:
+    """The ``(width, height)`` in pixels of the crop :func:`isolate` makes around ``face`` in an image of
+    ``image_size``, with the same arguments (the geometry only: nothing is decoded)."""
+    left, top, right, bottom = _region(face, image_size, margin)
+    return _scaled_size((right - left, bottom - top), min_side, max_side)
+
+
+def check_shape(swapped: bytes, expected: tuple[int, int]) -> None:
+    """Raise ``InvalidResult`` unless ``swapped`` (a provider's swapped crop) is an image whose aspect ratio is within
+    :data:`ASPECT_TOLERANCE` of ``expected`` ``(width, height)``, the crop sent. Reads the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(swapped)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InvalidResult("The provider's swapped crop is not a readable image.") from e
+    aspect, sent = width / max(height, 1), expected[0] / max(expected[1], 1)
+    if abs(aspect - sent) > ASPECT_TOLERANCE * sent:
+        raise InvalidResult(
+            f"The provider returned a crop of {width}x{height} for the {expected[0]}x{expected[1]} crop it was sent: "
+            "it cannot be put back over the face."
+        )
+
+
 def composite(
     base: Image.Image,
     swapped: bytes,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faceswap.composite import Isolated, composite, decode, encode_png, isolate
+from faceswap.composite import Isolated, check_shape, composite, crop_size, decode, encode_png, isolate
 from faceswap.faces import ChosenFace
 from faceswap.images import ImageLimits, PreparedImage
 from faceswap.model import Job
@@ -132,5 +132,15 @@ def _prepared(data: bytes) -> PreparedImage:
     return PreparedImage(data, content_type, width, height)
 
 
+def check_part(output: bytes, face: ChosenFace, limits: ImageLimits) -> None:
+    """Raise ``InvalidResult`` unless a part's output has the shape of the crop sent for ``face`` (checked as each
+    part comes back, so a provider that returns something else fails the job before its later parts are paid)."""
+    check_shape(output, crop_size(face.box, face.size, max_side=_max_side(limits)))
+
+
+def _max_side(limits: ImageLimits) -> int:
+    return min(2048, limits.max_side)
+
+
 def _isolated(target: bytes, face: ChosenFace, limits: ImageLimits) -> Isolated:
-    return isolate(target, face.box, face.others, max_side=min(2048, limits.max_side))
+    return isolate(target, face.box, face.others, max_side=_max_side(limits))
