@@ -270,12 +270,17 @@ def test_crun_is_given_the_face_id_whose_detected_crop_is_the_person(stack: Stac
 
 
 def test_a_face_library_reference_chooses_the_face_in_every_upload(stack: Stack) -> None:
-    stack.upload("faces/lib-biden.jpg", (FACES / "biden.jpg").read_bytes())
-    stack.upload("references/lib-biden.jpg", jpeg(ImageOps.mirror(Image.open(FACES / "obama.jpg"))))
+    stack.upload("people/obama-mirrored.jpg", jpeg(ImageOps.mirror(Image.open(FACES / "obama.jpg"))))
+    stack.s3.put_object(
+        Bucket=stack.input_bucket,
+        Key="faces/lib-biden.jpg",
+        Body=(FACES / "biden.jpg").read_bytes(),
+        Metadata={"reference": "people/obama-mirrored.jpg"},
+    )
     stack.upload("incoming/lib-biden/pair.jpg", (FACES / PAIR).read_bytes())
     job = stack.wait_for("incoming/lib-biden/pair.jpg", timeout=60)
     assert job.state is JobState.SUCCEEDED, job.error
-    assert [pair.reference.key for pair in job.face_map] == ["references/lib-biden.jpg"]
+    assert [pair.reference.key for pair in job.face_map] == ["people/obama-mirrored.jpg"]
     (chosen,) = job.chosen_faces
     assert chosen["box"][2] < 1126 / 2  # the person in the reference (Obama, on the left), not the largest face
     left, right = identities(stack, job)

@@ -134,8 +134,8 @@ class MemoryObjects:
             raise ImageTooLarge("too large")
         return data
 
-    def exists(self, bucket: str, key: str) -> bool:
-        return (bucket, key) in self.objects
+    def head(self, bucket: str, key: str) -> dict[str, str] | None:
+        return {} if (bucket, key) in self.objects else None
 
     def store_result(
         self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str

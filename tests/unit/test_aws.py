@@ -323,13 +323,15 @@ def test_rate_limiter_counts_the_hour_and_gives_back_the_slot_it_cannot_use(
     assert limiter.acquire("aiphotocraft", per_second=1, per_hour=0).wait == 0, "the slot was given back at once"
 
 
-def test_exists_is_a_head_of_exactly_that_key(s3: tuple[S3ObjectStore, object]) -> None:
+def test_head_is_a_head_of_exactly_that_key_with_its_user_metadata(s3: tuple[S3ObjectStore, object]) -> None:
     store, client = s3
-    client.put_object(Bucket="results", Key="faces/obama.jpg", Body=b"face")  # type: ignore[attr-defined]
+    client.put_object(  # type: ignore[attr-defined]
+        Bucket="results", Key="faces/obama.jpg", Body=b"face", Metadata={"reference": "people/alice.jpg"}
+    )
 
-    assert store.exists("results", "faces/obama.jpg")
-    assert not store.exists("results", "faces/obama")
-    assert not store.exists("results", "faces/obama.jpg.bak")
+    assert store.head("results", "faces/obama.jpg") == {"reference": "people/alice.jpg"}
+    assert store.head("results", "faces/obama") is None
+    assert store.head("results", "faces/obama.jpg.bak") is None
 
 
 def test_an_aws_failure_the_adapters_do_not_map_leaves_them_as_store_unavailable() -> None:

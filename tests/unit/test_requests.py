@@ -38,6 +38,7 @@ class Objects:
     def __init__(self, objects: dict[str, bytes] | None = None, bucket: str = BUCKET) -> None:
         self.objects = {(bucket, key): data for key, data in (objects or {}).items()}
         self.reads: list[tuple[str, str, str | None]] = []
+        self.metadata: dict[str, dict[str, str]] = {}
         self.caps: list[int] = []
 
     def read(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int) -> bytes:
@@ -50,8 +51,10 @@ class Objects:
             raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
         return data
 
-    def exists(self, bucket: str, key: str) -> bool:
-        return (bucket, key) in self.objects
+    def head(self, bucket: str, key: str) -> dict[str, str] | None:
+        if (bucket, key) not in self.objects:
+            return None
+        return dict(self.metadata.get(key, {}))
 
 
 def upload(
@@ -421,16 +424,25 @@ def test_manifest_nested_deeper_than_the_parser_goes_is_invalid_request() -> Non
     assert "nested too deeply" in refused(b"[" * 40_000).message
 
 
-def test_a_face_library_reference_makes_each_upload_a_one_pair_face_map() -> None:
-    objects = Objects({"faces/obama.jpg": b"face", "references/obama.png": b"person"})
+def test_a_face_photos_reference_metadata_makes_each_upload_a_one_pair_face_map() -> None:
+    objects = Objects({"faces/obama.jpg": b"face", "people/alice.png": b"person"})
+    objects.metadata["faces/obama.jpg"] = {"reference": "people/alice.png"}
     request = upload("incoming/obama/party/1.jpg", objects)
     assert request is not None and request.invalid is None
     assert request.face_map == (
-        FacePair(ImageRef(bucket=BUCKET, key="references/obama.png"), ImageRef(bucket=BUCKET, key="faces/obama.jpg")),
+        FacePair(ImageRef(bucket=BUCKET, key="people/alice.png"), ImageRef(bucket=BUCKET, key="faces/obama.jpg")),
     )
 
 
-def test_a_face_library_without_a_reference_swaps_the_providers_default_face() -> None:
-    objects = Objects({"faces/obama.jpg": b"face", "references/obamas.jpg": b"someone else"})
+def test_a_face_photo_without_reference_metadata_swaps_the_providers_default_face() -> None:
+    objects = Objects({"faces/obama.jpg": b"face", "references/obama.jpg": b"not looked for"})
     request = upload("incoming/obama/party/1.jpg", objects)
     assert request is not None and request.face_map == ()
+
+
+def test_a_reference_metadata_that_is_not_a_plain_key_fails_the_job() -> None:
+    objects = Objects({"faces/obama.jpg": b"face"})
+    objects.metadata["faces/obama.jpg"] = {"reference": "../secrets.jpg"}
+    request = upload("incoming/obama/party/1.jpg", objects)
+    assert request is not None and request.invalid is not None
+    assert "'reference' metadata" in str(request.invalid)

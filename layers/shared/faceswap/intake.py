@@ -3,9 +3,10 @@
 Upload contract (README "Upload contracts"):
 
 1. Face library: ``faces/<face-id>.<ext>`` holds a swap face; every image put under ``incoming/<face-id>/…``
-   gets that face swapped onto it, kept at ``results/<face-id>/<same relative path>`` in the results bucket. With
-   ``references/<face-id>.<ext>`` beside it (a photo of one person), the face replaced in each image is that
-   person's (a face map of one pair, :mod:`faceswap.faces`); without one, the provider's default face.
+   gets that face swapped onto it, kept at ``results/<face-id>/<same relative path>`` in the results bucket. When
+   the face photo carries the metadata ``reference=<key>`` (a photo of one person, in the inputs bucket), the face
+   replaced in each image is that person's (a face map of one pair, :mod:`faceswap.faces`); without it, the
+   provider's default face. The metadata comes with the HEAD that finds the face photo: no request more per upload.
 2. Manifest: ``jobs/<name>.json`` (at most 64 KiB), see :func:`parse_manifest` for its fields; the result is
    kept at its ``result_key``, or ``results/jobs/<name>.<target extension>``.
 
@@ -32,7 +33,9 @@ from faceswap.model import FacePair, ImageRef, JobRequest
 from faceswap.ports import ObjectStore
 
 FACES_PREFIX = "faces/"
-REFERENCES_PREFIX = "references/"
+REFERENCE_METADATA = "reference"
+"""User metadata of a face photo (``x-amz-meta-reference``) naming, by key in the inputs bucket, a photo of the one
+person whose face that face id replaces."""
 INCOMING_PREFIX = "incoming/"
 MANIFEST_PREFIX = "jobs/"
 RESULTS_PREFIX = "results/"
@@ -121,7 +124,7 @@ def _face_library_request(
         # The result key mirrors the upload's key, so it must stay a plain relative key under results/.
         invalid = InvalidRequest(f"The upload key {key!r} has an empty, '.' or '..' segment.")
     else:
-        swap_key = _find_face(bucket, face_id, objects)
+        swap_key, metadata = _find_face(bucket, face_id, objects)
         if swap_key is None:
             invalid = SwapFaceMissing(
                 f"No swap face for face id {face_id!r}: upload faces/{face_id}.jpg "
@@ -129,9 +132,13 @@ def _face_library_request(
             )
         else:
             swap = ImageRef(bucket=bucket, key=swap_key)
-            reference_key = _find_face(bucket, face_id, objects, prefix=REFERENCES_PREFIX, first=swap_key)
-            if reference_key is not None:
-                face_map = (FacePair(ImageRef(bucket=bucket, key=reference_key), swap),)
+            reference_key = metadata.get(REFERENCE_METADATA)
+            if reference_key:
+                try:
+                    check_key(reference_key, f"The face photo's {REFERENCE_METADATA!r} metadata")
+                    face_map = (FacePair(ImageRef(bucket=bucket, key=reference_key), swap),)
+                except InvalidRequest as e:
+                    invalid = e
     return JobRequest(
         job_id=job_id,
         target_image=target,
@@ -145,18 +152,16 @@ def _face_library_request(
     )
 
 
-def _find_face(
-    bucket: str, face_id: str, objects: ObjectStore, *, prefix: str = FACES_PREFIX, first: str = ""
-) -> str | None:
-    """The key of ``<prefix><face-id>.<ext>`` for the first image extension that exists (the extension of ``first``
-    tried first), or ``None``. HEAD requests (billed as GETs): most libraries hold .jpg, so usually one."""
-    preferred = first.rsplit(".", 1)[-1] if first else ""
-    extensions = sorted(IMAGE_EXTENSIONS, key=lambda extension: extension != preferred)
-    for extension in extensions:
-        key = f"{prefix}{face_id}.{extension}"
-        if objects.exists(bucket, key):
-            return key
-    return None
+def _find_face(bucket: str, face_id: str, objects: ObjectStore) -> tuple[str | None, Mapping[str, str]]:
+    """The key of ``faces/<face-id>.<ext>`` for the first image extension that exists, and its user metadata (a
+    reference photo's key, :data:`REFERENCE_METADATA`), or ``(None, {})``. HEAD requests (billed as GETs): most
+    libraries hold .jpg, so usually one, which brings the metadata with it."""
+    for extension in IMAGE_EXTENSIONS:
+        key = f"{FACES_PREFIX}{face_id}.{extension}"
+        metadata = objects.head(bucket, key)
+        if metadata is not None:
+            return key, metadata
+    return None, {}
 
 
 def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_provider: str) -> JobRequest:

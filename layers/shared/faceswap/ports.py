@@ -57,8 +57,9 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def exists(self, bucket: str, key: str) -> bool:
-        """Whether the object ``key`` exists (a HEAD: billed as a GET, not as a LIST)."""
+    def head(self, bucket: str, key: str) -> Mapping[str, str] | None:
+        """The user metadata of the object ``key`` (``x-amz-meta-*``, names without the prefix), or ``None`` if it
+        does not exist (a HEAD: billed as a GET, not as a LIST)."""
         ...
 
     def store_result(

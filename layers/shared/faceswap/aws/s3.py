@@ -56,15 +56,15 @@ class S3ObjectStore:
         return data
 
     @translated("s3:HeadObject")
-    def exists(self, bucket: str, key: str) -> bool:
-        """Whether ``key`` exists: ``HeadObject`` (404 → ``False``; other errors raise ``ClientError``)."""
+    def head(self, bucket: str, key: str) -> dict[str, str] | None:
+        """``key``'s user metadata by ``HeadObject`` (404 → ``None``; other errors raise ``ClientError``)."""
         try:
-            self._client.head_object(Bucket=bucket, Key=key)
+            response = self._client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
             if error_code(e) in ("NoSuchKey", "404", "NotFound"):
-                return False
+                return None
             raise
-        return True
+        return dict(response.get("Metadata") or {})
 
     @translated("s3:PutObject")
     def store_result(
