@@ -366,30 +366,32 @@ def _run_schemathesis(
         run()
 
 
-def test_cli_submit_wait_downloads_the_result(stack: Stack, tmp_path: Path) -> None:
+def cli(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``faceswap <args>`` against the local stack (its state written for the CLI to read)."""
     state = tmp_path / "stack.json"
     state.write_text(json.dumps(stack.local.info()))
-    out = tmp_path / "out"
-
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "faceswap_cli.main",
-            "--local-state",
-            str(state),
-            "submit",
-            "--target",
-            str(FACES / "biden.jpg"),
-            "--swap",
-            str(FACES / "obama.jpg"),
-            "--wait",
-            "--download",
-            str(out),
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "faceswap_cli.main", "--local-state", str(state), *args],
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def test_cli_submit_wait_downloads_the_result(stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    run = cli(
+        stack,
+        tmp_path,
+        "submit",
+        "--target",
+        str(FACES / "biden.jpg"),
+        "--swap",
+        str(FACES / "obama.jpg"),
+        "--wait",
+        "--download",
+        str(out),
     )
 
     assert run.returncode == 0, run.stderr
@@ -399,28 +401,18 @@ def test_cli_submit_wait_downloads_the_result(stack: Stack, tmp_path: Path) -> N
 
 
 def test_cli_submit_with_a_face_map_swaps_the_people_it_names(stack: Stack, tmp_path: Path) -> None:
-    state = tmp_path / "stack.json"
-    state.write_text(json.dumps(stack.local.info()))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "faceswap_cli.main",
-            "--local-state",
-            str(state),
-            "submit",
-            "--target",
-            str(FACES / "obama_and_biden_side_by_side.jpg"),
-            "--face-map",
-            str(FACES / "biden.jpg"),
-            str(FACES / "obama.jpg"),
-            "--provider",
-            "selfhosted",
-            "--wait",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = cli(
+        stack,
+        tmp_path,
+        "submit",
+        "--target",
+        str(FACES / "obama_and_biden_side_by_side.jpg"),
+        "--face-map",
+        str(FACES / "biden.jpg"),
+        str(FACES / "obama.jpg"),
+        "--provider",
+        "selfhosted",
+        "--wait",
     )
     assert run.returncode == 0, run.stderr
     job = json.loads(run.stdout[run.stdout.rindex('{\n  "job_id"') :])

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceswap.errors import ImageTooLarge, InvalidImage, InvalidResult
-from faceswap.images import MAX_INPUT_PIXELS
+from faceswap.images import open_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -202,13 +201,23 @@ def isolate(
     return Isolated(data=out.getvalue(), content_type="image/jpeg", region=region, size=crop.size)
 
 
+def placement(
+    face: Box, image_size: tuple[int, int], *, margin: float = 0.6, min_side: int = 512, max_side: int = 2048
+) -> Isolated:
+    """Where :func:`isolate`, with the same arguments, cuts its crop around ``face`` in an image of ``image_size``:
+    its ``region`` and encoded ``size``, from the geometry alone (nothing is decoded; ``data`` is empty). Enough for
+    :func:`composite`, which reads only those two."""
+    region = _region(face, image_size, margin)
+    size = _scaled_size((region[2] - region[0], region[3] - region[1]), min_side, max_side)
+    return Isolated(data=b"", content_type="image/jpeg", region=region, size=size)
+
+
 def crop_size(
     face: Box, image_size: tuple[int, int], *, margin: float = 0.6, min_side: int = 512, max_side: int = 2048
 ) -> tuple[int, int]:
     """The ``(width, height)`` in pixels of the crop :func:`isolate` makes around ``face`` in an image of
     ``image_size``, with the same arguments (the geometry only: nothing is decoded)."""
-    left, top, right, bottom = _region(face, image_size, margin)
-    return _scaled_size((right - left, bottom - top), min_side, max_side)
+    return placement(face, image_size, margin=margin, min_side=min_side, max_side=max_side).size
 
 
 def check_shape(swapped: bytes, expected: tuple[int, int]) -> None:
@@ -339,27 +348,7 @@ def mask_bounds(face: Box, isolated: Isolated, *, feather: float = 0.12) -> Box:
 
 
 def _open(data: bytes) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise InvalidImage("The image is empty (0 bytes).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_INPUT_PIXELS:
-                raise ImageTooLarge(f"The image declares {width}x{height} pixels, over {MAX_INPUT_PIXELS:,}.")
-            image.load()
-        except ImageTooLarge:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageTooLarge("The image is too large to decode safely.") from e
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise InvalidImage("The image is not readable (JPEG, PNG or WebP expected).") from e
-    if width < 1 or height < 1:
-        raise InvalidImage(f"The image is {width}x{height} pixels.")
-    return image
+    return open_image(data, name="image")
 
 
 def _rgb(image: Image.Image) -> Image.Image:

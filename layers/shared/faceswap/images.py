@@ -149,6 +149,36 @@ def for_matcher(image: PreparedImage) -> PreparedImage:
     raise ImageTooLarge("The target image cannot be encoded under the face matcher's 5 MB.")
 
 
+def open_image(data: bytes, *, name: str = "image") -> Image.Image:
+    """Decode ``data`` fully with Pillow, refusing what must not be decoded (a decompression bomb) or cannot be.
+
+    Returns the loaded image, as stored (no EXIF rotation, mode unchanged; ``format`` set). Raises ``InvalidImage``
+    (empty, not an image, truncated or corrupt) or ``ImageTooLarge`` (over :data:`MAX_INPUT_PIXELS`); the messages
+    name the image (``name``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InvalidImage(f"The {name} is empty (0 bytes).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise ImageTooLarge(
+                    f"The {name} declares {width}x{height} pixels, over the limit of {MAX_INPUT_PIXELS:,}."
+                )
+            image.load()
+        except ImageTooLarge:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageTooLarge(f"The {name} is too large to decode safely.") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InvalidImage(f"The {name} is not a readable image (JPEG, PNG or WebP expected).") from e
+    return image
+
+
 def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> PreparedImage:
     """Decode, check and normalise one input image for a provider.
 
@@ -176,27 +206,11 @@ def prepare_image(data: bytes, limits: ImageLimits, *, name: str = "image") -> P
         The image declares more than :data:`MAX_INPUT_PIXELS` pixels (a decompression bomb), or cannot
         be brought under ``limits.max_bytes``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    if not data:
-        raise InvalidImage(f"The {name} is empty (0 bytes).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_INPUT_PIXELS:
-                raise ImageTooLarge(
-                    f"The {name} declares {width}x{height} pixels, over the limit of {MAX_INPUT_PIXELS:,}."
-                )
-            source_format = image.format or ""
-            image.load()
-        except ImageTooLarge:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageTooLarge(f"The {name} is too large to decode safely.") from e
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise InvalidImage(f"The {name} is not a readable image (JPEG, PNG or WebP expected).") from e
+    image = open_image(data, name=name)
+    width, height = image.size
+    source_format = image.format or ""
     if min(width, height) < MIN_INPUT_SIDE:
         raise InvalidImage(
             f"The {name} is {width}x{height} pixels, too small to hold a face "

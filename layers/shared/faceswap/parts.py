@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faceswap.composite import Isolated, check_shape, composite, crop_size, decode, encode_png, isolate
+from faceswap.composite import Isolated, check_shape, composite, crop_size, decode, encode_png, isolate, placement
 from faceswap.faces import ChosenFace
 from faceswap.images import ImageLimits, PreparedImage
 from faceswap.model import Job
@@ -116,7 +116,8 @@ class Composer:
         for face in faces:
             key = part_key(job.job_id, job.provider, face.pair, tasks.get(face.pair, ""))
             output = self.objects.read(self.bucket, key, max_bytes=self.max_bytes)
-            image = composite(image, output, _isolated(base_data, face, limits), face.box, face.others)
+            where = placement(face.box, image.size, max_side=_max_side(limits))  # the crop sent: no re-encoding
+            image = composite(image, output, where, face.box, face.others)
         return encode_png(image)
 
 

@@ -96,6 +96,16 @@ class Options(BaseModel):
 
 MAX_FACE_MAP_PAIRS = 4
 """Most pairs in a face map."""
+_FACE_MAP_FIELD: Any = Field(
+    default=None,
+    description="One to four pairs {reference, swap_image}: the face of the target that is the person in a reference "
+    "gets that pair's swap face; other faces are left as they were. Task face-swap only; no top-level swap_image.",
+)
+_REFERENCE_FIELD: Any = Field(
+    default=None,
+    description="Short for a face map of one pair: the face of the target that is the person in this photo gets "
+    "swap_image's face.",
+)
 
 
 class FacePair(BaseModel):
@@ -153,17 +163,10 @@ class Manifest(BaseModel):
     task: Task = "face-swap"
     options: Options = Field(default_factory=Options)
     result_key: ResultKey | None = Field(default=None, description="Key under results/ in the results bucket.")
-    face_map: Annotated[Sequence[FacePair], Field(min_length=1, max_length=MAX_FACE_MAP_PAIRS)] | Omitted = Field(
-        default=None,
-        description="One to four pairs {reference, swap_image}: the face of the target that is the person in a "
-        "reference gets that pair's swap face; other faces are left as they were. Task face-swap only; no top-level "
-        "swap_image.",
+    face_map: Annotated[Sequence[FacePair], Field(min_length=1, max_length=MAX_FACE_MAP_PAIRS)] | Omitted = (
+        _FACE_MAP_FIELD
     )
-    reference: S3Key | ImageSource | Omitted = Field(
-        default=None,
-        description="Short for a face map of one pair: the face of the target that is the person in this photo gets "
-        "swap_image's face.",
-    )
+    reference: S3Key | ImageSource | Omitted = _REFERENCE_FIELD
 
     @field_validator("target_image", "swap_image", "reference", mode="before")
     @classmethod
@@ -281,17 +284,10 @@ class JobSubmission(JobRequestDetail):
     swap_image: S3Key | InlineImageSource | None = Field(
         default=None, description="Required except for same-image-swap and with face_map."
     )
-    face_map: Annotated[Sequence[InlineFacePair], Field(min_length=1, max_length=MAX_FACE_MAP_PAIRS)] | Omitted = Field(
-        default=None,
-        description="One to four pairs {reference, swap_image}: the face of the target that is the person in a "
-        "reference gets that pair's swap face; other faces are left as they were. Task face-swap only; no top-level "
-        "swap_image.",
+    face_map: Annotated[Sequence[InlineFacePair], Field(min_length=1, max_length=MAX_FACE_MAP_PAIRS)] | Omitted = (
+        _FACE_MAP_FIELD
     )
-    reference: S3Key | InlineImageSource | Omitted = Field(
-        default=None,
-        description="Short for a face map of one pair: the face of the target that is the person in this photo gets "
-        "swap_image's face.",
-    )
+    reference: S3Key | InlineImageSource | Omitted = _REFERENCE_FIELD
 
     @classmethod
     def _inline(cls) -> bool:

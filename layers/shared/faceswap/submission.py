@@ -29,7 +29,7 @@ from faceswap.gate import CallGate
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle, Phase, log_keys
-from faceswap.model import Job, JobRequest
+from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
 from faceswap.providers.registry import face_choice
@@ -139,17 +139,19 @@ class Submitter:
                 if part > 0 and self.composer is not None
                 else self.inputs.prepare(request.target_image, provider, "target image")
             )
-            # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
-            swap = (
-                target
-                if request.swap_image == request.target_image
-                else self.inputs.prepare(request.swap_image, provider, "swap image")
-            )
-            chosen, faces = (
-                self._choose_faces(request, provider, target, swap, earlier=job.chosen_faces if job else [])
-                if request.face_map
-                else ([], ())
-            )
+            chosen: list[ChosenFace] = []
+            faces: tuple[FaceInput, ...] = ()
+            if request.face_map:  # each pair names its swap image: the top-level one is the first pair's
+                chosen, faces = self._choose_faces(
+                    request, provider, target, earlier=job.chosen_faces if job else [], part=part
+                )
+                swap = faces[0].swap_image
+            else:  # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
+                swap = (
+                    target
+                    if request.swap_image == request.target_image
+                    else self.inputs.prepare(request.swap_image, provider, "swap image")
+                )
         except (InputError, ProviderRejected, ConfigError) as e:
             return self.lifecycle.reject(request, e, job=job)
         urls_name = ""
@@ -160,7 +162,7 @@ class Submitter:
             target = self.composer.part_input(
                 request.job_id, provider.name, target, chosen[part], provider.image_limits, part=part
             )
-            swap, faces, urls_name = faces[part].swap_image, (), f"part-{part}-"
+            faces, urls_name = (), f"part-{part}-"
 
         choices = [face.as_dict() for face in chosen]
         claimed = (
@@ -215,14 +217,15 @@ class Submitter:
         request: JobRequest,
         provider: Provider,
         target: PreparedImage,
-        swap: PreparedImage,
         *,
         earlier: list[dict[str, Any]],
+        part: int,
     ) -> tuple[list[ChosenFace], tuple[FaceInput, ...]]:
         """The faces ``request``'s face map chooses in ``target`` as ``provider`` will receive it, and the inputs its
-        create takes for them. Runs before the create is claimed: a job whose faces cannot be chosen is never paid for.
-        ``earlier``: the faces chosen at this provider by an earlier delivery or part, kept as they are (a move to
-        another provider clears them).
+        create takes for them: every chosen face's, or for isolate and composite only face map pair ``part``'s (one
+        pair per task, so only its swap image is read). Runs before the create is claimed: a job whose faces cannot
+        be chosen is never paid for. ``earlier``: the faces chosen at this provider by an earlier delivery or part,
+        kept as they are (a move to another provider clears them).
 
         Raises
         ------
@@ -242,24 +245,30 @@ class Submitter:
             )
         if self.faces is None:
             raise ConfigError("This deployment has no face matcher, so a face map cannot be used.")
+        # Swap images first (a bad one fails the job before the face matcher is paid), one read per distinct image, and
+        # for isolate and composite only this part's pair's.
+        pairs = [part] if method == ISOLATE_COMPOSITE else range(len(request.face_map))
+        read: dict[ImageRef, PreparedImage] = {}
+        swaps: dict[int, PreparedImage] = {}
+        for i in pairs:
+            ref = request.face_map[i].swap_image
+            if ref not in read:
+                read[ref] = self.inputs.prepare(ref, provider, f"swap image of face_map[{i}]")
+            swaps[i] = read[ref]
         # References are read only to choose (or, for detect-crop, to match the provider's crops again).
         need_references = not earlier or method == DETECT_CROP
-        references: list[PreparedImage | None] = []
-        swaps = []
-        for i, pair in enumerate(request.face_map):
-            name = f"reference of face_map[{i}]"
-            references.append(self.inputs.prepare_reference(pair.reference, name) if need_references else None)
-            swaps.append(
-                swap
-                if pair.swap_image == request.swap_image
-                else self.inputs.prepare(pair.swap_image, provider, f"swap image of face_map[{i}]")
-            )
+        references = [
+            self.inputs.prepare_reference(pair.reference, f"reference of face_map[{i}]") if need_references else None
+            for i, pair in enumerate(request.face_map)
+        ]
         chosen = (
             [ChosenFace.from_dict(face) for face in earlier]
             if earlier
             else self.faces.choose(for_matcher(target), [r for r in references if r is not None], method=method)
         )
-        faces = tuple(FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen)
+        faces = tuple(
+            FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen if face.pair in swaps
+        )
         return chosen, faces
 
     def _crop_matcher(self, faces: tuple[FaceInput, ...]) -> Callable[[Sequence[bytes]], list[int]]:
