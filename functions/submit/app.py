@@ -56,7 +56,7 @@ def record_handler(record: SQSRecord) -> None:
                 # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
                 message_delay.delay(record.receipt_handle, e.retry_after or 1)
             elif isinstance(e, ProviderUnavailable):
-                # The provider could not take the task: try again soon, not after the queue's 6-minute visibility.
+                # The provider could not take the task: try again soon, not after the queue's 30-minute visibility.
                 message_delay.delay(
                     record.receipt_handle,
                     e.retry_after or redelivery_delay(deliveries, max_receive_count=config.max_receive_count),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import struct
@@ -128,8 +129,8 @@ class FunctionImage:
         The function's logical id (its name, locally).
     task_root
         Its ``CodeUri`` folder (``/var/task``).
-    layer_root
-        The built layer's ``python`` folder (``/opt/python``).
+    layer_roots
+        The built layers' ``python`` folders (together, ``/opt/python``), in import order.
     handler
         ``module.attribute``.
     environment
@@ -152,7 +153,7 @@ class FunctionImage:
 
     name: str
     task_root: Path
-    layer_root: Path
+    layer_roots: tuple[Path, ...]
     handler: str
     environment: dict[str, str]
     timeout_seconds: float
@@ -193,7 +194,7 @@ class ExecutionEnvironment:
                 str(BOOTSTRAP),
                 str(theirs.fileno()),
                 str(image.task_root),
-                str(image.layer_root),
+                os.pathsep.join(str(root) for root in image.layer_roots),
             ],
             env=image.environment,
             cwd=image.task_root,

@@ -1,8 +1,9 @@
 """One Lambda execution environment's runtime, run as a child process by the local runtime (standard library only).
 
-It is started as ``python -I -S lambda_bootstrap.py <fd> <task root> <layer root>`` with exactly the function's
-environment (``_HANDLER`` names the handler), so nothing of the development environment is importable: the import
-path is the function's code (``/var/task`` on Lambda) then the built layer (``/opt/python``), then the standard
+It is started as ``python -I -S lambda_bootstrap.py <fd> <task root> <layer roots>`` (``os.pathsep``-separated)
+with exactly the function's environment (``_HANDLER`` names the handler), so nothing of the development environment
+is importable: the import path is the function's code (``/var/task`` on Lambda) then its built layers (together,
+``/opt/python``), then the standard
 library, as on Lambda's Python runtime (https://docs.aws.amazon.com/lambda/latest/dg/python-package.html,
 https://docs.aws.amazon.com/lambda/latest/dg/packaging-layers.html). A module missing from the layer fails here as
 it would on AWS.
@@ -229,8 +230,8 @@ def _peak_rss_mb() -> float:
 
 
 def main() -> int:
-    fd, task_root, layer_root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    sys.path[:0] = [task_root, layer_root]
+    fd, task_root, layer_roots = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(os.pathsep)
+    sys.path[:0] = [task_root, *layer_roots]
     channel = Channel(socket.socket(fileno=fd))
     sys.meta_path.insert(0, ProbeOnImport(channel))
     started = time.monotonic()

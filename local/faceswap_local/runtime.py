@@ -35,13 +35,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
 
 from werkzeug.wrappers import Request, Response
 
 from faceswap_cli.sigv4 import verify
-from faceswap_local.build import built_layer, lambda_python
+from faceswap_local.build import built_layers, lambda_python
 from faceswap_local.environments import FunctionImage, FunctionPool, Observer, Outcome, lambda_environment
 from faceswap_local.loopback import LoopbackServer
 from faceswap_local.stack import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, AwsStack, FunctionSpec, free_port
@@ -676,13 +675,13 @@ class Runtime:
         """The gateway's base URL."""
         return f"http://127.0.0.1:{self.gateway_port}"
 
-    def image(self, spec: FunctionSpec, layer_root: Path) -> FunctionImage:
-        """What ``spec``'s execution environments are made from (its environment, scaled timeout…)."""
+    def image(self, spec: FunctionSpec) -> FunctionImage:
+        """What ``spec``'s execution environments are made from (its layers, environment, scaled timeout…)."""
         handler = spec.handler
         return FunctionImage(
             name=spec.logical_id,
             task_root=spec.code_dir.resolve(),
-            layer_root=layer_root,
+            layer_roots=built_layers(spec.layers),
             handler=handler,
             environment=lambda_environment(
                 name=spec.logical_id,
@@ -709,14 +708,13 @@ class Runtime:
         return int(event.get("ScalingConfig", {}).get("MaximumConcurrency", self._default_concurrency))
 
     def start(self) -> None:
-        """Build the layer for this machine if needed, then start the event sources and the gateway (execution
+        """Build the layers for this machine if needed, then start the event sources and the gateway (execution
         environments start on the first invocation that needs one, as cold starts do)."""
-        layer_root = built_layer()
         sqs = self.stack.client("sqs")
         routes: list[Route] = []
         for logical_id, spec in self.stack.functions.items():
             limits = [self._sqs_concurrency(e) for e in spec.events.values() if e["Type"] == "SQS"]
-            pool = FunctionPool(self.image(spec, layer_root), max_environments=sum(limits) or self._default_concurrency)
+            pool = FunctionPool(self.image(spec), max_environments=sum(limits) or self._default_concurrency)
             self.functions[logical_id] = pool
             for name, event in spec.events.items():
                 if event["Type"] == "SQS":

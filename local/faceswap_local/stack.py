@@ -53,6 +53,8 @@ class FunctionSpec:
     memory_mb: int = 128
     log_format: str | None = None
     application_log_level: str | None = None
+    layers: tuple[str, ...] = ("SharedLayer",)
+    """Logical ids of its layers, in order: the Globals' then its own (SAM appends lists)."""
 
 
 @dataclass
@@ -277,6 +279,7 @@ def create_stack(
             memory_mb=int(props.get("MemorySize", function_globals.get("MemorySize", 128))),
             log_format=logging_config.get("LogFormat"),
             application_log_level=logging_config.get("ApplicationLogLevel"),
+            layers=tuple(layer["Ref"] for layer in [*function_globals.get("Layers", []), *props.get("Layers", [])]),
         )
     stack.refs, stack.attributes = resolver.refs, resolver.attributes
     for name, output in template.get("Outputs", {}).items():

@@ -91,7 +91,7 @@ def _image(
     return FunctionImage(
         name="TestFunction",
         task_root=task_root,
-        layer_root=built_layer(),
+        layer_roots=(built_layer(),),
         handler="app.lambda_handler",
         environment=lambda_environment(
             name="TestFunction",

@@ -123,7 +123,8 @@ class JobsApi:
         stored = {field: self._stored(image, field) for field, image in images.items()}
         request = fields.request(
             job_id=job_id,
-            result_key=fields.result_key or default_result_key(job_id, stored["target_image"]),
+            result_key=fields.result_key
+            or default_result_key(job_id, fields.target, video=fields.target_video is not None),
             source="api",
             stored=stored,
         )
@@ -175,7 +176,8 @@ class JobsApi:
         return self.view(job)
 
     def view(self, job: Job, *, with_download: bool = True) -> dict[str, Any]:
-        """``job_id``, ``status``, ``provider``, ``task``, ``source``, timestamps, ``attempts``, ``error``,
+        """``job_id``, ``status``, ``provider``, ``task``, ``media_type`` (``image`` or ``video``; a video job's
+        ``media``: the video as sent and as given), ``source``, timestamps, ``attempts``, ``error``,
         ``retry_of``, with a face map ``face_map`` and ``chosen_faces`` (the face chosen for each pair: ``box`` and
         ``image_size`` in pixels of the target as sent, ``similarity``, ``runner_up``, ``method``), and for a
         succeeded job ``result`` (``s3_uri``, ``size`` bytes, ``sha256``,
@@ -185,6 +187,7 @@ class JobsApi:
             "status": str(job.state),
             "provider": job.provider,
             "task": job.task,
+            "media_type": job.media_type,
             "source": job.source,
             "created_at": job.created_at,
             "submitted_at": job.submitted_at,
@@ -195,6 +198,8 @@ class JobsApi:
             "retry_of": job.retry_of,
             "result": None,
         }
+        if job.media:
+            data["media"] = job.media
         if job.face_map:
             data["face_map"] = [pair.as_dict() for pair in job.face_map]
             data["chosen_faces"] = job.chosen_faces

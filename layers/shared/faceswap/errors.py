@@ -10,6 +10,9 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── SwapFaceMissing     ``swap_face_missing``: no ``faces/<face-id>.<ext>`` for an ``incoming/`` upload
 │   ├── InvalidImage        ``invalid_image``: bytes that do not decode as a supported image
 │   ├── ImageTooLarge       ``image_too_large``: over the byte cap, or a decompression bomb
+│   ├── InvalidVideo        ``invalid_video``: no video stream, corrupt or truncated, zero frames
+│   ├── VideoTooLong        ``video_too_long``: longer than the provider takes (and the request did not ask to trim)
+│   ├── VideoTooLarge       ``video_too_large``: over the byte cap, or too big to fit the provider's limits
 │   ├── NoFaceDetected      ``no_face_detected``: the provider (or the face matcher) found no face to swap
 │   ├── ReferenceFaceNotFound ``reference_face_not_found``: no face of the target is the person in a reference
 │   └── ReferenceFaceAmbiguous ``reference_face_ambiguous``: two faces of the target are too close to call
@@ -99,6 +102,18 @@ class InvalidImage(InputError):
 
 class ImageTooLarge(InputError):
     code = "image_too_large"
+
+
+class InvalidVideo(InputError):
+    code = "invalid_video"
+
+
+class VideoTooLong(InputError):
+    code = "video_too_long"
+
+
+class VideoTooLarge(InputError):
+    code = "video_too_large"
 
 
 class NoFaceDetected(InputError):

@@ -28,10 +28,10 @@ def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | No
     -------
     tuple or None
         ``("Job Succeeded" | "Job Failed", detail)`` when ``new`` is terminal and ``old`` was not, else ``None``.
-        The detail: ``job_id``, ``state``, ``provider``, ``task``, ``provider_task_id``, ``target_image``,
-        ``swap_image``, ``created_at``, ``finished_at``, with a face map ``face_map`` and ``chosen_faces`` (see
-        :meth:`faceswap.faces.ChosenFace.as_dict`), and ``result`` (bucket, key, size, sha256,
-        content_type) or ``error`` (code, message, retryable).
+        The detail: ``job_id``, ``state``, ``provider``, ``task``, ``provider_task_id``, ``media_type``,
+        ``target_image`` (or ``target_video`` and ``media``), ``swap_image``, ``created_at``, ``finished_at``, with
+        a face map ``face_map`` and ``chosen_faces`` (see :meth:`faceswap.faces.ChosenFace.as_dict`), and ``result``
+        (bucket, key, size, sha256, content_type) or ``error`` (code, message, retryable).
     """
     if not new.terminal or (old is not None and old.terminal):
         return None
@@ -41,11 +41,14 @@ def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | No
         "provider": new.provider,
         "task": new.task,
         "provider_task_id": new.provider_task_id,
-        "target_image": new.target_image.as_dict(),
+        "media_type": new.media_type,
+        **_target(new),
         "swap_image": new.swap_image.as_dict(),
         "created_at": new.created_at,
         "finished_at": new.finished_at,
     }
+    if new.media:
+        detail["media"] = new.media
     if new.face_map:
         detail["face_map"] = [pair.as_dict() for pair in new.face_map]
         detail["chosen_faces"] = new.chosen_faces
@@ -54,3 +57,10 @@ def terminal_event(old: Job | None, new: Job) -> tuple[str, dict[str, Any]] | No
         return "Job Succeeded", detail
     detail["error"] = new.error
     return "Job Failed", detail
+
+
+def _target(job: Job) -> dict[str, Any]:
+    """``{"target_image": …}`` or, for a video job, ``{"target_video": …}``."""
+    if job.target_video is not None:
+        return {"target_video": job.target_video.as_dict()}
+    return {"target_image": job.target_image.as_dict()}

@@ -3,7 +3,9 @@
 Upload contract (README "Upload contracts"):
 
 1. Face library: ``faces/<face-id>.<ext>`` holds a swap face; every image put under ``incoming/<face-id>/…``
-   gets that face swapped onto it, kept at ``results/<face-id>/<same relative path>`` in the results bucket. When
+   gets that face swapped onto it, kept at ``results/<face-id>/<same relative path>`` in the results bucket. A video
+   (named ``.mp4``, ``.m4v``, ``.mov``, ``.webm`` or ``.mkv``; its content is checked before any provider is paid) is a
+   video job, its result the MP4 at that path with the extension ``.mp4``. When
    the face photo carries the metadata ``reference=<key>`` (a photo of one person, in the inputs bucket), the face
    replaced in each image is that person's (a face map of one pair, :mod:`faceswap.faces`); without it, the
    provider's default face. The metadata comes with the HEAD that finds the face photo: no request more per upload.
@@ -41,6 +43,8 @@ MANIFEST_PREFIX = "jobs/"
 RESULTS_PREFIX = "results/"
 MAX_MANIFEST_BYTES = 64 * 1024
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+VIDEO_EXTENSIONS = ("mp4", "m4v", "mov", "webm", "mkv")
+"""Names of face-library uploads that are video jobs (the content decides whether they are videos: faceswap.media)."""
 SAME_IMAGE_SWAP = "same-image-swap"
 """The task that swaps the two faces of one target image with each other (AIPhotoCraft's
 ``swapfacesameimage``): it takes no swap image, since the faces come from the target itself."""
@@ -114,7 +118,9 @@ def _face_library_request(
 ) -> JobRequest:
     relative = key[len(INCOMING_PREFIX) :]
     face_id, _, rest = relative.partition("/")
-    result_key = RESULTS_PREFIX + relative
+    stem, extension = posixpath.splitext(relative)
+    video = extension[1:].lower() in VIDEO_EXTENSIONS
+    result_key = RESULTS_PREFIX + (f"{stem}.mp4" if video else relative)
     invalid: InputError | None = None
     swap = ImageRef()
     face_map: tuple[FacePair, ...] = ()
@@ -141,15 +147,22 @@ def _face_library_request(
                     invalid = e
     return JobRequest(
         job_id=job_id,
-        target_image=target,
+        target_image=ImageRef() if video else target,
         swap_image=swap,
         provider=provider,
         task="face-swap",
         result_key=result_key,
         source="s3",
-        invalid=invalid,
+        invalid=invalid or (_NO_VIDEO_FACE_MAP if video and face_map else None),
         face_map=face_map,
+        target_video=target if video else None,
     )
+
+
+_NO_VIDEO_FACE_MAP = InvalidRequest(
+    "The face photo names a reference (metadata 'reference'), and choosing faces by a reference photo takes a target "
+    "image, not a video: upload videos under a face id without one."
+)
 
 
 def _find_face(bucket: str, face_id: str, objects: ObjectStore) -> tuple[str | None, Mapping[str, str]]:
@@ -192,9 +205,8 @@ def parse_manifest(raw: bytes, *, job_id: str, bucket: str, name: str, default_p
     except RecursionError as e:  # e.g. 40 KB of "[": under the size cap, but deeper than the parser goes
         raise InvalidRequest("The manifest is not valid JSON: it is nested too deeply.") from e
     fields = parse_request_fields(manifest, bucket=bucket, default_provider=default_provider, what="manifest")
-    target = fields.target_image
-    assert isinstance(target, ImageRef)  # manifests take no inline images
-    result_key = fields.result_key or f"{RESULTS_PREFIX}jobs/{name}{_extension(target)}"
+    video = fields.target_video is not None
+    result_key = fields.result_key or f"{RESULTS_PREFIX}jobs/{name}{_extension(fields.target, video=video)}"
     check_key(result_key, "result_key", prefix=RESULTS_PREFIX)
     return fields.request(job_id=job_id, result_key=result_key, source="manifest")
 
@@ -204,7 +216,8 @@ class RequestFields:
     """A validated job request as a user wrote it (manifest, API body or "Job Requested" event detail).
 
     ``target_image`` / ``swap_image`` are references, or the decoded bytes of a ``base64`` image (API only),
-    which the caller stores before building the :class:`JobRequest`.
+    which the caller stores before building the :class:`JobRequest`. A video job has ``target_video`` instead of
+    ``target_image`` (an empty reference).
     """
 
     target_image: ImageRef | bytes
@@ -217,11 +230,21 @@ class RequestFields:
     fallback_providers: tuple[str, ...] = ()
     face_map: tuple[tuple[ImageRef | bytes, ImageRef | bytes], ...] = ()
     """``(reference, swap image)`` per pair; with the one-pair shorthand, the swap image is ``swap_image`` itself."""
+    target_video: ImageRef | bytes | None = None
+
+    @property
+    def target(self) -> ImageRef | bytes:
+        """The target: ``target_video`` for a video job, else ``target_image``."""
+        return self.target_video if self.target_video is not None else self.target_image
 
     def images(self) -> dict[str, ImageRef | bytes]:
-        """Every distinct image of the request by the field that names it first (``target_image``, ``swap_image``,
-        ``face_map[0].reference`` …)."""
-        named: dict[str, ImageRef | bytes] = {"target_image": self.target_image}
+        """Every distinct input of the request by the field that names it first (``target_image`` or
+        ``target_video``, ``swap_image``, ``face_map[0].reference`` …)."""
+        named: dict[str, ImageRef | bytes] = (
+            {"target_video": self.target_video}
+            if self.target_video is not None
+            else {"target_image": self.target_image}
+        )
         if self.swap_image is not self.target_image:
             named["swap_image"] = self.swap_image
         for i, (reference, swap) in enumerate(self.face_map):
@@ -236,6 +259,8 @@ class RequestFields:
         """The job request; ``stored``: the references of inline images by field (see :meth:`images`)."""
         stored = stored or {}
         target_ref = stored.get("target_image", self.target_image)
+        video_ref = stored.get("target_video", self.target_video)
+        assert video_ref is None or isinstance(video_ref, ImageRef)
         swap_ref = target_ref if self.swap_image is self.target_image else stored.get("swap_image", self.swap_image)
         face_map = []
         for i, (reference, swap) in enumerate(self.face_map):
@@ -255,6 +280,7 @@ class RequestFields:
             options=self.options,
             fallback_providers=self.fallback_providers,
             face_map=tuple(face_map),
+            target_video=video_ref,
         )
 
     def fingerprint(self) -> str:
@@ -272,6 +298,7 @@ class RequestFields:
                 "options": self.options,
                 "result_key": self.result_key,
                 **({"face_map": [[ref(r), ref(s)] for r, s in self.face_map]} if self.face_map else {}),
+                **({"target_video": ref(self.target_video)} if self.target_video is not None else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -317,7 +344,8 @@ def parse_request_fields(
         schema.Manifest if what == "manifest" else schema.JobSubmission if allow_base64 else schema.JobRequestDetail
     )
     spec = schema.validate(model, data, what=what, allow_http=allow_http)
-    target = _image(spec.target_image, bucket)
+    target = _image(spec.target_image, bucket) if spec.target_image is not None else ImageRef()
+    video = _image(spec.target_video, bucket) if spec.target_video is not None else None
     face_map: tuple[tuple[ImageRef | bytes, ImageRef | bytes], ...] = tuple(
         (_image(pair.reference, bucket), _image(pair.swap_image, bucket)) for pair in spec.face_map or ()
     )
@@ -341,6 +369,7 @@ def parse_request_fields(
         idempotency_key=getattr(spec, "idempotency_key", None),
         fallback_providers=providers[1:],
         face_map=face_map,
+        target_video=video,
     )
 
 
@@ -353,16 +382,18 @@ def _image(source: Any, bucket: str) -> ImageRef | bytes:
     return ImageRef(bucket=bucket, key=source.s3_key)
 
 
-def _extension(target: ImageRef | bytes) -> str:
+def _extension(target: ImageRef | bytes, *, video: bool = False) -> str:
+    if video:  # every video result is an MP4
+        return ".mp4"
     if isinstance(target, bytes):
         return ".jpg"
     extension = posixpath.splitext(target.key or (target.url or "").split("?", 1)[0])[1].lower()
     return extension if extension[1:] in IMAGE_EXTENSIONS else ".jpg"
 
 
-def default_result_key(job_id: str, target: ImageRef | bytes) -> str:
-    """Where an API or event job's result goes when the request names no ``result_key``."""
-    return f"{RESULTS_PREFIX}api/{job_id}{_extension(target)}"
+def default_result_key(job_id: str, target: ImageRef | bytes, *, video: bool = False) -> str:
+    """Where an API or event job's result goes when the request names no ``result_key`` (``video``: an MP4)."""
+    return f"{RESULTS_PREFIX}api/{job_id}{_extension(target, video=video)}"
 
 
 def check_key(key: Any, field: str, *, prefix: str = "") -> None:
@@ -445,8 +476,9 @@ def request_for_event(detail: Any, *, event_id: str, input_bucket: str, default_
     except InvalidRequest as e:
         return invalid_request(job_id_for("event", event_id), source="event", provider=default_provider, error=e)
     job_id = request_job_id(fields)
-    target = fields.target_image
-    assert isinstance(target, ImageRef)
+    video = fields.target_video is not None
     return fields.request(
-        job_id=job_id, result_key=fields.result_key or default_result_key(job_id, target), source="event"
+        job_id=job_id,
+        result_key=fields.result_key or default_result_key(job_id, fields.target, video=video),
+        source="event",
     )

@@ -275,6 +275,7 @@ class Lifecycle:
             fallback_providers=list(request.fallback_providers),
             options=dict(request.options),
             face_map=list(request.face_map),
+            target_video=request.target_video,
             created_at=created,
             updated_at=created,
             deadline_at=after(now, self.deadline_seconds),

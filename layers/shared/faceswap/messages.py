@@ -29,6 +29,7 @@ def request_to_message(request: JobRequest) -> str:
                 "retry_of": request.retry_of,
                 "fallback_providers": list(request.fallback_providers),
                 **({"face_map": [pair.as_dict() for pair in request.face_map]} if request.face_map else {}),
+                **({"target_video": request.target_video.as_dict()} if request.target_video else {}),
             }
         }
     )
@@ -48,6 +49,7 @@ def request_from_message(data: Mapping[str, Any]) -> JobRequest:
         retry_of=data.get("retry_of"),
         fallback_providers=tuple(data.get("fallback_providers") or ()),
         face_map=tuple(FacePair.from_dict(pair) for pair in data.get("face_map") or ()),
+        target_video=ImageRef.from_dict(data["target_video"]) if data.get("target_video") else None,
     )
 
 

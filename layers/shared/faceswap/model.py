@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from faceswap.lifecycle import JobState, Phase
 
 
+IMAGE = "image"
+VIDEO = "video"
+"""A job's ``media_type``: what its target is."""
+
+
 class TaskStatus(enum.StrEnum):
     """A provider task's status, normalised from each provider's own vocabulary."""
 
@@ -99,6 +104,8 @@ class JobRequest:
     face_map
         One to four pairs choosing the faces to replace by reference photos (empty: the provider's default face or
         the face indices); ``swap_image`` is then the first pair's.
+    target_video
+        The video whose face is replaced, for a video job (``target_image`` is then empty): see :attr:`media_type`.
     """
 
     job_id: str
@@ -113,6 +120,17 @@ class JobRequest:
     retry_of: str | None = None
     fallback_providers: tuple[str, ...] = ()
     face_map: tuple[FacePair, ...] = ()
+    target_video: ImageRef | None = None
+
+    @property
+    def media_type(self) -> str:
+        """``video`` when the target is a video (``target_video``), else ``image``."""
+        return VIDEO if self.target_video is not None else IMAGE
+
+    @property
+    def target(self) -> ImageRef:
+        """The target, image or video."""
+        return self.target_video if self.target_video is not None else self.target_image
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,21 @@ class Job:
     part: int = 0
     """The face map pair whose task is being made or run, for providers that take one face per task (isolate and
     composite: one task per pair, in order)."""
+    target_video: ImageRef | None = None
+    """A video job's target (``target_image`` is then empty)."""
+    media: dict[str, Any] | None = None
+    """A video job's video as sent (``sent``) and as given (``source``): :meth:`faceswap.media.VideoInfo.as_dict`,
+    with ``trimmed_to`` (seconds) when the request asked to trim and it was cut; set when its create is claimed."""
+
+    @property
+    def media_type(self) -> str:
+        """``video`` when the target is a video (``target_video``), else ``image``."""
+        return VIDEO if self.target_video is not None else IMAGE
+
+    @property
+    def target(self) -> ImageRef:
+        """The target, image or video."""
+        return self.target_video if self.target_video is not None else self.target_image
 
     @property
     def terminal(self) -> bool:
@@ -172,6 +205,7 @@ class Job:
             "source": self.source,
             "options": self.options,
             "face_map": tuple(self.face_map),
+            "target_video": self.target_video,
         }
         return JobRequest(**{**fields, **changes})
 

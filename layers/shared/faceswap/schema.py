@@ -69,13 +69,15 @@ class InlineImageSource(ImageSource):
 
 class Options(BaseModel):
     """Task options: face indices (``multi-face-swap`` only; ``"0"`` or ``"1,0"``; AIPhotoCraft's ``swap_index`` is
-    1-based) and ``enhance`` (AIPhotoCraft's GFPGAN)."""
+    1-based), ``enhance`` (AIPhotoCraft's GFPGAN) and ``trim`` (a target video longer than the provider takes is cut
+    to what it takes, instead of refused ``video_too_long``)."""
 
     model_config = ConfigDict(extra="forbid")
     swap_faces_index: IndexList | Omitted = None
     target_faces_index: IndexList | Omitted = None
     swap_index: IndexList | Omitted = None
     enhance: bool | Literal["true", "false"] | Omitted = None
+    trim: bool | Literal["true", "false"] | Omitted = None
 
     @field_validator(*INDEX_OPTIONS, mode="before")
     @classmethod
@@ -85,12 +87,12 @@ class Options(BaseModel):
             raise _refuse(f'Option {info.field_name!r} must be face indices such as "0" or "1,0".')
         return text
 
-    @field_validator("enhance", mode="before")
+    @field_validator("enhance", "trim", mode="before")
     @classmethod
-    def _enhance(cls, value: Any) -> str:
+    def _flag(cls, value: Any, info: ValidationInfo) -> str:
         text = str(value).lower() if isinstance(value, bool | str) else ""
         if text not in ("true", "false"):
-            raise _refuse("Option 'enhance' must be true or false.")
+            raise _refuse(f"Option {info.field_name!r} must be true or false.")
         return text
 
 
@@ -100,6 +102,13 @@ _FACE_MAP_FIELD: Any = Field(
     default=None,
     description="One to four pairs {reference, swap_image}: the face of the target that is the person in a reference "
     "gets that pair's swap face; other faces are left as they were. Task face-swap only; no top-level swap_image.",
+)
+_TARGET_VIDEO_FIELD: Any = Field(
+    default=None,
+    description="A video (MP4, MOV or WebM, recognised by its content) whose face is replaced, instead of "
+    "target_image: task face-swap, at a provider with a video task (piapi, crun, selfhosted). It is fitted to the "
+    "provider's limits (H.264 MP4, frame size, frame rate, bytes); one longer than the provider takes is refused "
+    "video_too_long unless options.trim is true.",
 )
 _REFERENCE_FIELD: Any = Field(
     default=None,
@@ -150,8 +159,12 @@ class Manifest(BaseModel):
     (:data:`Omitted`).
     """
 
-    model_config = ConfigDict(extra="forbid")
-    target_image: S3Key | ImageSource
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["target_image"]}, {"required": ["target_video"]}]},
+    )
+    target_image: S3Key | ImageSource | Omitted = Field(default=None, description="Required unless target_video.")
+    target_video: S3Key | ImageSource | Omitted = _TARGET_VIDEO_FIELD
     swap_image: S3Key | ImageSource | None = Field(
         default=None, description="Required except for same-image-swap and with face_map."
     )
@@ -168,7 +181,7 @@ class Manifest(BaseModel):
     )
     reference: S3Key | ImageSource | Omitted = _REFERENCE_FIELD
 
-    @field_validator("target_image", "swap_image", "reference", mode="before")
+    @field_validator("target_image", "target_video", "swap_image", "reference", mode="before")
     @classmethod
     def _image(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None and info.field_name == "swap_image":
@@ -236,6 +249,18 @@ class Manifest(BaseModel):
     @model_validator(mode="after")
     def _task_rules(self) -> Manifest:
         chosen = self.options.model_dump(exclude_none=True)
+        if (self.target_image is None) == (self.target_video is None):
+            if self.target_image is not None:
+                raise _refuse("Give either 'target_image' or 'target_video', not both.")
+            kinds = "'s3_key', 'url' or 'base64'" if self._inline() else "'s3_key' or 'url'"
+            raise _refuse(f"Field 'target_image' (or 'target_video') is missing: give an object with one of {kinds}.")
+        if self.target_video is not None:
+            if self.task != "face-swap":
+                raise _refuse("Field 'target_video' needs task 'face-swap'.")
+            if self.face_map is not None or self.reference is not None:
+                raise _refuse("Choosing faces by a reference photo ('face_map', 'reference') takes a target_image.")
+        elif "trim" in chosen:
+            raise _refuse("Option 'trim' needs a 'target_video'.")
         if set(chosen) & set(INDEX_OPTIONS) and self.task != "multi-face-swap":
             raise _refuse("Face index options need task 'multi-face-swap'.")
         if self.face_map is not None or self.reference is not None:
@@ -280,7 +305,8 @@ class JobRequestDetail(Manifest):
 class JobSubmission(JobRequestDetail):
     """The body of ``POST /jobs``: an event's detail whose images may also be inline (``base64``)."""
 
-    target_image: S3Key | InlineImageSource
+    target_image: S3Key | InlineImageSource | Omitted = Field(default=None, description="Required unless target_video.")
+    target_video: S3Key | InlineImageSource | Omitted = _TARGET_VIDEO_FIELD
     swap_image: S3Key | InlineImageSource | None = Field(
         default=None, description="Required except for same-image-swap and with face_map."
     )

@@ -74,6 +74,8 @@ def job_from_item(item: Mapping[str, Any]) -> Job:
     for name in ("target_image", "swap_image"):
         data[name] = ImageRef.from_dict(data.get(name) or {})
     data["face_map"] = [FacePair.from_dict(pair) for pair in data.get("face_map") or ()]
+    if data.get("target_video"):
+        data["target_video"] = ImageRef.from_dict(data["target_video"])
     return Job(**data)
 
 
