@@ -11,7 +11,12 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
   A malformed request → ``400 {"error": {"code": "invalid_request", "message": str}}``.
 - ``GET /v1/tasks/{task_id}`` → ``200 {"task_id", "status": "queued" | "running" | "succeeded" | "failed",
   "result_url": str | null, "error": {"code", "message"} | null}``; unknown id → ``404``.
-- ``GET /v1/results/{task_id}.jpg`` → the result (``image/jpeg``); ``404`` once evicted.
+- Video: ``POST /v1/tasks`` with ``{"task": "face-swap", "target_video_url": str, "swap_image": <base64>,
+  "swap_face_index": int, "webhook": …}`` instead of ``target_image``: the engine downloads the video (at most
+  :data:`MAX_VIDEO_BYTES`), swaps every frame (:func:`faceswap_engine.video.swap_video_file`: landmarks smoothed over
+  time, frames without a face passed through, the audio copied) and serves an MP4.
+- ``GET /v1/results/{task_id}.jpg`` (``.mp4`` for a video) → the result (``image/jpeg``, ``video/mp4``); ``404`` once
+  evicted.
 - Webhook: when a task ends, ``POST`` to ``webhook.url`` with header ``x-webhook-secret: <secret>`` and JSON
   ``{"task_id", "status"}``. It is a trigger only; the pipeline reads the task for the truth.
 - Bearer token: if the server has a ``token``, every ``/v1/tasks`` call needs ``Authorization: Bearer <token>``.
@@ -28,6 +33,8 @@ import binascii
 import hmac
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
 import uuid
@@ -39,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from .errors import FaceSwapError
+from .errors import FaceSwapError, InvalidImage
 from .swap import swap_chosen_faces_bytes, swap_image_bytes
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ logger = logging.getLogger(__name__)
 TASKS = ("face-swap", "multi-face-swap")
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 MAX_FACES = 4
+MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass
@@ -62,6 +70,7 @@ class EngineTask:
     error: dict[str, str] | None = None
     created: float = field(default_factory=time.time)
     webhook_deliveries: int = 0
+    video: bool = False
 
 
 class EngineServer:
@@ -96,7 +105,8 @@ class EngineServer:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path.startswith("/v1/results/"):
-            status, headers, body = self._result(path.removeprefix("/v1/results/").removesuffix(".jpg"))
+            task_id = path.removeprefix("/v1/results/").removesuffix(".jpg").removesuffix(".mp4")
+            status, headers, body = self._result(task_id)
         elif not self._authorised(environ):
             status, headers, body = _json(401, {"error": {"code": "unauthorized", "message": "bad bearer token"}})
         elif method == "POST" and path == "/v1/tasks":
@@ -121,7 +131,10 @@ class EngineServer:
                 return _invalid(f"request body over {MAX_REQUEST_BYTES} bytes")
             body = json.loads(environ["wsgi.input"].read(length))
             task = body.get("task", "face-swap")
-            target = base64.b64decode(body["target_image"], validate=True)
+            video_url = body.get("target_video_url")
+            if video_url is not None and not isinstance(video_url, str):
+                raise TypeError("target_video_url")
+            target = b"" if video_url else base64.b64decode(body["target_image"], validate=True)
             swap = base64.b64decode(body["swap_image"], validate=True)
             swap_index = int(body.get("swap_face_index") or 0)
             target_indices = body.get("target_face_indices")
@@ -138,14 +151,23 @@ class EngineServer:
             return _invalid(f"malformed request: {type(e).__name__}")
         if task not in TASKS:
             return _invalid(f"task must be one of {', '.join(TASKS)}")
+        if video_url and (task != "face-swap" or faces):
+            return _invalid("a target video takes task face-swap and no faces")
         record = EngineTask(
-            task_id=str(uuid.uuid4()), task=task, webhook_url=webhook.get("url"), webhook_secret=webhook.get("secret")
+            task_id=str(uuid.uuid4()),
+            task=task,
+            webhook_url=webhook.get("url"),
+            webhook_secret=webhook.get("secret"),
+            video=bool(video_url),
         )
         with self._lock:
             self.tasks[record.task_id] = record
             while len(self.tasks) > self.max_tasks:
                 self.tasks.popitem(last=False)
-        self._pool.submit(self._run, record, target, swap, swap_index, target_indices, faces)
+        if video_url:
+            self._pool.submit(self._run_video, record, video_url, swap, swap_index)
+        else:
+            self._pool.submit(self._run, record, target, swap, swap_index, target_indices, faces)
         return _json(202, {"task_id": record.task_id, "status": record.status})
 
     def _get(self, task_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -158,11 +180,13 @@ class EngineServer:
         record = self.tasks.get(task_id)
         if record is None or record.result is None:
             return "404 Not Found", [("Content-Type", "text/plain")], b"not found"
-        return "200 OK", [("Content-Type", "image/jpeg"), ("Content-Length", str(len(record.result)))], record.result
+        content_type = "video/mp4" if record.video else "image/jpeg"
+        return "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(record.result)))], record.result
 
     def describe(self, record: EngineTask) -> dict[str, Any]:
         """A task as ``GET /v1/tasks/{id}`` returns it."""
-        result_url = f"{self.base_url}/v1/results/{record.task_id}.jpg" if record.result is not None else None
+        suffix = "mp4" if record.video else "jpg"
+        result_url = f"{self.base_url}/v1/results/{record.task_id}.{suffix}" if record.result is not None else None
         return {"task_id": record.task_id, "status": record.status, "result_url": result_url, "error": record.error}
 
     def _run(
@@ -192,6 +216,41 @@ class EngineServer:
             record.error = {"code": "engine_error", "message": "the engine failed unexpectedly"}
             record.status = "failed"
         self._notify(record)
+
+    def _run_video(self, record: EngineTask, url: str, swap: bytes, swap_index: int) -> None:
+        from .video import swap_video_file  # PyAV: loaded with the first video task
+
+        record.status = "running"
+        try:
+            with tempfile.TemporaryDirectory(prefix="engine-video-") as workdir:
+                source, out = os.path.join(workdir, "target"), os.path.join(workdir, "result.mp4")
+                self._download(url, source)
+                swap_video_file(source, swap, out, swap_face_index=swap_index)
+                with open(out, "rb") as f:
+                    record.result = f.read()
+            record.status = "succeeded"
+        except FaceSwapError as e:
+            record.error = {"code": e.code, "message": str(e)}
+            record.status = "failed"
+        except httpx.HTTPError as e:
+            record.error = {"code": "invalid_image", "message": f"the target video could not be downloaded: {e}"}
+            record.status = "failed"
+        except Exception:  # an engine bug must still end the task, visibly
+            logger.exception("video swap failed")
+            record.error = {"code": "engine_error", "message": "the engine failed unexpectedly"}
+            record.status = "failed"
+        self._notify(record)
+
+    def _download(self, url: str, path: str) -> None:
+        """Stream the target video at ``url`` into ``path`` (at most :data:`MAX_VIDEO_BYTES`)."""
+        size = 0
+        with self._http.stream("GET", url, timeout=httpx.Timeout(60.0, connect=5.0)) as response, open(path, "wb") as f:
+            response.raise_for_status()
+            for chunk in response.iter_bytes(1024 * 1024):
+                size += len(chunk)
+                if size > MAX_VIDEO_BYTES:
+                    raise InvalidImage(f"the target video is over {MAX_VIDEO_BYTES} bytes", image="target")
+                f.write(chunk)
 
     def _notify(self, record: EngineTask) -> None:
         if not record.webhook_url:

@@ -82,7 +82,9 @@ class JobList(BaseModel):
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    content_type: Literal["image/jpeg", "image/png", "image/webp"] = "image/jpeg"
+    content_type: Literal["image/jpeg", "image/png", "image/webp", "video/mp4", "video/quicktime", "video/webm"] = (
+        "image/jpeg"
+    )
 
 
 class Upload(BaseModel):

@@ -84,7 +84,7 @@ def _frame(source: Image.Image, width: int, height: int, progress: float, move: 
     crop_w = min(w, h * aspect) * (1 - move * progress)
     crop_h = crop_w / aspect
     left = (w - crop_w) / 2 + move * progress * w / 4
-    top = (h - crop_h) / 2
+    top = (h - crop_h) / 4  # a portrait's face is in its upper part
     box = (int(left), int(top), int(left + crop_w), int(top + crop_h))
     return np.asarray(source.crop(box).resize((width, height), Image.Resampling.BILINEAR))
 

@@ -47,9 +47,9 @@ class HandledMessages(Observer):
 
 
 def job_for(local: LocalStack, target_key: str) -> Job | None:
-    """The job of ``local`` whose target image is ``target_key``, if any (a consistent scan of the jobs table)."""
+    """The job of ``local`` whose target (image or video) is ``target_key``, if any (a consistent scan)."""
     items = local.client("dynamodb").scan(TableName=local.info()["jobs_table"], ConsistentRead=True)["Items"]
-    jobs = [job_from_item(item) for item in items if item["target_image"]["M"]["key"]["S"] == target_key]
+    jobs = [job for job in map(job_from_item, items) if job.target.key == target_key]
     return jobs[0] if jobs else None
 
 
@@ -91,7 +91,7 @@ class Stack:
     def find_job(self, target_key: str) -> Job | None:
         """The job whose target image is ``target_key`` (latest created), if any."""
         jobs = [job_from_item(i) for i in self.ddb.scan(TableName=self.jobs_table, ConsistentRead=True)["Items"]]
-        matching = sorted((j for j in jobs if j.target_image.key == target_key), key=lambda j: j.created_at)
+        matching = sorted((j for j in jobs if j.target.key == target_key), key=lambda j: j.created_at)
         return matching[-1] if matching else None
 
     def wait_for(

@@ -137,6 +137,20 @@ class MemoryObjects:
     def head(self, bucket: str, key: str) -> dict[str, str] | None:
         return {} if (bucket, key) in self.objects else None
 
+    def download(self, bucket: str, key: str, path: str, *, version_id: str | None = None, max_bytes: int) -> int:
+        data = self.read(bucket, key, version_id=version_id, max_bytes=max_bytes)
+        with open(path, "wb") as f:
+            f.write(data)
+        return len(data)
+
+    def put_file(self, bucket: str, key: str, path: str, *, content_type: str) -> None:
+        with open(path, "rb") as f:
+            self.objects[(bucket, key)] = f.read()
+
+    def store_result_file(self, bucket: str, key: str, path: str, *, content_type: str, job_id: str) -> StoredResult:
+        with open(path, "rb") as f:
+            return self.store_result(bucket, key, iter([f.read()]), content_type=content_type, job_id=job_id)
+
     def store_result(
         self, bucket: str, key: str, chunks: Iterator[bytes], *, content_type: str, job_id: str
     ) -> StoredResult:
@@ -203,9 +217,12 @@ class FakeProvider:
     error: Exception | None = None
     creates: list[tuple[TaskInput, Webhook | None]] = field(default_factory=list)
     gets: int = 0
+    sent_video_urls: list[tuple[str, str]] = field(default_factory=list)
 
     def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
         self.creates.append((task, webhook))
+        if task.video_urls is not None:  # as the real adapters do: the video is stored and sent by URL in the create
+            self.sent_video_urls.append(task.video_urls())
         if self.create_errors:
             raise self.create_errors.pop(0)
         return f"task-{len(self.creates)}"
@@ -299,7 +316,8 @@ def make_world(*, result: bytes | None = None, result_max_bytes: int = 1024 * 10
         body = served.get(request.url.path)
         if body is None:
             return httpx.Response(404)
-        return httpx.Response(200, content=body, headers={"content-type": "image/png"})
+        content_type = "video/mp4" if request.url.path.endswith(".mp4") else "image/png"
+        return httpx.Response(200, content=body, headers={"content-type": content_type})
 
     fetcher = ResultFetcher(
         httpx.Client(transport=httpx.MockTransport(handler)),

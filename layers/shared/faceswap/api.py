@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from faceswap import media
 from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge, ProviderRejected
 from faceswap.fetch import sniff_image_type
 from faceswap.ids import is_job_id, job_id_for
@@ -21,7 +22,7 @@ from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_re
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.ports import InputStore, JobIndex, RequestQueue
-from faceswap.providers.registry import face_choice
+from faceswap.providers.registry import face_choice, video_limits
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -113,6 +114,12 @@ class JobsApi:
                     f"Provider {provider!r} does not offer the task {fields.task!r}; it offers "
                     f"{', '.join(self.offered[provider])}."
                 )
+            if fields.target_video is not None and video_limits(provider) is None:
+                takers = sorted(name for name in self.offered if video_limits(name))
+                raise ProviderRejected(
+                    f"Provider {provider!r} has no video task (it offers {', '.join(self.offered[provider])} on "
+                    f"images); providers with one: {', '.join(takers) or 'none enabled'}."
+                )
             if fields.face_map and face_choice(provider) is None:
                 takers = sorted(name for name in self.offered if face_choice(name))
                 raise ProviderRejected(
@@ -140,22 +147,39 @@ class JobsApi:
     def _stored(self, image: ImageRef | bytes, field: str) -> ImageRef:
         if isinstance(image, ImageRef):
             return image
-        content_type = sniff_image_type(image[:16])
-        if content_type is None:
-            raise InvalidRequest(f"Field {field}.base64 is not a JPEG, PNG or WebP image.")
-        key = f"{UPLOAD_PREFIX}inline/{hashlib.sha256(image).hexdigest()}.{content_type.split('/')[1]}"
+        if field == "target_video":
+            container = media.sniff(image[: media.SNIFF_BYTES])
+            if container is None:
+                raise InvalidRequest(f"Field {field}.base64 is not an MP4, MOV or WebM video.")
+            content_type, extension = media.CONTENT_TYPES[container], container
+        else:
+            sniffed = sniff_image_type(image[:16])
+            if sniffed is None:
+                raise InvalidRequest(f"Field {field}.base64 is not a JPEG, PNG or WebP image.")
+            content_type, extension = sniffed, sniffed.split("/")[1]
+        key = f"{UPLOAD_PREFIX}inline/{hashlib.sha256(image).hexdigest()}.{extension}"
         self.inputs.put_input(self.input_bucket, key, image, content_type=content_type)
         return ImageRef(bucket=self.input_bucket, key=key)
 
     def create_upload(self, content_type: str) -> dict[str, Any]:
-        """A presigned PUT URL for one input image too large for a JSON body.
+        """A presigned PUT URL for one input image (or target video) too large for a JSON body.
 
         Returns ``{"s3_key", "upload_url", "method": "PUT", "headers": {"content-type"}, "expires_in"}``; give
         ``{"s3_key": …}`` as the image in ``POST /jobs``.
         """
-        extension = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}.get(content_type)
+        extension = {
+            "image/jpeg": "jpg",
+            "image/png": "png",
+            "image/webp": "webp",
+            "video/mp4": "mp4",
+            "video/quicktime": "mov",
+            "video/webm": "webm",
+        }.get(content_type)
         if extension is None:
-            raise InvalidRequest("Field 'content_type' must be image/jpeg, image/png or image/webp.")
+            raise InvalidRequest(
+                "Field 'content_type' must be image/jpeg, image/png, image/webp, video/mp4, video/quicktime or "
+                "video/webm."
+            )
         key = f"{UPLOAD_PREFIX}{uuid.uuid4()}.{extension}"
         url = self.inputs.presign_put(
             self.input_bucket, key, content_type=content_type, expires_seconds=URL_EXPIRY_SECONDS

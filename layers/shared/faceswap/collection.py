@@ -9,10 +9,13 @@ result is streamed into the results bucket, and only then does the job end SUCCE
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from faceswap import media
 from faceswap.checks import CheckPolicy
 from faceswap.errors import (
     CopyOutOfTime,
@@ -27,7 +30,7 @@ from faceswap.errors import (
 from faceswap.faces import ISOLATE_COMPOSITE, ChosenFace
 from faceswap.gate import CallGate
 from faceswap.lifecycle import Lifecycle, log_keys
-from faceswap.model import Job, TaskSnapshot, TaskStatus, parse_time
+from faceswap.model import VIDEO, Job, TaskSnapshot, TaskStatus, parse_time
 from faceswap.parts import RESULT_CONTENT_TYPE, Composer, check_part, part_key
 from faceswap.ports import ObjectStore, Provider
 
@@ -67,6 +70,10 @@ class Collector:
     composer, next_part
         For face maps done by isolate and composite (:mod:`faceswap.parts`): puts the parts together, and moves a
         job to its next part (``Submitter.next_part``).
+    input_bucket
+        Where a video job's prepared video is (``prepared/<job_id>/target.mp4``), to restore a result's lost audio.
+    max_video_result_bytes
+        Largest video result kept, in bytes.
     """
 
     lifecycle: Lifecycle
@@ -81,6 +88,8 @@ class Collector:
     clock: Callable[[], datetime]
     composer: Composer | None = None
     next_part: Callable[[Job], Job] | None = None
+    input_bucket: str = ""
+    max_video_result_bytes: int = 1024 * 1024 * 1024
 
     def collect(
         self,
@@ -137,6 +146,8 @@ class Collector:
             return self._fail(job, ResultMissing("The provider reported success without a result URL."))
         if job.chosen_faces and job.chosen_faces[0].get("method") == ISOLATE_COMPOSITE:
             return self._collect_part(job, snapshot, provider, deadline)
+        if job.media_type == VIDEO:
+            return self._collect_video(job, snapshot, provider, deadline)
         try:
             with self.fetcher.open(
                 snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
@@ -191,6 +202,62 @@ class Collector:
             return self._fail(job, e)
         succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
         return succeeded or self.lifecycle.reread(job)
+
+    def _collect_video(self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None) -> Job:
+        """Keep a video result: download it into ``/tmp``, check it against the video sent (a video, its duration
+        within 10 %: :func:`faceswap.media.check_result`), put the sent video's audio back when the result lost it
+        (stream copy), then store it with several parts in flight. A callback (``deadline`` given) raises
+        ``CopyOutOfTime`` before downloading: a check, with the poller's time and media layer, keeps it."""
+        assert snapshot.result_url
+        if deadline is not None:
+            raise CopyOutOfTime("a video result is kept by a check")
+        sent = media.VideoInfo(**(job.media or {})["sent"])
+        try:
+            with tempfile.TemporaryDirectory(prefix="faceswap-result-") as workdir:
+                path = os.path.join(workdir, "result")
+                with (
+                    self.fetcher.open(
+                        snapshot.result_url,
+                        allowed_hosts=provider.result_hosts,
+                        video=True,
+                        max_bytes=self.max_video_result_bytes,
+                    ) as stream,
+                    open(path, "wb") as out,
+                ):
+                    for chunk in stream.chunks():
+                        out.write(chunk)
+                result = media.check_result(path, sent)
+                if sent.has_audio and not result.has_audio:
+                    path = self._with_audio(job, path, workdir)
+                stored = self.objects.store_result_file(
+                    self.results_bucket,
+                    job.result_key,
+                    path,
+                    content_type=media.CONTENT_TYPES[result.container],
+                    job_id=job.job_id,
+                )
+        except ProviderUnavailable:
+            raise
+        except ResultError as e:
+            return self._fail(job, e)
+        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
+        return succeeded or self.lifecycle.reread(job)
+
+    def _with_audio(self, job: Job, result: str, workdir: str) -> str:
+        """The result with the audio of the video sent (``prepared/<job_id>/target.mp4``) copied onto it."""
+        sent = os.path.join(workdir, "sent.mp4")
+        try:
+            self.objects.download(
+                self.input_bucket, f"prepared/{job.job_id}/target.mp4", sent, max_bytes=self.max_video_result_bytes
+            )
+        except InputError as e:
+            raise ResultMissing(
+                f"The result has no audio, and the video sent is gone to restore it: {e.message}"
+            ) from e
+        restored = os.path.join(workdir, "restored.mp4")
+        media.restore_audio(result, sent, restored)
+        logger.info("the result had lost its audio: restored from the video sent", extra=log_keys(job))
+        return restored
 
     def check(self, job_id: str, *, check: int, task_id: str | None = None) -> Job | None:
         """The poller's step: end (or move on) a job past its deadline, else collect, else look again later.

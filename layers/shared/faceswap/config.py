@@ -36,6 +36,9 @@ POLL_DELAYS = "POLL_DELAYS"
 RESULT_URL_ALLOW_LOOPBACK = "RESULT_URL_ALLOW_LOOPBACK"
 SECRETS_MAX_AGE_SECONDS = "SECRETS_MAX_AGE_SECONDS"
 MAX_RECEIVE_COUNT = "MAX_RECEIVE_COUNT"
+VIDEO_JOB_DEADLINE_SECONDS = "VIDEO_JOB_DEADLINE_SECONDS"
+VIDEO_MAX_BYTES = "VIDEO_MAX_BYTES"
+VIDEO_RESULT_MAX_BYTES = "VIDEO_RESULT_MAX_BYTES"
 FACE_MATCH_THRESHOLD = "FACE_MATCH_THRESHOLD"
 FACE_MATCH_MARGIN = "FACE_MATCH_MARGIN"
 
@@ -90,6 +93,9 @@ class Config:
     job_deadline_seconds: int = 900
     result_max_bytes: int = 50 * 1024 * 1024
     input_max_bytes: int = 20 * 1024 * 1024
+    video_job_deadline_seconds: int = 1800
+    video_max_bytes: int = 500 * 1024 * 1024
+    video_result_max_bytes: int = 1024 * 1024 * 1024
     max_submit_attempts: int = 3
     allow_loopback_results: bool = False
     secrets_max_age_seconds: int = 300
@@ -151,6 +157,9 @@ class Config:
             job_deadline_seconds=number(JOB_DEADLINE_SECONDS, cls.job_deadline_seconds),
             result_max_bytes=number(RESULT_MAX_BYTES, cls.result_max_bytes),
             input_max_bytes=number(INPUT_MAX_BYTES, cls.input_max_bytes),
+            video_job_deadline_seconds=number(VIDEO_JOB_DEADLINE_SECONDS, cls.video_job_deadline_seconds),
+            video_max_bytes=number(VIDEO_MAX_BYTES, cls.video_max_bytes),
+            video_result_max_bytes=number(VIDEO_RESULT_MAX_BYTES, cls.video_result_max_bytes),
             max_submit_attempts=number(MAX_SUBMIT_ATTEMPTS, cls.max_submit_attempts),
             allow_loopback_results=env.get(RESULT_URL_ALLOW_LOOPBACK, "").strip().lower() == "true",
             secrets_max_age_seconds=number(SECRETS_MAX_AGE_SECONDS, cls.secrets_max_age_seconds),

@@ -4,8 +4,8 @@ The URL comes from a third party, so it is treated as hostile: https only (plain
 and only where the local stack allows loopback), the host must be on the provider's allow-list, every
 address it resolves to must be public (no loopback, private, link-local, metadata, multicast or reserved
 ranges, IPv4-mapped IPv6 forms included), the address actually connected to is checked again (against DNS
-rebinding), each redirect is checked like the first URL, the size is capped, and the body must be an image
-by content type and magic bytes. No provider credentials are sent.
+rebinding), each redirect is checked like the first URL, the size is capped, and the body must be an image (or, for
+a video, an MP4, MOV or WebM) by content type and magic bytes. No provider credentials are sent.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from faceswap import media
 from faceswap.errors import (
     CopyOutOfTime,
     InvalidResult,
@@ -183,12 +184,21 @@ class ResultFetcher:
 
     @contextmanager
     def open(
-        self, url: str, *, allowed_hosts: tuple[str, ...], deadline: float | None = None
+        self,
+        url: str,
+        *,
+        allowed_hosts: tuple[str, ...],
+        deadline: float | None = None,
+        video: bool = False,
+        max_bytes: int | None = None,
+        subject: str | None = None,
     ) -> Iterator[ResultStream]:
         """Open ``url`` for streaming after checking it, following at most 3 checked redirects.
 
         ``deadline`` (``time.monotonic()`` seconds), if given, bounds the download: its timeouts shrink to fit, and
-        once it has passed the stream raises ``CopyOutOfTime`` (nothing is kept).
+        once it has passed the stream raises ``CopyOutOfTime`` (nothing is kept). ``video``: the body must be a video
+        (content type ``video/*`` or ``application/octet-stream``; MP4, MOV or WebM magic bytes by
+        :func:`faceswap.media.sniff`) instead of an image; ``max_bytes`` and ``subject`` override the fetcher's own.
 
         Raises
         ------
@@ -201,7 +211,7 @@ class ResultFetcher:
         ResultTooLarge
             ``Content-Length`` is over the cap (the body is also capped while streaming).
         InvalidResult
-            The body is not a JPEG, PNG or WebP image, or the content type says it is not an image.
+            The body is not a JPEG, PNG or WebP image (or video), or the content type says it is not one.
         ProviderUnavailable
             The result host failed (5xx, timeout, connection error): try again later.
         """
@@ -224,12 +234,19 @@ class ResultFetcher:
                         raise InvalidResult(f"The {self._subject} URL redirected without a Location.")
                     current = current.join(location)
                     continue
-                stream = self._checked_stream(response, str(current), deadline)
+                stream = self._checked_stream(
+                    response,
+                    str(current),
+                    deadline,
+                    video=video,
+                    max_bytes=max_bytes or self._max_bytes,
+                    subject=subject or self._subject,
+                )
                 try:
                     yield stream
                 except ProviderUnavailable as e:
                     if deadline is not None and time.monotonic() >= deadline:
-                        raise CopyOutOfTime(f"The {self._subject} download stalled past the deadline.") from e
+                        raise CopyOutOfTime(f"The {stream._subject} download stalled past the deadline.") from e
                     raise
                 return
             finally:
@@ -264,38 +281,53 @@ class ResultFetcher:
         if peer:
             self._check_address(response.url.host, str(peer[0]))
 
-    def _checked_stream(self, response: httpx.Response, url: str, deadline: float | None) -> ResultStream:
+    def _checked_stream(
+        self,
+        response: httpx.Response,
+        url: str,
+        deadline: float | None,
+        *,
+        video: bool,
+        max_bytes: int,
+        subject: str,
+    ) -> ResultStream:
         if response.status_code in (403, 404, 410):
-            raise ResultExpired(
-                f"The {self._subject} URL answered {response.status_code}: the provider no longer has it."
-            )
+            raise ResultExpired(f"The {subject} URL answered {response.status_code}: the provider no longer has it.")
         if response.status_code >= 500 or response.status_code == 429:
-            raise ProviderUnavailable(f"The {self._subject} host answered {response.status_code}.")
+            raise ProviderUnavailable(f"The {subject} host answered {response.status_code}.")
         if response.status_code != 200:
-            raise InvalidResult(f"The {self._subject} URL answered {response.status_code}.")
+            raise InvalidResult(f"The {subject} URL answered {response.status_code}.")
         length = response.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self._max_bytes:
-            raise ResultTooLarge(f"The {self._subject} is {int(length):,} bytes, over the cap of {self._max_bytes:,}.")
+        if length and length.isdigit() and int(length) > max_bytes:
+            raise ResultTooLarge(f"The {subject} is {int(length):,} bytes, over the cap of {max_bytes:,}.")
         declared = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if declared and not (declared.startswith("image/") or declared == "application/octet-stream"):
-            raise InvalidResult(f"The {self._subject} has content type {declared!r}, not an image.")
+        kind = "video" if video else "image"
+        if declared and not (declared.startswith(f"{kind}/") or declared == "application/octet-stream"):
+            raise InvalidResult(
+                f"The {subject} has content type {declared!r}, not {'a video' if video else 'an image'}."
+            )
         body = _broken_off_is_unavailable(response.iter_bytes(CHUNK_BYTES))
         head = b""
         for chunk in body:
             head += chunk
             if len(head) >= 16:
                 break
-        sniffed = sniff_image_type(head)
-        if sniffed is None and self._sniff:
-            raise InvalidResult(f"The {self._subject} is not a JPEG, PNG or WebP image (magic bytes).")
+        if video:
+            sniffed = media.CONTENT_TYPES.get(media.sniff(head) or "")
+            if sniffed is None:  # always checked: a video is never taken on its content type alone
+                raise InvalidResult(f"The {subject} is not an MP4, MOV or WebM video (magic bytes).")
+        else:
+            sniffed = sniff_image_type(head)
+            if sniffed is None and self._sniff:
+                raise InvalidResult(f"The {subject} is not a JPEG, PNG or WebP image (magic bytes).")
         content_type = sniffed or declared or "application/octet-stream"
         return ResultStream(
             url=url,
             content_type=content_type,
             _head=head,
             _rest=body,
-            _max_bytes=self._max_bytes,
-            _subject=self._subject,
+            _max_bytes=max_bytes,
+            _subject=subject,
             _deadline=deadline,
         )
 

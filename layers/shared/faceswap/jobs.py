@@ -79,6 +79,10 @@ class Settings:
         0: never.
     face_match_threshold, face_match_margin
         A face map's least similarity and least lead over the runner-up (:class:`faceswap.faces.FaceChooser`).
+    video_deadline_seconds
+        ``job_deadline_seconds`` for video jobs.
+    max_video_bytes, max_video_result_bytes
+        Largest target video read, and largest video result kept, in bytes.
     """
 
     results_bucket: str
@@ -93,6 +97,9 @@ class Settings:
     max_receive_count: int = 0
     face_match_threshold: float = DEFAULT_THRESHOLD
     face_match_margin: float = DEFAULT_MARGIN
+    video_deadline_seconds: int = 1800
+    max_video_bytes: int = 500 * 1024 * 1024
+    max_video_result_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,12 @@ class Pipeline:
     ) -> None:
         self.ports = ports
         self.settings = settings
-        self.lifecycle = Lifecycle(ports.store, deadline_seconds=settings.job_deadline_seconds, clock=clock)
+        self.lifecycle = Lifecycle(
+            ports.store,
+            deadline_seconds=settings.job_deadline_seconds,
+            video_deadline_seconds=settings.video_deadline_seconds,
+            clock=clock,
+        )
         gate = CallGate(
             limiter=ports.limiter,
             ceilings=settings.rate_limits,
@@ -189,6 +201,7 @@ class Pipeline:
                 objects=ports.objects,
                 fetcher=ports.input_fetcher or ports.fetcher,
                 max_bytes=settings.max_input_bytes,
+                max_video_bytes=settings.max_video_bytes,
                 inputs=ports.inputs,
                 input_bucket=settings.input_bucket,
             ),
@@ -217,6 +230,8 @@ class Pipeline:
             max_receive_count=settings.max_receive_count,
             clock=clock,
             composer=composer,
+            input_bucket=settings.input_bucket,
+            max_video_result_bytes=settings.max_video_result_bytes,
             next_part=self.submission.next_part,
         )
         self.callbacks = Callbacks(

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from faceswap.model import Job, after, isoformat
+from faceswap.model import VIDEO, Job, after, isoformat
 
 if TYPE_CHECKING:
     from faceswap.errors import PipelineError
@@ -209,12 +209,27 @@ class Lifecycle:
         Seconds from a job's creation (and from a move to its next provider) to its deadline.
     clock
         Returns the current UTC time (timezone-aware).
+    video_deadline_seconds
+        The same for video jobs (default: ``deadline_seconds``).
     """
 
-    def __init__(self, store: JobStore, *, deadline_seconds: int, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        deadline_seconds: int,
+        clock: Callable[[], datetime],
+        video_deadline_seconds: int | None = None,
+    ) -> None:
         self.store = store
         self.deadline_seconds = deadline_seconds
+        self.video_deadline_seconds = video_deadline_seconds or deadline_seconds
         self.clock = clock
+
+    def _deadline(self, job: Job | JobRequest) -> str:
+        """A new deadline for ``job``: from now, by its media type."""
+        seconds = self.video_deadline_seconds if job.media_type == VIDEO else self.deadline_seconds
+        return after(self.clock(), seconds)
 
     def get(self, job_id: str) -> Job | None:
         """The job as stored (strongly consistent), or ``None``."""
@@ -234,15 +249,22 @@ class Lifecycle:
             return job, True
         return self.store.get(job.job_id) or job, False
 
-    def record_and_claim(self, request: JobRequest, *, chosen_faces: Sequence[Mapping[str, Any]] = ()) -> Job | None:
+    def record_and_claim(
+        self,
+        request: JobRequest,
+        *,
+        chosen_faces: Sequence[Mapping[str, Any]] = (),
+        media: Mapping[str, Any] | None = None,
+    ) -> Job | None:
         """``record-and-claim``: the job RECEIVED with its first create claimed (``None`` if a row exists), with the
-        faces its face map chose at this provider."""
+        faces its face map chose at this provider, or a video job's ``media`` (the video as sent and as given)."""
         stamp = self._stamp()
         job = replace(
             self._new(request, RECORD_AND_CLAIM),
             submit_started_at=stamp,
             submit_attempts=1,
             chosen_faces=[dict(face) for face in chosen_faces],
+            media=dict(media) if media else None,
         )
         return job if self.store.create(job) else None
 
@@ -278,14 +300,17 @@ class Lifecycle:
             target_video=request.target_video,
             created_at=created,
             updated_at=created,
-            deadline_at=after(now, self.deadline_seconds),
+            deadline_at=self._deadline(request),
         )
 
     # ------------------------------------------------------------------------------------------- creates
 
-    def claim_create(self, job: Job, *, chosen_faces: Sequence[Mapping[str, Any]] = ()) -> Job | None:
+    def claim_create(
+        self, job: Job, *, chosen_faces: Sequence[Mapping[str, Any]] = (), media: Mapping[str, Any] | None = None
+    ) -> Job | None:
         """``claim-create``: count the attempt and hold the create before it is sent; ``chosen_faces``: the faces the
-        job's face map chose at this provider (replacing those chosen at an earlier one).
+        job's face map chose at this provider (replacing those chosen at an earlier one); ``media``: a video job's
+        video as prepared for this provider.
 
         Like every create-side transition, conditional on the job's provider too: a delivery that read the job before
         it moved to its next provider can neither claim nor record anything for the provider it moved to.
@@ -294,6 +319,8 @@ class Lifecycle:
         changes: dict[str, Any] = {"submit_started_at": stamp, "submit_attempts": job.submit_attempts + 1}
         if chosen_faces:
             changes["chosen_faces"] = [dict(face) for face in chosen_faces]
+        if media:
+            changes["media"] = dict(media)
         return self._apply(CLAIM_CREATE, job, changes, stamp, expected=_same_provider(job))
 
     def release_create(self, job: Job, *, attempted: bool) -> Job | None:
@@ -352,7 +379,7 @@ class Lifecycle:
         }
         if job.state is JobState.SUBMITTED:
             failed["provider_task_id"] = job.provider_task_id
-            changes["deadline_at"] = after(self.clock(), self.deadline_seconds)
+            changes["deadline_at"] = self._deadline(job)
         changes["attempts"] = [*job.attempts, failed]
         moved = self._apply(MOVE_TO_NEXT_PROVIDER, job, changes, stamp, expected={"provider": job.provider})
         if moved is not None:
@@ -372,7 +399,7 @@ class Lifecycle:
             "provider_task_id": None,
             "submit_started_at": None,
             "submit_attempts": 0,
-            "deadline_at": after(self.clock(), self.deadline_seconds),  # each part has the whole deadline
+            "deadline_at": self._deadline(job),  # each part has the whole deadline
         }
         if not any(attempt.get("provider_task_id") == job.provider_task_id for attempt in job.attempts):
             # a task learned from its callback (its create's outcome was unknown) is listed too

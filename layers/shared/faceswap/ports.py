@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from faceswap.errors import ProviderRejected
 from faceswap.faces import FaceScore
 from faceswap.images import ImageLimits, PreparedImage
 from faceswap.lifecycle import JobState, Phase
+from faceswap.media import PreparedVideo
 from faceswap.model import Job, JobRequest, StoredResult, TaskSnapshot
 
 
@@ -57,6 +59,14 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def download(self, bucket: str, key: str, path: str, *, version_id: str | None = None, max_bytes: int) -> int:
+        """Stream the object into the file ``path`` (memory stays flat) and return its size in bytes.
+
+        Raises ``InputNotFound`` if it does not exist and ``ImageTooLarge`` if it is bigger than ``max_bytes`` (the
+        file is then incomplete: the caller removes it).
+        """
+        ...
+
     def head(self, bucket: str, key: str) -> Mapping[str, str] | None:
         """The user metadata of the object ``key`` (``x-amz-meta-*``, names without the prefix), or ``None`` if it
         does not exist (a HEAD: billed as a GET, not as a LIST)."""
@@ -71,6 +81,11 @@ class ObjectStore(Protocol):
         earlier collect stored it), returns that object's description instead. An interrupted upload
         leaves nothing visible and no multipart upload open.
         """
+        ...
+
+    def store_result_file(self, bucket: str, key: str, path: str, *, content_type: str, job_id: str) -> StoredResult:
+        """Keep the file at ``path`` (a checked video result) at ``key`` for ``job_id``, as :meth:`store_result` does a
+        stream: at most one new version per job, nothing partial ever visible; several parts in flight at once."""
         ...
 
 
@@ -90,6 +105,10 @@ class InputStore(Protocol):
 
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
         """Store an inline input image (content-addressed key, so a repeat writes the same object)."""
+        ...
+
+    def put_file(self, bucket: str, key: str, path: str, *, content_type: str) -> None:
+        """Store the file at ``path`` (a prepared video: multipart, memory flat)."""
         ...
 
     def put_new(self, bucket: str, key: str, data: bytes, *, content_type: str) -> bool:
@@ -179,11 +198,13 @@ class FaceInput:
 
 @dataclass(frozen=True)
 class TaskInput:
-    """What a provider's create receives: prepared images, the task name and its options."""
+    """What a provider's create receives: prepared images (or a prepared target video), the task name and its
+    options."""
 
     job_id: str
     task: str
-    target_image: PreparedImage
+    target_image: PreparedImage | None
+    """The target image; ``None`` for a video job (``target_video``)."""
     swap_image: PreparedImage
     options: Mapping[str, Any]
     image_urls: Callable[[], tuple[str, str]] | None = None
@@ -199,6 +220,23 @@ class TaskInput:
     the crop chosen for each of ``faces`` (scored against its reference with the face chooser's threshold and
     margin). Raises ``ReferenceFaceNotFound``/``ReferenceFaceAmbiguous``, or ``StoreUnavailable`` when the face
     matcher fails (nothing was created: the create is handed back)."""
+    target_video: PreparedVideo | None = None
+    """A video job's target, fitted to the provider's video limits (its registry entry's ``video_limits``)."""
+    video_urls: Callable[[], tuple[str, str]] | None = None
+    """For a video job: returns presigned GET URLs (target video, swap image), valid at least 1 h; the prepared
+    files are stored on first call. Video tasks take the video by URL at every provider."""
+
+    def image(self) -> PreparedImage:
+        """The target image, for adapters of image tasks.
+
+        Raises
+        ------
+        ProviderRejected
+            This is a video job (never sent to a provider without a video task: the registry refuses it first).
+        """
+        if self.target_image is None:
+            raise ProviderRejected("This provider takes no target video.")
+        return self.target_image
 
 
 class FaceMatcher(Protocol):

@@ -6,7 +6,9 @@ message never creates a second task; a create whose outcome is unknown is never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +31,11 @@ from faceswap.gate import CallGate
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle, Phase, log_keys
+from faceswap.media import PreparedVideo
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
-from faceswap.providers.registry import face_choice
+from faceswap.providers.registry import PROVIDERS, face_choice, video_limits
 from faceswap.webhooks import WebhookSigner
 
 logger = logging.getLogger(__name__)
@@ -123,8 +126,15 @@ class Submitter:
             # The row is the truth: after a move to the next provider, a late delivery of the first request must
             # create the task at the job's provider now, not at the one the request named.
             request = job.request(invalid=request.invalid)
+        with contextlib.ExitStack() as scratch:  # a target video's files in /tmp, removed once the create is answered
+            return self._create(request, job, scratch)
 
+    def _create(self, request: JobRequest, job: Job | None, scratch: contextlib.ExitStack) -> Job:
+        """Prepare the inputs of ``request`` (its row ``job``, if any), claim its create and make its provider task
+        (see :meth:`submit`); ``scratch`` holds what the create needs until it is answered."""
         provider = self.providers.get(request.provider)
+        video: PreparedVideo | None = None
+        target: PreparedImage | None
         try:
             if request.invalid is not None:
                 raise request.invalid
@@ -133,15 +143,19 @@ class Submitter:
                     f"Unknown provider {request.provider!r}; configured: {', '.join(sorted(self.providers))}."
                 )
             part = job.part if job is not None else 0
-            target = (
-                # a face map's later part is cut from the target as its first part was sent (faceswap.parts)
-                self.composer.base(request.job_id, provider.name)
-                if part > 0 and self.composer is not None
-                else self.inputs.prepare(request.target_image, provider, "target image")
-            )
+            if request.target_video is not None:
+                target, video = None, self._prepare_video(request, provider, scratch)
+            else:
+                target = (
+                    # a face map's later part is cut from the target as its first part was sent (faceswap.parts)
+                    self.composer.base(request.job_id, provider.name)
+                    if part > 0 and self.composer is not None
+                    else self.inputs.prepare(request.target_image, provider, "target image")
+                )
             chosen: list[ChosenFace] = []
             faces: tuple[FaceInput, ...] = ()
             if request.face_map:  # each pair names its swap image: the top-level one is the first pair's
+                assert target is not None, "a face map takes a target image (faceswap.schema)"
                 chosen, faces = self._choose_faces(
                     request, provider, target, earlier=job.chosen_faces if job else [], part=part
                 )
@@ -149,7 +163,7 @@ class Submitter:
             else:  # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
                 swap = (
                     target
-                    if request.swap_image == request.target_image
+                    if target is not None and request.swap_image == request.target_image
                     else self.inputs.prepare(request.swap_image, provider, "swap image")
                 )
         except (InputError, ProviderRejected, ConfigError) as e:
@@ -159,16 +173,22 @@ class Submitter:
             # One pair per task: the crop around this part's face goes as a one-face swap of its swap image.
             if self.composer is None:
                 return self.lifecycle.reject(request, ConfigError("This deployment cannot composite."), job=job)
+            assert target is not None, "a face map takes a target image"
             target = self.composer.part_input(
                 request.job_id, provider.name, target, chosen[part], provider.image_limits, part=part
             )
             faces, urls_name = (), f"part-{part}-"
 
         choices = [face.as_dict() for face in chosen]
+        sent = (
+            {"sent": video.info.as_dict(), "source": video.source.as_dict(), "trimmed_to": video.trimmed_to}
+            if video is not None
+            else None
+        )
         claimed = (
-            self.lifecycle.claim_create(job, chosen_faces=choices)
+            self.lifecycle.claim_create(job, chosen_faces=choices, media=sent)
             if job is not None
-            else self.lifecycle.record_and_claim(request, chosen_faces=choices)
+            else self.lifecycle.record_and_claim(request, chosen_faces=choices, media=sent)
         )
         if claimed is None:  # another delivery claimed it first: its row says how it stands
             current = self.lifecycle.get(request.job_id)
@@ -180,10 +200,12 @@ class Submitter:
             target_image=target,
             swap_image=swap,
             options=claimed.options,
-            image_urls=self.inputs.image_urls(claimed.job_id, target, swap, name=urls_name),
+            image_urls=self.inputs.image_urls(claimed.job_id, target, swap, name=urls_name) if target else None,
             faces=faces,
             face_urls=self.inputs.face_urls(claimed.job_id, faces) if faces else None,
             match_crops=self._crop_matcher(faces) if chosen and chosen[0].method == DETECT_CROP else None,
+            target_video=video,
+            video_urls=self.inputs.video_urls(claimed.job_id, video, swap) if video is not None else None,
         )
         try:  # the signing key is read here: a failure sends nothing, so the claim goes back
             webhook = self.webhooks.webhook(provider.name, claimed.job_id) if provider.uses_webhook else None
@@ -270,6 +292,35 @@ class Submitter:
             FaceInput(face.box, references[face.pair], swaps[face.pair]) for face in chosen if face.pair in swaps
         )
         return chosen, faces
+
+    def _prepare_video(self, request: JobRequest, provider: Provider, scratch: contextlib.ExitStack) -> PreparedVideo:
+        """Read the job's target video into a scratch folder and fit it to ``provider``'s video limits, before any
+        provider is paid.
+
+        Raises
+        ------
+        ProviderRejected
+            ``provider`` has no video task (the message names what it offers and who has one).
+        InputError
+            The video is unusable (:meth:`faceswap.inputs.InputPreparer.prepare_video`).
+        """
+        assert request.target_video is not None
+        limits = video_limits(provider.name)
+        if limits is None or request.task not in PROVIDERS[provider.name].video_tasks:
+            takers = sorted(name for name in self.providers if video_limits(name))
+            offered = ", ".join(PROVIDERS[provider.name].tasks) if provider.name in PROVIDERS else "none"
+            raise ProviderRejected(
+                f"Provider {provider.name!r} has no video task (it offers {offered} on images); providers with one: "
+                f"{', '.join(takers) or 'none configured'}."
+            )
+        workdir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="faceswap-video-"))
+        return self.inputs.prepare_video(
+            request.target_video,
+            limits,
+            workdir,
+            provider=provider.name,
+            trim=str(request.options.get("trim", "false")) == "true",
+        )
 
     def _crop_matcher(self, faces: tuple[FaceInput, ...]) -> Callable[[Sequence[bytes]], list[int]]:
         """Scores a provider's face crops against the faces' references (``detect-crop``)."""

@@ -153,6 +153,9 @@ def settings(config: Config) -> Settings:
         callback_base_url=config.callback_base_url,
         job_deadline_seconds=config.job_deadline_seconds,
         max_input_bytes=config.input_max_bytes,
+        video_deadline_seconds=config.video_job_deadline_seconds,
+        max_video_bytes=config.video_max_bytes,
+        max_video_result_bytes=config.video_result_max_bytes,
         max_submit_attempts=config.max_submit_attempts,
         poll_delays=config.poll_delays,
         input_bucket=config.input_bucket,
@@ -187,7 +190,12 @@ def build_jobs_api(config: Config) -> JobsApi:
     store = DynamoJobStore(boto3.client("dynamodb"), config.jobs_table)
     objects = S3ObjectStore(boto3.client("s3"))
     return JobsApi(
-        lifecycle=Lifecycle(store, deadline_seconds=config.job_deadline_seconds, clock=utcnow),
+        lifecycle=Lifecycle(
+            store,
+            deadline_seconds=config.job_deadline_seconds,
+            video_deadline_seconds=config.video_job_deadline_seconds,
+            clock=utcnow,
+        ),
         index=store,
         inputs=objects,
         queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url),

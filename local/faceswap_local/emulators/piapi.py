@@ -6,6 +6,10 @@
 - ``GET /api/v1/task/{task_id}`` → ``{"code": 200, "data": {…, "status": "completed", "output": {"image_url"}}}``.
 - Webhook: ``POST`` to the endpoint with ``x-webhook-secret`` and ``{"timestamp", "data"}`` when the task ends.
 - ``GET /results/{task_id}.png``: the result image (the "short-lived" URL).
+- Video (``providers.md`` §7): model ``Qubico/video-toolkit``, ``input: {swap_image, target_video (URL)}``; the video
+  must be an MP4 of at most 600 frames, 720p and 10 MB (else 400), is swapped frame by frame with the engine
+  (:func:`faceswap_engine.video.swap_video_file`) and served at ``GET /results/{task_id}.mp4``
+  (``output.video_url``). :attr:`Faults.video_without_audio` serves it without its audio track.
 
 The swap itself is done by ``swap_fn`` (the self-hosted engine when available). :class:`Faults` injects
 failures, either by count (the next N calls) or at random rates drawn from a seeded RNG (``make stress``).
@@ -20,7 +24,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 import uuid
@@ -79,6 +85,8 @@ class Faults:
         Fraction of API calls (create, get-task; not result downloads) answered after a delay.
     slow_range_seconds
         ``(shortest, longest)`` delay of a slow call, in seconds (uniform).
+    video_without_audio
+        Video results are served without their audio track (PiAPI does not document keeping it).
     seed
         Seeds :attr:`rng` (``None``: from the OS).
     """
@@ -98,6 +106,7 @@ class Faults:
     result_expired_rate: float = 0.0
     slow_rate: float = 0.0
     slow_range_seconds: tuple[float, float] = (0.2, 1.0)
+    video_without_audio: bool = False
     seed: int | None = None
     rng: random.Random = field(init=False, repr=False, compare=False)
 
@@ -141,6 +150,8 @@ class Task:
     served_sha256: list[str] = field(default_factory=list)
     expired_answers: int = 0
     webhook_failures: int = 0
+    video: dict[str, Any] | None = None
+    """A video task's input as received: ``bytes``, ``frames``, ``width``, ``height``, ``audio``."""
 
     @property
     def job_id(self) -> str | None:
@@ -206,7 +217,7 @@ class PiAPIEmulator(EmulatorServer):
         request = Request(environ)
         path = request.path
         if path.startswith("/results/"):
-            response = self._result(path[len("/results/") :].removesuffix(".png"))
+            response = self._result(path[len("/results/") :].removesuffix(".png").removesuffix(".mp4"))
             return response(environ, start_response)
         self.request_times.append(time.time())
         if self.faults.draw(self.faults.slow_rate):
@@ -239,6 +250,8 @@ class PiAPIEmulator(EmulatorServer):
             if self.faults.draw(self.faults.create_error_rate):
                 self._record("create_error", job_id=job_id_of(webhook.get("endpoint")))
                 return _json(500, {"code": 500, "data": None, "message": "internal error"})
+            if body.get("model") == "Qubico/video-toolkit":
+                return self._create_video(task_type, inputs, webhook)
             target, swap = self._image(inputs["target_image"]), self._image(inputs["swap_image"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return _json(400, {"code": 400, "data": None, "message": "invalid request body"})
@@ -269,6 +282,70 @@ class PiAPIEmulator(EmulatorServer):
         options = {k: inputs[k] for k in ("swap_faces_index", "target_faces_index") if k in inputs}
         threading.Thread(target=self._process, args=(task, target, swap, options), daemon=True).start()
         return _json(200, {"code": 200, "data": self._task_data(task), "message": "success"})
+
+    def _create_video(self, task_type: str, inputs: dict[str, Any], webhook: dict[str, Any]) -> Response:
+        """A video face swap: the video by URL, checked against PiAPI's limits, swapped in the background."""
+        import av  # the local stack's environment has PyAV
+
+        if task_type != "face-swap" or not str(inputs.get("target_video", "")).startswith(("http://", "https://")):
+            return _json(400, {"code": 400, "data": None, "message": "target_video must be a URL (task face-swap)"})
+        swap = self._image(inputs["swap_image"])
+        workdir = tempfile.mkdtemp(prefix="piapi-video-")
+        source = os.path.join(workdir, "target.mp4")
+        with open(source, "wb") as f:
+            f.write(self._http.get(inputs["target_video"]).raise_for_status().content)
+        size = os.path.getsize(source)
+        try:
+            with open(source, "rb") as f:
+                if f.read(8)[4:8] != b"ftyp":
+                    raise ValueError("not an MP4")
+            with av.open(source) as container:
+                stream = container.streams.video[0]
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+                width, height = stream.codec_context.width, stream.codec_context.height
+                audio = bool(container.streams.audio)
+        except (ValueError, IndexError, av.FFmpegError):
+            return _json(400, {"code": 400, "data": None, "message": "failed to read target_video: standard MP4 only"})
+        if frames > 600 or min(width, height) > 720 or max(width, height) > 1280 or size > 10 * 1024 * 1024:
+            message = f"target_video over the limits (600 frames, 720p, 10MB): {frames} frames, {width}x{height}"
+            return _json(400, {"code": 400, "data": None, "message": message})
+        task = Task(
+            task_id=str(uuid.uuid4()),
+            task_type=task_type,
+            webhook_endpoint=webhook.get("endpoint"),
+            webhook_secret=webhook.get("secret"),
+            image_sizes={"swap_image": Image.open(io.BytesIO(swap)).size},
+            result_expired=self.faults.result_expired,
+            video={"bytes": size, "frames": frames, "width": width, "height": height, "audio": audio},
+        )
+        with self._lock:
+            self.tasks[task.task_id] = task
+        threading.Thread(target=self._process_video, args=(task, source, swap, workdir), daemon=True).start()
+        return _json(200, {"code": 200, "data": self._task_data(task), "message": "success"})
+
+    def _process_video(self, task: Task, source: str, swap: bytes, workdir: str) -> None:
+        from faceswap_engine.errors import FaceSwapError
+        from faceswap_engine.video import swap_video_file
+
+        task.status = "processing"
+        time.sleep(self.faults.processing_seconds)
+        out = os.path.join(workdir, "result.mp4")
+        try:
+            swap_video_file(source, swap, out)
+            if self.faults.video_without_audio:
+                out = _without_audio(out, os.path.join(workdir, "silent.mp4"))
+            with open(out, "rb") as f:
+                task.result = f.read()
+            task.result_sha256 = hashlib.sha256(task.result).hexdigest()
+            task.status = "completed"
+        except FaceSwapError as e:
+            task.error = {"code": 10000, "raw_message": str(e), "message": str(e), "detail": None}
+            task.status = "failed"
+        finally:
+            for name in os.listdir(workdir):
+                os.remove(os.path.join(workdir, name))
+            os.rmdir(workdir)
+        self._send_webhooks(task)
 
     def _get(self, task_id: str) -> Response:
         with self._lock:
@@ -304,7 +381,7 @@ class PiAPIEmulator(EmulatorServer):
             body, digest = task.result, task.result_sha256 or hashlib.sha256(task.result).hexdigest()
         with self._lock:
             task.served_sha256.append(digest)
-        return Response(body, content_type="image/png")
+        return Response(body, content_type="video/mp4" if task.video else "image/png")
 
     # ------------------------------------------------------------------------------------------ processing
 
@@ -378,11 +455,13 @@ class PiAPIEmulator(EmulatorServer):
 
     def _task_data(self, task: Task) -> dict[str, Any]:
         output = None
-        if task.status == "completed":
+        if task.status == "completed" and task.video:
+            output = {"video_url": self.faults.result_url or f"{self.url}/results/{task.task_id}.mp4"}
+        elif task.status == "completed":
             output = {"image_url": self.faults.result_url or f"{self.url}/results/{task.task_id}.png"}
         return {
             "task_id": task.task_id,
-            "model": "Qubico/image-toolkit",
+            "model": "Qubico/video-toolkit" if task.video else "Qubico/image-toolkit",
             "task_type": task.task_type,
             "status": task.status,
             "config": {
@@ -400,3 +479,17 @@ class PiAPIEmulator(EmulatorServer):
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def _without_audio(path: str, out_path: str) -> str:
+    """A copy of the MP4 at ``path`` with only its video stream (stream copy), at ``out_path``."""
+    import av
+
+    with av.open(path) as source, av.open(out_path, "w", format="mp4") as out:
+        video_in = source.streams.video[0]
+        video = out.add_stream_from_template(video_in)
+        for packet in source.demux(video_in):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+    return out_path

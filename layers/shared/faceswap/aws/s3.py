@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
@@ -21,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 PART_BYTES = 8 * 1024 * 1024
 """Multipart part size for results: the most memory a result copy holds at once."""
+
+PARTS_IN_FLIGHT = 6
+"""Parts of a file (a video result, a prepared video) uploaded at once: memory holds this many parts and one more."""
 
 
 class S3ObjectStore:
@@ -54,6 +60,35 @@ class S3ObjectStore:
         if len(data) > max_bytes:
             raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
         return data
+
+    @translated("s3:GetObject")
+    def download(self, bucket: str, key: str, path: str, *, version_id: str | None = None, max_bytes: int) -> int:
+        """Stream an object into the file ``path``, 1 MiB at a time; see :meth:`faceswap.ports.ObjectStore.download`."""
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            response = self._client.get_object(**args)
+        except ClientError as e:
+            if error_code(e) in ("NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket", "InvalidArgument"):
+                raise InputNotFound(f"s3://{bucket}/{key} does not exist.") from e
+            raise
+        body = response["Body"]
+        size = 0
+        try:
+            if response.get("ContentLength", 0) > max_bytes:
+                raise ImageTooLarge(
+                    f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit of {max_bytes:,}."
+                )
+            with open(path, "wb") as out:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
+                    out.write(chunk)
+        finally:
+            body.close()
+        return size
 
     @translated("s3:HeadObject")
     def head(self, bucket: str, key: str) -> dict[str, str] | None:
@@ -189,6 +224,90 @@ class S3ObjectStore:
                 return False
             raise
         return True
+
+    @translated("s3:PutObject")
+    def put_file(self, bucket: str, key: str, path: str, *, content_type: str) -> None:
+        """Store a prepared input file (a target video); see :meth:`_upload_file`."""
+        self._upload_file(bucket, key, path, content_type=content_type, metadata={}, condition={}, abort_open=False)
+
+    @translated("s3:PutObject")
+    def store_result_file(self, bucket: str, key: str, path: str, *, content_type: str, job_id: str) -> StoredResult:
+        """Keep the file at ``path`` (a checked video result) at ``key`` for ``job_id``: as :meth:`store_result`, the
+        write create-only (or replacing another job's result by its ETag) and a result already stored by this job
+        described instead of written again, but with :data:`PARTS_IN_FLIGHT` parts uploaded at once."""
+        condition = self._write_condition(bucket, key, job_id)
+        if isinstance(condition, StoredResult):
+            return condition
+        try:
+            response, sha256 = self._upload_file(
+                bucket, key, path, content_type=content_type, metadata={"job-id": job_id}, condition=condition
+            )
+        except ClientError as e:
+            if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                existing = self._write_condition(bucket, key, job_id)
+                if isinstance(existing, StoredResult):
+                    return existing
+            raise
+        return StoredResult(
+            bucket=bucket,
+            key=key,
+            size=os.path.getsize(path),
+            sha256=sha256,
+            content_type=content_type,
+            version_id=response.get("VersionId"),
+        )
+
+    def _upload_file(
+        self,
+        bucket: str,
+        key: str,
+        path: str,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        condition: dict[str, Any],
+        abort_open: bool = True,
+    ) -> tuple[Mapping[str, Any], str]:
+        """Upload a file: one ``PutObject`` up to one part, else a multipart upload whose parts are read in order (and
+        hashed) here and sent :data:`PARTS_IN_FLIGHT` at a time by a thread pool (botocore clients are thread-safe:
+        https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html#multithreading-or-multiprocessing-with-clients).
+        ``condition`` goes on the ``PutObject`` or ``CompleteMultipartUpload``; any failure aborts the upload, so no
+        partial object is ever visible and none is left open (``abort_open``: also uploads a killed attempt left open on
+        the key, as :meth:`store_result` does). Returns the last response and the file's sha256."""
+        digest = hashlib.sha256()
+        size = os.path.getsize(path)
+        with open(path, "rb") as source:
+            if size <= self._part_bytes:
+                data = source.read()
+                digest.update(data)
+                put = self._client.put_object(
+                    Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata, **condition
+                )
+                return cast(Mapping[str, Any], put), digest.hexdigest()
+            if abort_open:
+                self._abort_open_uploads(bucket, key)
+            upload_id = self._client.create_multipart_upload(
+                Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
+            )["UploadId"]
+            try:
+                parts: list[dict[str, Any]] = []
+                in_flight: deque[Future[dict[str, Any]]] = deque()
+                with ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT) as pool:
+                    number = 0
+                    while chunk := source.read(self._part_bytes):
+                        digest.update(chunk)
+                        number += 1
+                        in_flight.append(pool.submit(self._upload_part, bucket, key, upload_id, number, chunk))
+                        if len(in_flight) >= PARTS_IN_FLIGHT:
+                            parts.append(in_flight.popleft().result())
+                    parts.extend(future.result() for future in in_flight)
+                completed = self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": cast(Any, parts)}, **condition
+                )
+            except BaseException:
+                self._abort(bucket, key, upload_id)
+                raise
+        return cast(Mapping[str, Any], completed), digest.hexdigest()
 
     @translated("s3:PutObject")
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:

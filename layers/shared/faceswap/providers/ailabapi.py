@@ -114,7 +114,7 @@ class AILabAPIProvider(KeyedHttpProvider):
         if task.task not in TASKS:
             raise ProviderRejected(f"AILabAPI does not offer the task {task.task!r}; use face-swap.")
         files = {
-            "image_target": multipart_file("target", task.target_image),
+            "image_target": multipart_file("target", task.image()),
             "image_template": multipart_file("swap", task.swap_image),
         }
         response = post_create(

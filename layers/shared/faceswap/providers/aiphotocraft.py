@@ -171,12 +171,12 @@ class AIPhotoCraftProvider(KeyedHttpProvider):
             )
         form: dict[str, str] = {}
         if task.task == "same-image-swap":
-            files = {"srcimage": multipart_file("target", task.target_image)}
+            files = {"srcimage": multipart_file("target", task.image())}
         else:
             form["enhance"] = _enhance(task.options.get("enhance", "false"))
             files = {
                 "srcimage": multipart_file("swap", task.swap_image),
-                "targetimage": multipart_file("target", task.target_image),
+                "targetimage": multipart_file("target", task.image()),
             }
         if task.task == "multi-face-swap":
             swap_index = _swap_index(task.options)

@@ -10,6 +10,10 @@ https://piapi.ai/docs/unified-webhook, https://piapi.ai/docs/dream-machine/get-t
 - Images: each under 2048x2048, as a URL or base64. Base64 is used: it is documented, needs no public URL
   of our bucket, and avoids the unknown of whether PiAPI accepts presigned URLs that end in a query string.
 - Results are kept about 3 days (Qubico's output-storage doc), so the expiry recorded is 3 days.
+- Video (``providers.md`` §7, https://piapi.ai/docs/faceswap-api/video-faceswap): model ``Qubico/video-toolkit``,
+  task type ``face-swap``, ``input: {swap_image, target_video}`` with the video by URL (a presigned URL of the MP4
+  fitted to 600 frames, 720p and 10 MB); the result is ``data.output.video_url``. Whether PiAPI keeps the audio is
+  not documented: the collector restores it when it is missing.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from faceswap.providers.http import KeyedHttpProvider, as_base64, message_suffix
 from faceswap.providers.registry import PROVIDERS
 
 MODEL = "Qubico/image-toolkit"
+VIDEO_MODEL = "Qubico/video-toolkit"
 TASKS = PROVIDERS["piapi"].tasks
 RESULT_RETENTION_SECONDS = 3 * 24 * 3600
 
@@ -93,15 +98,27 @@ class PiAPIProvider(KeyedHttpProvider):
         """
         if task.task not in TASKS:
             raise ProviderRejected(f"PiAPI does not offer the task {task.task!r}; use one of {', '.join(TASKS)}.")
-        body: dict[str, Any] = {
-            "model": MODEL,
-            "task_type": task.task,
-            "input": {
-                "target_image": as_base64(task.target_image.data),
-                "swap_image": as_base64(task.swap_image.data),
-            },
-            "config": {"service_mode": "public"},
-        }
+        body: dict[str, Any]
+        if task.target_video is not None:
+            if task.video_urls is None:
+                raise ProviderRejected("PiAPI takes a target video by URL, and this deployment has none to give.")
+            video_url, _ = task.video_urls()
+            body = {
+                "model": VIDEO_MODEL,
+                "task_type": "face-swap",
+                "input": {"swap_image": as_base64(task.swap_image.data), "target_video": video_url},
+                "config": {"service_mode": "public"},
+            }
+        else:
+            body = {
+                "model": MODEL,
+                "task_type": task.task,
+                "input": {
+                    "target_image": as_base64(task.image().data),
+                    "swap_image": as_base64(task.swap_image.data),
+                },
+                "config": {"service_mode": "public"},
+            }
         if task.task == "multi-face-swap":
             for option in ("swap_faces_index", "target_faces_index"):
                 if option in task.options:
@@ -128,7 +145,8 @@ class PiAPIProvider(KeyedHttpProvider):
         TaskSnapshot
             Status mapped case-insensitively (pending/staged → QUEUED, processing → RUNNING, completed →
             SUCCEEDED, failed → FAILED; unknown values → RUNNING, so the poller keeps looking until the
-            deadline). ``result_url`` from ``data.output.image_url`` (also ``url``/``output_url``).
+            deadline). ``result_url`` from ``data.output.image_url`` (``video_url`` for a video; also
+            ``url``/``output_url``).
 
         Raises
         ------
@@ -153,7 +171,10 @@ class PiAPIProvider(KeyedHttpProvider):
         status = _STATUS.get(str(data.get("status", "")).strip().lower(), TaskStatus.RUNNING)
         if status is TaskStatus.SUCCEEDED:
             output = data.get("output") or {}
-            url = next((output[k] for k in ("image_url", "url", "output_url") if isinstance(output.get(k), str)), None)
+            url = next(
+                (output[k] for k in ("image_url", "video_url", "url", "output_url") if isinstance(output.get(k), str)),
+                None,
+            )
             return TaskSnapshot(
                 task_id, status, result_url=url, result_url_expires_at=after(utcnow(), RESULT_RETENTION_SECONDS)
             )

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from faceswap.faces import DETECT_CROP, ISOLATE_COMPOSITE, NATIVE
+from faceswap.media import VideoLimits
 
 FACE_INDEX_OPTIONS = frozenset({"swap_faces_index", "target_faces_index"})
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class ProviderSpec:
     face_choice
         How it takes the faces a face map chose (:data:`faceswap.faces.NATIVE`, ``DETECT_CROP`` or
         ``ISOLATE_COMPOSITE``); ``None``: a request with a face map is refused ``provider_rejected`` before any call.
+    video_tasks
+        The tasks it offers on a target video (empty: a video job is refused ``provider_rejected`` before any call).
+    video_limits
+        What its video tasks take; every target video is fitted to them (:func:`faceswap.media.fit`).
+    video_poll_delays
+        Check cadence of its video tasks (slower than images: they run for minutes).
     """
 
     name: str
@@ -71,6 +79,9 @@ class ProviderSpec:
     emulator_poll_delays: tuple[float, float, float] = (2.0, 1.5, 10.0)
     contract: str = ""
     face_choice: str | None = None
+    video_tasks: tuple[str, ...] = ()
+    video_limits: VideoLimits | None = None
+    video_poll_delays: tuple[float, float, float] = (30.0, 1.5, 120.0)
 
     def adapter_class(self) -> Any:
         """The adapter's class, imported now."""
@@ -100,6 +111,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
             emulator="faceswap_local.emulators.piapi:PiAPIEmulator",
             contract="providers.md §1; https://piapi.ai/docs/faceswap-api/faceswap",
             face_choice=ISOLATE_COMPOSITE,
+            video_tasks=("face-swap",),
+            # providers.md §7: "Maximum 600 frames per video", "standard MP4"; the legacy page and PiAPI's n8n node
+            # say at most 10 MB and 720p. Sent within all of them.
+            video_limits=VideoLimits(max_long_side=1280, max_short_side=720, max_frames=600, max_bytes=10 * MIB),
         ),
         ProviderSpec(
             name="ailabapi",
@@ -131,6 +146,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
             emulator="faceswap_local.emulators.crun:CRUNEmulator",
             contract="providers.md §3",
             face_choice=DETECT_CROP,
+            video_tasks=("face-swap",),
+            # providers.md §7: CRUN publishes no video limits; PiAPI's are used, so a video that works at one works
+            # at the other (a failover moves a job between them).
+            video_limits=VideoLimits(max_long_side=1280, max_short_side=720, max_frames=600, max_bytes=10 * MIB),
         ),
         ProviderSpec(
             name="aiphotocraft",
@@ -161,6 +180,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
             poll_delays=(5.0, 1.5, 30.0),
             contract="engine/faceswap_engine/server.py",
             face_choice=NATIVE,
+            video_tasks=("face-swap",),
+            # The engine swaps frame by frame on the CPU (about 0.1 s a frame at 720p): up to 1080p and 1800 frames
+            # (a minute at 30 fps) keeps a task within minutes.
+            video_limits=VideoLimits(max_long_side=1920, max_short_side=1080, max_frames=1800, max_bytes=200 * MIB),
+            video_poll_delays=(10.0, 1.5, 60.0),
         ),
     )
 }
@@ -181,6 +205,11 @@ def spec(name: str) -> ProviderSpec:
 def offers(name: str, task: str) -> bool:
     """Whether provider ``name`` (known to the registry) offers ``task``."""
     return name in PROVIDERS and task in PROVIDERS[name].tasks
+
+
+def video_limits(name: str) -> VideoLimits | None:
+    """What provider ``name``'s video tasks take (``None``: it has none, or is unknown)."""
+    return PROVIDERS[name].video_limits if name in PROVIDERS and PROVIDERS[name].video_tasks else None
 
 
 def face_choice(name: str) -> str | None:

@@ -11,6 +11,8 @@ Contract: ``engine/faceswap_engine/server.py`` (module docstring), summarised:
 - Options for ``multi-face-swap``: ``swap_faces_index`` (one index) and ``target_faces_index`` (``"1"`` or
   ``"0,1"``), as in manifests; faces are numbered left to right from 0, as PiAPI numbers them.
 - A face map's chosen faces go natively as ``faces: [{box, swap_image}]`` (boxes in pixels of the target sent).
+- A target video goes as ``target_video_url`` (a presigned URL of the fitted MP4) instead of ``target_image``; the
+  result is an MP4 with the video's audio.
 """
 
 from __future__ import annotations
@@ -78,9 +80,11 @@ class SelfhostedProvider:
 
     def create_task(self, task: TaskInput, webhook: Webhook | None) -> str:
         """Create an engine task; see :meth:`faceswap.ports.Provider.create_task` for the errors raised."""
+        if task.target_video is not None:
+            return self._create(self._video_body(task, webhook))
         body: dict[str, Any] = {
             "task": task.task,
-            "target_image": as_base64(task.target_image.data),
+            "target_image": as_base64(task.image().data),
             "swap_image": as_base64(task.swap_image.data),
             "swap_face_index": int(str(task.options.get("swap_faces_index", "0")).split(",")[0]),
             "target_face_indices": _indices(task.options.get("target_faces_index")),
@@ -90,6 +94,22 @@ class SelfhostedProvider:
             body["faces"] = [
                 {"box": list(face.box), "swap_image": as_base64(face.swap_image.data)} for face in task.faces
             ]
+        return self._create(body)
+
+    def _video_body(self, task: TaskInput, webhook: Webhook | None) -> dict[str, Any]:
+        """A video task's body: the fitted video by URL (stored now), the swap face inline."""
+        if task.video_urls is None:
+            raise ProviderRejected("The self-hosted engine takes a target video by URL, and this deployment has none.")
+        video_url, _ = task.video_urls()
+        return {
+            "task": "face-swap",
+            "target_video_url": video_url,
+            "swap_image": as_base64(task.swap_image.data),
+            "swap_face_index": 0,
+            "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
+        }
+
+    def _create(self, body: dict[str, Any]) -> str:
         response = post_create(
             self._client,
             f"{self._base_url}/v1/tasks",

@@ -1,0 +1,207 @@
+"""Video jobs through the whole local stack: target videos made by the test (faceswap_local.clips), fitted in the
+submit function (its media layer), swapped by the PiAPI emulator and the self-hosted engine frame by frame, checked
+and given back their audio in the poller, and kept as MP4."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import av
+import cv2
+import httpx
+import pytest
+from botocore.credentials import Credentials
+from conftest import FACES, Stack
+
+from faceswap import media
+from faceswap.lifecycle import JobState
+from faceswap.model import Job
+from faceswap_cli.sigv4 import SigV4
+from faceswap_engine import SAME_PERSON_THRESHOLD, detect_faces, face_descriptor, face_distance
+from faceswap_local.clips import make_clip
+from faceswap_local.stack import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
+
+OBAMA = (FACES / "obama.jpg").read_bytes()
+BIDEN = (FACES / "biden.jpg").read_bytes()
+
+
+def clip(**kwargs: object) -> bytes:
+    """A clip of Obama's photo (320x240, 8 frames at 8 fps, with a tone) unless ``kwargs`` say otherwise."""
+    options: dict[str, object] = {"photo": OBAMA, "width": 320, "height": 240, "fps": 8, "seconds": 1.0, **kwargs}
+    with tempfile.TemporaryDirectory() as folder:
+        name = f"clip.{options.pop('extension', 'mp4')}"
+        return make_clip(Path(folder) / name, **options).read_bytes()  # type: ignore[arg-type]
+
+
+def run(stack: Stack, name: str, video: bytes, *, timeout: float = 120, **fields: object) -> Job:
+    """Upload ``video`` and a manifest naming it as ``target_video`` (swap face: Biden) and wait for the job."""
+    key = f"videos/{name}.mp4"
+    stack.upload(key, video)
+    stack.upload("faces/biden.jpg", BIDEN)
+    manifest = {"target_video": {"s3_key": key}, "swap_image": {"s3_key": "faces/biden.jpg"}, **fields}
+    stack.upload(f"jobs/{name}.json", json.dumps(manifest).encode())
+    return stack.wait_for(key, timeout=timeout)
+
+
+def kept(stack: Stack, job: Job, folder: Path) -> tuple[Path, media.VideoInfo]:
+    """The job's result, downloaded, and what it is."""
+    assert job.result is not None, job.error
+    path = folder / "result.mp4"
+    path.write_bytes(stack.s3.get_object(Bucket=job.result["bucket"], Key=job.result["key"])["Body"].read())
+    return path, media.probe(str(path), name="result")
+
+
+def identity(path: Path) -> list[float]:
+    """The dlib distance to Biden of the face in every other frame of the video at ``path``."""
+    biden = face_descriptor(cv2.imread(str(FACES / "biden.jpg")))
+    distances = []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % 2 == 0:
+                image = frame.to_ndarray(format="bgr24")
+                if detect_faces(image):
+                    distances.append(face_distance(face_descriptor(image), biden))
+    return distances
+
+
+@pytest.mark.parametrize("provider", ["piapi", "selfhosted"])
+@pytest.mark.parametrize("audio", [True, False])
+def test_a_clip_is_swapped_and_keeps_its_audio(stack: Stack, tmp_path: Path, provider: str, audio: bool) -> None:
+    source = clip(audio=audio)
+    job = run(stack, f"swap-{provider}-{audio}", source, provider=provider)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.media_type == "video" and job.result_key.endswith(".mp4")
+    assert job.result is not None and job.result["content_type"] == "video/mp4"
+    path, result = kept(stack, job, tmp_path)
+    assert result.has_audio is audio
+    assert result.duration == pytest.approx(1.0, abs=0.1)
+    with av.open(str(path)) as kept_video, tempfile.NamedTemporaryFile(suffix=".mp4") as sent:
+        sent.write(source)
+        sent.flush()
+        with av.open(sent.name) as original:
+            assert len(kept_video.streams) == len(original.streams)
+    assert (
+        job.media is not None
+        and job.media["sent"]["frames"] == 8
+        and job.media["source"]["audio_codec"] == ("aac" if audio else None)
+    )
+    distances = identity(path)
+    assert distances and max(distances) < SAME_PERSON_THRESHOLD, distances
+
+
+def test_a_result_that_lost_its_audio_gets_it_back(stack: Stack, tmp_path: Path) -> None:
+    stack.piapi.faults.video_without_audio = True
+    source = clip()
+    job = run(stack, "audio-lost", source, provider="piapi")
+    assert job.state is JobState.SUCCEEDED, job.error
+    (task,) = [t for t in stack.piapi.tasks.values() if t.job_id == job.job_id]
+    assert task.video is not None and task.video["audio"]  # the provider was sent the audio …
+    served = tmp_path / "served.mp4"
+    served.write_bytes(task.result or b"")
+    assert not media.probe(str(served)).has_audio  # … and lost it
+    path, result = kept(stack, job, tmp_path)
+    assert result.has_audio and result.audio_codec == "aac"
+    assert result.frames == media.probe(str(served)).frames
+    with av.open(str(path)) as restored, tempfile.NamedTemporaryFile(suffix=".mp4") as sent:
+        sent.write(source)
+        sent.flush()
+        with av.open(sent.name) as original:
+            copied = [bytes(p) for p in restored.demux(restored.streams.audio[0]) if p.size]
+            originals = [bytes(p) for p in original.demux(original.streams.audio[0]) if p.size]
+    assert copied == originals  # a stream copy of the very audio sent
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected"),
+    [
+        ("4k", {"width": 3840, "height": 2160, "fps": 4, "seconds": 1.0}, (1280, 720, 4)),
+        (
+            "60fps",
+            {"width": 320, "height": 240, "fps": 60, "seconds": 11.0, "photo": None},
+            (320, 240, 330),
+        ),  # 60 fps sent at 30
+    ],
+)
+def test_a_video_over_piapis_limits_is_fitted_to_them(
+    stack: Stack, name: str, kwargs: dict[str, object], expected: tuple[int, int, int]
+) -> None:
+    job = run(stack, f"fit-{name}", clip(**kwargs), provider="piapi", timeout=240)
+    (task,) = [t for t in stack.piapi.tasks.values() if t.job_id == job.job_id]
+    assert task.video is not None
+    assert (task.video["width"], task.video["height"], task.video["frames"]) == expected
+    assert task.video["frames"] <= 600 and task.video["bytes"] <= 10 * 1024 * 1024
+    assert job.media is not None and job.media["source"]["width"] == kwargs["width"]
+
+
+def test_a_clip_too_long_fails_naming_the_limit_and_no_task_is_made(stack: Stack) -> None:
+    tasks = len(stack.piapi.tasks)
+    job = run(stack, "too-long", clip(photo=None, width=160, height=120, fps=24, seconds=26), provider="piapi")
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["code"] == "video_too_long"
+    assert "600 frames" in job.error["message"] and "trim" in job.error["message"]
+    assert len(stack.piapi.tasks) == tasks
+
+
+def test_trim_cuts_a_clip_too_long_to_what_the_provider_takes(stack: Stack) -> None:
+    job = run(
+        stack,
+        "trimmed",
+        clip(photo=None, width=160, height=120, fps=24, seconds=26, audio=False),
+        provider="piapi",
+        options={"trim": True},
+        timeout=240,
+    )
+    assert job.media is not None and job.media["trimmed_to"] == pytest.approx(25)
+    (task,) = [t for t in stack.piapi.tasks.values() if t.job_id == job.job_id]
+    assert task.video is not None and task.video["frames"] == 600
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "audio-only"])
+def test_what_is_not_a_usable_video_fails_invalid_video(stack: Stack, kind: str) -> None:
+    tasks = len(stack.piapi.tasks)
+    if kind == "text":
+        data = b"this is a text file named .mp4\n" * 20
+    elif kind == "truncated":
+        whole = clip()
+        data = whole[: len(whole) // 2]
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "audio.mp4"
+            with av.open(str(path), "w") as out:
+                stream = out.add_stream("aac", rate=48000)
+                for start in range(0, 48000, 960):
+                    frame = av.AudioFrame(format="fltp", layout="mono", samples=960)
+                    for plane in frame.planes:
+                        plane.update(bytes(plane.buffer_size))
+                    frame.sample_rate, frame.pts = 48000, start
+                    out.mux(stream.encode(frame))
+                out.mux(stream.encode(None))
+            data = path.read_bytes()
+    job = run(stack, f"invalid-{kind}", data, provider="piapi")
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["code"] == "invalid_video", job.error
+    assert len(stack.piapi.tasks) == tasks
+
+
+def test_a_video_job_to_a_provider_without_video_is_refused_before_any_call(stack: Stack) -> None:
+    ailabapi = stack.local.emulators["ailabapi"]
+    calls = ailabapi.create_calls
+    job = run(stack, "no-video-provider", clip(), provider="ailabapi")
+    assert job.state is JobState.FAILED
+    assert job.error is not None and job.error["code"] == "provider_rejected"
+    assert "has no video task" in job.error["message"] and "piapi" in job.error["message"]
+    assert ailabapi.create_calls == calls
+    answer = httpx.post(
+        f"{stack.api_url}/jobs",
+        json={
+            "target_video": {"s3_key": "videos/no-video-provider.mp4"},
+            "swap_image": "faces/biden.jpg",
+            "provider": "aiphotocraft",
+        },
+        auth=SigV4(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), REGION),
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "provider_rejected" and "has no video task" in answer.json()["message"]

@@ -1,0 +1,297 @@
+"""Video jobs in the domain, over fakes: the request schema and intake, submission (fit before any provider is paid,
+refusals), collection (a result checked, its audio restored), the PiAPI and self-hosted adapters' video bodies, and
+the S3 adapter's upload of a file with several parts in flight (moto's ``mock_aws``)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from fakes import FakeProvider, World, job_request, jpeg, make_world
+from moto import mock_aws
+
+from faceswap import media
+from faceswap.aws.s3 import S3ObjectStore
+from faceswap.errors import CopyOutOfTime, InvalidRequest
+from faceswap.intake import parse_request_fields, request_for_upload
+from faceswap.lifecycle import JobState
+from faceswap.model import ImageRef, TaskStatus
+from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.piapi import PiAPIProvider
+from faceswap.providers.selfhosted import SelfhostedProvider
+from faceswap_local.clips import make_clip
+
+VIDEO_KEY = "videos/clip.mp4"
+
+
+def clip(tmp_path: Path, name: str = "clip.mp4", **kwargs: object) -> bytes:
+    options: dict[str, object] = {"width": 160, "height": 120, "fps": 8, "seconds": 1.0, **kwargs}
+    return make_clip(tmp_path / name, **options).read_bytes()  # type: ignore[arg-type]
+
+
+def video_world(tmp_path: Path, *, provider: str = "piapi", result: bytes | None = None) -> World:
+    """A world whose provider is registered as ``provider`` (so the registry's video limits apply), with an inputs
+    store, a target video at ``videos/clip.mp4`` and the result host serving ``result`` at ``/result.mp4``."""
+    world = make_world()
+    world.provider.name = provider
+    world.provider.result_url = "https://results.example.com/result.mp4"
+    world.rewire(providers={provider: world.provider}, inputs=world.objects, input_bucket="inputs")
+    world.objects.objects[("inputs", VIDEO_KEY)] = clip(tmp_path)
+    if result is not None:
+        world.served["/result.mp4"] = result
+    return world
+
+
+def video_job(world: World, **changes: object) -> object:
+    request = job_request(
+        target_image=ImageRef(),
+        target_video=ImageRef(bucket="inputs", key=VIDEO_KEY),
+        provider=world.provider.name,
+        result_key="results/clip.mp4",
+        **changes,
+    )
+    return world.pipeline.submission.submit(request)
+
+
+# --------------------------------------------------------------------------------------------- the request
+
+
+def fields(data: dict[str, object]) -> object:
+    return parse_request_fields(data, bucket="inputs", default_provider="piapi", what="manifest")
+
+
+def test_a_manifest_names_a_target_video_and_its_result_is_an_mp4() -> None:
+    parsed = fields({"target_video": "videos/a.webm", "swap_image": "faces/b.jpg", "options": {"trim": True}})
+    request = parsed.request(job_id="a" * 32, result_key="results/x.mp4", source="manifest")  # type: ignore[attr-defined]
+    assert request.media_type == "video" and request.target == ImageRef(bucket="inputs", key="videos/a.webm")
+    assert request.target_image == ImageRef() and request.options == {"trim": "true"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"swap_image": "f.jpg"}, "Field 'target_image' (or 'target_video') is missing"),
+        ({"target_image": "a.jpg", "target_video": "a.mp4", "swap_image": "f.jpg"}, "not both"),
+        ({"target_video": "a.mp4", "swap_image": "f.jpg", "task": "multi-face-swap"}, "needs task 'face-swap'"),
+        ({"target_video": "a.mp4", "swap_image": "f.jpg", "reference": "r.jpg"}, "takes a target_image"),
+        ({"target_image": "a.jpg", "swap_image": "f.jpg", "options": {"trim": True}}, "needs a 'target_video'"),
+        (
+            {"target_video": "a.mp4", "swap_image": "f.jpg", "options": {"trim": "maybe"}},
+            "'trim' must be true or false",
+        ),
+    ],
+)
+def test_bad_video_requests_are_refused_naming_the_field(data: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fields(data)
+
+
+def test_a_face_library_video_upload_is_a_video_job_kept_as_mp4() -> None:
+    world = make_world()
+    request = request_for_upload(
+        "inputs",
+        "incoming/obama/holiday/clip.MOV",
+        version_id=None,
+        etag="e",
+        objects=world.objects,
+        default_provider="piapi",
+    )
+    assert request is not None and request.invalid is None
+    assert request.target_video == ImageRef(bucket="inputs", key="incoming/obama/holiday/clip.MOV")
+    assert request.result_key == "results/obama/holiday/clip.mp4"
+
+
+# ---------------------------------------------------------------------------------------------- submission
+
+
+def test_a_video_is_fitted_and_sent_by_url_before_the_row_says_what_was_sent(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    job = video_job(world)
+    assert job.state is JobState.SUBMITTED  # type: ignore[attr-defined]
+    ((task, _),) = world.provider.creates
+    assert task.target_image is None and task.target_video is not None and task.video_urls is not None
+    ((video_url, _),) = world.provider.sent_video_urls
+    assert video_url.endswith("prepared/" + "a" * 32 + "/target.mp4?get")
+    stored = world.objects.objects[("inputs", f"prepared/{'a' * 32}/target.mp4")]
+    assert media.sniff(stored) == "mp4"
+    row = world.store.get("a" * 32)
+    assert row is not None and row.media_type == "video" and row.media is not None
+    assert row.media["sent"]["frames"] == 8 and row.media["source"]["width"] == 160
+    assert not os.path.exists(task.target_video.path)  # the scratch folder is gone once the create is answered
+
+
+def test_video_jobs_get_their_own_deadline(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    world.rewire(video_deadline_seconds=1800)
+    video_job(world)
+    row = world.store.get("a" * 32)
+    assert row is not None
+    from faceswap.model import parse_time
+
+    assert (parse_time(row.deadline_at) - parse_time(row.created_at)).total_seconds() == pytest.approx(1800, abs=1)
+
+
+def test_a_provider_without_video_refuses_before_any_call(tmp_path: Path) -> None:
+    world = video_world(tmp_path, provider="ailabapi")
+    job = video_job(world)
+    assert job.state is JobState.FAILED  # type: ignore[attr-defined]
+    assert job.error["code"] == "provider_rejected"  # type: ignore[attr-defined]
+    assert "has no video task (it offers face-swap on images)" in job.error["message"]  # type: ignore[attr-defined]
+    assert world.provider.creates == []
+
+
+def test_a_text_file_named_mp4_fails_invalid_video_before_any_call(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    world.objects.objects[("inputs", VIDEO_KEY)] = b"not a video, only text " * 10
+    job = video_job(world)
+    assert job.error["code"] == "invalid_video"  # type: ignore[attr-defined]
+    assert world.provider.creates == []
+
+
+def test_a_video_over_the_input_cap_fails_video_too_large(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    world.rewire(max_video_bytes=1000)
+    job = video_job(world)
+    assert job.error["code"] == "video_too_large"  # type: ignore[attr-defined]
+    assert world.provider.creates == []
+
+
+# ---------------------------------------------------------------------------------------------- collection
+
+
+def collect(world: World) -> object:
+    world.provider.status = TaskStatus.SUCCEEDED
+    job = world.store.get("a" * 32)
+    assert job is not None
+    return world.pipeline.collection.collect(job)
+
+
+def test_a_result_that_lost_its_audio_is_kept_with_the_audio_sent(tmp_path: Path) -> None:
+    world = video_world(tmp_path, result=clip(tmp_path, "silent.mp4", audio=False))
+    video_job(world)
+    job = collect(world)
+    assert job.state is JobState.SUCCEEDED, job.error  # type: ignore[attr-defined]
+    kept = tmp_path / "kept.mp4"
+    kept.write_bytes(world.objects.objects[("results", "results/clip.mp4")])
+    info = media.probe(str(kept))
+    assert info.has_audio and info.frames == 8
+    assert job.result["content_type"] == "video/mp4"  # type: ignore[attr-defined]
+
+
+def test_a_result_of_another_length_fails_invalid_result(tmp_path: Path) -> None:
+    world = video_world(tmp_path, result=clip(tmp_path, "short.mp4", seconds=0.5))
+    video_job(world)
+    job = collect(world)
+    assert job.state is JobState.FAILED
+    assert job.error["code"] == "invalid_result" and "10%" in job.error["message"]  # type: ignore[attr-defined]
+
+
+def test_an_image_where_a_video_was_due_fails_invalid_result(tmp_path: Path) -> None:
+    world = video_world(tmp_path, result=jpeg())
+    video_job(world)
+    job = collect(world)
+    assert job.error["code"] == "invalid_result"  # type: ignore[attr-defined]
+
+
+def test_a_callback_leaves_a_video_result_to_a_check(tmp_path: Path) -> None:
+    world = video_world(tmp_path, result=clip(tmp_path, "r.mp4"))
+    video_job(world)
+    world.provider.status = TaskStatus.SUCCEEDED
+    job = world.store.get("a" * 32)
+    assert job is not None
+    with pytest.raises(CopyOutOfTime):
+        world.pipeline.collection.collect(job, deadline=1e12)
+    assert ("results", "results/clip.mp4") not in world.objects.objects
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+
+
+def prepared(tmp_path: Path) -> media.PreparedVideo:
+    path = make_clip(tmp_path / "p.mp4", width=160, height=120, fps=8, seconds=1)
+    info = media.probe(str(path))
+    return media.PreparedVideo(path=str(path), info=info, source=info)
+
+
+def video_task(tmp_path: Path) -> TaskInput:
+    swap = FakeProvider().image_limits  # noqa: F841 - any provider; the swap image is prepared already
+    from faceswap.images import PreparedImage
+
+    return TaskInput(
+        job_id="a" * 32,
+        task="face-swap",
+        target_image=None,
+        swap_image=PreparedImage(jpeg(), "image/jpeg", 64, 48),
+        options={},
+        target_video=prepared(tmp_path),
+        video_urls=lambda: ("https://inputs.example.com/v.mp4?sig", "https://inputs.example.com/s.jpg?sig"),
+    )
+
+
+def test_piapi_sends_a_video_to_its_video_toolkit_by_url(tmp_path: Path) -> None:
+    sent: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"code": 200, "data": {"task_id": "t-1"}})
+
+    provider = PiAPIProvider(
+        httpx.Client(transport=httpx.MockTransport(handler)),
+        api_key=lambda: "k",
+        base_url="https://piapi.test",
+        result_hosts=(),
+    )
+    assert provider.create_task(video_task(tmp_path), Webhook("https://cb", "s")) == "t-1"
+    (body,) = sent
+    assert body["model"] == "Qubico/video-toolkit" and body["task_type"] == "face-swap"
+    assert body["input"] == {
+        "swap_image": base64.b64encode(jpeg()).decode(),
+        "target_video": "https://inputs.example.com/v.mp4?sig",
+    }
+    snapshot = provider.snapshot(
+        "t-1", {"status": "completed", "output": {"video_url": "https://img.theapi.app/v.mp4"}}
+    )
+    assert snapshot.result_url == "https://img.theapi.app/v.mp4"
+
+
+def test_the_engine_gets_a_video_by_url(tmp_path: Path) -> None:
+    sent: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(202, json={"task_id": "t-2", "status": "queued"})
+
+    provider = SelfhostedProvider(
+        httpx.Client(transport=httpx.MockTransport(handler)), base_url="https://engine.test", result_hosts=()
+    )
+    assert provider.create_task(video_task(tmp_path), None) == "t-2"
+    (body,) = sent
+    assert body["target_video_url"] == "https://inputs.example.com/v.mp4?sig" and "target_image" not in body
+
+
+# ---------------------------------------------------------------------------------------------- S3 adapter
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_a_file_is_stored_in_parts_in_flight_create_only_and_described_on_repeat(tmp_path: Path) -> None:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="results")
+        store = S3ObjectStore(client, part_bytes=5 * 1024 * 1024)
+        path = tmp_path / "big.mp4"
+        path.write_bytes(os.urandom(23 * 1024 * 1024))
+        stored = store.store_result_file("results", "r.mp4", str(path), content_type="video/mp4", job_id="j1")
+        body = client.get_object(Bucket="results", Key="r.mp4")["Body"].read()
+        assert body == path.read_bytes() and stored.size == len(body)
+        assert stored.sha256 == hashlib.sha256(body).hexdigest()
+        assert client.head_object(Bucket="results", Key="r.mp4")["ContentType"] == "video/mp4"
+        again = store.store_result_file("results", "r.mp4", str(path), content_type="video/mp4", job_id="j1")
+        assert again.sha256 == stored.sha256
+        assert client.list_object_versions(Bucket="results").get("Versions", [{}]).__len__() == 1
+        assert client.list_multipart_uploads(Bucket="results").get("Uploads", []) == []
