@@ -84,7 +84,7 @@ def _frame(source: Image.Image, width: int, height: int, progress: float, move: 
     crop_w = min(w, h * aspect) * (1 - move * progress)
     crop_h = crop_w / aspect
     left = (w - crop_w) / 2 + move * progress * w / 4
-    top = (h - crop_h) / 4  # a portrait's face is in its upper part
+    top = min(max(0.0, h * 0.2 - crop_h / 2), h - crop_h)  # centred a fifth of the way down: a portrait's face
     box = (int(left), int(top), int(left + crop_w), int(top + crop_h))
     return np.asarray(source.crop(box).resize((width, height), Image.Resampling.BILINEAR))
 

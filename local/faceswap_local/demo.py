@@ -3,8 +3,11 @@
 Default run: ``faces/obama.jpg`` + ``incoming/obama/biden.jpg`` (face library), ``faces/biden.jpg`` +
 ``incoming/biden/obama.jpg``, and a manifest job swapping Obama's face onto the right-hand face (index 1) of
 ``obama_and_biden_side_by_side.jpg``, and the same photo with Obama's face put onto Biden's, the face chosen by a
-reference photo of Biden (the contact sheet marks the chosen face). With ``--face`` and ``--target``: one manifest job
-on any pair (``--reference``: the face replaced is the person in that photo).
+reference photo of Biden (the contact sheet marks the chosen face), and a video job: a 2-second clip with sound made
+here from ``biden.jpg`` (:mod:`faceswap_local.clips`), uploaded as ``incoming/obama/clip.mp4`` (its before and after
+frames side by side on the contact sheet). With ``--face`` and ``--target``: one manifest job on any pair, the target an
+image or a video (MP4, MOV, WebM, by its content); ``--reference``: the face replaced is the person in that photo.
+An input the demo cannot use is refused with a one-line reason.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from faceswap import media
 from faceswap.aws.dynamodb import job_from_item
 from faceswap.model import Job, parse_time
 from faceswap_local.app import ROOT, LocalStack
+from faceswap_local.clips import make_clip
 
 FACES = ROOT.parent / "shared" / "faces"
 LOG_FILE = Path(os.environ.get("FACESWAP_LOCAL_STATE_DIR") or ROOT / ".local") / "logs" / "demo.log"
@@ -44,6 +49,7 @@ class DemoJob:
     job: Job | None = None
     local_file: Path | None = None
     reference: Path | None = None
+    video: bool = False
 
 
 def run(
@@ -113,6 +119,15 @@ def _default_jobs(s3: Any, info: dict[str, str]) -> list[DemoJob]:
             reference=FACES / "biden.jpg",
         )
     )
+    clip = make_clip(
+        LOG_FILE.parent / "demo-clip.mp4",
+        photo=(FACES / "biden.jpg").read_bytes(),
+        width=480,
+        height=360,
+        fps=12,
+        seconds=2.0,
+    )
+    jobs.append(DemoJob("obama onto a clip of biden", "incoming/obama/clip.mp4", clip, FACES / "obama.jpg", video=True))
     for job in jobs:
         job.uploaded_at = time.time()
         s3.put_object(Bucket=bucket, Key=job.target_key, Body=job.target.read_bytes())
@@ -141,13 +156,14 @@ def _custom_jobs(
     face_key, target_key = f"faces/{face.name}", f"photos/{target.name}"
     s3.put_object(Bucket=bucket, Key=face_key, Body=face.read_bytes())
     label = f"{face.stem} onto {target.stem}" + (f", the face of {reference.stem}" if reference else "")
-    job = DemoJob(label, target_key, target, face, uploaded_at=time.time(), reference=reference)
+    video = _is_video(target)
+    job = DemoJob(label, target_key, target, face, uploaded_at=time.time(), reference=reference, video=video)
     s3.put_object(Bucket=bucket, Key=target_key, Body=target.read_bytes())
     manifest: dict[str, Any] = {
-        "target_image": {"s3_key": target_key},
+        "target_video" if video else "target_image": {"s3_key": target_key},
         "swap_image": {"s3_key": face_key},
         "provider": provider or "selfhosted",
-        "result_key": f"results/demo/{target.stem}{target.suffix.lower()}",
+        "result_key": f"results/demo/{target.stem}{'.mp4' if video else target.suffix.lower()}",
     }
     if reference is not None:
         s3.put_object(Bucket=bucket, Key=f"references/{reference.name}", Body=reference.read_bytes())
@@ -164,7 +180,7 @@ def _follow(stack: LocalStack, info: dict[str, str], jobs: list[DemoJob]) -> Non
     while time.monotonic() < deadline:
         rows = [job_from_item(i) for i in ddb.scan(TableName=info["jobs_table"], ConsistentRead=True)["Items"]]
         for demo_job in jobs:
-            demo_job.job = next((r for r in rows if r.target_image.key == demo_job.target_key), demo_job.job)
+            demo_job.job = next((r for r in rows if r.target.key == demo_job.target_key), demo_job.job)
             job = demo_job.job
             if job is not None and seen.get(job.job_id) != job.state:
                 seen[job.job_id] = job.state
@@ -183,10 +199,28 @@ def _download(s3: Any, jobs: list[DemoJob], out: Path) -> None:
         job = demo_job.job
         if job is None or job.result is None:
             continue
-        suffix = {"image/png": ".png", "image/webp": ".webp"}.get(job.result["content_type"], ".jpg")
+        suffix = {"image/png": ".png", "image/webp": ".webp", "video/mp4": ".mp4"}.get(
+            job.result["content_type"], ".jpg"
+        )
         path = out / f"{demo_job.label.replace(' ', '_')}{suffix}"
         path.write_bytes(s3.get_object(Bucket=job.result["bucket"], Key=job.result["key"])["Body"].read())
         demo_job.local_file = path
+
+
+def _is_video(path: Path) -> bool:
+    with path.open("rb") as f:
+        return media.sniff(f.read(media.SNIFF_BYTES)) is not None
+
+
+def _picture(path: Path) -> Image.Image:
+    """The image at ``path``, or a video's middle frame."""
+    if not _is_video(path):
+        return Image.open(path)
+    import av
+
+    with av.open(str(path)) as container:
+        frames = [frame.to_image() for frame in container.decode(video=0)]
+    return frames[len(frames) // 2]
 
 
 def _tile(image: Image.Image, height: int) -> Image.Image:
@@ -199,9 +233,9 @@ def _contact_sheet(jobs: list[DemoJob], path: Path, height: int = 320) -> Path:
     result; written as PNG."""
     rows = []
     for demo_job in jobs:
-        tiles = [_tile(Image.open(demo_job.target), height), _tile(Image.open(demo_job.face), height)]
+        tiles = [_tile(_picture(demo_job.target), height), _tile(Image.open(demo_job.face), height)]
         if demo_job.local_file is not None:
-            tiles.append(_tile(Image.open(demo_job.local_file), height))
+            tiles.append(_tile(_picture(demo_job.local_file), height))
             for chosen in demo_job.job.chosen_faces if demo_job.job else ():
                 scale = height / chosen["image_size"][1]
                 box = [round(v * scale) for v in chosen["box"]]
@@ -220,6 +254,8 @@ def _contact_sheet(jobs: list[DemoJob], path: Path, height: int = 320) -> Path:
         x = gap
         state = demo_job.job.state if demo_job.job else "no job"
         captions = ("target (before)", "swap face", f"result ({state})", "reference: the face replaced")
+        if demo_job.video:
+            captions = ("video, middle frame (before)", "swap face", f"video, middle frame ({state})")
         for tile, caption in zip(tiles, captions[: len(tiles)], strict=True):
             draw.text((x, y), caption, fill=(20, 20, 20))
             sheet.paste(tile, (x, y + label_h))
@@ -289,12 +325,34 @@ def _print_identity(jobs: list[DemoJob]) -> None:
     for demo_job in jobs:
         if demo_job.local_file is None:
             continue
-        result, target = decode_image(demo_job.local_file.read_bytes()), decode_image(demo_job.target.read_bytes())
+        result, target = (_bgr(_picture(path)) for path in (demo_job.local_file, demo_job.target))
         pairs = [(face_descriptor(result, i), face_descriptor(target, i)) for i in range(len(detect_faces(target)))]
         swapped, original = max(pairs, key=lambda pair: face_distance(*pair))
         to_swap = face_distance(swapped, face_descriptor(decode_image(demo_job.face.read_bytes()), 0))
         to_original = face_distance(swapped, original)
         say(f"  {demo_job.label:<36} to swap face {to_swap:.3f}   to original face {to_original:.3f}")
+
+
+def _bgr(image: Image.Image) -> Any:
+    import numpy as np
+
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+def unusable(path: Path, *, video: bool) -> str | None:
+    """Why the demo cannot use the file at ``path`` (``video``: a target, which may be a video), in one line; ``None``
+    when it can."""
+    if not path.is_file():
+        return f"no such file: {path}"
+    if video and _is_video(path):
+        return None
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        kinds = "an image Pillow reads (JPEG, PNG, WebP…) or a video (MP4, MOV, WebM)" if video else "an image"
+        return f"{path} is not {kinds}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,9 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give both --face and --target, or neither")
     if args.reference and not args.face:
         parser.error("--reference needs --face and --target")
-    for path in (args.face, args.target, args.reference):
-        if path is not None and not path.is_file():
-            parser.error(f"no such file: {path}")
+    for path, video in ((args.face, False), (args.target, True), (args.reference, False)):
+        reason = unusable(path, video=video) if path is not None else None
+        if reason:
+            parser.error(reason)
     return run(face=args.face, target=args.target, provider=args.provider, out=args.out, reference=args.reference)
 
 

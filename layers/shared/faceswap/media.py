@@ -49,6 +49,8 @@ SNIFF_BYTES = 64
 
 _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 _MAX_PIXELS = 8192 * 8192
+ENCODER = "libx264"
+"""The H.264 encoder every fitted video is made with (FFmpeg's name; GPL in PyAV's wheels: README, "Video jobs")."""
 _X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
 
 
@@ -348,7 +350,7 @@ def _transcode(
         video_in: av.VideoStream = source.streams.video[0]
         video_in.thread_type = "AUTO"
         audio_in = source.streams.audio[0] if source.streams.audio else None
-        video = out.add_stream("libx264", rate=fps, options=dict(_X264_OPTIONS))
+        video = out.add_stream(ENCODER, rate=fps, options=dict(_X264_OPTIONS))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if bit_rate:
             video.options = {"preset": "veryfast", "maxrate": str(bit_rate), "bufsize": str(bit_rate * 2)}
