@@ -66,7 +66,7 @@ def identity(path: Path) -> list[float]:
     return distances
 
 
-@pytest.mark.parametrize("provider", ["piapi", "selfhosted"])
+@pytest.mark.parametrize("provider", ["piapi", "crun", "selfhosted"])
 @pytest.mark.parametrize("audio", [True, False])
 def test_a_clip_is_swapped_and_keeps_its_audio(stack: Stack, tmp_path: Path, provider: str, audio: bool) -> None:
     source = clip(audio=audio)

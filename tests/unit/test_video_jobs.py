@@ -23,6 +23,7 @@ from faceswap.intake import parse_request_fields, request_for_upload
 from faceswap.lifecycle import JobState
 from faceswap.model import ImageRef, TaskStatus
 from faceswap.ports import TaskInput, Webhook
+from faceswap.providers.crun import CRUNProvider
 from faceswap.providers.piapi import PiAPIProvider
 from faceswap.providers.selfhosted import SelfhostedProvider
 from faceswap_local.clips import make_clip
@@ -295,3 +296,27 @@ def test_a_file_is_stored_in_parts_in_flight_create_only_and_described_on_repeat
         assert again.sha256 == stored.sha256
         assert client.list_object_versions(Bucket="results").get("Versions", [{}]).__len__() == 1
         assert client.list_multipart_uploads(Bucket="results").get("Uploads", []) == []
+
+
+def test_crun_sends_a_video_to_its_video_model_by_url(tmp_path: Path) -> None:
+    sent: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"code": 200, "message": "success", "data": {"task_id": "t-3"}})
+
+    provider = CRUNProvider(
+        httpx.Client(transport=httpx.MockTransport(handler)),
+        api_key=lambda: "k",
+        base_url="https://crun.test",
+        result_hosts=(),
+    )
+    assert provider.create_task(video_task(tmp_path), Webhook("https://cb/x", "s")) == "t-3"
+    (body,) = sent
+    assert body["model"] == "video-face-swap"
+    assert body["input"] == {
+        "video_url": "https://inputs.example.com/v.mp4?sig",
+        "new_face": "https://inputs.example.com/s.jpg?sig",
+        "disable_safety_checker": False,
+    }
+    assert body["callback_url"] == "https://cb/x?token=s"

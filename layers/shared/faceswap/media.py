@@ -28,11 +28,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from faceswap.errors import InvalidResult, InvalidVideo, VideoTooLarge, VideoTooLong
 
 if TYPE_CHECKING:
+    import av
     import av.container
 
 CONTENT_TYPE = "video/mp4"
@@ -350,7 +351,7 @@ def _transcode(
         video_in: av.VideoStream = source.streams.video[0]
         video_in.thread_type = "AUTO"
         audio_in = source.streams.audio[0] if source.streams.audio else None
-        video = out.add_stream(ENCODER, rate=fps, options=dict(_X264_OPTIONS))
+        video = cast("av.VideoStream", out.add_stream(ENCODER, rate=fps, options=dict(_X264_OPTIONS)))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if bit_rate:
             video.options = {"preset": "veryfast", "maxrate": str(bit_rate), "bufsize": str(bit_rate * 2)}

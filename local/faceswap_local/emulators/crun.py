@@ -18,6 +18,8 @@
 - Errors: the HTTP status and the body ``code`` agree (or, with ``Faults.errors_in_body``, HTTP 200 and the code
   only in the body): 401, 402 (credits), 404, 422, 429, 455, 500, 501, 505.
 - ``GET /results/{task_id}.png``: the result image; ``GET /faces/{detect_id}/{n}.png``: a detected face.
+- ``video-face-swap`` takes ``input = {video_url, new_face}`` (key names ASSUMED, providers.md §7): the video is
+  swapped frame by frame with the engine and served at ``GET /results/{task_id}.mp4``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
 import uuid
@@ -197,7 +201,8 @@ class CRUNEmulator(RecordingEmulatorServer[Received]):
         request = Request(environ)
         path = request.path
         if path.startswith("/results/"):
-            return self._result(path[len("/results/") :].removesuffix(".png"))(environ, start_response)
+            task_id = path[len("/results/") :].removesuffix(".png").removesuffix(".mp4")
+            return self._result(task_id)(environ, start_response)
         if path.startswith("/faces/"):
             return self._face(path[len("/faces/") :].removesuffix(".png"))(environ, start_response)
         received = self._record(request)
@@ -249,6 +254,8 @@ class CRUNEmulator(RecordingEmulatorServer[Received]):
             problem = _missing_urls(inputs, ("image_url", "new_face"))
         elif model == "image-face-swap-multi":
             problem = self._check_multi(inputs)
+        elif model == "video-face-swap":
+            problem = _missing_urls(inputs, ("video_url", "new_face"))
         else:
             problem = f"unsupported model {model!r}"
         if problem:
@@ -330,7 +337,7 @@ class CRUNEmulator(RecordingEmulatorServer[Received]):
         task = self.tasks.get(task_id)
         if task is None or task.image is None or self.faults.result_expired:
             return Response(b"not found", status=404, content_type="text/plain")
-        return Response(task.image, content_type="image/png")
+        return Response(task.image, content_type="video/mp4" if task.model == "video-face-swap" else "image/png")
 
     def _face(self, name: str) -> Response:
         detect_id, _, number = name.partition("/")
@@ -387,6 +394,9 @@ class CRUNEmulator(RecordingEmulatorServer[Received]):
         if self.faults.fail_task:
             self._end(task, failure=(self.faults.fail_code, self.faults.fail_task))
             return
+        if task.model == "video-face-swap":
+            self._process_video(task)
+            return
         try:
             target = self._http.get(task.input["image_url"]).raise_for_status().content
             if task.model == "image-face-swap":
@@ -409,9 +419,32 @@ class CRUNEmulator(RecordingEmulatorServer[Received]):
         task.image = image
         self._end(task)
 
+    def _process_video(self, task: Task) -> None:
+        """A video face swap with the engine (frame by frame, the audio copied)."""
+        from faceswap_engine.errors import FaceSwapError
+        from faceswap_engine.video import swap_video_file
+
+        with tempfile.TemporaryDirectory(prefix="crun-video-") as workdir:
+            source, out = os.path.join(workdir, "target"), os.path.join(workdir, "result.mp4")
+            try:
+                with open(source, "wb") as f:
+                    f.write(self._http.get(task.input["video_url"]).raise_for_status().content)
+                face = self._http.get(task.input["new_face"]).raise_for_status().content
+                swap_video_file(source, face, out)
+            except httpx.HTTPError:
+                self._end(task, failure=(422, "failed to download an input"))
+                return
+            except FaceSwapError as e:
+                self._end(task, failure=(422 if e.code == "no_face_detected" else 501, str(e)))
+                return
+            with open(out, "rb") as f:
+                task.image = f.read()
+        self._end(task)
+
     def _end(self, task: Task, *, failure: tuple[int, str] | None = None) -> None:
         if failure is None:
-            task.result = {"media_urls": [f"{self.url}/results/{task.task_id}.png"]}
+            suffix = "mp4" if task.model == "video-face-swap" else "png"
+            task.result = {"media_urls": [f"{self.url}/results/{task.task_id}.{suffix}"]}
             task.status = "success"
         else:
             task.result = {"code": failure[0], "message": failure[1]}

@@ -23,6 +23,10 @@ https://docs.crun.ai/ai-tools/face-swap/detect-face-result, https://docs.crun.ai
   face crops (``faces[].link``, read from CRUN's result hosts) against the references.
 - Images: URLs only (no base64), so ``TaskInput.image_urls`` must supply presigned GET URLs. Size and format
   limits are UNKNOWN: inputs are held to 4096 px and 10 MB, JPEG/PNG/WebP.
+- Video (``providers.md`` §7, https://docs.crun.ai/ai-tools/face-swap/video-face-swap): model ``video-face-swap``
+  "replaces the primary face in a video", no detection first, ``input = {video_url, new_face,
+  disable_safety_checker}``: the key names are ASSUMED to follow the image model's (``image_url`` → ``video_url``),
+  as the stored docs do not show them; the result comes as for images (``data.result.media_urls[0]``).
 - Codes: 401 unauthorized, 402 insufficient credits, 404 not found, 422 validation, 429 rate-limited, 455
   maintenance, 500 server error, 501 generation failed, 505 feature disabled.
 """
@@ -66,6 +70,7 @@ JOB_API = "/api/v1/client/job"
 MAX_CROP_BYTES = 5 * 1024 * 1024
 """Largest face crop read from a detection's ``faces[].link``."""
 SINGLE_MODEL = "image-face-swap"
+VIDEO_MODEL = "video-face-swap"
 MULTI_MODEL = "image-face-swap-multi"
 TASKS = PROVIDERS["crun"].tasks
 
@@ -162,6 +167,8 @@ class CRUNProvider(KeyedHttpProvider):
         """
         if task.task not in TASKS:
             raise ProviderRejected(f"CRUN does not offer the task {task.task!r}; use one of {', '.join(TASKS)}.")
+        if task.target_video is not None:
+            return self._create(self._video_body(task), webhook)
         if task.image_urls is None:
             raise ProviderRejected("CRUN takes image URLs only, and no image URLs were given for this task.")
         target_url, swap_url = task.image_urls()
@@ -190,6 +197,20 @@ class CRUNProvider(KeyedHttpProvider):
                 "model": SINGLE_MODEL,
                 "input": {"image_url": target_url, "new_face": swap_url, "disable_safety_checker": False},
             }
+        return self._create(body, webhook)
+
+    def _video_body(self, task: TaskInput) -> dict[str, Any]:
+        """``video-face-swap``: the fitted video and the swap face, both by presigned URL (stored now)."""
+        if task.video_urls is None:
+            raise ProviderRejected("CRUN takes a target video by URL, and no video URL was given for this task.")
+        video_url, swap_url = task.video_urls()
+        return {
+            "model": VIDEO_MODEL,
+            "input": {"video_url": video_url, "new_face": swap_url, "disable_safety_checker": False},
+        }
+
+    def _create(self, body: dict[str, Any], webhook: Webhook | None) -> str:
+        """Send CreateTask with ``body`` (and the callback URL) once; CRUN's ``task_id``."""
         if webhook is not None:
             body["callback_url"] = _callback_url(webhook)
         response = post_create(
