@@ -125,7 +125,7 @@ clean:
 smoke: venv
 	$(BIN)/python -m faceswap_local.smoke $(if $(STACK),--stack-name "$(STACK)")
 
-# Dead-letter queue → its queue, after the fix: make redrive QUEUE=submit|check [STACK=faceswap-prod] (README)
+# Dead-letter queue → its queue, after the fix: make redrive QUEUE=submit|check|media [STACK=faceswap-prod] (README)
 redrive: venv
-	@test -n "$(QUEUE)" || { echo "usage: make redrive QUEUE=submit|check [STACK=stack-name]"; exit 2; }
+	@test -n "$(QUEUE)" || { echo "usage: make redrive QUEUE=submit|check|media [STACK=stack-name]"; exit 2; }
 	$(BIN)/python -m faceswap_local.redrive --queue "$(QUEUE)" $(if $(STACK),--stack-name "$(STACK)")

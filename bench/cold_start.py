@@ -46,6 +46,7 @@ EVENTS = {
     "CallbackFunction": "http_webhook_bad_secret.json",
     "PollerFunction": "sqs_check.json",
     "PublisherFunction": "ddb_stream_job_succeeded.json",
+    "MediaFunction": "sqs_check.json",
 }
 """Sample event (in ``events/``) for each function's first invocation; other functions with an HTTP API route
 get a ``GET`` of an unknown job (see :func:`http_event`)."""
@@ -56,6 +57,7 @@ USES = {
     "PollerFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
     "PublisherFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk"},
     "ApiFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "pydantic", "PIL"},
+    "MediaFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL", "av"},
 }
 """Third-party packages each function's code path needs (their dependencies are needed too): the AWS SDK and
 Powertools everywhere (the X-Ray SDK is the Tracer's, and the template turns ``Tracing: Active`` on); httpx
@@ -600,12 +602,17 @@ def measure_package_sizes() -> tuple[dict[str, Any], dict[str, Any]]:
         if done.returncode != 0:
             raise RuntimeError(f"sam build failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
         say(f"  sam build: {time.perf_counter() - started:.0f} s")
-        layers = [p for p in build.iterdir() if p.is_dir() and p.name.endswith("Layer")]
-        layer_bytes = sum(_tree_bytes(p) for p in layers)
-        figures: dict[str, Any] = {"package_shared_layer_unzipped_mib": round(layer_bytes / MIB, 2)}
+        layer_bytes = {p.name: _tree_bytes(p) for p in build.iterdir() if p.is_dir() and p.name.endswith("Layer")}
+        layers = [build / "SharedLayer"]  # what the cold-start step lays out, as every function has it
+        figures: dict[str, Any] = {
+            f"package_{name.removesuffix('Layer').lower()}_layer_unzipped_mib": round(size / MIB, 2)
+            for name, size in layer_bytes.items()
+        }
+        function_layers = _function_layers()
         for function_dir in sorted(p for p in build.iterdir() if p.is_dir() and p.name.endswith("Function")):
             name = function_dir.name.removesuffix("Function").lower()
-            figures[f"package_{name}_unzipped_mib"] = round((_tree_bytes(function_dir) + layer_bytes) / MIB, 2)
+            attached = sum(layer_bytes[layer] for layer in function_layers[function_dir.name])
+            figures[f"package_{name}_unzipped_mib"] = round((_tree_bytes(function_dir) + attached) / MIB, 2)
         sizes: dict[str, float] = {}
         entries: list[str] = []
         for layer in layers:
@@ -625,6 +632,20 @@ def measure_package_sizes() -> tuple[dict[str, Any], dict[str, Any]]:
             "layer_entries": sorted(entries),
             "layer_ships_pyc": figures.get("package_shared_layer_pyc_files", 0) > 0,
         }
+
+
+def _function_layers() -> dict[str, list[str]]:
+    """Each function's layers by logical id, as the template gives them: the Globals' then its own (SAM appends
+    lists)."""
+    from faceswap_local.template import load_template
+
+    template = load_template(REPO / "template.yaml")
+    shared = [layer["Ref"] for layer in template.get("Globals", {}).get("Function", {}).get("Layers", [])]
+    return {
+        name: shared + [layer["Ref"] for layer in resource["Properties"].get("Layers", [])]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
 
 
 def _python313() -> str | None:

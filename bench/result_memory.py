@@ -15,6 +15,10 @@ upload), median of the repeats. The baseline is another fresh process with the s
 uploaded with boto3's ``upload_fileobj`` (default ``TransferConfig``); only the upload is timed. A third
 process per size only downloads (``ResultFetcher``, hashing, no upload), to tell the download's share of the
 memory from the upload's.
+
+Video results (:func:`measure_video_copy`) are kept from a file (the poller checks a video in ``/tmp`` first): mode
+``file`` stores a file written beforehand with ``S3ObjectStore.store_result_file`` (parts in flight), against the same
+``upload_fileobj`` baseline; only the upload is timed.
 """
 
 from __future__ import annotations
@@ -118,6 +122,21 @@ def collect(spec: dict[str, Any]) -> dict[str, Any]:
                     digest.update(chunk)
             return stream.size
 
+    elif mode == "file":
+        from faceswap.aws.s3 import S3ObjectStore
+
+        store = S3ObjectStore(s3)
+        folder = Path(tempfile.mkdtemp(prefix="bench-video-"))
+        files = {nbytes: folder / f"{nbytes}.mp4" for nbytes in (WARMUP_BYTES, size)}
+        for nbytes, path in files.items():  # written before anything is measured: a result already checked in /tmp
+            with path.open("wb") as out:
+                for chunk in blob_chunks(nbytes):
+                    out.write(chunk)
+
+        def copy(key: str, nbytes: int) -> int:
+            path = files[nbytes]
+            return store.store_result_file(BUCKET, key, str(path), content_type="video/mp4", job_id=f"bench-{key}").size
+
     else:
         data = b"".join(blob_chunks(size))
 
@@ -140,6 +159,10 @@ def collect(spec: dict[str, Any]) -> dict[str, Any]:
         if stored != size:
             raise RuntimeError(f"stored {stored} bytes, expected {size}")
     peak = _status_kib("VmHWM")
+    if mode == "file":
+        for path in files.values():
+            path.unlink()
+        folder.rmdir()
     if mode != "fetch":
         for key in keys:
             s3.delete_object(Bucket=BUCKET, Key=key)
@@ -216,9 +239,67 @@ def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure_result_memory(sizes_mib: tuple[int, ...], repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run benchmark 2 for each size (MiB); returns the figures and every child's raw measurements."""
-    import boto3
-
     from report import say
+
+    raw: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    with _servers() as (endpoint, source):
+        for size_mib in sizes_mib:
+            for mode in ("pipeline", "fetch", "boto3"):
+                spec = {"mode": mode, "size": size_mib * MIB, "repeats": repeats, "s3": endpoint, "source": source}
+                raw[f"{mode}_{size_mib}mib"] = result = _run_child(spec)
+                say(
+                    f"  {size_mib} MiB via {mode}: +{result['increase_mib']} MiB peak RSS, "
+                    f"{result['mib_per_second']} MiB/s"
+                )
+            pipeline, boto = raw[f"pipeline_{size_mib}mib"], raw[f"boto3_{size_mib}mib"]
+            figures[f"memory_peak_rss_increase_mib_at_{size_mib}mib"] = pipeline["increase_mib"]
+            figures[f"memory_pipeline_mib_per_second_at_{size_mib}mib"] = pipeline["mib_per_second"]
+            figures[f"memory_fetch_only_peak_rss_increase_mib_at_{size_mib}mib"] = raw[f"fetch_{size_mib}mib"][
+                "increase_mib"
+            ]
+            figures[f"memory_boto3_upload_fileobj_mib_per_second_at_{size_mib}mib"] = boto["mib_per_second"]
+            figures[f"memory_boto3_upload_fileobj_peak_rss_increase_mib_at_{size_mib}mib"] = boto["increase_mib"]
+            figures[f"memory_throughput_ratio_pipeline_over_boto3_at_{size_mib}mib"] = round(
+                pipeline["mib_per_second"] / boto["mib_per_second"], 2
+            )
+    increases = [raw[f"pipeline_{s}mib"]["increase_mib"] for s in sizes_mib]
+    figures["memory_peak_rss_increase_spread_mib"] = round(max(increases) - min(increases), 1)
+    return figures, raw
+
+
+def measure_video_copy(sizes_mib: tuple[int, ...], repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keep a video result of each size (MiB) from a file (``store_result_file``, parts in flight) against boto3's
+    ``upload_fileobj`` from memory: speed and peak RSS; returns the figures and the raw measurements."""
+    from report import say
+
+    raw: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    with _servers() as (endpoint, source):
+        for size_mib in sizes_mib:
+            for mode in ("file", "boto3"):
+                spec = {"mode": mode, "size": size_mib * MIB, "repeats": repeats, "s3": endpoint, "source": source}
+                raw[f"{mode}_{size_mib}mib"] = result = _run_child(spec)
+                say(
+                    f"  {size_mib} MiB via {mode}: +{result['increase_mib']} MiB peak RSS, "
+                    f"{result['mib_per_second']} MiB/s"
+                )
+            kept, boto = raw[f"file_{size_mib}mib"], raw[f"boto3_{size_mib}mib"]
+            figures[f"video_copy_peak_rss_increase_mib_at_{size_mib}mib"] = kept["increase_mib"]
+            figures[f"video_copy_mib_per_second_at_{size_mib}mib"] = kept["mib_per_second"]
+            figures[f"video_copy_boto3_upload_fileobj_mib_per_second_at_{size_mib}mib"] = boto["mib_per_second"]
+            figures[f"video_copy_throughput_ratio_over_boto3_at_{size_mib}mib"] = round(
+                kept["mib_per_second"] / boto["mib_per_second"], 2
+            )
+    increases = [raw[f"file_{s}mib"]["increase_mib"] for s in sizes_mib]
+    figures["video_copy_peak_rss_increase_spread_mib"] = round(max(increases) - min(increases), 1)
+    return figures, raw
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[tuple[str, str]]:
+    """A moto server (S3, with the benchmark's bucket) and the byte server: ``(s3 endpoint, byte source URL)``."""
+    import boto3
 
     moto_port, blob_port = _free_port(), _free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS["aws_access_key_id"]}
@@ -241,36 +322,7 @@ def measure_result_memory(sizes_mib: tuple[int, ...], repeats: int) -> tuple[dic
         _wait_port(blob_port, processes[1])
         endpoint = f"http://127.0.0.1:{moto_port}"
         boto3.client("s3", endpoint_url=endpoint, **ACCESS).create_bucket(Bucket=BUCKET)
-        raw: dict[str, Any] = {}
-        figures: dict[str, Any] = {}
-        for size_mib in sizes_mib:
-            for mode in ("pipeline", "fetch", "boto3"):
-                spec = {
-                    "mode": mode,
-                    "size": size_mib * MIB,
-                    "repeats": repeats,
-                    "s3": endpoint,
-                    "source": f"http://127.0.0.1:{blob_port}",
-                }
-                raw[f"{mode}_{size_mib}mib"] = result = _run_child(spec)
-                say(
-                    f"  {size_mib} MiB via {mode}: +{result['increase_mib']} MiB peak RSS, "
-                    f"{result['mib_per_second']} MiB/s"
-                )
-            pipeline, boto = raw[f"pipeline_{size_mib}mib"], raw[f"boto3_{size_mib}mib"]
-            figures[f"memory_peak_rss_increase_mib_at_{size_mib}mib"] = pipeline["increase_mib"]
-            figures[f"memory_pipeline_mib_per_second_at_{size_mib}mib"] = pipeline["mib_per_second"]
-            figures[f"memory_fetch_only_peak_rss_increase_mib_at_{size_mib}mib"] = raw[f"fetch_{size_mib}mib"][
-                "increase_mib"
-            ]
-            figures[f"memory_boto3_upload_fileobj_mib_per_second_at_{size_mib}mib"] = boto["mib_per_second"]
-            figures[f"memory_boto3_upload_fileobj_peak_rss_increase_mib_at_{size_mib}mib"] = boto["increase_mib"]
-            figures[f"memory_throughput_ratio_pipeline_over_boto3_at_{size_mib}mib"] = round(
-                pipeline["mib_per_second"] / boto["mib_per_second"], 2
-            )
-        increases = [raw[f"pipeline_{s}mib"]["increase_mib"] for s in sizes_mib]
-        figures["memory_peak_rss_increase_spread_mib"] = round(max(increases) - min(increases), 1)
-        return figures, raw
+        yield endpoint, f"http://127.0.0.1:{blob_port}"
     finally:
         for process in processes:
             process.terminate()

@@ -29,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import REPO, Target, at_least, at_most, below, exactly, judge, machine, say, table
 
-PARTS = ("overhead", "requests", "memory", "sizes", "cold", "cost", "engine", "quality")
+PARTS = ("overhead", "requests", "memory", "sizes", "cold", "cost", "engine", "quality", "video")
 MEMORY_SIZES_MIB = (10, 50, 200)
 RESULT_MEMORY_CAP_MIB = 32
 PART_MIB = 8
+VIDEO_COPY_MEMORY_CAP_MIB = 72
+"""A video result is kept with six 8 MiB parts in flight and one more being read: at most 56 MiB, plus the threads."""
 LAMBDA_UNZIPPED_LIMIT_MIB = 250
 IMPORT_TARGET_MS = 300
 LOG_FILE = REPO / ".local" / "logs" / "bench.log"
@@ -51,6 +53,9 @@ TARGETS: list[tuple[str, Target]] = [
     (r"engine_swap_seconds_\w+", below(1.0, "s (one core)")),
     (r"quality_\w+_identity_margin", at_least(0.1)),
     (r"quality_\w+_occluder_pixels", exactly(0)),
+    (r"video_copy_throughput_ratio_over_boto3_at_\d+mib", at_least(0.8)),
+    (r"video_copy_peak_rss_increase_mib_at_\d+mib", at_most(VIDEO_COPY_MEMORY_CAP_MIB, "MiB")),
+    (r"video_copy_peak_rss_increase_spread_mib", at_most(PART_MIB, "MiB (flat)")),
 ]
 """Targets by figure-name pattern (the issue's, plus Lambda's hard limit on unzipped code + layers)."""
 
@@ -316,6 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     if "quality" in parts:
         say("7. self-hosted engine, quality per pair (identity margin, seam, occluder pixels)")
         attempt("quality", lambda: run_quality(figures))
+    if "video" in parts:
+        say("8. video: result copy at 50/200/500 MiB, engine seconds per frame, a 10 s 720p clip end to end")
+
+        def video() -> None:
+            import video as video_bench
+
+            found, raw = video_bench.measure(repeats, quick=args.quick)
+            figures.update(found)
+            details.update(raw)
+
+        attempt("video", video)
 
     from cost import price_table
 

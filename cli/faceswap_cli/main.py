@@ -26,9 +26,13 @@ from typing import Any
 
 import httpx
 
+from faceswap import media
 from faceswap_cli.sigv4 import SigV4
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
+HEARTBEAT_SECONDS = 15.0
+"""How often ``--wait`` says a job is still running (a video task runs for minutes)."""
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
@@ -96,15 +100,20 @@ class ApiClient:
         return response.json()
 
     def image(self, value: str) -> dict[str, str]:
-        """An image argument as the API takes it: URLs as ``url``, local files uploaded (``POST /uploads``)."""
+        """An image (or video) argument as the API takes it: URLs as ``url``, local files uploaded (``POST
+        /uploads``, streamed from the file)."""
         if value.startswith(("https://", "http://")):
             return {"url": value}
         path = Path(value)
         if not path.is_file():
             raise CliError(f"No such file: {value}")
-        content_type = mimetypes.guess_type(path.name)[0] or "image/jpeg"
+        container = is_video(value)
+        content_type = (
+            media.CONTENT_TYPES[container] if container else mimetypes.guess_type(path.name)[0] or "image/jpeg"
+        )
         upload = self.call("POST", "/uploads", json={"content_type": content_type})
-        response = self._plain.put(upload["upload_url"], content=path.read_bytes(), headers=upload["headers"])
+        with path.open("rb") as body:
+            response = self._plain.put(upload["upload_url"], content=body, headers=upload["headers"])
         if response.status_code >= 300:
             raise CliError(f"Uploading {value} failed: {response.status_code}")
         return {"s3_key": upload["s3_key"]}
@@ -115,7 +124,9 @@ class ApiClient:
         result = job.get("result")
         if job["status"] != "SUCCEEDED" or not result:
             raise CliError(f"Job {job_id} has no result (status {job['status']}).")
-        extension = {"image/png": ".png", "image/webp": ".webp"}.get(result["content_type"], ".jpg")
+        extension = {"image/png": ".png", "image/webp": ".webp", "video/mp4": ".mp4"}.get(
+            result["content_type"], ".jpg"
+        )
         target = out / f"{job_id}{extension}" if out.is_dir() or not out.suffix else out
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._plain.stream("GET", result["download_url"]) as response, target.open("wb") as file:
@@ -126,18 +137,46 @@ class ApiClient:
         return target
 
     def wait(self, job_id: str, *, timeout: float, interval: float = 1.0) -> dict[str, Any]:
-        """Poll until the job ends, showing each state as it changes; returns the final job."""
-        started, last = time.monotonic(), None
+        """Poll until the job ends, showing each state as it changes, what a video job sent once it is known, and
+        every :data:`HEARTBEAT_SECONDS` that it is still running; returns the final job."""
+        started, last, told, said_at = time.monotonic(), None, False, 0.0
         while True:
             job = self.call("GET", f"/jobs/{job_id}")
+            elapsed = time.monotonic() - started
             if job["status"] != last:
-                last = job["status"]
-                print(f"[{time.monotonic() - started:6.1f} s] {job_id}  {last}", file=sys.stderr, flush=True)
+                last, said_at = job["status"], elapsed
+                print(f"[{elapsed:6.1f} s] {job_id}  {last}", file=sys.stderr, flush=True)
+            elif elapsed - said_at >= HEARTBEAT_SECONDS:
+                said_at = elapsed
+                print(f"[{elapsed:6.1f} s] {job_id}  still {last} at {job['provider']}", file=sys.stderr, flush=True)
+            if not told and (job.get("media") or {}).get("sent"):
+                told = True
+                print(f"[{elapsed:6.1f} s] {job_id}  {describe_video(job['media'])}", file=sys.stderr, flush=True)
             if job["status"] in TERMINAL:
                 return job
             if time.monotonic() - started > timeout:
                 raise CliError(f"Job {job_id} did not end within {timeout:.0f} s (still {last}).")
             time.sleep(interval)
+
+
+def is_video(value: str) -> str | None:
+    """The container of a local video file by its content (``mp4``, ``mov``, ``webm``), of a URL by its name, or
+    ``None`` for an image."""
+    if value.startswith(("https://", "http://")):
+        return "mp4" if value.split("?", 1)[0].lower().endswith(VIDEO_SUFFIXES) else None
+    with Path(value).open("rb") as file:
+        return media.sniff(file.read(media.SNIFF_BYTES))
+
+
+def describe_video(info: dict[str, Any]) -> str:
+    """One line on a video job's ``media``: what was sent, and what it was made from when that differs."""
+    sent, source = info["sent"], info.get("source") or info["sent"]
+    line = f"video sent: {sent['frames']} frames, {sent['width']}x{sent['height']}, {sent['duration']:.1f} s"
+    if (sent["width"], sent["height"], sent["frames"]) != (source["width"], source["height"], source["frames"]):
+        line += f" (fitted from {source['frames']} frames, {source['width']}x{source['height']})"
+    if info.get("trimmed_to"):
+        line += f", trimmed to {info['trimmed_to']:.1f} s"
+    return line + (", with audio" if sent.get("audio_codec") else ", no audio")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,7 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit = commands.add_parser("submit", help="submit a job (local files are uploaded)")
-    submit.add_argument("--target", required=True, help="image whose face is replaced: a file or an https URL")
+    submit.add_argument(
+        "--target",
+        required=True,
+        help="image or video (MP4, MOV, WebM) whose face is replaced: a file or an https URL",
+    )
+    submit.add_argument("--trim", action="store_true", help="a video too long for the provider is cut to fit")
     submit.add_argument("--swap", help="image that supplies the face: a file or an https URL")
     submit.add_argument(
         "--reference",
@@ -219,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
         if (args.swap is None) == (args.face_map is None):
             print("give --swap (optionally with --reference) or --face-map, not both", file=sys.stderr)
             return 2
-        body: dict[str, Any] = {"target_image": client.image(args.target)}
+        video = is_video(args.target) if Path(args.target).is_file() or "://" in args.target else None
+        body: dict[str, Any] = {"target_video" if video else "target_image": client.image(args.target)}
         if args.swap is not None:
             body["swap_image"] = client.image(args.swap)
         if args.reference is not None:
@@ -234,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
             for k, v in (("swap_faces_index", args.swap_faces_index), ("target_faces_index", args.target_faces_index))
             if v is not None
         }
+        if args.trim:
+            options["trim"] = "true"
         body.update(
             {
                 k: v

@@ -53,11 +53,33 @@ class ChosenFaceView(BaseModel):
     others: list[list[int]] = Field(default=[], description="boxes of the target's other faces, in the same pixels")
 
 
+class VideoView(BaseModel):
+    container: str = Field(description="mp4, mov or webm")
+    duration: float = Field(description="seconds")
+    frames: int
+    fps: float
+    width: int = Field(description="pixels")
+    height: int = Field(description="pixels")
+    video_codec: str
+    pixel_format: str
+    audio_codec: str | None = Field(description="null: no audio")
+    audio_channels: int
+    audio_sample_rate: int
+    size: int = Field(description="bytes")
+
+
+class MediaView(BaseModel):
+    sent: VideoView = Field(description="the video as the provider received it (fitted to its limits)")
+    source: VideoView = Field(description="the video as given")
+    trimmed_to: float | None = Field(default=None, description="seconds, when the request asked to trim and it was cut")
+
+
 class JobView(BaseModel):
     job_id: str
     status: str = Field(description="RECEIVED, SUBMITTED, SUCCEEDED, FAILED or TIMED_OUT")
     provider: str
     task: str
+    media_type: str = Field(description="image or video: what the target is")
     source: str
     created_at: str
     submitted_at: str | None = None
@@ -73,6 +95,7 @@ class JobView(BaseModel):
     chosen_faces: list[ChosenFaceView] | None = Field(
         default=None, description="the face chosen for each pair of face_map, once the job reached its provider"
     )
+    media: MediaView | None = Field(default=None, description="a video job's video, once it reached its provider")
 
 
 class JobList(BaseModel):

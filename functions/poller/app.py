@@ -36,7 +36,7 @@ def record_handler(record: SQSRecord) -> None:
         job = pipeline.check(job_id, check=check, task_id=task_id)
     except Exception as e:
         deliveries = int(record.attributes.approximate_receive_count)
-        # Checked again after 10, 30, 90… s rather than the queue's 30-minute visibility timeout, so a check that
+        # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that
         # keeps failing reaches its last delivery (and its job ends) within minutes, not half an hour.
         message_delay.delay(
             record.receipt_handle, redelivery_delay(deliveries, max_receive_count=config.max_receive_count)

@@ -49,6 +49,9 @@ def record_handler(record: SQSRecord) -> None:
     for request in requests:
         telemetry.job(request.job_id, provider=request.provider)  # provider_task_id follows once created
         try:
+            if pipeline.hand_over(request):  # a video job: the media function runs it
+                logger.info("video job handed to the media function")
+                continue
             job = pipeline.submit(request)
         except Exception as e:
             deliveries = int(record.attributes.approximate_receive_count)
@@ -56,7 +59,7 @@ def record_handler(record: SQSRecord) -> None:
                 # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
                 message_delay.delay(record.receipt_handle, e.retry_after or 1)
             elif isinstance(e, ProviderUnavailable):
-                # The provider could not take the task: try again soon, not after the queue's 30-minute visibility.
+                # The provider could not take the task: try again soon, not after the queue's 6-minute visibility.
                 message_delay.delay(
                     record.receipt_handle,
                     e.retry_after or redelivery_delay(deliveries, max_receive_count=config.max_receive_count),

@@ -197,6 +197,8 @@ class LocalStack:
             "submit_dead_letter_queue_url": refs["SubmitDeadLetterQueue"],
             "check_queue_url": refs["CheckQueue"],
             "check_dead_letter_queue_url": refs["CheckDeadLetterQueue"],
+            "media_queue_url": refs["MediaQueue"],
+            "media_dead_letter_queue_url": refs["MediaDeadLetterQueue"],
             "publisher_dead_letter_queue_url": refs["PublisherDeadLetterQueue"],
             **{f"{name}_url": emulator.url for name, emulator in self.emulators.items()},
             "selfhosted_url": self.engine.url if self.engine else "",

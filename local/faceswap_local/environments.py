@@ -26,10 +26,12 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -185,6 +187,9 @@ class ExecutionEnvironment:
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         ours, theirs = socket.socketpair()
         self._socket = ours
+        # Its own /tmp, as each Lambda execution environment has (and only it sees): what it leaves there stays for
+        # its next invocation and goes with it (https://docs.aws.amazon.com/lambda/latest/dg/configuration-ephemeral-storage.html).
+        self.tmp = tempfile.mkdtemp(prefix=f"lambda-tmp-{image.name}-")
         started = time.monotonic()
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and bootstrap
             [
@@ -196,7 +201,7 @@ class ExecutionEnvironment:
                 str(image.task_root),
                 os.pathsep.join(str(root) for root in image.layer_roots),
             ],
-            env=image.environment,
+            env={**image.environment, "TMPDIR": self.tmp},
             cwd=image.task_root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -283,6 +288,7 @@ class ExecutionEnvironment:
             self.process.kill()
         self.process.wait()
         self._socket.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---------------------------------------------------------------------------------------------- readers
 

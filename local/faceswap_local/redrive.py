@@ -1,8 +1,8 @@
-"""``python -m faceswap_local.redrive --queue submit|check [--stack-name NAME]``: dead-letter queue → its queue.
+"""``python -m faceswap_local.redrive --queue submit|check|media [--stack-name NAME]``: dead-letter queue → its queue.
 
 After the cause of a failure is fixed (a deploy, a provider back up, a key replaced), the messages that landed
 in a dead-letter queue are moved back to the queue they came from and are processed again; failed work is
-never stranded. ``make redrive QUEUE=submit|check [STACK=name]`` runs this.
+never stranded. ``make redrive QUEUE=submit|check|media [STACK=name]`` runs this.
 
 - Against a deployed stack (``--stack-name``): the queue URLs come from the stack's Outputs
   (``SubmitQueueUrl`` / ``SubmitDeadLetterQueueUrl``, ``CheckQueueUrl`` / ``CheckDeadLetterQueueUrl``);
@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 QUEUES = {
     "submit": ("SubmitQueueUrl", "SubmitDeadLetterQueueUrl", "submit_queue_url", "submit_dead_letter_queue_url"),
     "check": ("CheckQueueUrl", "CheckDeadLetterQueueUrl", "check_queue_url", "check_dead_letter_queue_url"),
+    "media": ("MediaQueueUrl", "MediaDeadLetterQueueUrl", "media_queue_url", "media_dead_letter_queue_url"),
 }
 """For each queue: its stack Output names (source, dead-letter) and its keys in ``.local/stack.json``."""
 

@@ -5,6 +5,8 @@ and given back their audio in the poller, and kept as MP4."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,8 +30,8 @@ BIDEN = (FACES / "biden.jpg").read_bytes()
 
 
 def clip(**kwargs: object) -> bytes:
-    """A clip of Obama's photo (320x240, 8 frames at 8 fps, with a tone) unless ``kwargs`` say otherwise."""
-    options: dict[str, object] = {"photo": OBAMA, "width": 320, "height": 240, "fps": 8, "seconds": 1.0, **kwargs}
+    """A clip of Obama's photo (480x360, 8 frames at 8 fps, with a tone) unless ``kwargs`` say otherwise."""
+    options: dict[str, object] = {"photo": OBAMA, "width": 480, "height": 360, "fps": 8, "seconds": 1.0, **kwargs}
     with tempfile.TemporaryDirectory() as folder:
         name = f"clip.{options.pop('extension', 'mp4')}"
         return make_clip(Path(folder) / name, **options).read_bytes()  # type: ignore[arg-type]
@@ -205,3 +207,38 @@ def test_a_video_job_to_a_provider_without_video_is_refused_before_any_call(stac
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["code"] == "provider_rejected" and "has no video task" in answer.json()["message"]
+
+
+def test_the_cli_submits_a_local_video_and_shows_what_was_sent(stack: Stack, tmp_path: Path) -> None:
+    target = tmp_path / "holiday.mov"  # the name says MOV; the content (MP4) decides
+    target.write_bytes(clip(width=640, height=360))
+    state = tmp_path / "stack.json"
+    state.write_text(json.dumps(stack.local.info()))
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "faceswap_cli.main",
+            "--local-state",
+            str(state),
+            "submit",
+            "--target",
+            str(target),
+            "--swap",
+            str(FACES / "biden.jpg"),
+            "--provider",
+            "selfhosted",
+            "--wait",
+            "--download",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "video sent: 8 frames, 640x360, 1.0 s, with audio" in run.stderr
+    assert "SUCCEEDED" in run.stderr
+    (saved,) = out.iterdir()
+    assert saved.suffix == ".mp4" and media.probe(str(saved)).has_audio

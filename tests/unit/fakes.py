@@ -195,9 +195,13 @@ class RecordingScheduler:
     def __init__(self) -> None:
         self.scheduled: list[tuple[str, int, int]] = []
         self.tasks: list[str | None] = []
+        self.videos: list[bool] = []
 
-    def schedule(self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None) -> None:
+    def schedule(
+        self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None, video: bool = False
+    ) -> None:
         self.tasks.append(task_id)
+        self.videos.append(video)
         self.scheduled.append((job_id, delay_seconds, check))
 
 

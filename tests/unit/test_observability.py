@@ -371,7 +371,12 @@ def test_every_dead_letter_queue_has_an_alarm_for_any_message(template: dict[str
         and a["Properties"]["Threshold"] == 0
         and a["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
     }
-    assert dead_letter == {"SubmitDeadLetterQueue", "CheckDeadLetterQueue", "PublisherDeadLetterQueue"}
+    assert dead_letter == {
+        "SubmitDeadLetterQueue",
+        "CheckDeadLetterQueue",
+        "MediaDeadLetterQueue",
+        "PublisherDeadLetterQueue",
+    }
     assert watched == dead_letter
 
 

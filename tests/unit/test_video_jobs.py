@@ -8,16 +8,18 @@ import base64
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
-from fakes import FakeProvider, World, job_request, jpeg, make_world
+from fakes import FakeProvider, RecordingQueue, World, job_request, jpeg, make_world
 from moto import mock_aws
 
 from faceswap import media
 from faceswap.aws.s3 import S3ObjectStore
+from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
 from faceswap.errors import CopyOutOfTime, InvalidRequest
 from faceswap.intake import parse_request_fields, request_for_upload
 from faceswap.lifecycle import JobState
@@ -320,3 +322,60 @@ def test_crun_sends_a_video_to_its_video_model_by_url(tmp_path: Path) -> None:
         "disable_safety_checker": False,
     }
     assert body["callback_url"] == "https://cb/x?token=s"
+
+
+# -------------------------------------------------------------------------------------- the media function
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_video_jobs_messages_go_to_the_media_queue_and_others_to_their_own() -> None:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        submit, check, media_queue = (sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("s", "c", "m"))
+        requests = SqsRequestQueue(sqs, submit, media_queue_url=media_queue)
+        checks = SqsCheckScheduler(sqs, check, media_queue_url=media_queue)
+        video = job_request(target_image=ImageRef(), target_video=ImageRef(bucket="inputs", key=VIDEO_KEY))
+        requests.send(video)
+        requests.send(job_request(job_id="b" * 32))
+        checks.schedule("c" * 32, delay_seconds=0, check=0, video=True)
+        checks.schedule("d" * 32, delay_seconds=0, check=0)
+
+        def bodies(url: str) -> list[str]:
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+            return sorted(message["Body"] for message in messages)
+
+        on_media = bodies(media_queue)
+        assert len(on_media) == 2 and '"target_video"' in on_media[1] and '"job_id": "cccc' in on_media[0]
+        assert '"bbbb' in bodies(submit)[0] and '"dddd' in bodies(check)[0]
+
+
+def test_a_function_that_runs_no_video_hands_a_video_job_over_untouched(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    queue = RecordingQueue()
+    world.rewire(requeue=queue, hand_over_videos=True)
+    video = job_request(
+        target_image=ImageRef(), target_video=ImageRef(bucket="inputs", key=VIDEO_KEY), provider="piapi"
+    )
+    assert world.pipeline.hand_over(video)
+    assert queue.sent == [video] and world.store.get(video.job_id) is None and world.provider.creates == []
+    assert not world.pipeline.hand_over(job_request())  # an image job stays
+    broken = replace(video, invalid=InvalidRequest("bad"))
+    assert not world.pipeline.hand_over(broken)  # refused where it is: nothing of it needs PyAV
+    world.rewire(hand_over_videos=False)
+    assert not world.pipeline.hand_over(video)  # the media function runs it
+
+
+def test_video_checks_are_scheduled_for_the_media_function(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    video_job(world)
+    assert world.scheduler.videos == [True]
+
+
+def test_stale_scratch_folders_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "faceswap-video-abc").mkdir()
+    (tmp_path / "faceswap-video-abc" / "source").write_bytes(b"x" * 10)
+    (tmp_path / "faceswap-result-def").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "faceswap-file").write_bytes(b"a file, not a folder")
+    assert media.remove_stale_workdirs(str(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faceswap-file", "other"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from faceswap.model import Job, parse_time
+from faceswap.model import VIDEO, Job, parse_time
 from faceswap.ports import CheckScheduler, Provider
 
 DEFAULT_POLL_DELAYS = (30.0, 1.5, 120.0)
@@ -55,10 +55,18 @@ class CheckPolicy:
                 delay = max(delay, floor)
         to_deadline = (parse_time(job.deadline_at) - self.clock()).total_seconds()
         delay = max(0.0, min(delay, to_deadline + 1, MAX_CHECK_DELAY_SECONDS))
-        self.scheduler.schedule(job.job_id, delay_seconds=round(delay), check=check, task_id=job.provider_task_id)
+        self.scheduler.schedule(
+            job.job_id,
+            delay_seconds=round(delay),
+            check=check,
+            task_id=job.provider_task_id,
+            video=job.media_type == VIDEO,
+        )
 
     def soon(self, job: Job, *, after: float = 0.0) -> None:
         """Schedule a first check ``after`` seconds from now (rounded up; at most 900): a callback hands its
         collect over to the poller."""
         delay = min(math.ceil(after), MAX_CHECK_DELAY_SECONDS)
-        self.scheduler.schedule(job.job_id, delay_seconds=delay, check=0, task_id=job.provider_task_id)
+        self.scheduler.schedule(
+            job.job_id, delay_seconds=delay, check=0, task_id=job.provider_task_id, video=job.media_type == VIDEO
+        )

@@ -213,7 +213,7 @@ class Collector:
             raise CopyOutOfTime("a video result is kept by a check")
         sent = media.VideoInfo(**(job.media or {})["sent"])
         try:
-            with tempfile.TemporaryDirectory(prefix="faceswap-result-") as workdir:
+            with tempfile.TemporaryDirectory(prefix=media.WORKDIR_PREFIX + "result-") as workdir:
                 path = os.path.join(workdir, "result")
                 with (
                     self.fetcher.open(

@@ -19,6 +19,8 @@ INPUT_BUCKET_NAME = "INPUT_BUCKET_NAME"
 RESULTS_BUCKET_NAME = "RESULTS_BUCKET_NAME"
 CHECK_QUEUE_URL = "CHECK_QUEUE_URL"
 SUBMIT_QUEUE_URL = "SUBMIT_QUEUE_URL"
+MEDIA_QUEUE_URL = "MEDIA_QUEUE_URL"
+VIDEO_WORKER = "VIDEO_WORKER"
 EVENT_BUS_NAME = "EVENT_BUS_NAME"
 CALLBACK_BASE_URL = "CALLBACK_BASE_URL"
 WEBHOOK_SIGNING_KEY_SECRET_NAME = "WEBHOOK_SIGNING_KEY_SECRET_NAME"  # noqa: S105 - a variable name
@@ -87,6 +89,11 @@ class Config:
     webhook_signing_key_secret: str
     callback_base_url: str = ""
     submit_queue_url: str = ""
+    media_queue_url: str = ""
+    """The media queue: video jobs' requests and checks, read by the media function (empty: none; video jobs then run
+    in the submit and poller functions, as in unit tests)."""
+    video_worker: bool = False
+    """Whether this function runs video jobs (the media function); others hand them to the media queue."""
     default_provider: str = "piapi"
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     rate_limit_table: str = ""
@@ -150,6 +157,8 @@ class Config:
             event_bus=required(EVENT_BUS_NAME),
             callback_base_url=env.get(CALLBACK_BASE_URL, "").strip(),
             submit_queue_url=env.get(SUBMIT_QUEUE_URL, "").strip(),
+            media_queue_url=env.get(MEDIA_QUEUE_URL, "").strip(),
+            video_worker=env.get(VIDEO_WORKER, "").strip().lower() == "true",
             webhook_signing_key_secret=required(WEBHOOK_SIGNING_KEY_SECRET_NAME),
             default_provider=_known(env.get(DEFAULT_PROVIDER, "").strip() or "piapi"),
             providers=_providers(env, delays),

@@ -83,6 +83,8 @@ class Settings:
         ``job_deadline_seconds`` for video jobs.
     max_video_bytes, max_video_result_bytes
         Largest target video read, and largest video result kept, in bytes.
+    hand_over_videos
+        This function does not run video jobs: it hands their requests to the media queue (:meth:`Pipeline.hand_over`).
     """
 
     results_bucket: str
@@ -100,6 +102,7 @@ class Settings:
     video_deadline_seconds: int = 1800
     max_video_bytes: int = 500 * 1024 * 1024
     max_video_result_bytes: int = 1024 * 1024 * 1024
+    hand_over_videos: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,19 @@ class Pipeline:
     def submit(self, request: JobRequest) -> Job:
         """See :meth:`faceswap.submission.Submitter.submit`."""
         return self.submission.submit(request)
+
+    def hand_over(self, request: JobRequest) -> bool:
+        """Send a video job's request to the media function (through the media queue) when this function does not run
+        video jobs (``Settings.hand_over_videos``); ``True`` if it was sent, and the caller does nothing more."""
+        if (
+            not self.settings.hand_over_videos
+            or request.target_video is None
+            or request.invalid is not None  # refused where it is, with its error: nothing of it needs PyAV
+            or self.ports.requeue is None
+        ):
+            return False
+        self.ports.requeue.send(request)
+        return True
 
     def check(self, job_id: str, *, check: int, task_id: str | None = None) -> Job | None:
         """See :meth:`faceswap.collection.Collector.check`."""

@@ -48,6 +48,9 @@ DURATION_TOLERANCE = 0.10
 SNIFF_BYTES = 64
 """Bytes :func:`sniff` needs from the start of a file."""
 
+WORKDIR_PREFIX = "faceswap-"
+"""Scratch folders of video work (``tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX + …)`` in ``/tmp``)."""
+
 _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 _MAX_PIXELS = 8192 * 8192
 ENCODER = "libx264"
@@ -152,6 +155,24 @@ class PreparedVideo:
 
     content_type = CONTENT_TYPE
     extension = "mp4"
+
+
+def remove_stale_workdirs(root: str | None = None) -> int:
+    """Remove every scratch folder of video work (:data:`WORKDIR_PREFIX`) from ``root`` (the temp dir: ``/tmp`` on
+    Lambda); the number removed.
+
+    Call it where no video work of the process is under way (the start of an invocation of a function that takes one
+    message at a time): ``/tmp`` outlives invocations, and one that Lambda stopped at its timeout or out of memory
+    never removed its own (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html).
+    """
+    import shutil
+    import tempfile
+
+    root = root or tempfile.gettempdir()
+    stale = [entry.path for entry in os.scandir(root) if entry.is_dir() and entry.name.startswith(WORKDIR_PREFIX)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
 
 
 def sniff(head: bytes) -> str | None:

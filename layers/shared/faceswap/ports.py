@@ -163,9 +163,12 @@ class RateLimiter(Protocol):
 class CheckScheduler(Protocol):
     """The check queue: asks the poller to look at a job later."""
 
-    def schedule(self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None) -> None:
+    def schedule(
+        self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None, video: bool = False
+    ) -> None:
         """Send a check for ``job_id`` in ``delay_seconds`` (0..900); ``check`` counts checks so far; ``task_id``:
-        the provider task the checks follow, if known."""
+        the provider task the checks follow, if known; ``video``: the job is a video job (checked by the media
+        function where the deployment has one)."""
         ...
 
 

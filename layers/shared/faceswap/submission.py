@@ -31,7 +31,7 @@ from faceswap.gate import CallGate
 from faceswap.images import PreparedImage, for_matcher
 from faceswap.inputs import InputPreparer
 from faceswap.lifecycle import Lifecycle, Phase, log_keys
-from faceswap.media import PreparedVideo
+from faceswap.media import WORKDIR_PREFIX, PreparedVideo
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
@@ -313,7 +313,7 @@ class Submitter:
                 f"Provider {provider.name!r} has no video task (it offers {offered} on images); providers with one: "
                 f"{', '.join(takers) or 'none configured'}."
             )
-        workdir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="faceswap-video-"))
+        workdir = scratch.enter_context(tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX + "video-"))
         return self.inputs.prepare_video(
             request.target_video,
             limits,

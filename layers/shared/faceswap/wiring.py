@@ -124,8 +124,12 @@ def build_ports(
         objects=objects,
         inputs=objects,
         limiter=DynamoRateLimiter(dynamodb, config.rate_limit_table) if config.rate_limit_table else None,
-        requeue=SqsRequestQueue(sqs, config.submit_queue_url) if config.submit_queue_url else None,
-        scheduler=SqsCheckScheduler(sqs, config.check_queue_url),
+        requeue=(
+            SqsRequestQueue(sqs, config.submit_queue_url, media_queue_url=config.media_queue_url)
+            if config.submit_queue_url
+            else None
+        ),
+        scheduler=SqsCheckScheduler(sqs, config.check_queue_url, media_queue_url=config.media_queue_url),
         providers=providers,
         fetcher=ResultFetcher(
             fetch_client, max_bytes=config.result_max_bytes, allow_loopback=config.allow_loopback_results
@@ -163,6 +167,7 @@ def settings(config: Config) -> Settings:
         max_receive_count=config.max_receive_count,
         face_match_threshold=config.face_match_threshold or 0.0,
         face_match_margin=config.face_match_margin,
+        hand_over_videos=bool(config.media_queue_url) and not config.video_worker,
     )
 
 
@@ -198,7 +203,7 @@ def build_jobs_api(config: Config) -> JobsApi:
         ),
         index=store,
         inputs=objects,
-        queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url),
+        queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url, media_queue_url=config.media_queue_url),
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
         offered=config.offered_tasks(),

@@ -1,5 +1,10 @@
 """The queues on SQS: checks (:class:`SqsCheckScheduler`), job requests (:class:`SqsRequestQueue`) and the
-redelivery pacing of failed messages (:class:`SqsMessageDelay`, :func:`redelivery_delay`)."""
+redelivery pacing of failed messages (:class:`SqsMessageDelay`, :func:`redelivery_delay`).
+
+Video jobs have a queue of their own, the media queue, read by the media function (the one with PyAV, the memory,
+time and ``/tmp`` a video needs): when a deployment has one (``media_queue_url``), a video job's requests and checks
+are sent there, and every other job's to the submit and check queues.
+"""
 
 from __future__ import annotations
 
@@ -20,33 +25,42 @@ logger = logging.getLogger(__name__)
 
 
 class SqsCheckScheduler:
-    """:class:`faceswap.ports.CheckScheduler` on the check queue. Message body: ``{"job_id", "check"}``."""
+    """:class:`faceswap.ports.CheckScheduler` on the check queue (a video job's checks on the media queue, when
+    ``media_queue_url`` is given). Message body: ``{"job_id", "check", "task_id"}``."""
 
-    def __init__(self, client: SQSClient, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str, *, media_queue_url: str = "") -> None:
         self._client = client
         self._queue_url = queue_url
+        self._media_queue_url = media_queue_url
 
     @translated("sqs:SendMessage")
-    def schedule(self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None) -> None:
+    def schedule(
+        self, job_id: str, *, delay_seconds: int, check: int, task_id: str | None = None, video: bool = False
+    ) -> None:
         """Send a delayed check message (0..900 s)."""
         self._client.send_message(
-            QueueUrl=self._queue_url,
+            QueueUrl=self._media_queue_url if video and self._media_queue_url else self._queue_url,
             DelaySeconds=max(0, min(900, delay_seconds)),
             MessageBody=check_message(job_id, check, task_id),
         )
 
 
 class SqsRequestQueue:
-    """:class:`faceswap.ports.RequestQueue` on the submit queue (body: :func:`faceswap.messages.request_to_message`)."""
+    """:class:`faceswap.ports.RequestQueue` on the submit queue (a video job's requests on the media queue, when
+    ``media_queue_url`` is given; body: :func:`faceswap.messages.request_to_message`)."""
 
-    def __init__(self, client: SQSClient, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str, *, media_queue_url: str = "") -> None:
         self._client = client
         self._queue_url = queue_url
+        self._media_queue_url = media_queue_url
 
     @translated("sqs:SendMessage")
     def send(self, request: JobRequest) -> None:
         """Queue the request."""
-        self._client.send_message(QueueUrl=self._queue_url, MessageBody=request_to_message(request))
+        video = request.target_video is not None and self._media_queue_url
+        self._client.send_message(
+            QueueUrl=self._media_queue_url if video else self._queue_url, MessageBody=request_to_message(request)
+        )
 
 
 def retry_backoff(deliveries: int, *, first: float = 10.0, factor: float = 3.0, most: float = 300.0) -> float:

@@ -181,8 +181,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
             contract="engine/faceswap_engine/server.py",
             face_choice=NATIVE,
             video_tasks=("face-swap",),
-            # The engine swaps frame by frame on the CPU (about 0.1 s a frame at 720p): up to 1080p and 1800 frames
-            # (a minute at 30 fps) keeps a task within minutes.
+            # The engine swaps frame by frame on the CPU (about 0.3 s a frame for a 720p close-up on one core:
+            # make bench): up to 1080p and 1800 frames (a minute at 30 fps) keeps a task within 10 minutes.
             video_limits=VideoLimits(max_long_side=1920, max_short_side=1080, max_frames=1800, max_bytes=200 * MIB),
             video_poll_delays=(10.0, 1.5, 60.0),
         ),
