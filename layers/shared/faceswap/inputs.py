@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # the fetcher (and httpx) is wired in; the publisher never lo
     from faceswap.fetch import ResultFetcher
 
 PREPARED_URL_SECONDS = 2 * 3600
-"""Lifetime of presigned URLs of prepared inputs given to URL-only providers (CRUN: detect_id lasts 1 h)."""
+"""Lifetime asked of presigned URLs of prepared inputs given to URL-only providers (CRUN: detect_id lasts 1 h).
+A ceiling, not a promise: a URL signed with the function's temporary credentials stops working when they expire
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html)."""
 
 
 @dataclass(kw_only=True)
