@@ -92,7 +92,8 @@ class Outcome:
 @dataclass(frozen=True)
 class Invocation:
     """One invocation as the runtime saw it: wall-clock ``started``/``ended`` (epoch s), ``init_seconds`` when
-    it started a new environment (a cold start), the event and the outcome."""
+    it started a new environment (a cold start), the event, the outcome, and its environment's peak resident memory
+    so far (``max_rss_mb``, as Lambda's ``Max Memory Used``)."""
 
     function: str
     event: dict[str, Any]
@@ -100,6 +101,7 @@ class Invocation:
     started: float
     ended: float
     init_seconds: float | None = None
+    max_rss_mb: float = 0.0
 
 
 class Observer:
@@ -410,7 +412,9 @@ class FunctionPool:
             outcome = environment.invoke(event)
         finally:
             self._release(environment)
-        invocation = Invocation(self.name, event, outcome, started, time.time(), init_seconds)
+        invocation = Invocation(
+            self.name, event, outcome, started, time.time(), init_seconds, max_rss_mb=environment.max_rss_mb
+        )
         self.image.notify(lambda o: o.invocation(invocation))
         return outcome
 

@@ -23,6 +23,7 @@ from faceswap.model import Job
 from faceswap_cli.sigv4 import SigV4
 from faceswap_engine import SAME_PERSON_THRESHOLD, detect_faces, face_descriptor, face_distance
 from faceswap_local.clips import make_clip
+from faceswap_local.environments import Invocation, Observer
 from faceswap_local.stack import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
 OBAMA = (FACES / "obama.jpg").read_bytes()
@@ -242,3 +243,38 @@ def test_the_cli_submits_a_local_video_and_shows_what_was_sent(stack: Stack, tmp
     assert "SUCCEEDED" in run.stderr
     (saved,) = out.iterdir()
     assert saved.suffix == ".mp4" and media.probe(str(saved)).has_audio
+
+
+class MediaInvocations(Observer):
+    """The media function's invocations, as they end."""
+
+    def __init__(self) -> None:
+        self.seen: list[Invocation] = []
+
+    def invocation(self, invocation: Invocation) -> None:
+        if invocation.function == "MediaFunction":
+            self.seen.append(invocation)
+
+
+def test_a_300_mb_result_is_kept_with_memory_flat(stack: Stack) -> None:
+    assert stack.local.runtime is not None
+    watcher = MediaInvocations()
+    stack.local.runtime.observers.append(watcher)
+    try:
+        small = run(stack, "result-small", clip(), provider="piapi")
+        assert small.state is JobState.SUCCEEDED, small.error
+        before = max(i.max_rss_mb for i in watcher.seen)
+        stack.piapi.faults.video_padding_bytes = 300 * 1024 * 1024
+        big = run(stack, "result-300mb", clip(), provider="piapi", timeout=240)
+    finally:
+        stack.local.runtime.observers.remove(watcher)
+    assert big.state is JobState.SUCCEEDED, big.error
+    assert big.result is not None and big.result["size"] > 300 * 1024 * 1024
+    head = stack.s3.head_object(Bucket=big.result["bucket"], Key=big.result["key"])
+    assert head["ContentLength"] == big.result["size"]
+    handled = [i for i in watcher.seen if big.job_id in json.dumps(i.event)]
+    peak = max(i.max_rss_mb for i in handled)
+    print(f"media function peak RSS: {before:.0f} MB after a small result, {peak:.0f} MB after the 300 MB one")
+    # Six 8 MiB parts in flight and one being read: the 300 MB never sits in memory.
+    assert peak < before + 80, (before, peak)
+    assert stack.s3.list_multipart_uploads(Bucket=big.result["bucket"]).get("Uploads", []) == []

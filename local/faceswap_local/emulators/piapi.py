@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,9 @@ class Faults:
         ``(shortest, longest)`` delay of a slow call, in seconds (uniform).
     video_without_audio
         Video results are served without their audio track (PiAPI does not document keeping it).
+    video_padding_bytes
+        Video results are served this much bigger: a ``free`` box of zeros after the movie (still a valid MP4, which
+        players skip), streamed, for tests of large results.
     seed
         Seeds :attr:`rng` (``None``: from the OS).
     """
@@ -107,6 +110,7 @@ class Faults:
     slow_rate: float = 0.0
     slow_range_seconds: tuple[float, float] = (0.2, 1.0)
     video_without_audio: bool = False
+    video_padding_bytes: int = 0
     seed: int | None = None
     rng: random.Random = field(init=False, repr=False, compare=False)
 
@@ -381,6 +385,11 @@ class PiAPIEmulator(EmulatorServer):
             body, digest = task.result, task.result_sha256 or hashlib.sha256(task.result).hexdigest()
         with self._lock:
             task.served_sha256.append(digest)
+        padding = self.faults.video_padding_bytes if task.video else 0
+        if padding:
+            response = Response(_padded(body, padding), content_type="video/mp4", direct_passthrough=True)
+            response.headers["Content-Length"] = str(len(body) + padding)
+            return response
         return Response(body, content_type="video/mp4" if task.video else "image/png")
 
     # ------------------------------------------------------------------------------------------ processing
@@ -493,3 +502,14 @@ def _without_audio(path: str, out_path: str) -> str:
                 packet.stream = video
                 out.mux(packet)
     return out_path
+
+
+def _padded(body: bytes, padding: int, chunk: int = 1024 * 1024) -> Iterator[bytes]:
+    """``body`` then a ``free`` box of ``padding`` bytes (header included, at least 8), in chunks."""
+    yield body
+    yield padding.to_bytes(4, "big") + b"free"
+    left = padding - 8
+    zeros = bytes(chunk)
+    while left > 0:
+        yield zeros[: min(chunk, left)]
+        left -= chunk
