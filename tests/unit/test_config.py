@@ -118,3 +118,19 @@ def test_a_provider_key_secret_that_does_not_exist_is_a_retryable_configuration_
             read_missing()
         assert read_present() == "crun-key"
     assert caught.value.code == "configuration_error" and caught.value.retryable
+
+
+def test_video_settings_come_from_the_registry_and_the_environment() -> None:
+    settings = config(
+        ENABLED_PROVIDERS="piapi",
+        PROVIDER_ENDPOINTS=json.dumps({"selfhosted": {"base_url": "https://engine.example.com"}}),
+        POLL_DELAYS=json.dumps({"piapi": [1, 1.5, 5]}),
+        MEDIA_QUEUE_URL="https://sqs/media",
+        VIDEO_WORKER="true",
+        VIDEO_JOB_DEADLINE_SECONDS="2400",
+        VIDEO_MAX_BYTES="1048576",
+    )
+    assert settings.video_poll_delays == {"piapi": (1.0, 1.5, 5.0), "selfhosted": (10.0, 1.5, 60.0)}
+    assert (settings.media_queue_url, settings.video_worker) == ("https://sqs/media", True)
+    assert (settings.video_job_deadline_seconds, settings.video_max_bytes) == (2400, 1048576)
+    assert config().video_worker is False and config().video_result_max_bytes == 1024 * 1024 * 1024

@@ -379,3 +379,14 @@ def test_stale_scratch_folders_are_removed_and_nothing_else(tmp_path: Path) -> N
     (tmp_path / "faceswap-file").write_bytes(b"a file, not a folder")
     assert media.remove_stale_workdirs(str(tmp_path)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faceswap-file", "other"]
+
+
+def test_video_jobs_are_checked_at_their_own_cadence(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    world.rewire(video_poll_delays={"piapi": (30.0, 1.5, 120.0)}, poll_delays={"piapi": (2.0, 1.5, 10.0)})
+    video_job(world)
+    ((_, first_delay, _),) = world.scheduler.scheduled
+    assert first_delay == 30
+    image = make_world()
+    image.pipeline.submission.submit(job_request())
+    assert image.scheduler.scheduled[0][1] == 10  # the fake provider's image cadence

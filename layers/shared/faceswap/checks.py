@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from faceswap.model import VIDEO, Job, parse_time
@@ -18,6 +18,9 @@ from faceswap.ports import CheckScheduler, Provider
 
 DEFAULT_POLL_DELAYS = (30.0, 1.5, 120.0)
 """The cadence of a provider the deployment gives none for (every registered provider has its own)."""
+
+DEFAULT_VIDEO_POLL_DELAYS = (30.0, 1.5, 120.0)
+"""The same for video tasks: the first check after 30 s, every 2 minutes at most."""
 
 MAX_CHECK_DELAY_SECONDS = 900
 """SQS's largest message delay (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html)."""
@@ -37,17 +40,24 @@ class CheckPolicy:
         ``{provider: (first, factor, maximum)}`` seconds: the registry's cadence or ``POLL_DELAYS``.
     clock
         Returns the current UTC time.
+    video_poll_delays
+        The same for video jobs (default: :data:`DEFAULT_VIDEO_POLL_DELAYS`).
     """
 
     scheduler: CheckScheduler
     providers: Mapping[str, Provider]
     poll_delays: Mapping[str, tuple[float, float, float]]
     clock: Callable[[], datetime]
+    video_poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def next(self, job: Job, *, check: int, at_least: float | None = None) -> None:
         """Schedule the job's ``check``-th check (0 = the first), at least ``at_least`` seconds away."""
         provider = self.providers[job.provider]
-        first, factor, maximum = self.poll_delays.get(job.provider, DEFAULT_POLL_DELAYS)
+        first, factor, maximum = (
+            self.video_poll_delays.get(job.provider, DEFAULT_VIDEO_POLL_DELAYS)
+            if job.media_type == VIDEO
+            else self.poll_delays.get(job.provider, DEFAULT_POLL_DELAYS)
+        )
         delay = min(first * factor**check, maximum)
         # A provider that counts reads against a quota (AIPhotoCraft) may ask to wait for its reset.
         for floor in (at_least, provider.quota_delay()):

@@ -66,6 +66,8 @@ class ProviderSettings:
     poll_delays: tuple[float, float, float]
     per_second: int = 0
     per_hour: int = 0
+    video_poll_delays: tuple[float, float, float] = (30.0, 1.5, 120.0)
+    """Check cadence of its video tasks: the registry's, or ``POLL_DELAYS``' for the provider (both kinds alike)."""
 
     @property
     def name(self) -> str:
@@ -183,6 +185,11 @@ class Config:
         return {name: settings.poll_delays for name, settings in self.providers.items()}
 
     @property
+    def video_poll_delays(self) -> dict[str, tuple[float, float, float]]:
+        """The same for video tasks."""
+        return {name: settings.video_poll_delays for name, settings in self.providers.items()}
+
+    @property
     def rate_limits(self) -> dict[str, tuple[int, int]]:
         """``{provider: (per_second, per_hour)}`` call ceilings of each enabled provider (0 = none)."""
         return {name: (settings.per_second, settings.per_hour) for name, settings in self.providers.items()}
@@ -200,7 +207,7 @@ def _providers(env: Mapping[str, str], delays: Mapping[str, tuple[float, float, 
     its name. ``PROVIDER_ENDPOINTS`` (JSON ``{name: {"base_url", "result_hosts"}}``) overrides the registry's base
     URL and result hosts (result hosts default to the base URL's host when the registry has none). Ceilings are the
     registry's unless ``PROVIDER_RATE_LIMITS`` is set (then exactly its own: a provider it does not name has none);
-    cadence comes from ``POLL_DELAYS`` over the registry's defaults.
+    cadence comes from ``POLL_DELAYS`` over the registry's defaults (for image and video tasks alike).
     """
     limits = _json_object(env, PROVIDER_RATE_LIMITS, '{"piapi": {"per_second": 5}}')
     endpoints = _json_object(env, PROVIDER_ENDPOINTS, '{"selfhosted": {"base_url": "https://engine.example.com"}}')
@@ -234,6 +241,7 @@ def _providers(env: Mapping[str, str], delays: Mapping[str, tuple[float, float, 
             base_url,
             _hosts(endpoint.get("result_hosts")) or spec.result_hosts or (host,),
             poll_delays=delays.get(name, spec.poll_delays),
+            video_poll_delays=delays.get(name, spec.video_poll_delays),
             **ceilings,
         )
     return providers

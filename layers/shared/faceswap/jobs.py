@@ -83,6 +83,8 @@ class Settings:
         ``job_deadline_seconds`` for video jobs.
     max_video_bytes, max_video_result_bytes
         Largest target video read, and largest video result kept, in bytes.
+    video_poll_delays
+        ``poll_delays`` for video tasks (the registry's ``video_poll_delays``: video tasks run for minutes).
     hand_over_videos
         This function does not run video jobs: it hands their requests to the media queue (:meth:`Pipeline.hand_over`).
     """
@@ -103,6 +105,7 @@ class Settings:
     max_video_bytes: int = 500 * 1024 * 1024
     max_video_result_bytes: int = 1024 * 1024 * 1024
     hand_over_videos: bool = False
+    video_poll_delays: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,11 @@ class Pipeline:
             sleep=sleep,
         )
         checks = CheckPolicy(
-            scheduler=ports.scheduler, providers=ports.providers, poll_delays=settings.poll_delays, clock=clock
+            scheduler=ports.scheduler,
+            providers=ports.providers,
+            poll_delays=settings.poll_delays,
+            video_poll_delays=settings.video_poll_delays,
+            clock=clock,
         )
         webhooks = WebhookSigner(settings.callback_base_url, ports.signing_key)
         composer = (

@@ -162,6 +162,7 @@ def settings(config: Config) -> Settings:
         max_video_result_bytes=config.video_result_max_bytes,
         max_submit_attempts=config.max_submit_attempts,
         poll_delays=config.poll_delays,
+        video_poll_delays=config.video_poll_delays,
         input_bucket=config.input_bucket,
         rate_limits=config.rate_limits,
         max_receive_count=config.max_receive_count,
