@@ -15,6 +15,7 @@ import pytest
 from conftest import FACES, Stack
 from PIL import Image
 
+from faceswap import media
 from faceswap.lifecycle import JobState
 from faceswap_engine import SAME_PERSON_THRESHOLD, decode_image, face_descriptor, face_distance
 
@@ -172,7 +173,10 @@ def test_make_demo_swaps_every_demo_pair_and_writes_a_contact_sheet(tmp_path: Pa
     )
 
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "4/4 jobs succeeded" in run.stdout
+    assert "5/5 jobs succeeded" in run.stdout
     sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.width > 600 and sheet.height > 1200
+    assert sheet.width > 600 and sheet.height > 1500
     assert len(list(out.glob("*.jpg"))) == 4
+    (video,) = out.glob("*.mp4")  # the demo's video job: its result keeps the clip's sound
+    info = media.probe(str(video))
+    assert info.has_audio and info.frames == 24
