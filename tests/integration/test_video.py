@@ -122,8 +122,8 @@ def test_a_result_that_lost_its_audio_gets_it_back(stack: Stack, tmp_path: Path)
         ("4k", {"width": 3840, "height": 2160, "fps": 4, "seconds": 1.0}, (1280, 720, 4)),
         (
             "60fps",
-            {"width": 320, "height": 240, "fps": 60, "seconds": 11.0, "photo": None},
-            (320, 240, 330),
+            {"width": 320, "height": 240, "fps": 60, "seconds": 2.0, "photo": None},
+            (320, 240, 60),  # 60 fps sent at 30
         ),  # 60 fps sent at 30
     ],
 )
