@@ -124,7 +124,7 @@ def test_a_result_that_lost_its_audio_gets_it_back(stack: Stack, tmp_path: Path)
             "60fps",
             {"width": 320, "height": 240, "fps": 60, "seconds": 2.0, "photo": None},
             (320, 240, 60),  # 60 fps sent at 30
-        ),  # 60 fps sent at 30
+        ),
     ],
 )
 def test_a_video_over_piapis_limits_is_fitted_to_them(
