@@ -147,7 +147,9 @@ class MemoryObjects:
         with open(path, "rb") as f:
             self.objects[(bucket, key)] = f.read()
 
-    def store_result_file(self, bucket: str, key: str, path: str, *, content_type: str, job_id: str) -> StoredResult:
+    def store_result_file(
+        self, bucket: str, key: str, path: str, *, content_type: str, job_id: str, sha256: str | None = None
+    ) -> StoredResult:
         with open(path, "rb") as f:
             return self.store_result(bucket, key, iter([f.read()]), content_type=content_type, job_id=job_id)
 

@@ -8,6 +8,7 @@ result is streamed into the results bucket, and only then does the job end SUCCE
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -215,6 +216,7 @@ class Collector:
         try:
             with tempfile.TemporaryDirectory(prefix=media.WORKDIR_PREFIX + "result-") as workdir:
                 path = os.path.join(workdir, "result")
+                digest = hashlib.sha256()  # as the bytes arrive, so keeping them is the upload alone
                 with (
                     self.fetcher.open(
                         snapshot.result_url,
@@ -226,15 +228,18 @@ class Collector:
                 ):
                     for chunk in stream.chunks():
                         out.write(chunk)
+                        digest.update(chunk)
+                sha256: str | None = digest.hexdigest()
                 result = media.check_result(path, sent)
                 if sent.has_audio and not result.has_audio:
-                    path = self._with_audio(job, path, workdir)
+                    path, sha256 = self._with_audio(job, path, workdir), None  # a new file, hashed as it is kept
                 stored = self.objects.store_result_file(
                     self.results_bucket,
                     job.result_key,
                     path,
                     content_type=media.CONTENT_TYPES[result.container],
                     job_id=job.job_id,
+                    sha256=sha256,
                 )
         except ProviderUnavailable:
             raise

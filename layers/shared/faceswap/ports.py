@@ -83,9 +83,12 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def store_result_file(self, bucket: str, key: str, path: str, *, content_type: str, job_id: str) -> StoredResult:
+    def store_result_file(
+        self, bucket: str, key: str, path: str, *, content_type: str, job_id: str, sha256: str | None = None
+    ) -> StoredResult:
         """Keep the file at ``path`` (a checked video result) at ``key`` for ``job_id``, as :meth:`store_result` does a
-        stream: at most one new version per job, nothing partial ever visible; several parts in flight at once."""
+        stream: at most one new version per job, nothing partial ever visible; several parts in flight at once.
+        ``sha256``: the file's, when the caller hashed it as it wrote it."""
         ...
 
 

@@ -6,9 +6,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
@@ -231,16 +230,25 @@ class S3ObjectStore:
         self._upload_file(bucket, key, path, content_type=content_type, metadata={}, condition={}, abort_open=False)
 
     @translated("s3:PutObject")
-    def store_result_file(self, bucket: str, key: str, path: str, *, content_type: str, job_id: str) -> StoredResult:
+    def store_result_file(
+        self, bucket: str, key: str, path: str, *, content_type: str, job_id: str, sha256: str | None = None
+    ) -> StoredResult:
         """Keep the file at ``path`` (a checked video result) at ``key`` for ``job_id``: as :meth:`store_result`, the
         write create-only (or replacing another job's result by its ETag) and a result already stored by this job
-        described instead of written again, but with :data:`PARTS_IN_FLIGHT` parts uploaded at once."""
+        described instead of written again, but with :data:`PARTS_IN_FLIGHT` parts uploaded at once. ``sha256``: the
+        file's, when the caller hashed it as it wrote it (else it is hashed here, as it is read)."""
         condition = self._write_condition(bucket, key, job_id)
         if isinstance(condition, StoredResult):
             return condition
         try:
-            response, sha256 = self._upload_file(
-                bucket, key, path, content_type=content_type, metadata={"job-id": job_id}, condition=condition
+            response, digest = self._upload_file(
+                bucket,
+                key,
+                path,
+                content_type=content_type,
+                metadata={"job-id": job_id},
+                condition=condition,
+                hashed=sha256 is not None,
             )
         except ClientError as e:
             if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
@@ -252,7 +260,7 @@ class S3ObjectStore:
             bucket=bucket,
             key=key,
             size=os.path.getsize(path),
-            sha256=sha256,
+            sha256=sha256 or digest,
             content_type=content_type,
             version_id=response.get("VersionId"),
         )
@@ -267,19 +275,22 @@ class S3ObjectStore:
         metadata: dict[str, str],
         condition: dict[str, Any],
         abort_open: bool = True,
+        hashed: bool = False,
     ) -> tuple[Mapping[str, Any], str]:
         """Upload a file: one ``PutObject`` up to one part, else a multipart upload whose parts are read in order (and
         hashed) here and sent :data:`PARTS_IN_FLIGHT` at a time by a thread pool (botocore clients are thread-safe:
         https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html#multithreading-or-multiprocessing-with-clients).
         ``condition`` goes on the ``PutObject`` or ``CompleteMultipartUpload``; any failure aborts the upload, so no
         partial object is ever visible and none is left open (``abort_open``: also uploads a killed attempt left open on
-        the key, as :meth:`store_result` does). Returns the last response and the file's sha256."""
+        the key, as :meth:`store_result` does). Returns the last response and the file's sha256 (``""`` when
+        ``hashed``: the caller has it)."""
         digest = hashlib.sha256()
         size = os.path.getsize(path)
         with open(path, "rb") as source:
             if size <= self._part_bytes:
                 data = source.read()
-                digest.update(data)
+                if not hashed:
+                    digest.update(data)
                 put = self._client.put_object(
                     Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata, **condition
                 )
@@ -291,23 +302,26 @@ class S3ObjectStore:
             )["UploadId"]
             try:
                 parts: list[dict[str, Any]] = []
-                in_flight: deque[Future[dict[str, Any]]] = deque()
+                in_flight: set[Future[dict[str, Any]]] = set()
                 with ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT) as pool:
                     number = 0
                     while chunk := source.read(self._part_bytes):
-                        digest.update(chunk)
                         number += 1
-                        in_flight.append(pool.submit(self._upload_part, bucket, key, upload_id, number, chunk))
-                        if len(in_flight) >= PARTS_IN_FLIGHT:
-                            parts.append(in_flight.popleft().result())
+                        in_flight.add(pool.submit(self._upload_part, bucket, key, upload_id, number, chunk))
+                        if not hashed:
+                            digest.update(chunk)  # while the part is sent (hashlib lets go of the GIL)
+                        if len(in_flight) >= PARTS_IN_FLIGHT:  # the next part is read as soon as any one is sent
+                            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                            parts.extend(future.result() for future in done)
                     parts.extend(future.result() for future in in_flight)
+                parts.sort(key=lambda part: part["PartNumber"])  # CompleteMultipartUpload takes them in order
                 completed = self._client.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": cast(Any, parts)}, **condition
                 )
             except BaseException:
                 self._abort(bucket, key, upload_id)
                 raise
-        return cast(Mapping[str, Any], completed), digest.hexdigest()
+        return cast(Mapping[str, Any], completed), "" if hashed else digest.hexdigest()
 
     @translated("s3:PutObject")
     def put_input(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
