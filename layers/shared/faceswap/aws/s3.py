@@ -187,10 +187,14 @@ class S3ObjectStore:
     def _upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, body: bytes | bytearray
     ) -> dict[str, Any]:
-        etag = self._client.upload_part(
+        """Upload one part; the part as ``CompleteMultipartUpload`` lists it: its ETag and number, and the checksum the
+        SDK sent with it (botocore adds one by default), which S3 expects back when the part was sent with one
+        (https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompletedPart.html)."""
+        response = self._client.upload_part(
             Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_body(body)
-        )["ETag"]
-        return {"ETag": etag, "PartNumber": number}
+        )
+        checksums = {k: v for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"}
+        return {"ETag": response["ETag"], "PartNumber": number, **checksums}
 
     @translated("s3:GetObject")
     def describe_result(self, bucket: str, key: str) -> StoredResult:
