@@ -390,3 +390,13 @@ def test_video_jobs_are_checked_at_their_own_cadence(tmp_path: Path) -> None:
     image = make_world()
     image.pipeline.submission.submit(job_request())
     assert image.scheduler.scheduled[0][1] == 10  # the fake provider's image cadence
+
+
+def test_a_video_check_that_reaches_a_function_without_video_goes_to_the_media_function(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    video_job(world)
+    world.rewire(hand_over_videos=True)
+    world.provider.status = TaskStatus.SUCCEEDED
+    job = world.pipeline.check("a" * 32, check=1)
+    assert job is not None and job.state is JobState.SUBMITTED and world.provider.gets == 0
+    assert world.scheduler.videos == [True, True]  # scheduled again, for the media function

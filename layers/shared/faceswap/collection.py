@@ -91,6 +91,9 @@ class Collector:
     next_part: Callable[[Job], Job] | None = None
     input_bucket: str = ""
     max_video_result_bytes: int = 1024 * 1024 * 1024
+    hand_over_videos: bool = False
+    """This function does not run video jobs: a check of one that reaches it (sent before the deployment had a media
+    queue) is scheduled again for the media function instead."""
 
     def collect(
         self,
@@ -286,6 +289,9 @@ class Collector:
         if job is None or job.terminal:
             return job
         if task_id and job.provider_task_id and job.provider_task_id != task_id:
+            return job
+        if self.hand_over_videos and job.media_type == VIDEO:
+            self.checks.next(job, check=check)  # to the media queue (faceswap.aws.sqs routes by media type)
             return job
         if self.clock() >= parse_time(job.deadline_at):
             reason = (

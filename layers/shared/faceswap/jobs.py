@@ -242,6 +242,7 @@ class Pipeline:
             composer=composer,
             input_bucket=settings.input_bucket,
             max_video_result_bytes=settings.max_video_result_bytes,
+            hand_over_videos=settings.hand_over_videos,
             next_part=self.submission.next_part,
         )
         self.callbacks = Callbacks(
