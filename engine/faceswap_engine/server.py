@@ -14,7 +14,8 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
 - Video: ``POST /v1/tasks`` with ``{"task": "face-swap", "target_video_url": str, "swap_image": <base64>,
   "swap_face_index": int, "webhook": …}`` instead of ``target_image``: the engine downloads the video (at most
   :data:`MAX_VIDEO_BYTES`), swaps every frame (:func:`faceswap_engine.video.swap_video_file`: landmarks smoothed over
-  time, frames without a face passed through, the audio copied) and serves an MP4.
+  time, frames without a face passed through, the audio copied) and serves an MP4. ``faces`` works as for images,
+  its boxes in the first frame's pixels: each chosen face is followed through the video.
 - ``GET /v1/results/{task_id}.jpg`` (``.mp4`` for a video) → the result (``image/jpeg``, ``video/mp4``); ``404`` once
   evicted.
 - Webhook: when a task ends, ``POST`` to ``webhook.url`` with header ``x-webhook-secret: <secret>`` and JSON
@@ -151,8 +152,8 @@ class EngineServer:
             return _invalid(f"malformed request: {type(e).__name__}")
         if task not in TASKS:
             return _invalid(f"task must be one of {', '.join(TASKS)}")
-        if video_url and (task != "face-swap" or faces):
-            return _invalid("a target video takes task face-swap and no faces")
+        if video_url and task != "face-swap":
+            return _invalid("a target video takes task face-swap")
         record = EngineTask(
             task_id=str(uuid.uuid4()),
             task=task,
@@ -165,7 +166,7 @@ class EngineServer:
             while len(self.tasks) > self.max_tasks:
                 self.tasks.popitem(last=False)
         if video_url:
-            self._pool.submit(self._run_video, record, video_url, swap, swap_index)
+            self._pool.submit(self._run_video, record, video_url, swap, swap_index, faces)
         else:
             self._pool.submit(self._run, record, target, swap, swap_index, target_indices, faces)
         return _json(202, {"task_id": record.task_id, "status": record.status})
@@ -217,7 +218,14 @@ class EngineServer:
             record.status = "failed"
         self._notify(record)
 
-    def _run_video(self, record: EngineTask, url: str, swap: bytes, swap_index: int) -> None:
+    def _run_video(
+        self,
+        record: EngineTask,
+        url: str,
+        swap: bytes,
+        swap_index: int,
+        faces: list[tuple[tuple[int, int, int, int], bytes]],
+    ) -> None:
         from .video import swap_video_file  # PyAV: loaded with the first video task
 
         record.status = "running"
@@ -225,7 +233,7 @@ class EngineServer:
             with tempfile.TemporaryDirectory(prefix="engine-video-") as workdir:
                 source, out = os.path.join(workdir, "target"), os.path.join(workdir, "result.mp4")
                 self._download(url, source)
-                swap_video_file(source, swap, out, swap_face_index=swap_index)
+                swap_video_file(source, swap, out, swap_face_index=swap_index, faces=faces or None)
                 with open(out, "rb") as f:
                     record.result = f.read()
             record.status = "succeeded"

@@ -9,6 +9,11 @@ frame to frame (the detected face nearest to where it was); and its landmarks ar
 moving average, :data:`SMOOTHING`), reset when the face jumps more than :data:`RESET_JUMP` of its size (a cut).
 Frames in which no face is found, or whose face is turned too far for a classical swap, are passed through unchanged;
 a video in which no frame had a face fails ``no_face_detected``.
+
+With chosen faces (``faces``: a box in the first frame and a swap image each, e.g. from a face matcher), each box's
+face is followed instead, from the detected face it overlaps most in the first frame (at least
+:data:`faceswap_engine.swap.CHOSEN_FACE_MIN_OVERLAP`, else ``chosen_face_not_found``), and gets its own swap face;
+every other face is left as it was.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import av
 import numpy as np
 
 from .detect import Face, as_bgr, detect_faces
-from .errors import InvalidImage, NoFaceDetected, PoseMismatch
+from .errors import ChosenFaceNotFound, InvalidImage, NoFaceDetected, PoseMismatch
 from .imageio import decode_image
-from .swap import _check_index, _check_pose, _swap_one
+from .swap import CHOSEN_FACE_MIN_OVERLAP, _check_index, _check_pose, _overlap, _swap_one
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +53,26 @@ class VideoSwapStats:
 class _Follower:
     """Follows one target face through the frames and smooths its landmarks."""
 
-    def __init__(self) -> None:
+    def __init__(self, box: tuple[int, int, int, int] | None = None) -> None:
         self.landmarks: np.ndarray | None = None
+        self.box = box
+        """A chosen face's box in the first frame (``None``: follow the largest face)."""
 
     def next(self, faces: list[Face]) -> Face | None:
-        """The followed face in this frame's ``faces`` (the largest at first, then the nearest), smoothed."""
+        """The followed face in this frame's ``faces`` (at first the one on the chosen box, or the largest; then the
+        nearest), smoothed.
+
+        Raises
+        ------
+        ChosenFaceNotFound
+            In the first frame, no face lies on the chosen box.
+        """
+        if self.box is not None:
+            box, self.box = self.box, None
+            overlaps = [_overlap(face.box, box) for face in faces]
+            if not faces or max(overlaps) < CHOSEN_FACE_MIN_OVERLAP:
+                raise ChosenFaceNotFound(box)
+            self.landmarks = faces[int(np.argmax(overlaps))].landmarks.astype(np.float64)
         if not faces:
             self.landmarks = None
             return None
@@ -70,7 +90,13 @@ class _Follower:
 
 
 def swap_video_file(
-    target_path: str, swap_image: bytes, out_path: str, *, swap_face_index: int = 0, crf: int = 20
+    target_path: str,
+    swap_image: bytes,
+    out_path: str,
+    *,
+    swap_face_index: int = 0,
+    crf: int = 20,
+    faces: list[tuple[tuple[int, int, int, int], bytes]] | None = None,
 ) -> VideoSwapStats:
     """Swap the face of ``swap_image`` onto the face of every frame of the video at ``target_path``.
 
@@ -87,6 +113,9 @@ def swap_video_file(
         Left-to-right index of the face in ``swap_image``.
     crf
         x264's constant rate factor (lower is better and bigger; 20 is near transparent).
+    faces
+        Chosen faces: ``(box in the first frame's pixels, encoded swap image)`` each (1 to 4); ``swap_image`` and
+        ``swap_face_index`` are then unused, and only those faces change.
 
     Raises
     ------
@@ -96,13 +125,14 @@ def swap_video_file(
         ``swap_image`` has no face, or no frame of the video has one.
     FaceIndexOutOfRange
         ``swap_face_index`` is past the swap image's faces.
+    ChosenFaceNotFound
+        No face of the first frame lies on a chosen box.
     """
-    swap = as_bgr(decode_image(swap_image, name="swap"), name="swap")
-    swap_faces = detect_faces(swap)
-    if not swap_faces:
-        raise NoFaceDetected("swap")
-    src_face = swap_faces[_check_index(swap_face_index, len(swap_faces), "swap")]
-    follower = _Follower()
+    followed = (
+        [(_Follower(box), *_swap_face(image, None)) for box, image in faces]
+        if faces
+        else [(_Follower(), *_swap_face(swap_image, swap_face_index))]
+    )
     frames = swapped = 0
     try:
         source = av.open(target_path)
@@ -133,14 +163,19 @@ def swap_video_file(
             for frame in video_in.decode(packet):
                 frames += 1
                 image = frame.to_ndarray(format="bgr24")
-                face = follower.next(detect_faces(image))
-                if face is not None:
+                detected = detect_faces(image)
+                done = 0
+                for follower, swap, src_face in followed:
+                    face = follower.next(detected)
+                    if face is None:
+                        continue
                     try:
                         _check_pose(src_face, face)
                         _swap_one(image, swap, src_face, face)
-                        swapped += 1
+                        done += 1
                     except PoseMismatch:
                         pass
+                swapped += done == len(followed)
                 new = av.VideoFrame.from_ndarray(image, format="bgr24")
                 new.pts, new.time_base = frame.pts, frame.time_base
                 out.mux(video.encode(new.reformat(format="yuv420p")))
@@ -150,3 +185,14 @@ def swap_video_file(
     stats = VideoSwapStats(frames=frames, swapped=swapped, passed=frames - swapped, audio=audio_in is not None)
     logger.info("video swapped: %s", stats)
     return stats
+
+
+def _swap_face(image: bytes, index: int | None) -> tuple[np.ndarray, Face]:
+    """A swap image decoded and its face ``index`` (left to right; ``None``: the largest, as for chosen faces)."""
+    swap = as_bgr(decode_image(image, name="swap"), name="swap")
+    found = detect_faces(swap)
+    if not found:
+        raise NoFaceDetected("swap")
+    if index is None:
+        return swap, max(found, key=lambda f: f.area)
+    return swap, found[_check_index(index, len(found), "swap")]

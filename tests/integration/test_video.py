@@ -278,3 +278,30 @@ def test_a_300_mb_result_is_kept_with_memory_flat(stack: Stack) -> None:
     # Six 8 MiB parts in flight and one being read: the 300 MB never sits in memory.
     assert peak < before + 80, (before, peak)
     assert stack.s3.list_multipart_uploads(Bucket=big.result["bucket"]).get("Uploads", []) == []
+
+
+def test_a_face_map_on_a_video_swaps_the_person_in_the_reference_in_every_frame(stack: Stack, tmp_path: Path) -> None:
+    pair = (FACES / "obama_and_biden_side_by_side.jpg").read_bytes()
+    stack.upload("references/biden.jpg", BIDEN)
+    stack.upload("faces/obama.jpg", OBAMA)
+    key = "videos/face-map.mp4"
+    stack.upload(key, clip(photo=pair, width=640, height=360))
+    manifest = {
+        "target_video": {"s3_key": key},
+        "swap_image": {"s3_key": "faces/obama.jpg"},
+        "reference": {"s3_key": "references/biden.jpg"},
+        "provider": "selfhosted",
+    }
+    stack.upload("jobs/face-map-video.json", json.dumps(manifest).encode())
+    job = stack.wait_for(key, timeout=120)
+    assert job.state is JobState.SUCCEEDED, job.error
+    (chosen,) = job.chosen_faces
+    assert chosen["method"] == "native" and chosen["box"][0] > 320  # Biden, on the right of the first frame
+    path, _ = kept(stack, job, tmp_path)
+    people = {name: face_descriptor(cv2.imread(str(FACES / f"{name}.jpg"))) for name in ("obama", "biden")}
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            image = frame.to_ndarray(format="bgr24")
+            left, right = (face_descriptor(image, i) for i in range(2))
+            assert face_distance(right, people["obama"]) < face_distance(right, people["biden"])  # swapped
+            assert face_distance(left, people["obama"]) < SAME_PERSON_THRESHOLD  # left as it was

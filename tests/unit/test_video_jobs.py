@@ -23,14 +23,15 @@ from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
 from faceswap.errors import CopyOutOfTime, InvalidRequest
 from faceswap.intake import parse_request_fields, request_for_upload
 from faceswap.lifecycle import JobState
-from faceswap.model import ImageRef, TaskStatus
-from faceswap.ports import TaskInput, Webhook
+from faceswap.model import FacePair, ImageRef, TaskStatus
+from faceswap.ports import FaceInput, TaskInput, Webhook
 from faceswap.providers.crun import CRUNProvider
 from faceswap.providers.piapi import PiAPIProvider
 from faceswap.providers.selfhosted import SelfhostedProvider
 from faceswap_local.clips import make_clip
 
 VIDEO_KEY = "videos/clip.mp4"
+SWAP = ImageRef(bucket="inputs", key="faces/obama.jpg")
 
 
 def clip(tmp_path: Path, name: str = "clip.mp4", **kwargs: object) -> bytes:
@@ -82,7 +83,6 @@ def test_a_manifest_names_a_target_video_and_its_result_is_an_mp4() -> None:
         ({"swap_image": "f.jpg"}, "Field 'target_image' (or 'target_video') is missing"),
         ({"target_image": "a.jpg", "target_video": "a.mp4", "swap_image": "f.jpg"}, "not both"),
         ({"target_video": "a.mp4", "swap_image": "f.jpg", "task": "multi-face-swap"}, "needs task 'face-swap'"),
-        ({"target_video": "a.mp4", "swap_image": "f.jpg", "reference": "r.jpg"}, "takes a target_image"),
         ({"target_image": "a.jpg", "swap_image": "f.jpg", "options": {"trim": True}}, "needs a 'target_video'"),
         (
             {"target_video": "a.mp4", "swap_image": "f.jpg", "options": {"trim": "maybe"}},
@@ -400,3 +400,35 @@ def test_a_video_check_that_reaches_a_function_without_video_goes_to_the_media_f
     job = world.pipeline.check("a" * 32, check=1)
     assert job is not None and job.state is JobState.SUBMITTED and world.provider.gets == 0
     assert world.scheduler.videos == [True, True]  # scheduled again, for the media function
+
+
+def test_a_face_map_on_a_video_is_refused_where_no_video_task_takes_one(tmp_path: Path) -> None:
+    world = video_world(tmp_path)
+    world.objects.objects[("inputs", "people/biden.jpg")] = jpeg()
+    job = video_job(world, face_map=(FacePair(ImageRef(bucket="inputs", key="people/biden.jpg"), SWAP),))
+    assert job.error["code"] == "provider_rejected"  # type: ignore[attr-defined]
+    assert "in a video; providers that can: none configured" in job.error["message"]  # type: ignore[attr-defined]
+    assert world.provider.creates == []
+
+
+def test_the_engine_gets_a_video_s_chosen_faces_with_their_boxes(tmp_path: Path) -> None:
+    sent: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(202, json={"task_id": "t-4", "status": "queued"})
+
+    provider = SelfhostedProvider(
+        httpx.Client(transport=httpx.MockTransport(handler)), base_url="https://engine.test", result_hosts=()
+    )
+    task = video_task(tmp_path)
+    face = FaceInput((10, 20, 90, 110), None, task.swap_image)
+    provider.create_task(replace(task, faces=(face,)), None)
+    (body,) = sent
+    assert body["faces"] == [{"box": [10, 20, 90, 110], "swap_image": base64.b64encode(jpeg()).decode()}]
+
+
+def test_the_first_frame_is_what_faces_are_chosen_in(tmp_path: Path) -> None:
+    path = make_clip(tmp_path / "f.mp4", width=160, height=120, fps=8, seconds=1)
+    frame = media.first_frame(str(path))
+    assert (frame.content_type, frame.width, frame.height) == ("image/png", 160, 120)

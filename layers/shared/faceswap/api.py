@@ -22,7 +22,7 @@ from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_re
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.ports import InputStore, JobIndex, RequestQueue
-from faceswap.providers.registry import face_choice, video_limits
+from faceswap.providers.registry import face_choice, video_face_choice, video_limits
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -120,10 +120,12 @@ class JobsApi:
                     f"Provider {provider!r} has no video task (it offers {', '.join(self.offered[provider])} on "
                     f"images); providers with one: {', '.join(takers) or 'none enabled'}."
                 )
-            if fields.face_map and face_choice(provider) is None:
-                takers = sorted(name for name in self.offered if face_choice(name))
+            choice = video_face_choice if fields.target_video is not None else face_choice
+            if fields.face_map and choice(provider) is None:
+                takers = sorted(name for name in self.offered if choice(name))
+                where = " in a video" if fields.target_video is not None else ""
                 raise ProviderRejected(
-                    f"Provider {provider!r} cannot choose faces by a reference photo; providers that can: "
+                    f"Provider {provider!r} cannot choose faces by a reference photo{where}; providers that can: "
                     f"{', '.join(takers) or 'none enabled'}."
                 )
         job_id = request_job_id(fields)

@@ -153,16 +153,10 @@ def _face_library_request(
         task="face-swap",
         result_key=result_key,
         source="s3",
-        invalid=invalid or (_NO_VIDEO_FACE_MAP if video and face_map else None),
+        invalid=invalid,
         face_map=face_map,
         target_video=target if video else None,
     )
-
-
-_NO_VIDEO_FACE_MAP = InvalidRequest(
-    "The face photo names a reference (metadata 'reference'), and choosing faces by a reference photo takes a target "
-    "image, not a video: upload videos under a face id without one."
-)
 
 
 def _find_face(bucket: str, face_id: str, objects: ObjectStore) -> tuple[str | None, Mapping[str, str]]:

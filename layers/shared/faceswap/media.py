@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, cast
 
 from faceswap.errors import InvalidResult, InvalidVideo, VideoTooLarge, VideoTooLong
+from faceswap.images import PreparedImage
 
 if TYPE_CHECKING:
     import av
@@ -424,6 +425,23 @@ def _audio(out: av.container.OutputContainer, audio: Any, audio_in: Any, packet:
     for frame in packet.decode():
         frame.pts = None
         out.mux(audio.encode(frame))
+
+
+def first_frame(path: str) -> PreparedImage:
+    """The first frame of the video at ``path`` as a PNG (its exact pixels, as a provider decodes them): where a face
+    map chooses faces in a video. Raises ``InvalidVideo`` if no frame decodes."""
+    import io
+
+    import av
+
+    with av.open(path) as container:
+        frame = next(container.decode(video=0), None)
+        if frame is None:
+            raise InvalidVideo("The target video has no frame that decodes.")
+        image = frame.to_image()
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return PreparedImage(out.getvalue(), "image/png", image.width, image.height)
 
 
 def check_result(path: str, sent: VideoInfo) -> VideoInfo:

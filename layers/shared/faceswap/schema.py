@@ -108,7 +108,8 @@ _TARGET_VIDEO_FIELD: Any = Field(
     description="A video (MP4, MOV or WebM, recognised by its content) whose face is replaced, instead of "
     "target_image: task face-swap, at a provider with a video task (piapi, crun, selfhosted). It is fitted to the "
     "provider's limits (H.264 MP4, frame size, frame rate, bytes); one longer than the provider takes is refused "
-    "video_too_long unless options.trim is true.",
+    "video_too_long unless options.trim is true. With face_map or reference, faces are chosen in its first frame "
+    "(provider selfhosted).",
 )
 _REFERENCE_FIELD: Any = Field(
     default=None,
@@ -257,8 +258,6 @@ class Manifest(BaseModel):
         if self.target_video is not None:
             if self.task != "face-swap":
                 raise _refuse("Field 'target_video' needs task 'face-swap'.")
-            if self.face_map is not None or self.reference is not None:
-                raise _refuse("Choosing faces by a reference photo ('face_map', 'reference') takes a target_image.")
         elif "trim" in chosen:
             raise _refuse("Option 'trim' needs a 'target_video'.")
         if set(chosen) & set(INDEX_OPTIONS) and self.task != "multi-face-swap":

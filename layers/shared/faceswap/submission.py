@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from faceswap import media
 from faceswap.checks import CheckPolicy
 from faceswap.config import ConfigError
 from faceswap.errors import (
@@ -35,7 +36,7 @@ from faceswap.media import WORKDIR_PREFIX, PreparedVideo
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
-from faceswap.providers.registry import PROVIDERS, face_choice, video_limits
+from faceswap.providers.registry import PROVIDERS, face_choice, video_face_choice, video_limits
 from faceswap.webhooks import WebhookSigner
 
 logger = logging.getLogger(__name__)
@@ -143,8 +144,11 @@ class Submitter:
                     f"Unknown provider {request.provider!r}; configured: {', '.join(sorted(self.providers))}."
                 )
             part = job.part if job is not None else 0
+            first_frame: PreparedImage | None = None
             if request.target_video is not None:
                 target, video = None, self._prepare_video(request, provider, scratch)
+                # a face map chooses in the first frame, as the provider receives it; the chosen faces are followed
+                first_frame = media.first_frame(video.path) if request.face_map else None
             else:
                 target = (
                     # a face map's later part is cut from the target as its first part was sent (faceswap.parts)
@@ -155,9 +159,10 @@ class Submitter:
             chosen: list[ChosenFace] = []
             faces: tuple[FaceInput, ...] = ()
             if request.face_map:  # each pair names its swap image: the top-level one is the first pair's
-                assert target is not None, "a face map takes a target image (faceswap.schema)"
+                chosen_in = target or first_frame
+                assert chosen_in is not None, "a face map has a target image or a video's first frame"
                 chosen, faces = self._choose_faces(
-                    request, provider, target, earlier=job.chosen_faces if job else [], part=part
+                    request, provider, chosen_in, earlier=job.chosen_faces if job else [], part=part
                 )
                 swap = faces[0].swap_image
             else:  # same-image-swap: the swap faces are the target's own, so the one prepared image serves both
@@ -258,12 +263,15 @@ class Submitter:
         ConfigError
             This deployment has no face matcher.
         """
-        method = face_choice(provider.name)
+        video = request.target_video is not None
+        choice = video_face_choice if video else face_choice
+        method = choice(provider.name)
         if method is None:
-            takers = sorted(name for name in self.providers if face_choice(name))
+            takers = sorted(name for name in self.providers if choice(name))
             raise ProviderRejected(
-                f"Provider {provider.name!r} cannot choose faces by a reference photo; "
-                f"providers that can: {', '.join(takers) or 'none configured'}."
+                f"Provider {provider.name!r} cannot choose faces by a reference photo"
+                + (" in a video" if video else "")
+                + f"; providers that can: {', '.join(takers) or 'none configured'}."
             )
         if self.faces is None:
             raise ConfigError("This deployment has no face matcher, so a face map cannot be used.")

@@ -63,6 +63,9 @@ class ProviderSpec:
         What its video tasks take; every target video is fitted to them (:func:`faceswap.media.fit`).
     video_poll_delays
         Check cadence of its video tasks (slower than images: they run for minutes).
+    video_face_choice
+        How its video task takes the faces a face map chose in the first frame (``None``: it takes none, and a video
+        job with a face map is refused ``provider_rejected`` before any call).
     """
 
     name: str
@@ -82,6 +85,7 @@ class ProviderSpec:
     video_tasks: tuple[str, ...] = ()
     video_limits: VideoLimits | None = None
     video_poll_delays: tuple[float, float, float] = (30.0, 1.5, 120.0)
+    video_face_choice: str | None = None
 
     def adapter_class(self) -> Any:
         """The adapter's class, imported now."""
@@ -185,6 +189,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             # make bench): up to 1080p and 1800 frames (a minute at 30 fps) keeps a task within 10 minutes.
             video_limits=VideoLimits(max_long_side=1920, max_short_side=1080, max_frames=1800, max_bytes=200 * MIB),
             video_poll_delays=(10.0, 1.5, 60.0),
+            video_face_choice=NATIVE,  # the chosen faces' boxes in the first frame; the engine follows each
         ),
     )
 }
@@ -210,6 +215,11 @@ def offers(name: str, task: str) -> bool:
 def video_limits(name: str) -> VideoLimits | None:
     """What provider ``name``'s video tasks take (``None``: it has none, or is unknown)."""
     return PROVIDERS[name].video_limits if name in PROVIDERS and PROVIDERS[name].video_tasks else None
+
+
+def video_face_choice(name: str) -> str | None:
+    """How provider ``name``'s video task takes a face map's chosen faces (``None``: it takes none, or is unknown)."""
+    return PROVIDERS[name].video_face_choice if name in PROVIDERS else None
 
 
 def face_choice(name: str) -> str | None:

@@ -101,13 +101,18 @@ class SelfhostedProvider:
         if task.video_urls is None:
             raise ProviderRejected("The self-hosted engine takes a target video by URL, and this deployment has none.")
         video_url, _ = task.video_urls()
-        return {
+        body: dict[str, Any] = {
             "task": "face-swap",
             "target_video_url": video_url,
             "swap_image": as_base64(task.swap_image.data),
             "swap_face_index": 0,
             "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
         }
+        if task.faces:  # a face map: the chosen faces' boxes in the first frame, each followed through the video
+            body["faces"] = [
+                {"box": list(face.box), "swap_image": as_base64(face.swap_image.data)} for face in task.faces
+            ]
+        return body
 
     def _create(self, body: dict[str, Any]) -> str:
         response = post_create(
