@@ -37,6 +37,7 @@ config = Config.from_env()
 sqs = boto3.client("sqs")  # one client for the pipeline and for pacing failed messages
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.media_queue_url)
+RATE_LIMITED_WAIT_SECONDS = 5
 
 
 @tracer.capture_method
@@ -52,7 +53,8 @@ def record_handler(record: SQSRecord) -> None:
             job = pipeline.submit(request)
         except Exception as e:
             if isinstance(e, RateLimited):
-                message_delay.delay(record.receipt_handle, e.retry_after or 1)
+                # Over the provider's ceiling: each comeback counts towards the queue's 20 deliveries, so wait a little.
+                message_delay.delay(record.receipt_handle, max(e.retry_after or 0, RATE_LIMITED_WAIT_SECONDS))
             elif isinstance(e, ProviderUnavailable):
                 message_delay.delay(
                     record.receipt_handle,

@@ -21,7 +21,7 @@ tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
 config = Config.from_env()
 jobs = DynamoJobStore(boto3.client("dynamodb"), config.jobs_table)
-checks = SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url)
+checks = SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url, media_queue_url=config.media_queue_url)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -86,3 +86,19 @@ def test_sweep_of_a_table_with_no_late_job_schedules_nothing(store: DynamoJobSto
     checks = RecordingScheduler()
 
     assert sweep(store, checks, now=NOW) == [] and checks.scheduled == []
+
+
+def test_a_late_video_job_is_handed_to_the_media_function(store: DynamoJobStore) -> None:
+    job = replace(
+        TEMPLATE_JOB,
+        job_id=f"{99:032x}",
+        state=JobState.SUBMITTED,
+        target_image=ImageRef(),
+        target_video=ImageRef(bucket="inputs", key="videos/late.mp4"),
+        created_at=isoformat(NOW - timedelta(hours=1)),
+        deadline_at=isoformat(NOW - timedelta(minutes=5)),
+    )
+    assert store.create(job)
+    checks = RecordingScheduler()
+    assert sweep(store, checks, now=NOW) == [job.job_id]
+    assert checks.videos == [True]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from faceswap.lifecycle import JobState
-from faceswap.model import parse_time
+from faceswap.model import VIDEO, parse_time
 from faceswap.ports import CheckScheduler, JobIndex
 
 SWEPT_STATES = (JobState.RECEIVED, JobState.SUBMITTED)
@@ -60,7 +60,8 @@ def sweep(
             jobs, cursor = index.list_jobs(state=state, limit=page_size, cursor=cursor)
             for job in jobs:
                 if parse_time(job.deadline_at) + grace <= now:
-                    checks.schedule(job.job_id, delay_seconds=0, check=0)
+                    # a video job's check goes to the media function (faceswap.aws.sqs routes it)
+                    checks.schedule(job.job_id, delay_seconds=0, check=0, video=job.media_type == VIDEO)
                     swept.append(job.job_id)
             if cursor is None:
                 break
