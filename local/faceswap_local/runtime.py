@@ -710,7 +710,14 @@ class Runtime:
     def start(self) -> None:
         """Build the layers for this machine if needed, then start the event sources and the gateway (execution
         environments start on the first invocation that needs one, as cold starts do)."""
-        sqs = self.stack.client("sqs")
+        # One client for every queue's pollers (a thread per concurrent invocation each), with a connection for each.
+        pollers = sum(
+            self._sqs_concurrency(e)
+            for spec in self.stack.functions.values()
+            for e in spec.events.values()
+            if e["Type"] == "SQS"
+        )
+        sqs = self.stack.client("sqs", connections=max(10, pollers + 4))
         routes: list[Route] = []
         for logical_id, spec in self.stack.functions.items():
             limits = [self._sqs_concurrency(e) for e in spec.events.values() if e["Type"] == "SQS"]

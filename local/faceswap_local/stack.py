@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config as BotoConfig
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -69,14 +70,16 @@ class AwsStack:
     outputs: dict[str, Any] = field(default_factory=dict)
     default_authorizers: dict[str, str] = field(default_factory=dict)
 
-    def client(self, service: str) -> Any:
-        """A boto3 client for the moto server."""
+    def client(self, service: str, *, connections: int = 10) -> Any:
+        """A boto3 client for the moto server, keeping up to ``connections`` connections open (botocore's default is
+        10; a client shared by more threads than that opens and drops connections all the time)."""
         return boto3.client(
             service,
             endpoint_url=self.endpoint_url,
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
+            config=BotoConfig(max_pool_connections=connections),
         )
 
 
