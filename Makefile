@@ -88,7 +88,7 @@ schemas: venv
 	$(BIN)/python -m faceswap_local.schemas
 
 test: lint typecheck template unit integration build
-	$(MAKE) --no-print-directory stress N=100
+	$(MAKE) --no-print-directory stress N=50
 	@echo "make test: all checks passed"
 
 demo: venv
