@@ -38,21 +38,8 @@ class S3ObjectStore:
     @translated("s3:GetObject")
     def read(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int) -> bytes:
         """Read a whole (small) object; see :meth:`faceswap.ports.ObjectStore.read`."""
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if version_id:
-            args["VersionId"] = version_id
+        body = self._open(bucket, key, version_id=version_id, max_bytes=max_bytes)
         try:
-            response = self._client.get_object(**args)
-        except ClientError as e:
-            if error_code(e) in ("NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket", "InvalidArgument"):
-                raise InputNotFound(f"s3://{bucket}/{key} does not exist.") from e
-            raise
-        body = response["Body"]
-        try:
-            if response.get("ContentLength", 0) > max_bytes:
-                raise ImageTooLarge(
-                    f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit of {max_bytes:,}."
-                )
             data = body.read(max_bytes + 1)
         finally:
             body.close()
@@ -60,9 +47,9 @@ class S3ObjectStore:
             raise ImageTooLarge(f"s3://{bucket}/{key} is over the limit of {max_bytes:,} bytes.")
         return data
 
-    @translated("s3:GetObject")
-    def download(self, bucket: str, key: str, path: str, *, version_id: str | None = None, max_bytes: int) -> int:
-        """Stream an object into the file ``path``, 1 MiB at a time; see :meth:`faceswap.ports.ObjectStore.download`."""
+    def _open(self, bucket: str, key: str, *, version_id: str | None, max_bytes: int) -> Any:
+        """The body of a ``GetObject`` of ``key`` (at ``version_id``), refused ``InputNotFound`` when it does not exist
+        and ``ImageTooLarge`` when its ``Content-Length`` is over ``max_bytes`` (closed then)."""
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id:
             args["VersionId"] = version_id
@@ -72,13 +59,19 @@ class S3ObjectStore:
             if error_code(e) in ("NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket", "InvalidArgument"):
                 raise InputNotFound(f"s3://{bucket}/{key} does not exist.") from e
             raise
-        body = response["Body"]
+        if response.get("ContentLength", 0) > max_bytes:
+            response["Body"].close()
+            raise ImageTooLarge(
+                f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit of {max_bytes:,}."
+            )
+        return response["Body"]
+
+    @translated("s3:GetObject")
+    def download(self, bucket: str, key: str, path: str, *, version_id: str | None = None, max_bytes: int) -> int:
+        """Stream an object into the file ``path``, 1 MiB at a time; see :meth:`faceswap.ports.ObjectStore.download`."""
+        body = self._open(bucket, key, version_id=version_id, max_bytes=max_bytes)
         size = 0
         try:
-            if response.get("ContentLength", 0) > max_bytes:
-                raise ImageTooLarge(
-                    f"s3://{bucket}/{key} is {response['ContentLength']:,} bytes, over the limit of {max_bytes:,}."
-                )
             with open(path, "wb") as out:
                 for chunk in body.iter_chunks(1024 * 1024):
                     size += len(chunk)
