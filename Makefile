@@ -1,7 +1,7 @@
 # The project's commands. Everything sets itself up: virtual environments, pinned dependencies.
 #   make test-fast  lint, type check and unit tests (under 2 minutes: the loop while you work)
 #   make test    lint, type check, unit and integration tests, template checks (cfn-lint, checkov, sam validate,
-#                sam build), a 100-job make stress
+#                sam build), a 50-job make stress
 #   make demo    the whole pipeline offline on real photos (see README)
 #   make up      start the local stack and keep it running; make down stops it
 #   make build   sam build (no container)       make deploy ENV=dev   sam build + sam deploy
@@ -87,7 +87,10 @@ test-fast: lint typecheck unit
 schemas: venv
 	$(BIN)/python -m faceswap_local.schemas
 
-test: lint typecheck template unit integration build
+# Two at a time (the integration tests wait on HTTP and queues about half the time, so the checks that only need a
+# core run beside them), each one's output printed whole when it ends; then the stress run on its own.
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target integration unit template typecheck lint build
 	$(MAKE) --no-print-directory stress N=50
 	@echo "make test: all checks passed"
 
