@@ -66,6 +66,9 @@ class VideoView(BaseModel):
     audio_channels: int
     audio_sample_rate: int
     size: int = Field(description="bytes")
+    rotation: int = Field(
+        default=0, description="degrees a player turns the frames counter-clockwise (width and height as stored)"
+    )
 
 
 class MediaView(BaseModel):

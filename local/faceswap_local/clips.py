@@ -30,6 +30,7 @@ def make_clip(
     container: str | None = None,
     pix_fmt: str = "yuv420p",
     move: float = 0.04,
+    rotation: int = 0,
 ) -> Path:
     """Write a clip of ``seconds`` at ``fps`` frames per second and ``width`` x ``height`` pixels to ``path``.
 
@@ -49,6 +50,9 @@ def make_clip(
     codec, container, pix_fmt
         The video codec (``libx264``, ``libvpx-vp9``, ``mpeg4``), the container (``mp4``, ``mov``, ``webm``; default by
         the file name) and the pixel format.
+    rotation
+        Store the frames turned and say in the display matrix that a player turns them back by ``rotation`` degrees
+        counter-clockwise (0, 90, 180, 270), as phones do: shown, the clip is ``width`` x ``height`` and upright.
 
     Returns the path written.
     """
@@ -58,11 +62,16 @@ def make_clip(
     source = Image.open(io.BytesIO(photo)).convert("RGB") if photo is not None else None
     with av.open(str(path), "w", format=container) as out:
         video = cast(av.VideoStream, out.add_stream(codec, rate=rate))
-        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        turns = rotation // 90 % 4
+        video.width, video.height = (height, width) if turns % 2 else (width, height)
+        video.pix_fmt = pix_fmt
+        if turns:
+            video.set_display_rotation(rotation)
         sound = cast(av.AudioStream, out.add_stream(audio_codec, rate=48000)) if audio else None
         for i in range(frames):
             progress = i / max(1, frames - 1)
             image = _frame(source, width, height, progress, move) if source else _pattern(width, height, i)
+            image = np.ascontiguousarray(np.rot90(image, k=-turns)) if turns else image
             out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(video.encode(None))
         if sound is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from faceswap import media
 from faceswap.errors import InvalidResult, InvalidVideo, VideoTooLarge, VideoTooLong
@@ -112,6 +114,28 @@ def test_a_portrait_clip_keeps_its_orientation(clips: Path) -> None:
     path = make_clip(clips / "portrait.mp4", width=1080, height=1920, fps=10, seconds=0.3, audio=False)
     prepared = media.fit(str(path), media.probe(str(path)), PIAPI, str(clips / "portrait-out.mp4"))
     assert (prepared.info.width, prepared.info.height) == (720, 1280)
+
+
+@pytest.mark.parametrize("rotation", [270, 180, 90])
+def test_a_phone_video_shown_turned_is_sent_upright(clips: Path, rotation: int) -> None:
+    photo = (FACES / "obama.jpg").read_bytes()
+    shown = {"photo": photo, "width": 240, "height": 320, "fps": 10, "seconds": 0.3, "audio": False}
+    upright = make_clip(clips / f"upright-{rotation}.mp4", **shown)  # type: ignore[arg-type]
+    turned = make_clip(clips / f"turned-{rotation}.mp4", rotation=rotation, **shown)  # type: ignore[arg-type]
+    info = media.probe(str(turned))
+    assert info.rotation == rotation and info.shown_size == (240, 320)
+    assert not media.conforms(info, PIAPI)
+
+    prepared = media.fit(str(turned), info, PIAPI, str(clips / f"turned-{rotation}-out.mp4"), provider="piapi")
+
+    assert (prepared.info.width, prepared.info.height, prepared.info.rotation) == (240, 320, 0)
+    expected = first_frame_pixels(upright)
+    assert np.abs(first_frame_pixels(prepared.path) - expected).mean() < 6  # the same picture, encoded once more
+    assert np.abs(first_frame_pixels(turned) - expected).mean() < 6  # where a face map looks for faces
+
+
+def first_frame_pixels(path: str | Path) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(media.first_frame(str(path)).data)), dtype=np.int16)
 
 
 def test_a_60_fps_clip_is_sent_at_30_and_within_600_frames(clips: Path) -> None:

@@ -15,7 +15,9 @@ Rules, for every provider (its :class:`VideoLimits` in the registry):
   when it is AAC, re-encoded otherwise), downscales to the limits (never upscales), lowers the frame rate down to
   :attr:`VideoLimits.min_fps` to fit the frame limit, and lowers the bit rate to fit the byte limit. A video longer
   than the frame limit allows at ``min_fps`` fails ``video_too_long`` naming the limit, unless the request asks to
-  trim: it is never cut silently. A video that already conforms is sent as it is.
+  trim: it is never cut silently. A video shown turned (a phone's display matrix: portrait recorded as landscape) is
+  sent upright, turned as a player shows it, since providers and the engine look for faces in the stored pixels. A
+  video that already conforms is sent as it is.
 - :func:`check_result` refuses a result that is not a video, has no video stream, or whose duration is more than
   :data:`DURATION_TOLERANCE` away from the video sent (``invalid_result``); :func:`restore_audio` copies the audio of
   the video sent onto a result that lost it (stream copy, no re-encode).
@@ -116,6 +118,9 @@ class VideoInfo:
         Of the first audio stream (0 without audio).
     size
         Bytes of the file.
+    rotation
+        Degrees the frames are turned counter-clockwise when shown (the display matrix; 0, 90, 180 or 270): a phone's
+        portrait video is often stored landscape with 270. ``width`` and ``height`` are as stored.
     """
 
     container: str
@@ -130,11 +135,17 @@ class VideoInfo:
     audio_channels: int
     audio_sample_rate: int
     size: int
+    rotation: int = 0
 
     @property
     def has_audio(self) -> bool:
         """Whether it has an audio stream."""
         return self.audio_codec is not None
+
+    @property
+    def shown_size(self) -> tuple[int, int]:
+        """``(width, height)`` in pixels as a player shows it (:attr:`rotation` applied)."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
 
     def as_dict(self) -> dict[str, Any]:
         """As recorded on the job row (``media``) and published in events; durations rounded to milliseconds."""
@@ -219,22 +230,22 @@ def probe(path: str, *, name: str = "target video") -> VideoInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if width <= 0 or height <= 0 or width * height > _MAX_PIXELS:
             raise InvalidVideo(f"The {name} has frames of {width}x{height} pixels.")
-        frames, decoded, end = 0, False, 0.0
+        frames, first, end = 0, None, 0.0
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
-                    if not decoded:  # the decoder's flush: a first frame held back by reordering comes now
-                        decoded = any(True for _ in packet.decode())
+                    if first is None:  # the decoder's flush: a first frame held back by reordering comes now
+                        first = next(iter(packet.decode()), None)
                     continue
                 frames += 1
                 if packet.pts is not None and packet.time_base is not None:
                     end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-                if not decoded:
-                    decoded = any(True for _ in packet.decode())
+                if first is None:
+                    first = next(iter(packet.decode()), None)
         except (av.FFmpegError, ValueError) as e:
             raise InvalidVideo(f"The {name} is corrupt after {frames} frames ({type(e).__name__}).") from None
         declared = stream.frames or 0
-        if frames == 0 or not decoded:
+        if frames == 0 or first is None:
             raise InvalidVideo(f"The {name} has no frame that decodes.")
         if declared and frames < declared * 0.98 - 1:
             raise InvalidVideo(f"The {name} is truncated: {frames} of its {declared} frames are there.")
@@ -259,7 +270,14 @@ def probe(path: str, *, name: str = "target video") -> VideoInfo:
             audio_channels=audio.codec_context.layout.nb_channels if audio is not None else 0,
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else 0,
             size=os.path.getsize(path),
+            rotation=_rotation(first),
         )
+
+
+def _rotation(frame: Any) -> int:
+    """A decoded frame's display rotation in degrees counter-clockwise, as 0, 90, 180 or 270 (PyAV's
+    ``VideoFrame.rotation``: FFmpeg's display matrix, https://pyav.basswood-io.com/docs/stable/api/video.html)."""
+    return round((frame.rotation or 0) / 90) % 4 * 90
 
 
 def plan(info: VideoInfo, limits: VideoLimits, *, trim: bool, provider: str) -> tuple[int, int, Fraction, float]:
@@ -272,12 +290,13 @@ def plan(info: VideoInfo, limits: VideoLimits, *, trim: bool, provider: str) -> 
         More frames than ``limits.max_frames`` even at ``limits.min_fps`` and ``trim`` is false; the message names the
         limit and ``provider``.
     """
+    shown_width, shown_height = info.shown_size
     scale = min(
         1.0,
-        limits.max_long_side / max(info.width, info.height),
-        limits.max_short_side / min(info.width, info.height),
+        limits.max_long_side / max(shown_width, shown_height),
+        limits.max_short_side / min(shown_width, shown_height),
     )
-    width, height = max(2, int(info.width * scale) // 2 * 2), max(2, int(info.height * scale) // 2 * 2)
+    width, height = max(2, int(shown_width * scale) // 2 * 2), max(2, int(shown_height * scale) // 2 * 2)
     fps = _rate(min(info.fps, limits.max_fps))
     seconds = info.duration
     if limits.max_frames and math.ceil(seconds * fps) > limits.max_frames:
@@ -297,9 +316,11 @@ def plan(info: VideoInfo, limits: VideoLimits, *, trim: bool, provider: str) -> 
 
 
 def conforms(info: VideoInfo, limits: VideoLimits) -> bool:
-    """Whether ``info`` can be sent as it is: an MP4 of H.264 in yuv420p (AAC audio or none) within every limit."""
+    """Whether ``info`` can be sent as it is: an MP4 of H.264 in yuv420p (AAC audio or none), shown as stored (no
+    rotation), within every limit."""
     return (
         info.container == "mp4"
+        and info.rotation == 0
         and info.video_codec == "h264"
         and info.pixel_format == "yuv420p"
         and info.audio_codec in (None, "aac")
@@ -336,7 +357,16 @@ def fit(
     width, height, fps, seconds = plan(info, limits, trim=trim, provider=provider)
     bit_rate = None
     for _ in range(2):
-        _transcode(path, out_path, width=width, height=height, fps=fps, seconds=seconds, bit_rate=bit_rate)
+        _transcode(
+            path,
+            out_path,
+            width=width,
+            height=height,
+            fps=fps,
+            seconds=seconds,
+            bit_rate=bit_rate,
+            rotation=info.rotation,
+        )
         size = os.path.getsize(out_path)
         if size <= limits.max_bytes:
             fitted = probe(out_path, name="prepared video")
@@ -359,10 +389,18 @@ def _rate(fps: float) -> Fraction:
 
 
 def _transcode(
-    path: str, out_path: str, *, width: int, height: int, fps: Fraction, seconds: float, bit_rate: int | None
+    path: str,
+    out_path: str,
+    *,
+    width: int,
+    height: int,
+    fps: Fraction,
+    seconds: float,
+    bit_rate: int | None,
+    rotation: int = 0,
 ) -> None:
     """Re-encode ``path`` into ``out_path`` (see :func:`fit`): each output frame at ``k / fps`` is the latest input
-    frame shown by then; stops at ``seconds``."""
+    frame shown by then, turned upright by ``rotation`` (:attr:`VideoInfo.rotation`); stops at ``seconds``."""
     import av
 
     try:
@@ -399,8 +437,9 @@ def _transcode(
                         continue
                     start = frame.time if start is None else start
                     shown_until = frame.time - start + 1 / (float(video_in.average_rate or fps))
+                    upright = _upright(frame, rotation)
                     while written < total and written / fps < shown_until:
-                        scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+                        scaled = upright.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
                         scaled.pts, scaled.time_base = written, Fraction(1, 1) / fps
                         out.mux(video.encode(scaled))
                         written += 1
@@ -411,6 +450,17 @@ def _transcode(
             raise InvalidVideo(
                 f"The target video stops decoding after {written} frames ({type(e).__name__})."
             ) from None
+
+
+def _upright(frame: av.VideoFrame, rotation: int) -> av.VideoFrame:
+    """``frame`` turned ``rotation`` degrees counter-clockwise (as a player shows it); itself when 0."""
+    if not rotation:
+        return frame
+    import av
+    from PIL import Image
+
+    turn = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+    return av.VideoFrame.from_image(frame.to_image().transpose(turn[rotation]))
 
 
 def _audio(out: av.container.OutputContainer, audio: Any, audio_in: Any, packet: Any, seconds: float) -> None:
@@ -438,7 +488,7 @@ def first_frame(path: str) -> PreparedImage:
         frame = next(container.decode(video=0), None)
         if frame is None:
             raise InvalidVideo("The target video has no frame that decodes.")
-        image = frame.to_image()
+        image = _upright(frame, _rotation(frame)).to_image()
     out = io.BytesIO()
     image.save(out, format="PNG")
     return PreparedImage(out.getvalue(), "image/png", image.width, image.height)
