@@ -24,23 +24,26 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
 
 Failure codes in ``error.code``: ``no_face_detected``, ``face_index_out_of_range``, ``chosen_face_not_found``,
 ``pose_mismatch`` (the faces are turned too differently for a classical swap), ``invalid_image``.
-Tasks and results are kept in memory (the newest ``max_tasks``); run it behind a WSGI server for production.
+Tasks and image results are kept in memory, video results as files in ``results_dir`` (streamed from there, never
+read into memory whole), for the newest ``max_tasks`` tasks; run it behind a WSGI server for production.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,10 +71,16 @@ class EngineTask:
     webhook_secret: str | None
     status: str = "queued"
     result: bytes | None = None
+    result_path: str | None = None
     error: dict[str, str] | None = None
     created: float = field(default_factory=time.time)
     webhook_deliveries: int = 0
     video: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Whether it has a result to serve."""
+        return self.result is not None or self.result_path is not None
 
 
 class EngineServer:
@@ -86,13 +95,25 @@ class EngineServer:
     token
         Optional bearer token required on ``/v1/tasks`` calls.
     max_tasks
-        Tasks (and results) kept in memory; the oldest are evicted first.
+        Tasks (and results) kept; the oldest are evicted first, their result files removed.
+    results_dir
+        Where video results are kept as files (default: a new temporary directory, removed by :meth:`close`).
     """
 
-    def __init__(self, *, base_url: str, workers: int = 2, token: str | None = None, max_tasks: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        workers: int = 2,
+        token: str | None = None,
+        max_tasks: int = 1000,
+        results_dir: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.max_tasks = max_tasks
+        self._own_results_dir = results_dir is None
+        self.results_dir = results_dir or tempfile.mkdtemp(prefix="engine-results-")
         self.tasks: OrderedDict[str, EngineTask] = OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
@@ -102,6 +123,8 @@ class EngineServer:
         """Stop taking work and release the webhook client."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
+        if self._own_results_dir:
+            shutil.rmtree(self.results_dir, ignore_errors=True)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -117,7 +140,7 @@ class EngineServer:
         else:
             status, headers, body = _json(404, {"error": {"code": "not_found", "message": "no such route"}})
         start_response(status, headers)
-        return [body]
+        return [body] if isinstance(body, bytes) else body
 
     def _authorised(self, environ: dict[str, Any]) -> bool:
         if not self.token:
@@ -164,7 +187,10 @@ class EngineServer:
         with self._lock:
             self.tasks[record.task_id] = record
             while len(self.tasks) > self.max_tasks:
-                self.tasks.popitem(last=False)
+                _, evicted = self.tasks.popitem(last=False)
+                if evicted.result_path:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(evicted.result_path)
         if video_url:
             self._pool.submit(self._run_video, record, video_url, swap, swap_index, faces)
         else:
@@ -177,17 +203,25 @@ class EngineServer:
             return _json(404, {"error": {"code": "not_found", "message": "no such task"}})
         return _json(200, self.describe(record))
 
-    def _result(self, task_id: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    def _result(self, task_id: str) -> tuple[str, list[tuple[str, str]], bytes | Iterable[bytes]]:
         record = self.tasks.get(task_id)
-        if record is None or record.result is None:
+        if record is None or not record.done:
             return "404 Not Found", [("Content-Type", "text/plain")], b"not found"
+        if record.result_path is not None:
+            try:
+                f = open(record.result_path, "rb")  # noqa: SIM115 (closed by the stream, or below)
+            except FileNotFoundError:  # evicted meanwhile
+                return "404 Not Found", [("Content-Type", "text/plain")], b"not found"
+            size = os.fstat(f.fileno()).st_size
+            return "200 OK", [("Content-Type", "video/mp4"), ("Content-Length", str(size))], _chunks(f)
+        assert record.result is not None
         content_type = "video/mp4" if record.video else "image/jpeg"
         return "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(record.result)))], record.result
 
     def describe(self, record: EngineTask) -> dict[str, Any]:
         """A task as ``GET /v1/tasks/{id}`` returns it."""
         suffix = "mp4" if record.video else "jpg"
-        result_url = f"{self.base_url}/v1/results/{record.task_id}.{suffix}" if record.result is not None else None
+        result_url = f"{self.base_url}/v1/results/{record.task_id}.{suffix}" if record.done else None
         return {"task_id": record.task_id, "status": record.status, "result_url": result_url, "error": record.error}
 
     def _run(
@@ -234,8 +268,9 @@ class EngineServer:
                 source, out = os.path.join(workdir, "target"), os.path.join(workdir, "result.mp4")
                 self._download(url, source)
                 swap_video_file(source, swap, out, swap_face_index=swap_index, faces=faces or None)
-                with open(out, "rb") as f:
-                    record.result = f.read()
+                kept = os.path.join(self.results_dir, f"{record.task_id}.mp4")
+                shutil.move(out, kept)
+                record.result_path = kept
             record.status = "succeeded"
         except FaceSwapError as e:
             record.error = {"code": e.code, "message": str(e)}
@@ -271,6 +306,13 @@ class EngineServer:
             record.webhook_deliveries += 1
         except httpx.HTTPError:
             logger.warning("webhook delivery failed for task %s", record.task_id)
+
+
+def _chunks(f: Any, size: int = 1024 * 1024) -> Iterator[bytes]:
+    """The contents of the open file ``f`` in chunks of ``size`` bytes; closes it."""
+    with f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 def _json(code: int, body: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:

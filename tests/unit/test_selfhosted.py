@@ -26,6 +26,7 @@ from faceswap.model import TaskStatus
 from faceswap.ports import TaskInput, Webhook
 from faceswap.providers.selfhosted import SelfhostedProvider
 from faceswap_engine.server import EngineServer
+from faceswap_local.clips import make_clip
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
 
@@ -159,6 +160,44 @@ def test_engine_server_runs_a_task_to_a_result() -> None:
         assert state["result_url"] == f"http://engine.test/v1/results/{task_id}.jpg"
         status, image = _call(app, "GET", f"/v1/results/{task_id}.jpg")
         assert status == 200 and Image.open(io.BytesIO(image)).size == (970, 2204)
+    finally:
+        app.close()
+
+
+def test_engine_server_keeps_a_video_result_as_a_file_and_removes_it_when_evicted(tmp_path: Path) -> None:
+    clip = make_clip(
+        tmp_path / "clip.mp4",
+        photo=(FACES / "biden.jpg").read_bytes(),
+        width=160,
+        height=208,
+        fps=10,
+        seconds=0.3,
+        audio=False,
+    ).read_bytes()
+    results = tmp_path / "results"
+    results.mkdir()
+    app = EngineServer(base_url="http://engine.test", workers=1, max_tasks=1, results_dir=str(results))
+    app._http = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=clip)))
+    try:
+        face = base64.b64encode((FACES / "obama.jpg").read_bytes()).decode()
+        request = {"target_video_url": "http://videos.test/clip.mp4", "swap_image": face}
+        task_id = json.loads(_call(app, "POST", "/v1/tasks", json.dumps(request).encode())[1])["task_id"]
+        for _ in range(300):
+            state = json.loads(_call(app, "GET", f"/v1/tasks/{task_id}")[1])
+            if state["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.1)
+        assert state["status"] == "succeeded", state
+        assert state["result_url"] == f"http://engine.test/v1/results/{task_id}.mp4"
+        kept = results / f"{task_id}.mp4"
+        assert app.tasks[task_id].result is None  # not held in memory
+        status, video = _call(app, "GET", f"/v1/results/{task_id}.mp4")
+        assert status == 200 and video == kept.read_bytes() and video[4:8] == b"ftyp"
+
+        _call(app, "POST", "/v1/tasks", json.dumps(request).encode())  # max_tasks=1: the first task is evicted
+
+        assert not kept.exists()
+        assert _call(app, "GET", f"/v1/results/{task_id}.mp4")[0] == 404
     finally:
         app.close()
 
