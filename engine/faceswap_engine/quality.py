@@ -8,6 +8,9 @@
   the swap face's chin lands) that the result paints in the occluder's colour when the target had none there (an
   object covering the swap face carried over). The region leaves out the brows and eyes, whose dark hair would
   otherwise count.
+- **Colour flicker** (video): for each frame, the mean CIE Lab colour of the replaced face (the hull of the input
+  frame's largest face) in the result minus in the input; the mean ΔE (CIE76) between consecutive frames' differences.
+  0: the swapped face's colour changes only as the video's own does.
 
 Pairs (:func:`benchmark_pairs`) are built from the shared photos and transformations of them: mirrored, recoloured,
 a drawn occluder over the swap face's chin, a smiling face onto a neutral one and back.
@@ -15,6 +18,7 @@ a drawn occluder over the swap face's chin, a smiling face onto a neutral one an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,16 @@ from .detect import Face, detect_faces
 from .identity import face_descriptor, face_distance
 from .imageio import decode_image
 
-__all__ = ["OCCLUDER_BGR", "Pair", "benchmark_pairs", "identity", "occluder_pixels", "replaced_face", "seam_score"]
+__all__ = [
+    "OCCLUDER_BGR",
+    "Pair",
+    "benchmark_pairs",
+    "colour_flicker",
+    "identity",
+    "occluder_pixels",
+    "replaced_face",
+    "seam_score",
+]
 
 OCCLUDER_BGR = (58, 52, 48)
 """The drawn occluder's colour (a dark, slightly warm grey, like a microphone's foam)."""
@@ -154,3 +167,30 @@ def occluder_pixels(result: np.ndarray, target: np.ndarray) -> int:
         return (np.abs(image.astype(np.int16) - colour).max(axis=2) <= OCCLUDER_TOLERANCE) & region
 
     return int((painted(result) & ~painted(target)).sum())
+
+
+def colour_flicker(frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The colour flicker of a swapped video (see the module docstring), from ``(input frame, result frame)`` pairs
+    (BGR ``uint8``, in order): ΔE (CIE76) per frame step. Frames whose input has no face break the sequence; fewer
+    than two frames with a face: ``ValueError``."""
+    steps: list[float] = []
+    last: np.ndarray | None = None
+    for source, result in frames:
+        faces = detect_faces(source)
+        if not faces:
+            last = None
+            continue
+        mask = _hull_mask(source.shape, max(faces, key=lambda f: f.area)) > 0
+        difference = _mean_lab(result, mask) - _mean_lab(source, mask)
+        if last is not None:
+            steps.append(float(np.linalg.norm(difference - last)))
+        last = difference
+    if not steps:
+        raise ValueError("fewer than two consecutive frames with a face")
+    return float(np.mean(steps))
+
+
+def _mean_lab(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean CIE Lab (L 0-100) of ``image``'s pixels under ``mask``."""
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
+    return np.asarray(lab[mask].mean(axis=0), dtype=np.float64)

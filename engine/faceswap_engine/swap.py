@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import SupportsIndex
 
 import cv2
@@ -219,6 +220,35 @@ def _not_skin(lab: np.ndarray, skin: np.ndarray, region: np.ndarray, size: float
     return cv2.dilate(far, kernel).astype(bool)
 
 
+@dataclass
+class FaceMemory:
+    """What the swap of one face carries from frame to frame of a video, so its colour does not flicker.
+
+    The colour match's statistics (skin medians, colour gain, the shading map) and the masks of what covers either
+    face are averaged with the previous frames' (an exponential moving average, the newest weighing :attr:`weight`;
+    a mask pixel counts as covered while its average is over a half), so one frame's sensor noise neither shifts the
+    colour nor flips pixels between the swap and the target. :meth:`reset` starts again (a cut, or the face lost).
+    Maps follow the face: they are kept in the face crop's coordinates and resized to the next crop. ``weight=1`` is
+    a still image's swap, frame by frame.
+    """
+
+    weight: float = 0.3
+    _values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def smooth(self, name: str, value: np.ndarray) -> np.ndarray:
+        """``value`` (a statistic named ``name``: a vector, or a 2-D map) averaged with the earlier frames'."""
+        last = self._values.get(name)
+        if last is not None and last.shape != value.shape:
+            last = cv2.resize(last, (value.shape[1], value.shape[0]), interpolation=cv2.INTER_LINEAR)
+        smoothed = value if last is None else (self.weight * value + (1 - self.weight) * last).astype(value.dtype)
+        self._values[name] = smoothed
+        return smoothed
+
+    def reset(self) -> None:
+        """Forget the earlier frames."""
+        self._values.clear()
+
+
 def _match_colour(
     face_lab: np.ndarray,
     small_face_lab: np.ndarray,
@@ -226,6 +256,7 @@ def _match_colour(
     face_skin: np.ndarray,
     target_skin: np.ndarray,
     sigma: float,
+    memory: FaceMemory | None = None,
 ) -> np.ndarray:
     """``face_lab`` (the warped swap face in CIE Lab, float; corrected in place) with the target's skin colour and
     lighting, as BGR; only its face region is used afterwards (the blend takes the target's pixels elsewhere).
@@ -235,12 +266,15 @@ def _match_colour(
     (its texture carries its identity: matching the spread too took 0.02-0.03 of identity margin on the benchmark),
     then the target's low-frequency shading added, measured over skin only (normalised convolution), so nothing that
     is not skin bleeds into the correction. Colour (a, b): the median matched and the spread scaled to the target
-    skin's, so a face put into a black-and-white photo loses its colour too.
+    skin's, so a face put into a black-and-white photo loses its colour too. In a video, ``memory`` averages these
+    over frames (:class:`FaceMemory`).
     """
     mu_f, sd_f = _robust_stats(small_face_lab, face_skin)
     mu_t, sd_t = _robust_stats(small_target_lab, target_skin)
     gain = np.ones(3, np.float32)
     gain[1:] = np.clip(sd_t[1:] / np.maximum(sd_f[1:], 1.0), 0.0, 1.5)
+    if memory is not None:
+        mu_f, mu_t, gain = memory.smooth("mu_f", mu_f), memory.smooth("mu_t", mu_t), memory.smooth("gain", gain)
     small_matched_l = small_face_lab[:, :, 0] - mu_f[0] + mu_t[0]
 
     def skin_lowpass(lightness: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -250,6 +284,8 @@ def _match_colour(
     shading = np.clip(
         skin_lowpass(small_target_lab[:, :, 0], target_skin) - skin_lowpass(small_matched_l, face_skin), -25.0, 25.0
     )
+    if memory is not None:
+        shading = memory.smooth("shading", shading)
     h, w = face_lab.shape[:2]
     matched = face_lab  # corrected in place (the caller's copy is not used again)
     matched[:, :, 0] += cv2.resize(shading, (w, h), interpolation=cv2.INTER_LINEAR) + (mu_t[0] - mu_f[0])
@@ -315,8 +351,11 @@ def _check_pose(src_face: Face, dst_face: Face) -> None:
         raise PoseMismatch(swap_yaw, target_yaw)
 
 
-def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) -> None:
-    """Replace ``dst_face`` in ``out`` (in place) with ``src_face`` taken from ``src``.
+def _swap_one(
+    out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face, memory: FaceMemory | None = None
+) -> None:
+    """Replace ``dst_face`` in ``out`` (in place) with ``src_face`` taken from ``src`` (``memory``: what the swap of
+    this face carries over from earlier frames of a video, :class:`FaceMemory`).
 
     Steps, in a crop around the target face: the target's landmarks move toward the swap face's shape and the crop
     is warped smoothly to follow (:func:`_reshaped`); the swap face is warped triangle by triangle onto the moved
@@ -385,6 +424,9 @@ def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) 
     small_skin = small_mask(skin)
     covered_swap_small = _not_skin(small_canvas_lab, small_skin, small_skin, size * scale)
     covered_target_small = _not_skin(small_target_lab, small_skin, small_skin, size * scale)
+    if memory is not None:  # a video: what covers a face changes over frames, not with each frame's noise
+        covered_swap_small = memory.smooth("covered_swap", covered_swap_small.astype(np.float32)) > 0.5
+        covered_target_small = memory.smooth("covered_target", covered_target_small.astype(np.float32)) > 0.5
     covered_swap, covered_target = full_mask(covered_swap_small), full_mask(covered_target_small)
 
     eye_dist = float(np.linalg.norm(local_dst[36:42].mean(axis=0) - local_dst[42:48].mean(axis=0)))
@@ -395,6 +437,7 @@ def _swap_one(out: np.ndarray, src: np.ndarray, src_face: Face, dst_face: Face) 
         small_skin & ~covered_swap_small,
         small_skin & ~covered_target_small,
         sigma=max(2.0, _COLOUR_SIGMA_FRAC * eye_dist * scale),
+        memory=memory,
     )
 
     # Keep the target's own mouth interior (teeth, tongue): a source mouth stretched into a differently opened

@@ -5,8 +5,10 @@ Frames are decoded with PyAV (FFmpeg's libraries), swapped one by one with the i
 stream is copied packet for packet, never re-encoded.
 
 What keeps the face from flickering: the swap face is analysed once, not per frame; the target face is followed from
-frame to frame (the detected face nearest to where it was); and its landmarks are smoothed over time (an exponential
-moving average, :data:`SMOOTHING`), reset when the face jumps more than :data:`RESET_JUMP` of its size (a cut).
+frame to frame (the detected face nearest to where it was); its landmarks are smoothed over time (an exponential
+moving average, :data:`SMOOTHING`), and so are its colour match (skin statistics and shading map) and the masks of
+what covers it (:class:`faceswap_engine.swap.FaceMemory`); all start again when the face jumps more than
+:data:`RESET_JUMP` of its size (a cut) or is lost.
 Frames in which no face is found, or whose face is turned too far for a classical swap, are passed through unchanged;
 a video in which no frame had a face fails ``no_face_detected``.
 
@@ -28,7 +30,7 @@ import numpy as np
 from .detect import Face, as_bgr, detect_faces
 from .errors import ChosenFaceNotFound, InvalidImage, NoFaceDetected, PoseMismatch
 from .imageio import decode_image
-from .swap import CHOSEN_FACE_MIN_OVERLAP, _check_index, _check_pose, _overlap, _swap_one
+from .swap import CHOSEN_FACE_MIN_OVERLAP, FaceMemory, _check_index, _check_pose, _overlap, _swap_one
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +55,12 @@ class VideoSwapStats:
 class _Follower:
     """Follows one target face through the frames and smooths its landmarks."""
 
-    def __init__(self, box: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(self, box: tuple[int, int, int, int] | None = None, colour_weight: float = 0.3) -> None:
         self.landmarks: np.ndarray | None = None
         self.box = box
         """A chosen face's box in the first frame (``None``: follow the largest face)."""
+        self.memory = FaceMemory(weight=colour_weight)
+        """What the face's swap carries over frames; reset with the landmarks."""
 
     def next(self, faces: list[Face]) -> Face | None:
         """The followed face in this frame's ``faces`` (at first the one on the chosen box, or the largest; then the
@@ -75,6 +79,7 @@ class _Follower:
             self.landmarks = faces[int(np.argmax(overlaps))].landmarks.astype(np.float64)
         if not faces:
             self.landmarks = None
+            self.memory.reset()
             return None
         if self.landmarks is None:
             face = max(faces, key=lambda f: f.area)
@@ -85,6 +90,8 @@ class _Follower:
         size = float(max(np.ptp(points[:, 0]), np.ptp(points[:, 1]), 1.0))
         if self.landmarks is not None and float(np.abs(points - self.landmarks).mean()) < RESET_JUMP * size:
             points = SMOOTHING * points + (1 - SMOOTHING) * self.landmarks
+        else:
+            self.memory.reset()
         self.landmarks = points
         return Face(box=face.box, landmarks=np.rint(points).astype(np.int32))
 
@@ -97,6 +104,7 @@ def swap_video_file(
     swap_face_index: int = 0,
     crf: int = 20,
     faces: list[tuple[tuple[int, int, int, int], bytes]] | None = None,
+    colour_weight: float = 0.3,
 ) -> VideoSwapStats:
     """Swap the face of ``swap_image`` onto the face of every frame of the video at ``target_path``.
 
@@ -116,6 +124,9 @@ def swap_video_file(
     faces
         Chosen faces: ``(box in the first frame's pixels, encoded swap image)`` each (1 to 4); ``swap_image`` and
         ``swap_face_index`` are then unused, and only those faces change.
+    colour_weight
+        Weight of each new frame in the moving averages of the colour match and the masks of what covers the face
+        (:class:`faceswap_engine.swap.FaceMemory`; 1: each frame swapped on its own, as a still image).
 
     Raises
     ------
@@ -129,9 +140,9 @@ def swap_video_file(
         No face of the first frame lies on a chosen box.
     """
     followed = (
-        [(_Follower(box), *_swap_face(image, None)) for box, image in faces]
+        [(_Follower(box, colour_weight), *_swap_face(image, None)) for box, image in faces]
         if faces
-        else [(_Follower(), *_swap_face(swap_image, swap_face_index))]
+        else [(_Follower(colour_weight=colour_weight), *_swap_face(swap_image, swap_face_index))]
     )
     frames = swapped = 0
     try:
@@ -171,7 +182,7 @@ def swap_video_file(
                         continue
                     try:
                         _check_pose(src_face, face)
-                        _swap_one(image, swap, src_face, face)
+                        _swap_one(image, swap, src_face, face, follower.memory)
                         done += 1
                     except PoseMismatch:
                         pass

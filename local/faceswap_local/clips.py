@@ -31,6 +31,7 @@ def make_clip(
     pix_fmt: str = "yuv420p",
     move: float = 0.04,
     rotation: int = 0,
+    noise: float = 0.0,
 ) -> Path:
     """Write a clip of ``seconds`` at ``fps`` frames per second and ``width`` x ``height`` pixels to ``path``.
 
@@ -50,6 +51,9 @@ def make_clip(
     codec, container, pix_fmt
         The video codec (``libx264``, ``libvpx-vp9``, ``mpeg4``), the container (``mp4``, ``mov``, ``webm``; default by
         the file name) and the pixel format.
+    noise
+        Fresh Gaussian noise of this standard deviation (0-255 scale) in every frame, as a camera in dim light adds
+        (seeded: the same clip each time).
     rotation
         Store the frames turned and say in the display matrix that a player turns them back by ``rotation`` degrees
         counter-clockwise (0, 90, 180, 270), as phones do: shown, the clip is ``width`` x ``height`` and upright.
@@ -60,6 +64,7 @@ def make_clip(
     rate = Fraction(fps).limit_denominator(1001)
     frames = max(1, round(seconds * fps))
     source = Image.open(io.BytesIO(photo)).convert("RGB") if photo is not None else None
+    grain = np.random.default_rng(0)
     with av.open(str(path), "w", format=container) as out:
         video = cast(av.VideoStream, out.add_stream(codec, rate=rate))
         turns = rotation // 90 % 4
@@ -71,6 +76,8 @@ def make_clip(
         for i in range(frames):
             progress = i / max(1, frames - 1)
             image = _frame(source, width, height, progress, move) if source else _pattern(width, height, i)
+            if noise:
+                image = np.clip(image + grain.normal(0, noise, image.shape), 0, 255).astype(np.uint8)
             image = np.ascontiguousarray(np.rot90(image, k=-turns)) if turns else image
             out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(video.encode(None))
