@@ -12,9 +12,11 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
 - ``GET /v1/tasks/{task_id}`` → ``200 {"task_id", "status": "queued" | "running" | "succeeded" | "failed",
   "result_url": str | null, "error": {"code", "message"} | null}``; unknown id → ``404``.
 - Video: ``POST /v1/tasks`` with ``{"task": "face-swap", "target_video_url": str, "swap_image": <base64>,
-  "swap_face_index": int, "webhook": …}`` instead of ``target_image``: the engine downloads the video (at most
-  :data:`MAX_VIDEO_BYTES`), swaps every frame (:func:`faceswap_engine.video.swap_video_file`: landmarks smoothed over
-  time, frames without a face passed through, the audio copied) and serves an MP4. ``faces`` works as for images,
+  "swap_face_index": int, "target_face_indices": [int] | null, "webhook": …}`` instead of ``target_image`` (the
+  indices count the first frame's faces left to right; each face named is followed): the engine downloads the video
+  (at most :data:`MAX_VIDEO_BYTES`), swaps every frame (:func:`faceswap_engine.video.swap_video_file`: landmarks
+  smoothed over time, frames without a face passed through, the audio copied) and serves an MP4. ``faces`` works as
+  for images,
   its boxes in the first frame's pixels: each chosen face is followed through the video.
 - ``GET /v1/results/{task_id}.jpg`` (``.mp4`` for a video) → the result (``image/jpeg``, ``video/mp4``); ``404`` once
   evicted.
@@ -192,7 +194,7 @@ class EngineServer:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(evicted.result_path)
         if video_url:
-            self._pool.submit(self._run_video, record, video_url, swap, swap_index, faces)
+            self._pool.submit(self._run_video, record, video_url, swap, swap_index, target_indices, faces)
         else:
             self._pool.submit(self._run, record, target, swap, swap_index, target_indices, faces)
         return _json(202, {"task_id": record.task_id, "status": record.status})
@@ -258,6 +260,7 @@ class EngineServer:
         url: str,
         swap: bytes,
         swap_index: int,
+        target_indices: list[int] | None,
         faces: list[tuple[tuple[int, int, int, int], bytes]],
     ) -> None:
         from .video import swap_video_file  # PyAV: loaded with the first video task
@@ -267,7 +270,14 @@ class EngineServer:
             with tempfile.TemporaryDirectory(prefix="engine-video-") as workdir:
                 source, out = os.path.join(workdir, "target"), os.path.join(workdir, "result.mp4")
                 self._download(url, source)
-                swap_video_file(source, swap, out, swap_face_index=swap_index, faces=faces or None)
+                swap_video_file(
+                    source,
+                    swap,
+                    out,
+                    swap_face_index=swap_index,
+                    target_face_indices=target_indices,
+                    faces=faces or None,
+                )
                 kept = os.path.join(self.results_dir, f"{record.task_id}.mp4")
                 shutil.move(out, kept)
                 record.result_path = kept

@@ -55,22 +55,32 @@ class VideoSwapStats:
 class _Follower:
     """Follows one target face through the frames and smooths its landmarks."""
 
-    def __init__(self, box: tuple[int, int, int, int] | None = None, colour_weight: float = 0.3) -> None:
+    def __init__(
+        self, box: tuple[int, int, int, int] | None = None, colour_weight: float = 0.3, index: int | None = None
+    ) -> None:
         self.landmarks: np.ndarray | None = None
         self.box = box
-        """A chosen face's box in the first frame (``None``: follow the largest face)."""
+        """A chosen face's box in the first frame (``None``: follow the largest face, or ``index``)."""
+        self.index = index
+        """The first frame's face to follow, left to right (``None``: the largest, or ``box``)."""
         self.memory = FaceMemory(weight=colour_weight)
         """What the face's swap carries over frames; reset with the landmarks."""
 
     def next(self, faces: list[Face]) -> Face | None:
-        """The followed face in this frame's ``faces`` (at first the one on the chosen box, or the largest; then the
-        nearest), smoothed.
+        """The followed face in this frame's ``faces`` (at first the one on the chosen box, the one at the chosen index
+        or the largest; then the nearest), smoothed.
 
         Raises
         ------
         ChosenFaceNotFound
             In the first frame, no face lies on the chosen box.
+        FaceIndexOutOfRange
+            The first frame has no face at the chosen index.
         """
+        if self.index is not None:
+            index, self.index = self.index, None
+            ordered = sorted(faces, key=lambda f: f.center_x)
+            self.landmarks = ordered[_check_index(index, len(ordered), "target")].landmarks.astype(np.float64)
         if self.box is not None:
             box, self.box = self.box, None
             overlaps = [_overlap(face.box, box) for face in faces]
@@ -105,6 +115,7 @@ def swap_video_file(
     crf: int = 20,
     faces: list[tuple[tuple[int, int, int, int], bytes]] | None = None,
     colour_weight: float = 0.3,
+    target_face_indices: list[int] | None = None,
 ) -> VideoSwapStats:
     """Swap the face of ``swap_image`` onto the face of every frame of the video at ``target_path``.
 
@@ -124,6 +135,9 @@ def swap_video_file(
     faces
         Chosen faces: ``(box in the first frame's pixels, encoded swap image)`` each (1 to 4); ``swap_image`` and
         ``swap_face_index`` are then unused, and only those faces change.
+    target_face_indices
+        The first frame's faces (left to right) that get the swap face, each followed through the video; ``None``:
+        the largest. Other faces are left as they were.
     colour_weight
         Weight of each new frame in the moving averages of the colour match and the masks of what covers the face
         (:class:`faceswap_engine.swap.FaceMemory`; 1: each frame swapped on its own, as a still image).
@@ -138,12 +152,17 @@ def swap_video_file(
         ``swap_face_index`` is past the swap image's faces.
     ChosenFaceNotFound
         No face of the first frame lies on a chosen box.
+    FaceIndexOutOfRange
+        The first frame has no face at one of ``target_face_indices``.
     """
-    followed = (
-        [(_Follower(box, colour_weight), *_swap_face(image, None)) for box, image in faces]
-        if faces
-        else [(_Follower(colour_weight=colour_weight), *_swap_face(swap_image, swap_face_index))]
-    )
+    if faces:
+        followed = [(_Follower(box, colour_weight), *_swap_face(image, None)) for box, image in faces]
+    else:
+        swap, src_face = _swap_face(swap_image, swap_face_index)
+        followed = [
+            (_Follower(colour_weight=colour_weight, index=index), swap, src_face)
+            for index in (target_face_indices or [None])
+        ]
     frames = swapped = 0
     try:
         source = av.open(target_path)

@@ -12,10 +12,19 @@ from faceswap_local.stack import free_port
 
 def engine_swap(target: bytes, swap: bytes, options: dict[str, Any]) -> bytes:
     """Swap with the engine, reading PiAPI-style options (``swap_faces_index``, ``target_faces_index``); PNG out."""
-    swap_index = int(str(options.get("swap_faces_index", "0")).split(",")[0])
+    return swap_image_bytes(target, swap, format="PNG", **face_indices(options))
+
+
+def face_indices(options: dict[str, Any]) -> dict[str, Any]:
+    """PiAPI-style options (``swap_faces_index``: its first index; ``target_faces_index``: ``"1"`` or ``"0,1"``) as the
+    engine's keyword arguments ``swap_face_index`` and ``target_face_indices``."""
     target_option = options.get("target_faces_index")
-    targets = [int(i) for i in str(target_option).split(",")] if target_option not in (None, "") else None
-    return swap_image_bytes(target, swap, swap_face_index=swap_index, target_face_indices=targets, format="PNG")
+    return {
+        "swap_face_index": int(str(options.get("swap_faces_index", "0")).split(",")[0]),
+        "target_face_indices": [int(i) for i in str(target_option).split(",")]
+        if target_option not in (None, "")
+        else None,
+    }
 
 
 class EngineService(LoopbackServer):

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -48,12 +49,38 @@ def run(stack: Stack, name: str, video: bytes, *, timeout: float = 120, **fields
     return stack.wait_for(key, timeout=timeout)
 
 
+def post_job(stack: Stack, video_key: str, **fields: object) -> httpx.Response:
+    """``POST /jobs`` (signed) with the stored ``video_key`` as ``target_video``, Biden as the swap face, and
+    ``fields``."""
+    body = {"target_video": {"s3_key": video_key}, "swap_image": "faces/biden.jpg", **fields}
+    return httpx.post(
+        f"{stack.api_url}/jobs",
+        json=body,
+        auth=SigV4(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), REGION),
+        timeout=30,
+    )
+
+
 def kept(stack: Stack, job: Job, folder: Path) -> tuple[Path, media.VideoInfo]:
     """The job's result, downloaded, and what it is."""
     assert job.result is not None, job.error
     path = folder / "result.mp4"
     path.write_bytes(stack.s3.get_object(Bucket=job.result["bucket"], Key=job.result["key"])["Body"].read())
     return path, media.probe(str(path), name="result")
+
+
+def sides(path: Path) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    """For every frame of the two-person video at ``path``: the dlib distances of its left and of its right face to
+    Obama and to Biden (``{"obama": d, "biden": d}`` each)."""
+    people = {name: face_descriptor(cv2.imread(str(FACES / f"{name}.jpg"))) for name in ("obama", "biden")}
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            image = frame.to_ndarray(format="bgr24")
+            left, right = (face_descriptor(image, i) for i in range(2))
+            yield (
+                {name: face_distance(left, known) for name, known in people.items()},
+                {name: face_distance(right, known) for name, known in people.items()},
+            )
 
 
 def identity(path: Path) -> list[float]:
@@ -184,16 +211,7 @@ def test_a_video_job_to_a_provider_without_video_is_refused_before_any_call(stac
     assert job.error is not None and job.error["code"] == "provider_rejected"
     assert "has no video task" in job.error["message"] and "piapi" in job.error["message"]
     assert ailabapi.create_calls == calls
-    answer = httpx.post(
-        f"{stack.api_url}/jobs",
-        json={
-            "target_video": {"s3_key": "videos/no-video-provider.mp4"},
-            "swap_image": "faces/biden.jpg",
-            "provider": "aiphotocraft",
-        },
-        auth=SigV4(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), REGION),
-        timeout=30,
-    )
+    answer = post_job(stack, "videos/no-video-provider.mp4", provider="aiphotocraft")
     assert answer.status_code == 400, answer.text
     assert answer.json()["code"] == "provider_rejected" and "has no video task" in answer.json()["message"]
 
@@ -286,10 +304,25 @@ def test_a_face_map_on_a_video_swaps_the_person_in_the_reference_in_every_frame(
     (chosen,) = job.chosen_faces
     assert chosen["method"] == "native" and chosen["box"][0] > 320  # Biden, on the right of the first frame
     path, _ = kept(stack, job, tmp_path)
-    people = {name: face_descriptor(cv2.imread(str(FACES / f"{name}.jpg"))) for name in ("obama", "biden")}
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            image = frame.to_ndarray(format="bgr24")
-            left, right = (face_descriptor(image, i) for i in range(2))
-            assert face_distance(right, people["obama"]) < face_distance(right, people["biden"])  # swapped
-            assert face_distance(left, people["obama"]) < SAME_PERSON_THRESHOLD  # left as it was
+    for left, right in sides(path):
+        assert right["obama"] < right["biden"]  # swapped
+        assert left["obama"] < SAME_PERSON_THRESHOLD  # left as it was
+
+
+def test_face_indices_choose_the_face_in_a_piapi_video_and_are_refused_where_the_video_task_takes_none(
+    stack: Stack, tmp_path: Path
+) -> None:
+    pair = clip(photo=(FACES / "obama_and_biden_side_by_side.jpg").read_bytes(), width=640, height=360, audio=False)
+    job = run(stack, "indices", pair, provider="piapi", options={"target_faces_index": "0"})  # Obama, on the left
+    assert job.state is JobState.SUCCEEDED, job.error
+    path, _ = kept(stack, job, tmp_path)
+    for left, right in sides(path):
+        assert left["biden"] < left["obama"]  # swapped
+        assert right["biden"] < SAME_PERSON_THRESHOLD  # left as it was
+
+    crun = stack.local.emulators["crun"]
+    calls = len(crun.tasks)
+    answer = post_job(stack, "videos/indices.mp4", provider="crun", options={"target_faces_index": "1"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "provider_rejected" and "takes no option target_faces_index" in answer.text
+    assert len(crun.tasks) == calls

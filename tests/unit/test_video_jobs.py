@@ -88,6 +88,15 @@ def test_a_manifest_names_a_target_video_and_its_result_is_an_mp4() -> None:
             {"target_video": "a.mp4", "swap_image": "f.jpg", "options": {"trim": "maybe"}},
             "'trim' must be true or false",
         ),
+        (
+            {
+                "target_video": "a.mp4",
+                "reference": "r.jpg",
+                "swap_image": "f.jpg",
+                "options": {"target_faces_index": 1},
+            },
+            "'reference' chooses the faces itself: leave out the face index options",
+        ),
     ],
 )
 def test_bad_video_requests_are_refused_naming_the_field(data: dict[str, object], message: str) -> None:
@@ -113,6 +122,13 @@ def test_a_face_library_video_upload_is_a_video_job_kept_as_mp4() -> None:
 # ---------------------------------------------------------------------------------------------- submission
 
 
+def test_a_video_takes_face_indices_on_task_face_swap() -> None:
+    request = fields({"target_video": "a.mp4", "swap_image": "f.jpg", "options": {"target_faces_index": "1"}})
+    assert request.options == {"target_faces_index": "1"}  # type: ignore[attr-defined]
+    with pytest.raises(InvalidRequest, match="need task 'multi-face-swap'"):
+        fields({"target_image": "a.jpg", "swap_image": "f.jpg", "options": {"target_faces_index": "1"}})
+
+
 def test_a_video_is_fitted_and_sent_by_url_before_the_row_says_what_was_sent(tmp_path: Path) -> None:
     world = video_world(tmp_path)
     job = video_job(world)
@@ -127,6 +143,19 @@ def test_a_video_is_fitted_and_sent_by_url_before_the_row_says_what_was_sent(tmp
     assert row is not None and row.media_type == "video" and row.media is not None
     assert row.media["sent"]["frames"] == 8 and row.media["source"]["width"] == 160
     assert not os.path.exists(task.target_video.path)  # the scratch folder is gone once the create is answered
+
+
+def test_face_indices_on_a_video_are_refused_where_the_video_task_takes_none(tmp_path: Path) -> None:
+    world = video_world(tmp_path, provider="crun")
+    job = video_job(world, options={"target_faces_index": "1"})
+    assert job.error["code"] == "provider_rejected"  # type: ignore[attr-defined]
+    assert job.error["message"] == (  # type: ignore[attr-defined]
+        "Provider 'crun''s video task takes no option target_faces_index; providers whose video task takes it: "
+        "piapi, selfhosted."
+    )
+    assert world.provider.creates == []
+    piapi = video_world(tmp_path, provider="piapi")
+    assert video_job(piapi, options={"target_faces_index": "1", "trim": "true"}).state is JobState.SUBMITTED  # type: ignore[attr-defined]
 
 
 def test_video_jobs_get_their_own_deadline(tmp_path: Path) -> None:
@@ -251,12 +280,15 @@ def test_piapi_sends_a_video_to_its_video_toolkit_by_url(tmp_path: Path) -> None
         result_hosts=(),
     )
     assert provider.create_task(video_task(tmp_path), Webhook("https://cb", "s")) == "t-1"
-    (body,) = sent
+    indexed = replace(video_task(tmp_path), options={"swap_faces_index": "0", "target_faces_index": "1,0"})
+    assert provider.create_task(indexed, Webhook("https://cb", "s")) == "t-1"
+    body, with_indices = sent
     assert body["model"] == "Qubico/video-toolkit" and body["task_type"] == "face-swap"
     assert body["input"] == {
         "swap_image": base64.b64encode(jpeg()).decode(),
         "target_video": "https://inputs.example.com/v.mp4?sig",
     }
+    assert with_indices["input"] == {**body["input"], "swap_faces_index": "0", "target_faces_index": "1,0"}
     snapshot = provider.snapshot(
         "t-1", {"status": "completed", "output": {"video_url": "https://img.theapi.app/v.mp4"}}
     )
@@ -274,8 +306,11 @@ def test_the_engine_gets_a_video_by_url(tmp_path: Path) -> None:
         httpx.Client(transport=httpx.MockTransport(handler)), base_url="https://engine.test", result_hosts=()
     )
     assert provider.create_task(video_task(tmp_path), None) == "t-2"
-    (body,) = sent
+    assert provider.create_task(replace(video_task(tmp_path), options={"target_faces_index": "1"}), None) == "t-2"
+    body, with_indices = sent
     assert body["target_video_url"] == "https://inputs.example.com/v.mp4?sig" and "target_image" not in body
+    assert (body["swap_face_index"], body["target_face_indices"]) == (0, None)
+    assert with_indices["target_face_indices"] == [1]
 
 
 # ---------------------------------------------------------------------------------------------- S3 adapter

@@ -22,7 +22,13 @@ from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_re
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.ports import InputStore, JobIndex, RequestQueue
-from faceswap.providers.registry import face_choice, video_face_choice, video_limits
+from faceswap.providers.registry import (
+    face_choice,
+    video_face_choice,
+    video_limits,
+    video_options_message,
+    video_options_refused,
+)
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -120,6 +126,8 @@ class JobsApi:
                     f"Provider {provider!r} has no video task (it offers {', '.join(self.offered[provider])} on "
                     f"images); providers with one: {', '.join(takers) or 'none enabled'}."
                 )
+            if fields.target_video is not None and (refused := video_options_refused(provider, fields.options)):
+                raise ProviderRejected(video_options_message(provider, refused))
             choice = video_face_choice if fields.target_video is not None else face_choice
             if fields.face_map and choice(provider) is None:
                 takers = sorted(name for name in self.offered if choice(name))

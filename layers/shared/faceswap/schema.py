@@ -68,9 +68,10 @@ class InlineImageSource(ImageSource):
 
 
 class Options(BaseModel):
-    """Task options: face indices (``multi-face-swap`` only; ``"0"`` or ``"1,0"``; AIPhotoCraft's ``swap_index`` is
-    1-based), ``enhance`` (AIPhotoCraft's GFPGAN) and ``trim`` (a target video longer than the provider takes is cut
-    to what it takes, instead of refused ``video_too_long``)."""
+    """Task options: face indices (``multi-face-swap``, or ``face-swap`` on a target video, whose faces are counted in
+    its first frame; ``"0"`` or ``"1,0"``; AIPhotoCraft's ``swap_index`` is 1-based), ``enhance`` (AIPhotoCraft's
+    GFPGAN) and ``trim`` (a target video longer than the provider takes is cut to what it takes, instead of refused
+    ``video_too_long``)."""
 
     model_config = ConfigDict(extra="forbid")
     swap_faces_index: IndexList | Omitted = None
@@ -260,10 +261,12 @@ class Manifest(BaseModel):
                 raise _refuse("Field 'target_video' needs task 'face-swap'.")
         elif "trim" in chosen:
             raise _refuse("Option 'trim' needs a 'target_video'.")
-        if set(chosen) & set(INDEX_OPTIONS) and self.task != "multi-face-swap":
-            raise _refuse("Face index options need task 'multi-face-swap'.")
+        if set(chosen) & set(INDEX_OPTIONS) and self.task != "multi-face-swap" and self.target_video is None:
+            raise _refuse("Face index options need task 'multi-face-swap' (or a 'target_video').")
         if self.face_map is not None or self.reference is not None:
             field = "face_map" if self.face_map is not None else "reference"
+            if set(chosen) & set(INDEX_OPTIONS):
+                raise _refuse(f"Field {field!r} chooses the faces itself: leave out the face index options.")
             if self.task != "face-swap":
                 raise _refuse(f"Field {field!r} needs task 'face-swap' (it chooses the faces itself).")
             if self.face_map is not None and self.reference is not None:

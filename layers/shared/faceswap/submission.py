@@ -36,7 +36,14 @@ from faceswap.media import WORKDIR_PREFIX, PreparedVideo
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
-from faceswap.providers.registry import PROVIDERS, face_choice, video_face_choice, video_limits
+from faceswap.providers.registry import (
+    PROVIDERS,
+    face_choice,
+    video_face_choice,
+    video_limits,
+    video_options_message,
+    video_options_refused,
+)
 from faceswap.webhooks import WebhookSigner
 
 logger = logging.getLogger(__name__)
@@ -308,7 +315,8 @@ class Submitter:
         Raises
         ------
         ProviderRejected
-            ``provider`` has no video task (the message names what it offers and who has one).
+            ``provider`` has no video task (the message names what it offers and who has one), or its video task
+            does not take the request's options (registry ``video_options``).
         InputError
             The video is unusable (:meth:`faceswap.inputs.InputPreparer.prepare_video`).
         """
@@ -321,6 +329,8 @@ class Submitter:
                 f"Provider {provider.name!r} has no video task (it offers {offered} on images); providers with one: "
                 f"{', '.join(takers) or 'none configured'}."
             )
+        if refused := video_options_refused(provider.name, request.options):
+            raise ProviderRejected(video_options_message(provider.name, refused))
         workdir = scratch.enter_context(tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX + "video-"))
         return self.inputs.prepare_video(
             request.target_video,

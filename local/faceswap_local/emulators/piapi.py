@@ -6,7 +6,8 @@
 - ``GET /api/v1/task/{task_id}`` → ``{"code": 200, "data": {…, "status": "completed", "output": {"image_url"}}}``.
 - Webhook: ``POST`` to the endpoint with ``x-webhook-secret`` and ``{"timestamp", "data"}`` when the task ends.
 - ``GET /results/{task_id}.png``: the result image (the "short-lived" URL).
-- Video (``providers.md`` §7): model ``Qubico/video-toolkit``, ``input: {swap_image, target_video (URL)}``; the video
+- Video (``providers.md`` §7): model ``Qubico/video-toolkit``, ``input: {swap_image, target_video (URL),
+  swap_faces_index?, target_faces_index?}`` (the target's faces counted in the first frame); the video
   must be an MP4 of at most 600 frames, 720p and 10 MB (else 400), is swapped frame by frame with the engine
   (:func:`faceswap_engine.video.swap_video_file`) and served at ``GET /results/{task_id}.mp4``
   (``output.video_url``). :attr:`Faults.video_without_audio` serves it without its audio track.
@@ -324,18 +325,20 @@ class PiAPIEmulator(EmulatorServer):
         )
         with self._lock:
             self.tasks[task.task_id] = task
-        threading.Thread(target=self._process_video, args=(task, source, swap, workdir), daemon=True).start()
+        options = {k: inputs[k] for k in ("swap_faces_index", "target_faces_index") if k in inputs}
+        threading.Thread(target=self._process_video, args=(task, source, swap, workdir, options), daemon=True).start()
         return _json(200, {"code": 200, "data": self._task_data(task), "message": "success"})
 
-    def _process_video(self, task: Task, source: str, swap: bytes, workdir: str) -> None:
+    def _process_video(self, task: Task, source: str, swap: bytes, workdir: str, options: dict[str, Any]) -> None:
         from faceswap_engine.errors import FaceSwapError
         from faceswap_engine.video import swap_video_file
+        from faceswap_local.engine_service import face_indices
 
         task.status = "processing"
         time.sleep(self.faults.processing_seconds)
         out = os.path.join(workdir, "result.mp4")
         try:
-            swap_video_file(source, swap, out)
+            swap_video_file(source, swap, out, **face_indices(options))
             if self.faults.video_without_audio:
                 out = _without_audio(out, os.path.join(workdir, "silent.mp4"))
             with open(out, "rb") as f:

@@ -11,8 +11,9 @@ https://piapi.ai/docs/unified-webhook, https://piapi.ai/docs/dream-machine/get-t
   of our bucket, and avoids the unknown of whether PiAPI accepts presigned URLs that end in a query string.
 - Results are kept about 3 days (Qubico's output-storage doc), so the expiry recorded is 3 days.
 - Video (``providers.md`` §7, https://piapi.ai/docs/faceswap-api/video-faceswap): model ``Qubico/video-toolkit``,
-  task type ``face-swap``, ``input: {swap_image, target_video}`` with the video by URL (a presigned URL of the MP4
-  fitted to 600 frames, 720p and 10 MB); the result is ``data.output.video_url``. Whether PiAPI keeps the audio is
+  task type ``face-swap``, ``input: {swap_image, target_video, swap_faces_index?, target_faces_index?}`` with the
+  video by URL (a presigned URL of the MP4 fitted to 600 frames, 720p and 10 MB) and the face indices as for images;
+  the result is ``data.output.video_url``. Whether PiAPI keeps the audio is
   not documented: the collector restores it when it is missing.
 """
 
@@ -119,7 +120,7 @@ class PiAPIProvider(KeyedHttpProvider):
                 },
                 "config": {"service_mode": "public"},
             }
-        if task.task == "multi-face-swap":
+        if task.task == "multi-face-swap" or task.target_video is not None:  # the video task takes them on face-swap
             for option in ("swap_faces_index", "target_faces_index"):
                 if option in task.options:
                     body["input"][option] = str(task.options[option])

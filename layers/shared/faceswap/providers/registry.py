@@ -13,6 +13,7 @@ Adapters are named, not imported: a function loads only the adapters of the prov
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,9 @@ class ProviderSpec:
     video_face_choice
         How its video task takes the faces a face map chose in the first frame (``None``: it takes none, and a video
         job with a face map is refused ``provider_rejected`` before any call).
+    video_options
+        The request options its video task takes besides the pipeline's own ``trim`` (a video job with another is
+        refused ``provider_rejected`` before any call).
     """
 
     name: str
@@ -86,6 +90,7 @@ class ProviderSpec:
     video_limits: VideoLimits | None = None
     video_poll_delays: tuple[float, float, float] = (30.0, 1.5, 120.0)
     video_face_choice: str | None = None
+    video_options: frozenset[str] = frozenset()
 
     def adapter_class(self) -> Any:
         """The adapter's class, imported now."""
@@ -119,6 +124,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             # providers.md §7: "Maximum 600 frames per video", "standard MP4"; the legacy page and PiAPI's n8n node
             # say at most 10 MB and 720p. Sent within all of them.
             video_limits=VideoLimits(max_long_side=1280, max_short_side=720, max_frames=600, max_bytes=10 * MIB),
+            video_options=FACE_INDEX_OPTIONS,  # providers.md §7: swap_faces_index, target_faces_index (optional)
         ),
         ProviderSpec(
             name="ailabapi",
@@ -190,6 +196,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             video_limits=VideoLimits(max_long_side=1920, max_short_side=1080, max_frames=1800, max_bytes=200 * MIB),
             video_poll_delays=(10.0, 1.5, 60.0),
             video_face_choice=NATIVE,  # the chosen faces' boxes in the first frame; the engine follows each
+            video_options=FACE_INDEX_OPTIONS,  # the target's counted in the first frame; the engine follows each
         ),
     )
 }
@@ -215,6 +222,22 @@ def offers(name: str, task: str) -> bool:
 def video_limits(name: str) -> VideoLimits | None:
     """What provider ``name``'s video tasks take (``None``: it has none, or is unknown)."""
     return PROVIDERS[name].video_limits if name in PROVIDERS and PROVIDERS[name].video_tasks else None
+
+
+def video_options_refused(name: str, options: Iterable[str]) -> list[str]:
+    """The ``options`` of a video request that provider ``name``'s video task does not take (``trim`` is the
+    pipeline's own), sorted; empty when it takes them all."""
+    taken = PROVIDERS[name].video_options if name in PROVIDERS else frozenset()
+    return sorted(option for option in options if option != "trim" and option not in taken)
+
+
+def video_options_message(name: str, refused: list[str]) -> str:
+    """The ``provider_rejected`` message for a video request with options ``refused`` by provider ``name``."""
+    takers = sorted(p.name for p in PROVIDERS.values() if p.video_tasks and set(refused) <= p.video_options)
+    return (
+        f"Provider {name!r}'s video task takes no option {', '.join(refused)}; providers whose video task takes "
+        f"{'it' if len(refused) == 1 else 'them'}: {', '.join(takers) or 'none'}."
+    )
 
 
 def video_face_choice(name: str) -> str | None:

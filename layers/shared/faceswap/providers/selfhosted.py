@@ -11,7 +11,8 @@ Contract: ``engine/faceswap_engine/server.py`` (module docstring), summarised:
 - Options for ``multi-face-swap``: ``swap_faces_index`` (one index) and ``target_faces_index`` (``"1"`` or
   ``"0,1"``), as in manifests; faces are numbered left to right from 0, as PiAPI numbers them.
 - A face map's chosen faces go natively as ``faces: [{box, swap_image}]`` (boxes in pixels of the target sent).
-- A target video goes as ``target_video_url`` (a presigned URL of the fitted MP4) instead of ``target_image``; the
+- A target video goes as ``target_video_url`` (a presigned URL of the fitted MP4) instead of ``target_image``, with
+  the face indices as for images (task ``face-swap``; the target's counted in the first frame, each followed); the
   result is an MP4 with the video's audio.
 """
 
@@ -105,7 +106,8 @@ class SelfhostedProvider:
             "task": "face-swap",
             "target_video_url": video_url,
             "swap_image": as_base64(task.swap_image.data),
-            "swap_face_index": 0,
+            "swap_face_index": int(str(task.options.get("swap_faces_index", "0")).split(",")[0]),
+            "target_face_indices": _indices(task.options.get("target_faces_index")),
             "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
         }
         if task.faces:  # a face map: the chosen faces' boxes in the first frame, each followed through the video
