@@ -19,9 +19,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.sqs import SqsMessageDelay, redelivery_delay
+from faceswap.aws.sqs import JobDeliveries, SqsMessageDelay
 from faceswap.config import Config
-from faceswap.errors import ProviderUnavailable, RateLimited
 from faceswap.media import remove_stale_workdirs
 from faceswap.messages import check_from_message, request_from_message
 from faceswap.observability import TRACED_MODULES, Telemetry
@@ -36,8 +35,14 @@ processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed 
 config = Config.from_env()
 sqs = boto3.client("sqs")  # one client for the pipeline and for pacing failed messages
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
+# Over a provider's ceiling a request waits at least 5 s: each comeback counts towards the queue's 20 deliveries.
 message_delay = SqsMessageDelay(sqs, config.media_queue_url)
-RATE_LIMITED_WAIT_SECONDS = 5
+deliveries = JobDeliveries(
+    pipeline,
+    message_delay,
+    max_receive_count=config.max_receive_count,
+    rate_limited_wait=5,
+)
 
 
 @tracer.capture_method
@@ -45,35 +50,20 @@ def record_handler(record: SQSRecord) -> None:
     """One video job's request or check; raising makes SQS deliver the message again (on its last delivery the job
     is ended FAILED first, as in the submit and poller functions)."""
     body = json.loads(record.body)
-    deliveries = int(record.attributes.approximate_receive_count)
+    delivery = {
+        "receipt_handle": record.receipt_handle,
+        "deliveries": int(record.attributes.approximate_receive_count),
+    }
     if "job_request" in body:
         request = request_from_message(body["job_request"])
         telemetry.job(request.job_id, provider=request.provider)
-        try:
-            job = pipeline.submit(request)
-        except Exception as e:
-            if isinstance(e, RateLimited):
-                # Over the provider's ceiling: each comeback counts towards the queue's 20 deliveries, so wait a little.
-                message_delay.delay(record.receipt_handle, max(e.retry_after or 0, RATE_LIMITED_WAIT_SECONDS))
-            elif isinstance(e, ProviderUnavailable):
-                message_delay.delay(
-                    record.receipt_handle,
-                    e.retry_after or redelivery_delay(deliveries, max_receive_count=config.max_receive_count),
-                )
-            pipeline.failed_delivery(request.job_id, e, deliveries=deliveries)
-            raise
+        job = deliveries.submit(request, **delivery)
+        assert job is not None, "the media function runs video jobs: it hands none over"
         logger.info("video job submitted", extra={"state": job.state, "error_code": (job.error or {}).get("code")})
         return
     job_id, check, task_id = check_from_message(record.body)
     telemetry.job(job_id)
-    try:
-        checked = pipeline.check(job_id, check=check, task_id=task_id)
-    except Exception as e:
-        message_delay.delay(
-            record.receipt_handle, redelivery_delay(deliveries, max_receive_count=config.max_receive_count)
-        )
-        pipeline.failed_delivery(job_id, e, deliveries=deliveries)
-        raise
+    checked = deliveries.check(job_id, check, task_id, **delivery)
     if checked is not None:
         telemetry.job_seen(checked)
         logger.info("video job checked", extra={"state": checked.state})

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.sqs import SqsMessageDelay, redelivery_delay
+from faceswap.aws.sqs import JobDeliveries, SqsMessageDelay
 from faceswap.config import Config
 from faceswap.messages import check_from_message
 from faceswap.observability import TRACED_MODULES, Telemetry
@@ -24,7 +24,10 @@ processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed 
 config = Config.from_env()
 sqs = boto3.client("sqs")  # one client for the pipeline and for pacing failed checks
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
+# A failed check comes back after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, and on the
+# message's last delivery its job is ended FAILED, visibly, before the message goes to the DLQ.
 message_delay = SqsMessageDelay(sqs, config.check_queue_url)
+deliveries = JobDeliveries(pipeline, message_delay, max_receive_count=config.max_receive_count)
 
 
 @tracer.capture_method
@@ -32,18 +35,13 @@ def record_handler(record: SQSRecord) -> None:
     """One check: message body ``{"job_id": str, "check": int}``."""
     job_id, check, task_id = check_from_message(record.body)
     telemetry.job(job_id)  # provider and task id follow when the job is read
-    try:
-        job = pipeline.check(job_id, check=check, task_id=task_id)
-    except Exception as e:
-        deliveries = int(record.attributes.approximate_receive_count)
-        # Checked again after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, so a check that
-        # keeps failing reaches its last delivery (and its job ends) within minutes, not half an hour.
-        message_delay.delay(
-            record.receipt_handle, redelivery_delay(deliveries, max_receive_count=config.max_receive_count)
-        )
-        # On the message's last delivery the job is ended FAILED, visibly, before the message goes to the DLQ.
-        pipeline.failed_delivery(job_id, e, deliveries=deliveries)
-        raise
+    job = deliveries.check(
+        job_id,
+        check,
+        task_id,
+        receipt_handle=record.receipt_handle,
+        deliveries=int(record.attributes.approximate_receive_count),
+    )
     if job is not None:
         telemetry.job_seen(job)
         logger.info("job checked", extra={"state": job.state})

@@ -11,9 +11,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.sqs import SqsMessageDelay, redelivery_delay
+from faceswap.aws.sqs import JobDeliveries, SqsMessageDelay
 from faceswap.config import Config
-from faceswap.errors import ProviderUnavailable, RateLimited
 from faceswap.intake import requests_in_message
 from faceswap.observability import TRACED_MODULES, Telemetry
 from faceswap.wiring import build_pipeline
@@ -28,6 +27,7 @@ config = Config.from_env()
 sqs = boto3.client("sqs")  # one client for the pipeline and for handing messages back to the submit queue
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.submit_queue_url)
+deliveries = JobDeliveries(pipeline, message_delay, max_receive_count=config.max_receive_count)
 
 
 @tracer.capture_method
@@ -49,23 +49,16 @@ def record_handler(record: SQSRecord) -> None:
     for request in requests:
         telemetry.job(request.job_id, provider=request.provider)  # provider_task_id follows once created
         try:
-            if pipeline.hand_over(request):  # a video job: the media function runs it
-                logger.info("video job handed to the media function")
-                continue
-            job = pipeline.submit(request)
-        except Exception as e:
-            deliveries = int(record.attributes.approximate_receive_count)
-            if isinstance(e, RateLimited):
-                # Over the provider's ceiling: the message waits in the queue (not the whole visibility timeout).
-                message_delay.delay(record.receipt_handle, e.retry_after or 1)
-            elif isinstance(e, ProviderUnavailable):
-                # The provider could not take the task: try again soon, not after the queue's 6-minute visibility.
-                message_delay.delay(
-                    record.receipt_handle,
-                    e.retry_after or redelivery_delay(deliveries, max_receive_count=config.max_receive_count),
-                )
-            pipeline.failed_delivery(request.job_id, e, deliveries=deliveries)
+            job = deliveries.submit(
+                request,
+                receipt_handle=record.receipt_handle,
+                deliveries=int(record.attributes.approximate_receive_count),
+            )
+        except Exception as e:  # paced, and the job ended FAILED if this was the message's last delivery
             failure = failure or e
+            continue
+        if job is None:
+            logger.info("video job handed to the media function")
             continue
         logger.info(
             "job submitted",

@@ -18,16 +18,19 @@ from moto import mock_aws
 from faceswap.aws.dynamodb import DynamoJobStore, job_from_item, job_to_item
 from faceswap.aws.ratelimit import DynamoRateLimiter
 from faceswap.aws.s3 import S3ObjectStore
+from faceswap.aws.sqs import JobDeliveries
 from faceswap.errors import (
     ImageTooLarge,
     InputNotFound,
     JobTimedOut,
     PipelineError,
     ProviderTaskFailed,
+    ProviderUnavailable,
+    RateLimited,
     StoreUnavailable,
 )
 from faceswap.lifecycle import JobState, Lifecycle, Phase
-from faceswap.model import ImageRef, Job, StoredResult
+from faceswap.model import ImageRef, Job, JobRequest, StoredResult
 from faceswap.ports import Turn
 
 MIB = 1024 * 1024
@@ -362,3 +365,78 @@ def test_a_row_written_before_phases_is_read_with_its_phase_and_still_moves_by_i
 
     assert ended is not None and (ended.state, ended.phase) == (JobState.TIMED_OUT, Phase.ENDED)
     assert lifecycle.fail(legacy, ProviderTaskFailed("late")) is None, "terminal never changes"
+
+
+class _Deliveries:
+    """A pipeline whose submit, hand-over and check do what a test says, and a message delay that records."""
+
+    def __init__(self, outcome: BaseException | None = None, *, handed_over: bool = False) -> None:
+        self.outcome, self.handed_over = outcome, handed_over
+        self.delays: list[tuple[str, float]] = []
+        self.failed: list[tuple[str, str, int]] = []
+
+    def hand_over(self, request: Any) -> bool:
+        return self.handed_over
+
+    def submit(self, request: Any) -> Any:
+        if self.outcome is not None:
+            raise self.outcome
+        return "submitted"
+
+    def check(self, job_id: str, *, check: int, task_id: str | None) -> Any:
+        if self.outcome is not None:
+            raise self.outcome
+        return "checked"
+
+    def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> None:
+        self.failed.append((job_id, type(cause).__name__, deliveries))
+
+    def delay(self, receipt_handle: str, seconds: float) -> None:
+        self.delays.append((receipt_handle, seconds))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "deliveries", "delays"),
+    [
+        (RateLimited("over the ceiling", retry_after=2), 1, [5]),  # at least rate_limited_wait
+        (RateLimited("over the ceiling", retry_after=9), 1, [9]),
+        (ProviderUnavailable("503"), 2, [30]),  # redelivery_delay
+        (ProviderUnavailable("503", retry_after=7), 2, [7]),
+        (ProviderUnavailable("503"), 4, [0]),  # the last delivery: straight on to the dead-letter queue
+        (ValueError("a bug"), 1, []),  # back after the queue's visibility timeout
+    ],
+)
+def test_a_failed_request_delivery_is_paced_by_its_cause_and_ends_the_job_on_the_last(
+    outcome: BaseException, deliveries: int, delays: list[float]
+) -> None:
+    fake = _Deliveries(outcome)
+    messages = JobDeliveries(fake, fake, max_receive_count=4, rate_limited_wait=5)  # type: ignore[arg-type]
+    with pytest.raises(type(outcome)):
+        messages.submit(job_request_for("j1"), receipt_handle="r", deliveries=deliveries)
+    assert fake.delays == [("r", d) for d in delays]
+    assert fake.failed == [("j1", type(outcome).__name__, deliveries)]
+
+
+def test_a_delivery_runs_the_request_or_check_or_hands_a_video_job_over() -> None:
+    fake = _Deliveries()
+    messages = JobDeliveries(fake, fake, max_receive_count=4)  # type: ignore[arg-type]
+    assert messages.submit(job_request_for("j1"), receipt_handle="r", deliveries=1) == "submitted"
+    assert messages.check("j1", 2, None, receipt_handle="r", deliveries=1) == "checked"
+    fake.handed_over = True
+    assert messages.submit(job_request_for("j1"), receipt_handle="r", deliveries=1) is None
+    fake.outcome = ProviderUnavailable("503")
+    with pytest.raises(ProviderUnavailable):
+        messages.check("j1", 2, None, receipt_handle="r", deliveries=1)
+    assert fake.delays == [("r", 10)] and fake.failed == [("j1", "ProviderUnavailable", 1)]
+
+
+def job_request_for(job_id: str) -> JobRequest:
+    return JobRequest(
+        job_id=job_id,
+        provider="piapi",
+        task="face-swap",
+        target_image=ImageRef(bucket="inputs", key="t.jpg"),
+        swap_image=ImageRef(bucket="inputs", key="s.jpg"),
+        result_key="results/t.jpg",
+        source="s3",
+    )

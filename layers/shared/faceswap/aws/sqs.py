@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from faceswap.aws import error_code, translated
+from faceswap.errors import ProviderUnavailable, RateLimited
 from faceswap.messages import check_message, request_to_message
-from faceswap.model import JobRequest
+from faceswap.model import Job, JobRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+
+    from faceswap.jobs import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +102,60 @@ class SqsMessageDelay:
             logger.warning(
                 "could not delay a message; it returns after the visibility timeout", extra={"error": error_code(e)}
             )
+
+
+class JobDeliveries:
+    """One delivery of a queue message's job request or check, run through ``pipeline``; when it fails, the message
+    is paced (made visible again after a delay chosen by the failure, through ``message_delay``) and, on its last
+    delivery (``max_receive_count``), its job is ended FAILED before the error is raised again (so SQS delivers the
+    message again, or moves it to the dead-letter queue). Shared by the submit, poller and media functions.
+
+    Pacing: a request over a provider's ceiling (``RateLimited``) waits its ``retry_after``, at least
+    ``rate_limited_wait`` seconds; a provider that could not take the task (``ProviderUnavailable``) its
+    ``retry_after`` or :func:`redelivery_delay`; any other failed request comes back after the queue's visibility
+    timeout (its cause may be slow to clear); a failed check after :func:`redelivery_delay`, so a check that keeps
+    failing reaches its last delivery within minutes, not after many visibility timeouts.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        message_delay: SqsMessageDelay,
+        *,
+        max_receive_count: int,
+        rate_limited_wait: float = 1.0,
+    ) -> None:
+        self._pipeline = pipeline
+        self._delay = message_delay
+        self._max_receive_count = max_receive_count
+        self._rate_limited_wait = rate_limited_wait
+
+    def submit(self, request: JobRequest, *, receipt_handle: str, deliveries: int) -> Job | None:
+        """``pipeline.submit(request)``, or ``None`` when the request went to the media function instead (a video job
+        where this function runs none: ``pipeline.hand_over``); on failure the message is paced and the error raised
+        again."""
+        try:
+            if self._pipeline.hand_over(request):
+                return None
+            return self._pipeline.submit(request)
+        except Exception as e:
+            if isinstance(e, RateLimited):
+                self._delay.delay(receipt_handle, max(e.retry_after or 0, self._rate_limited_wait))
+            elif isinstance(e, ProviderUnavailable):
+                self._delay.delay(receipt_handle, e.retry_after or self._backoff(deliveries))
+            self._pipeline.failed_delivery(request.job_id, e, deliveries=deliveries)
+            raise
+
+    def check(
+        self, job_id: str, check: int, task_id: str | None, *, receipt_handle: str, deliveries: int
+    ) -> Job | None:
+        """``pipeline.check(...)``; on failure the message is paced and the error raised again."""
+        try:
+            return self._pipeline.check(job_id, check=check, task_id=task_id)
+        except Exception as e:
+            self._delay.delay(receipt_handle, self._backoff(deliveries))
+            self._pipeline.failed_delivery(job_id, e, deliveries=deliveries)
+            raise
+
+    def _backoff(self, deliveries: int) -> float:
+        return redelivery_delay(deliveries, max_receive_count=self._max_receive_count)
