@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import pytest
 from fakes import SIGNING_KEY, FakeProvider, RecordingQueue, World, job_request, jpeg, make_world
@@ -22,7 +23,7 @@ from faceswap.errors import (
 )
 from faceswap.ids import webhook_secret
 from faceswap.lifecycle import JobState, Phase
-from faceswap.model import TaskStatus
+from faceswap.model import Job, TaskStatus
 from faceswap.ports import Turn
 
 
@@ -74,10 +75,44 @@ def test_interrupted_submit_is_reconciled_not_resent(world: World) -> None:
         world.pipeline.submit(job_request())
     assert world.store.rows["a" * 32].state is JobState.RECEIVED
 
+    world.clock.advance(360)  # its message comes back after the submit queue's visibility timeout
     job = world.pipeline.submit(job_request())
 
     assert len(world.provider.creates) == 1
     assert job.state is JobState.SUBMITTED and job.provider_task_id is None
+
+
+def test_a_duplicate_while_the_create_is_in_flight_leaves_the_outcome_to_the_claimer(world: World) -> None:
+    # The same S3 event delivered twice at once: the second delivery reads the job while the first is making its
+    # create, which then fails 503. The job must go back to awaiting its create (not be declared unknown).
+    original = world.provider.create_task
+    seen: list[Job] = []
+
+    def create_with_a_duplicate_arriving(task: Any, webhook: Any) -> str:
+        seen.append(world.pipeline.submit(job_request()))  # the duplicate, while this create is in flight
+        raise ProviderUnavailable("503")
+
+    world.provider.create_task = create_with_a_duplicate_arriving  # type: ignore[method-assign]
+    with pytest.raises(ProviderUnavailable):
+        world.pipeline.submit(job_request())
+    world.provider.create_task = original  # type: ignore[method-assign]
+
+    (duplicate,) = seen
+    assert duplicate.phase is Phase.CREATING and duplicate.error is None  # left as it was
+    assert world.store.rows["a" * 32].phase is Phase.AWAITING_CREATE
+    world.clock.advance(10)
+    job = world.pipeline.submit(job_request())  # the paced redelivery
+    assert job.state is JobState.SUBMITTED and job.provider_task_id is not None
+
+
+def test_a_claim_older_than_the_claimers_timeout_is_an_unknown_outcome(world: World) -> None:
+    world.provider.create_errors.append(RuntimeError("the function was killed mid-create"))
+    with pytest.raises(RuntimeError):
+        world.pipeline.submit(job_request())
+    world.clock.advance(59)
+    assert world.pipeline.submit(job_request()).phase is Phase.CREATING  # still its claimer's
+    world.clock.advance(1)
+    assert world.pipeline.submit(job_request()).phase is Phase.OUTCOME_UNKNOWN
 
 
 def test_provider_unavailable_is_retried_then_fails_visibly(world: World) -> None:

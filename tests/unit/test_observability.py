@@ -499,3 +499,12 @@ def test_samconfig_environments_set_template_parameters_to_allowed_values(templa
                 assert spec.get("MinValue", -1e18) <= float(value) <= spec.get("MaxValue", 1e18), (environment, name)
             if "AllowedPattern" in spec:
                 assert re.fullmatch(spec["AllowedPattern"], value), (environment, name)
+
+
+def test_a_create_claim_lasts_as_long_as_the_function_that_makes_it(template: dict[str, Any]) -> None:
+    from faceswap.lifecycle import CREATE_CLAIM_SECONDS, VIDEO_CREATE_CLAIM_SECONDS
+
+    functions = resources(template, "AWS::Serverless::Function")
+    default = template["Globals"]["Function"]["Timeout"]
+    assert functions["SubmitFunction"]["Properties"].get("Timeout", default) == CREATE_CLAIM_SECONDS
+    assert functions["MediaFunction"]["Properties"]["Timeout"] == VIDEO_CREATE_CLAIM_SECONDS

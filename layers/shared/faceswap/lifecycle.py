@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from faceswap.model import VIDEO, Job, after, isoformat
+from faceswap.model import VIDEO, Job, after, isoformat, parse_time
 
 if TYPE_CHECKING:
     from faceswap.errors import PipelineError
@@ -65,6 +65,13 @@ class JobState(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT})
+
+CREATE_CLAIM_SECONDS = 60
+"""How long after ``claim-create`` an image job's create may still be in flight: the submit function's ``Timeout``
+(``template.yaml`` Globals), past which the invocation that claimed it has ended, one way or another
+(https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html)."""
+VIDEO_CREATE_CLAIM_SECONDS = 900
+"""The same for video jobs, whose creates the media function makes (its ``Timeout``)."""
 
 
 class Phase(enum.StrEnum):
@@ -225,6 +232,16 @@ class Lifecycle:
         self.deadline_seconds = deadline_seconds
         self.video_deadline_seconds = video_deadline_seconds or deadline_seconds
         self.clock = clock
+
+    def create_in_flight(self, job: Job) -> bool:
+        """Whether ``job`` (in phase ``creating``) was claimed so recently that the invocation making its create may
+        still be running (:data:`CREATE_CLAIM_SECONDS`, :data:`VIDEO_CREATE_CLAIM_SECONDS`): another delivery of the
+        same request (an S3 event delivered twice, at once) must then leave the outcome to it, not declare it unknown.
+        A row without a claim time counts as not in flight."""
+        if job.phase is not Phase.CREATING or not job.submit_started_at:
+            return False
+        lease = VIDEO_CREATE_CLAIM_SECONDS if job.media_type == VIDEO else CREATE_CLAIM_SECONDS
+        return (self.clock() - parse_time(job.submit_started_at)).total_seconds() < lease
 
     def _deadline(self, job: Job | JobRequest) -> str:
         """A new deadline for ``job``: from now, by its media type."""

@@ -124,6 +124,12 @@ class Submitter:
             if job.phase is Phase.CREATING and job.provider_task_id:
                 # An earlier submit stopped before recording its task, which a verified callback named meanwhile.
                 return self._recorded(job, job.provider_task_id)
+            if self.lifecycle.create_in_flight(job):
+                # Another delivery of this request (an S3 event delivered twice, at once) claimed the create and is
+                # making it now: it records the outcome. Were it to die, its own message comes back after the claim
+                # has lapsed, and finds the outcome unknown (below).
+                logger.info("duplicate request while its create is in flight", extra=log_keys(job))
+                return job
             if job.phase is Phase.CREATING:
                 # An earlier submit claimed the create and stopped without recording its outcome.
                 unknown = "An earlier submit stopped before recording whether the provider took the task."
