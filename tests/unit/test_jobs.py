@@ -10,6 +10,7 @@ import pytest
 from fakes import SIGNING_KEY, FakeProvider, RecordingQueue, World, job_request, jpeg, make_world
 
 from faceswap.errors import (
+    CreateInFlight,
     InvalidRequest,
     NoFaceDetected,
     PipelineError,
@@ -23,7 +24,7 @@ from faceswap.errors import (
 )
 from faceswap.ids import webhook_secret
 from faceswap.lifecycle import JobState, Phase
-from faceswap.model import Job, TaskStatus
+from faceswap.model import TaskStatus
 from faceswap.ports import Turn
 
 
@@ -82,14 +83,18 @@ def test_interrupted_submit_is_reconciled_not_resent(world: World) -> None:
     assert job.state is JobState.SUBMITTED and job.provider_task_id is None
 
 
-def test_a_duplicate_while_the_create_is_in_flight_leaves_the_outcome_to_the_claimer(world: World) -> None:
+def test_a_duplicate_while_the_create_is_in_flight_comes_back_when_the_claim_has_lapsed(world: World) -> None:
     # The same S3 event delivered twice at once: the second delivery reads the job while the first is making its
-    # create, which then fails 503. The job must go back to awaiting its create (not be declared unknown).
+    # create, which then fails 503. The job must go back to awaiting its create (not be declared unknown), and the
+    # duplicate must come back rather than be dropped.
     original = world.provider.create_task
-    seen: list[Job] = []
+    raised: list[CreateInFlight] = []
 
     def create_with_a_duplicate_arriving(task: Any, webhook: Any) -> str:
-        seen.append(world.pipeline.submit(job_request()))  # the duplicate, while this create is in flight
+        world.clock.advance(20)
+        with pytest.raises(CreateInFlight) as duplicate:
+            world.pipeline.submit(job_request())
+        raised.append(duplicate.value)
         raise ProviderUnavailable("503")
 
     world.provider.create_task = create_with_a_duplicate_arriving  # type: ignore[method-assign]
@@ -97,12 +102,14 @@ def test_a_duplicate_while_the_create_is_in_flight_leaves_the_outcome_to_the_cla
         world.pipeline.submit(job_request())
     world.provider.create_task = original  # type: ignore[method-assign]
 
-    (duplicate,) = seen
-    assert duplicate.phase is Phase.CREATING and duplicate.error is None  # left as it was
-    assert world.store.rows["a" * 32].phase is Phase.AWAITING_CREATE
-    world.clock.advance(10)
-    job = world.pipeline.submit(job_request())  # the paced redelivery
+    (duplicate,) = raised
+    assert duplicate.retry_after == pytest.approx(60 - 20 + 5)  # the claim's time left, and a margin
+    assert duplicate.code == "create_in_flight"
+    assert world.store.rows["a" * 32].phase is Phase.AWAITING_CREATE and world.store.rows["a" * 32].error is None
+    world.clock.advance(45)
+    job = world.pipeline.submit(job_request())  # the duplicate, back
     assert job.state is JobState.SUBMITTED and job.provider_task_id is not None
+    assert len(world.provider.creates) == 1
 
 
 def test_a_claim_older_than_the_claimers_timeout_is_an_unknown_outcome(world: World) -> None:
@@ -110,7 +117,11 @@ def test_a_claim_older_than_the_claimers_timeout_is_an_unknown_outcome(world: Wo
     with pytest.raises(RuntimeError):
         world.pipeline.submit(job_request())
     world.clock.advance(59)
-    assert world.pipeline.submit(job_request()).phase is Phase.CREATING  # still its claimer's
+    with pytest.raises(CreateInFlight):
+        world.pipeline.submit(job_request())  # still its claimer's
+    world.rewire(max_receive_count=3)
+    world.pipeline.failed_delivery("a" * 32, CreateInFlight("in flight", retry_after=1), deliveries=3)
+    assert world.store.rows["a" * 32].phase is Phase.CREATING  # a last delivery does not end the claimer's job
     world.clock.advance(1)
     assert world.pipeline.submit(job_request()).phase is Phase.OUTCOME_UNKNOWN
 

@@ -508,3 +508,7 @@ def test_a_create_claim_lasts_as_long_as_the_function_that_makes_it(template: di
     default = template["Globals"]["Function"]["Timeout"]
     assert functions["SubmitFunction"]["Properties"].get("Timeout", default) == CREATE_CLAIM_SECONDS
     assert functions["MediaFunction"]["Properties"]["Timeout"] == VIDEO_CREATE_CLAIM_SECONDS
+    # A claimer that died leaves its message to come back after the queue's visibility timeout: after its claim lapsed.
+    queues = resources(template, "AWS::SQS::Queue")
+    assert queues["SubmitQueue"]["Properties"]["VisibilityTimeout"] > CREATE_CLAIM_SECONDS
+    assert queues["MediaQueue"]["Properties"]["VisibilityTimeout"] > VIDEO_CREATE_CLAIM_SECONDS

@@ -20,6 +20,7 @@ from faceswap import media
 from faceswap.checks import CheckPolicy
 from faceswap.errors import (
     CopyOutOfTime,
+    CreateInFlight,
     InputError,
     JobTimedOut,
     PipelineError,
@@ -340,6 +341,8 @@ class Collector:
         """
         if not self.max_receive_count or deliveries < self.max_receive_count:
             return None
+        if isinstance(cause, CreateInFlight):  # the job is its claimer's, whose own outcome ends or moves it
+            return self.lifecycle.get(job_id)
         job = self.lifecycle.get(job_id)
         if job is None or job.terminal:
             return job

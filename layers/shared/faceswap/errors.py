@@ -21,6 +21,7 @@ PipelineError               base: ``code``, ``message``, ``retryable``
 │   ├── ProviderOutOfCredit ``provider_out_of_credit``: the account has no credit (terminal, alert ops)
 │   ├── ProviderUnavailable ``provider_unavailable``: 429/5xx/network; safe to try again later
 │   │   └── RateLimited     ``rate_limited``: our own ceiling for the provider is reached; wait, never fail over
+│   │       └── CreateInFlight ``create_in_flight``: another delivery of the job is making its create; come back
 │   ├── ProviderTaskFailed  ``provider_task_failed``: the provider ran the task and reported failure
 │   │   └── PoseMismatch    ``pose_mismatch``: the faces are turned too differently for the provider (self-hosted)
 │   └── SubmitOutcomeUnknown ``submit_outcome_unknown``: a create may or may not have reached the provider
@@ -158,6 +159,14 @@ class RateLimited(ProviderUnavailable):
     """The pipeline's own ceiling of calls to this provider is reached; ``retry_after`` says for how long."""
 
     code = "rate_limited"
+
+
+class CreateInFlight(RateLimited):
+    """Another delivery of the same request (an S3 event delivered twice, at once) claimed the job's create and may
+    still be making it: nothing was sent; deliver this one again after ``retry_after`` seconds, when that claim has
+    lapsed (the claimer has recorded the outcome by then, or died and left it unknown). Never ends the job."""
+
+    code = "create_in_flight"
 
 
 class ProviderTaskFailed(ProviderError):

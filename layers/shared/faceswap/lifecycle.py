@@ -233,15 +233,15 @@ class Lifecycle:
         self.video_deadline_seconds = video_deadline_seconds or deadline_seconds
         self.clock = clock
 
-    def create_in_flight(self, job: Job) -> bool:
-        """Whether ``job`` (in phase ``creating``) was claimed so recently that the invocation making its create may
-        still be running (:data:`CREATE_CLAIM_SECONDS`, :data:`VIDEO_CREATE_CLAIM_SECONDS`): another delivery of the
-        same request (an S3 event delivered twice, at once) must then leave the outcome to it, not declare it unknown.
-        A row without a claim time counts as not in flight."""
+    def create_claim_left(self, job: Job) -> float:
+        """Seconds until the claim on ``job``'s create lapses: while it holds (phase ``creating``, claimed less than
+        :data:`CREATE_CLAIM_SECONDS` ago, :data:`VIDEO_CREATE_CLAIM_SECONDS` for a video job), the invocation making
+        the create may still be running, and another delivery of the same request must leave the outcome to it
+        rather than declare it unknown. 0 when there is no live claim (a row without a claim time has none)."""
         if job.phase is not Phase.CREATING or not job.submit_started_at:
-            return False
+            return 0.0
         lease = VIDEO_CREATE_CLAIM_SECONDS if job.media_type == VIDEO else CREATE_CLAIM_SECONDS
-        return (self.clock() - parse_time(job.submit_started_at)).total_seconds() < lease
+        return max(0.0, lease - (self.clock() - parse_time(job.submit_started_at)).total_seconds())
 
     def _deadline(self, job: Job | JobRequest) -> str:
         """A new deadline for ``job``: from now, by its media type."""

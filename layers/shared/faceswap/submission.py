@@ -17,6 +17,7 @@ from faceswap import media
 from faceswap.checks import CheckPolicy
 from faceswap.config import ConfigError
 from faceswap.errors import (
+    CreateInFlight,
     InputError,
     InvalidRequest,
     PipelineError,
@@ -47,6 +48,9 @@ from faceswap.providers.registry import (
 from faceswap.webhooks import WebhookSigner
 
 logger = logging.getLogger(__name__)
+
+CREATE_CLAIM_MARGIN_SECONDS = 5.0
+"""A request that found the job's create claimed comes back this long after the claim lapses."""
 
 
 @dataclass(kw_only=True)
@@ -118,18 +122,22 @@ class Submitter:
         RateLimited
             The pipeline's ceiling of calls to the provider is reached: nothing was sent and the job stays
             as it was; deliver the request again after ``retry_after`` seconds (this is not an attempt).
+            ``CreateInFlight`` (a kind of it): another delivery holds the job's create claim; the same.
         """
         job = self.lifecycle.get(request.job_id)
         if job is not None:
             if job.phase is Phase.CREATING and job.provider_task_id:
                 # An earlier submit stopped before recording its task, which a verified callback named meanwhile.
                 return self._recorded(job, job.provider_task_id)
-            if self.lifecycle.create_in_flight(job):
-                # Another delivery of this request (an S3 event delivered twice, at once) claimed the create and is
-                # making it now: it records the outcome. Were it to die, its own message comes back after the claim
-                # has lapsed, and finds the outcome unknown (below).
-                logger.info("duplicate request while its create is in flight", extra=log_keys(job))
-                return job
+            if (left := self.lifecycle.create_claim_left(job)) > 0:
+                # Another delivery of this request (an S3 event delivered twice, at once, or this very message
+                # delivered again) claimed the create and may be making it now: come back once the claim has lapsed,
+                # when its outcome is recorded or, the claimer having died, unknown (below). This message is not
+                # dropped, so nothing depends on the claimer's own message coming back.
+                raise CreateInFlight(
+                    "Another delivery of this job is making its create; this one comes back when that is settled.",
+                    retry_after=left + CREATE_CLAIM_MARGIN_SECONDS,
+                )
             if job.phase is Phase.CREATING:
                 # An earlier submit claimed the create and stopped without recording its outcome.
                 unknown = "An earlier submit stopped before recording whether the provider took the task."
