@@ -8,12 +8,15 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
 import pytest
+from botocore.awsrequest import AWSResponse
 from fakes import FakeProvider, RecordingQueue, World, job_request, jpeg, make_world
 from moto import mock_aws
 
@@ -23,7 +26,7 @@ from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
 from faceswap.errors import CopyOutOfTime, InvalidRequest
 from faceswap.intake import parse_request_fields, request_for_upload
 from faceswap.lifecycle import JobState
-from faceswap.model import FacePair, ImageRef, TaskStatus
+from faceswap.model import FacePair, ImageRef, StoredResult, TaskStatus
 from faceswap.ports import FaceInput, TaskInput, Webhook
 from faceswap.providers.crun import CRUNProvider
 from faceswap.providers.piapi import PiAPIProvider
@@ -332,6 +335,46 @@ def test_a_file_is_stored_in_parts_in_flight_create_only_and_described_on_repeat
         again = store.store_result_file("results", "r.mp4", str(path), content_type="video/mp4", job_id="j1")
         assert again.sha256 == stored.sha256
         assert client.list_object_versions(Bucket="results").get("Versions", [{}]).__len__() == 1
+        assert client.list_multipart_uploads(Bucket="results").get("Uploads", []) == []
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_a_collect_that_loses_the_race_describes_the_winners_result_and_no_upload_is_left(tmp_path: Path) -> None:
+    # Two collects of one job keep its video result at once: the loser's upload is aborted by the winner once the
+    # winner's is complete (never before: a live upload is not a killed one's), and the loser describes the result.
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="results")
+        path = tmp_path / "big.mp4"
+        path.write_bytes(os.urandom(12 * 1024 * 1024))
+        winner_client = boto3.client("s3", region_name="us-east-1")
+        winner = S3ObjectStore(winner_client, part_bytes=5 * 1024 * 1024)
+        aborted: set[str] = set()
+        stored: list[StoredResult] = []
+        first = threading.Lock()
+        winner_client.meta.events.register(
+            "before-call.s3.AbortMultipartUpload", lambda params, **_: aborted.add(params["query_string"]["uploadId"])
+        )
+
+        def race(params: dict[str, Any], **_: object) -> Any:
+            with first:  # the first part of the loser's upload lets the winner finish first
+                if not stored:
+                    stored.append(
+                        winner.store_result_file("results", "r.mp4", str(path), content_type="video/mp4", job_id="j1")
+                    )
+            if params["query_string"].get("uploadId") in aborted:  # what S3 answers for an aborted upload (moto raises KeyError)
+                error = {"Code": "NoSuchUpload", "Message": "The specified multipart upload does not exist."}
+                return AWSResponse("https://s3", 404, {}, None), {"Error": error, "ResponseMetadata": {}}
+            return None
+
+        for operation in ("UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload"):
+            client.meta.events.register(f"before-call.s3.{operation}", race)
+        loser = S3ObjectStore(client, part_bytes=5 * 1024 * 1024)
+        kept = loser.store_result_file("results", "r.mp4", str(path), content_type="video/mp4", job_id="j1")
+
+        assert aborted, "the winner aborted the loser's live upload once its own was complete"
+        assert stored and kept.sha256 == stored[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert len(client.list_object_versions(Bucket="results")["Versions"]) == 1
         assert client.list_multipart_uploads(Bucket="results").get("Uploads", []) == []
 
 

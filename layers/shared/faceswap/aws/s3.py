@@ -27,6 +27,12 @@ PART_BYTES = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 6
 """Parts of a file (a video result, a prepared video) uploaded at once: memory holds this many parts and one more."""
 
+LOST_RACE = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchUpload"})
+"""Error codes of a result write that another collect of the job beat: the write condition refused it (412; 409
+for a concurrent conditional write), or its multipart upload was aborted by the winner once the winner's was complete
+("the multipart upload might have been aborted or completed": NoSuchUpload,
+https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html). The key then holds the job's result."""
+
 
 class S3ObjectStore:
     """:class:`faceswap.ports.ObjectStore` on S3. Results are written create-only (``If-None-Match: *``)."""
@@ -100,13 +106,14 @@ class S3ObjectStore:
         """Stream a result into S3 with at most one part in memory; see the port for the contract.
 
         A body that fits one part is written with one ``PutObject``; a larger one with a multipart upload
-        that is aborted on any failure (so no partial object is ever visible and none is left open). An upload
-        that an earlier attempt left open because it was killed mid-copy (no code of its ran to abort it) is
-        aborted before the new one starts: results are written only by collects of the key's job, which are
-        safe to repeat, and the write condition keeps a racing collect from being harmed beyond a retry. The
-        write is conditional: ``If-None-Match: *`` when the key is free, ``If-Match: <ETag>`` when it holds an
-        older job's result (a new version replaces it). If the key already holds this job's result (an
-        earlier collect stored it), that object is described and nothing is written.
+        that is aborted on any failure (so no partial object is ever visible and none is left open). Once this
+        upload is complete, any other left open on the key is aborted: one an earlier attempt left because it was
+        killed mid-copy (no code of its ran to abort it), or a racing collect's, which loses anyway (the write
+        condition refuses its completion) and, finding its upload gone, describes the result stored here. Never
+        before: a live collect's upload is not a killed one's. The write is conditional: ``If-None-Match: *``
+        when the key is free, ``If-Match: <ETag>`` when it holds an older job's result (a new version replaces it).
+        If the key already holds this job's result (an earlier collect stored it), that object is described and
+        nothing is written.
         """
         condition = self._write_condition(bucket, key, job_id)
         if isinstance(condition, StoredResult):
@@ -127,7 +134,6 @@ class S3ObjectStore:
                     # The whole buffer is the part (8 MiB up to one chunk more; only the last part may be under
                     # 5 MiB): no copy of it is made, so memory holds one part and one chunk.
                     if upload_id is None:
-                        self._abort_open_uploads(bucket, key)
                         upload_id = self._client.create_multipart_upload(
                             Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
                         )["UploadId"]
@@ -144,10 +150,11 @@ class S3ObjectStore:
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
                 )
                 upload_id = None
+                self._abort_open_uploads(bucket, key)
         except ClientError as e:
             if upload_id is not None:
                 self._abort(bucket, key, upload_id)
-            if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error_code(e) in LOST_RACE:
                 # Another collect of this job got there first: describe what it stored.
                 existing = self._write_condition(bucket, key, job_id)
                 if isinstance(existing, StoredResult):
@@ -248,7 +255,7 @@ class S3ObjectStore:
                 hashed=sha256 is not None,
             )
         except ClientError as e:
-            if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error_code(e) in LOST_RACE:
                 existing = self._write_condition(bucket, key, job_id)
                 if isinstance(existing, StoredResult):
                     return existing
@@ -278,8 +285,8 @@ class S3ObjectStore:
         hashed) here and sent :data:`PARTS_IN_FLIGHT` at a time by a thread pool (botocore clients are thread-safe:
         https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html#multithreading-or-multiprocessing-with-clients).
         ``condition`` goes on the ``PutObject`` or ``CompleteMultipartUpload``; any failure aborts the upload, so no
-        partial object is ever visible and none is left open (``abort_open``: also uploads a killed attempt left open on
-        the key, as :meth:`store_result` does). Returns the last response and the file's sha256 (``""`` when
+        partial object is ever visible and none is left open (``abort_open``: once complete, also the other uploads
+        open on the key, as :meth:`store_result` does). Returns the last response and the file's sha256 (``""`` when
         ``hashed``: the caller has it)."""
         digest = hashlib.sha256()
         size = os.path.getsize(path)
@@ -292,8 +299,6 @@ class S3ObjectStore:
                     Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata, **condition
                 )
                 return cast(Mapping[str, Any], put), digest.hexdigest()
-            if abort_open:
-                self._abort_open_uploads(bucket, key)
             upload_id = self._client.create_multipart_upload(
                 Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata
             )["UploadId"]
@@ -318,6 +323,8 @@ class S3ObjectStore:
             except BaseException:
                 self._abort(bucket, key, upload_id)
                 raise
+            if abort_open:
+                self._abort_open_uploads(bucket, key)
         return cast(Mapping[str, Any], completed), "" if hashed else digest.hexdigest()
 
     @translated("s3:PutObject")
@@ -337,12 +344,16 @@ class S3ObjectStore:
         return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
 
     def _abort_open_uploads(self, bucket: str, key: str) -> None:
-        """Abort every multipart upload open on exactly ``key`` (left by a killed attempt)."""
+        """Abort every multipart upload open on exactly ``key``: called once this collect's own is complete, so what
+        is left is a killed attempt's or a losing racer's."""
         paginator = self._client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             for upload in page.get("Uploads", []):
                 if upload["Key"] == key:
-                    logger.warning("aborting a multipart upload left open by an earlier attempt", extra={"key": key})
+                    logger.warning(
+                        "aborting a multipart upload left open by a killed attempt or a racing collect",
+                        extra={"key": key},
+                    )
                     self._abort(bucket, key, upload["UploadId"])
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
