@@ -362,7 +362,9 @@ def test_a_collect_that_loses_the_race_describes_the_winners_result_and_no_uploa
                     stored.append(
                         winner.store_result_file("results", "r.mp4", str(path), content_type="video/mp4", job_id="j1")
                     )
-            if params["query_string"].get("uploadId") in aborted:  # what S3 answers for an aborted upload (moto raises KeyError)
+            if (
+                params["query_string"].get("uploadId") in aborted
+            ):  # what S3 answers for an aborted upload (moto raises KeyError)
                 error = {"Code": "NoSuchUpload", "Message": "The specified multipart upload does not exist."}
                 return AWSResponse("https://s3", 404, {}, None), {"Error": error, "ResponseMetadata": {}}
             return None
