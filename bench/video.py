@@ -71,15 +71,9 @@ print(json.dumps(statistics.median(seconds)))
 def engine_colour_flicker() -> dict[str, float]:
     """The engine's colour flicker on a 2-second 480p clip of ``obama.jpg`` with ``biden.jpg`` swapped in, clean and
     noisy, per frame (``colour_weight=1``) and carried over frames (the default): ``{name: ΔE76}``."""
-    import av
-
     from faceswap_engine.quality import colour_flicker
     from faceswap_engine.video import swap_video_file
-    from faceswap_local.clips import make_clip
-
-    def frames(path: str) -> list[Any]:
-        with av.open(path) as container:
-            return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+    from faceswap_local.clips import frames, make_clip
 
     figures: dict[str, float] = {}
     swap = (FACES / "biden.jpg").read_bytes()

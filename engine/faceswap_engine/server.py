@@ -16,8 +16,7 @@ Contract (the pipeline's ``faceswap.providers.selfhosted`` adapter follows it):
   indices count the first frame's faces left to right; each face named is followed): the engine downloads the video
   (at most :data:`MAX_VIDEO_BYTES`), swaps every frame (:func:`faceswap_engine.video.swap_video_file`: landmarks
   smoothed over time, frames without a face passed through, the audio copied) and serves an MP4. ``faces`` works as
-  for images,
-  its boxes in the first frame's pixels: each chosen face is followed through the video.
+  for images, its boxes in the first frame's pixels: each chosen face is followed through the video.
 - ``GET /v1/results/{task_id}.jpg`` (``.mp4`` for a video) → the result (``image/jpeg``, ``video/mp4``); ``404`` once
   evicted.
 - Webhook: when a task ends, ``POST`` to ``webhook.url`` with header ``x-webhook-secret: <secret>`` and JSON
@@ -235,8 +234,8 @@ class EngineServer:
         target_indices: list[int] | None,
         faces: list[tuple[tuple[int, int, int, int], bytes]],
     ) -> None:
-        record.status = "running"
-        try:
+
+        def work() -> None:
             record.result = (
                 swap_chosen_faces_bytes(target, faces, format="JPEG")
                 if faces
@@ -244,15 +243,8 @@ class EngineServer:
                     target, swap, swap_face_index=swap_index, target_face_indices=target_indices, format="JPEG"
                 )
             )
-            record.status = "succeeded"
-        except FaceSwapError as e:
-            record.error = {"code": e.code, "message": str(e)}
-            record.status = "failed"
-        except Exception:  # an engine bug must still end the task, visibly
-            logger.exception("swap failed")
-            record.error = {"code": "engine_error", "message": "the engine failed unexpectedly"}
-            record.status = "failed"
-        self._notify(record)
+
+        self._complete(record, work)
 
     def _run_video(
         self,
@@ -265,8 +257,7 @@ class EngineServer:
     ) -> None:
         from .video import swap_video_file  # PyAV: loaded with the first video task
 
-        record.status = "running"
-        try:
+        def work() -> None:
             with tempfile.TemporaryDirectory(prefix="engine-video-") as workdir:
                 source, out = os.path.join(workdir, "target"), os.path.join(workdir, "result.mp4")
                 self._download(url, source)
@@ -281,29 +272,43 @@ class EngineServer:
                 kept = os.path.join(self.results_dir, f"{record.task_id}.mp4")
                 shutil.move(out, kept)
                 record.result_path = kept
+
+        self._complete(record, work)
+
+    def _complete(self, record: EngineTask, work: Callable[[], None]) -> None:
+        """Run a task's ``work`` (which sets its result): the task ends succeeded, or failed with the engine's code
+        (``engine_error`` for an unexpected exception: an engine bug must still end the task, visibly); then its
+        webhook is sent."""
+        record.status = "running"
+        try:
+            work()
             record.status = "succeeded"
         except FaceSwapError as e:
             record.error = {"code": e.code, "message": str(e)}
             record.status = "failed"
-        except httpx.HTTPError as e:
-            record.error = {"code": "invalid_image", "message": f"the target video could not be downloaded: {e}"}
-            record.status = "failed"
-        except Exception:  # an engine bug must still end the task, visibly
-            logger.exception("video swap failed")
+        except Exception:
+            logger.exception("swap failed")
             record.error = {"code": "engine_error", "message": "the engine failed unexpectedly"}
             record.status = "failed"
         self._notify(record)
 
     def _download(self, url: str, path: str) -> None:
-        """Stream the target video at ``url`` into ``path`` (at most :data:`MAX_VIDEO_BYTES`)."""
+        """Stream the target video at ``url`` into ``path`` (at most :data:`MAX_VIDEO_BYTES`); ``InvalidImage`` when
+        it is over that or cannot be downloaded."""
         size = 0
-        with self._http.stream("GET", url, timeout=httpx.Timeout(60.0, connect=5.0)) as response, open(path, "wb") as f:
-            response.raise_for_status()
-            for chunk in response.iter_bytes(1024 * 1024):
-                size += len(chunk)
-                if size > MAX_VIDEO_BYTES:
-                    raise InvalidImage(f"the target video is over {MAX_VIDEO_BYTES} bytes", image="target")
-                f.write(chunk)
+        try:
+            with (
+                self._http.stream("GET", url, timeout=httpx.Timeout(60.0, connect=5.0)) as response,
+                open(path, "wb") as f,
+            ):
+                response.raise_for_status()
+                for chunk in response.iter_bytes(1024 * 1024):
+                    size += len(chunk)
+                    if size > MAX_VIDEO_BYTES:
+                        raise InvalidImage(f"the target video is over {MAX_VIDEO_BYTES} bytes", image="target")
+                    f.write(chunk)
+        except httpx.HTTPError as e:
+            raise InvalidImage(f"the target video could not be downloaded: {e}", image="target") from e
 
     def _notify(self, record: EngineTask) -> None:
         if not record.webhook_url:

@@ -93,6 +93,12 @@ def make_clip(
     return path
 
 
+def frames(path: str | Path) -> list[np.ndarray]:
+    """Every frame of the video at ``path``, decoded as BGR ``uint8`` arrays (OpenCV's order), in order."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+
+
 def _frame(source: Image.Image, width: int, height: int, progress: float, move: float) -> np.ndarray:
     """The frame at ``progress`` (0..1): a crop of ``source`` at the clip's aspect ratio, zooming and panning."""
     aspect = width / height

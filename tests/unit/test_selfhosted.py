@@ -141,6 +141,16 @@ def _call(app: EngineServer, method: str, path: str, body: bytes = b"") -> tuple
     return int(status[0].split()[0]), b"".join(chunks)
 
 
+def _ended(app: EngineServer, task_id: str, *, seconds: float) -> dict[str, Any]:
+    """The task as ``GET /v1/tasks/{id}`` describes it once it has ended (or after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        state: dict[str, Any] = json.loads(_call(app, "GET", f"/v1/tasks/{task_id}")[1])
+        if state["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
 def test_engine_server_runs_a_task_to_a_result() -> None:
     app = EngineServer(base_url="http://engine.test", workers=1)
     try:
@@ -151,11 +161,7 @@ def test_engine_server_runs_a_task_to_a_result() -> None:
         )
         assert status == 202
         task_id = json.loads(body)["task_id"]
-        for _ in range(100):
-            state = json.loads(_call(app, "GET", f"/v1/tasks/{task_id}")[1])
-            if state["status"] in ("succeeded", "failed"):
-                break
-            time.sleep(0.1)
+        state = _ended(app, task_id, seconds=10)
         assert state["status"] == "succeeded", state
         assert state["result_url"] == f"http://engine.test/v1/results/{task_id}.jpg"
         status, image = _call(app, "GET", f"/v1/results/{task_id}.jpg")
@@ -182,11 +188,7 @@ def test_engine_server_keeps_a_video_result_as_a_file_and_removes_it_when_evicte
         face = base64.b64encode((FACES / "obama.jpg").read_bytes()).decode()
         request = {"target_video_url": "http://videos.test/clip.mp4", "swap_image": face}
         task_id = json.loads(_call(app, "POST", "/v1/tasks", json.dumps(request).encode())[1])["task_id"]
-        for _ in range(300):
-            state = json.loads(_call(app, "GET", f"/v1/tasks/{task_id}")[1])
-            if state["status"] in ("succeeded", "failed"):
-                break
-            time.sleep(0.1)
+        state = _ended(app, task_id, seconds=30)
         assert state["status"] == "succeeded", state
         assert state["result_url"] == f"http://engine.test/v1/results/{task_id}.mp4"
         kept = results / f"{task_id}.mp4"

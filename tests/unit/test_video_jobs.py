@@ -298,16 +298,20 @@ def test_piapi_sends_a_video_to_its_video_toolkit_by_url(tmp_path: Path) -> None
     assert snapshot.result_url == "https://img.theapi.app/v.mp4"
 
 
-def test_the_engine_gets_a_video_by_url(tmp_path: Path) -> None:
+def recording_engine(task_id: str) -> tuple[SelfhostedProvider, list[dict[str, object]]]:
+    """The self-hosted adapter over an engine that records each create's body and answers ``task_id``."""
     sent: list[dict[str, object]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(json.loads(request.content))
-        return httpx.Response(202, json={"task_id": "t-2", "status": "queued"})
+        return httpx.Response(202, json={"task_id": task_id, "status": "queued"})
 
-    provider = SelfhostedProvider(
-        httpx.Client(transport=httpx.MockTransport(handler)), base_url="https://engine.test", result_hosts=()
-    )
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return SelfhostedProvider(client, base_url="https://engine.test", result_hosts=()), sent
+
+
+def test_the_engine_gets_a_video_by_url(tmp_path: Path) -> None:
+    provider, sent = recording_engine("t-2")
     assert provider.create_task(video_task(tmp_path), None) == "t-2"
     assert provider.create_task(replace(video_task(tmp_path), options={"target_faces_index": "1"}), None) == "t-2"
     body, with_indices = sent
@@ -492,15 +496,7 @@ def test_a_face_map_on_a_video_is_refused_where_no_video_task_takes_one(tmp_path
 
 
 def test_the_engine_gets_a_video_s_chosen_faces_with_their_boxes(tmp_path: Path) -> None:
-    sent: list[dict[str, object]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(202, json={"task_id": "t-4", "status": "queued"})
-
-    provider = SelfhostedProvider(
-        httpx.Client(transport=httpx.MockTransport(handler)), base_url="https://engine.test", result_hosts=()
-    )
+    provider, sent = recording_engine("t-4")
     task = video_task(tmp_path)
     face = FaceInput((10, 20, 90, 110), None, task.swap_image)
     provider.create_task(replace(task, faces=(face,)), None)

@@ -22,13 +22,7 @@ from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_re
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.ports import InputStore, JobIndex, RequestQueue
-from faceswap.providers.registry import (
-    face_choice,
-    video_face_choice,
-    video_limits,
-    video_options_message,
-    video_options_refused,
-)
+from faceswap.providers.registry import face_map_refusal, video_refusal
 
 UPLOAD_PREFIX = "uploads/"
 """Where API inputs live in the inputs bucket (no S3 notification: the API queues its jobs itself)."""
@@ -120,22 +114,17 @@ class JobsApi:
                     f"Provider {provider!r} does not offer the task {fields.task!r}; it offers "
                     f"{', '.join(self.offered[provider])}."
                 )
-            if fields.target_video is not None and video_limits(provider) is None:
-                takers = sorted(name for name in self.offered if video_limits(name))
-                raise ProviderRejected(
-                    f"Provider {provider!r} has no video task (it offers {', '.join(self.offered[provider])} on "
-                    f"images); providers with one: {', '.join(takers) or 'none enabled'}."
-                )
-            if fields.target_video is not None and (refused := video_options_refused(provider, fields.options)):
-                raise ProviderRejected(video_options_message(provider, refused))
-            choice = video_face_choice if fields.target_video is not None else face_choice
-            if fields.face_map and choice(provider) is None:
-                takers = sorted(name for name in self.offered if choice(name))
-                where = " in a video" if fields.target_video is not None else ""
-                raise ProviderRejected(
-                    f"Provider {provider!r} cannot choose faces by a reference photo{where}; providers that can: "
-                    f"{', '.join(takers) or 'none enabled'}."
-                )
+            video = fields.target_video is not None
+            among, none = self.offered, "none enabled"
+            refusal = (
+                video_refusal(provider, task=fields.task, options=fields.options, among=among, none=none)
+                if video
+                else None
+            )
+            if refusal is None and fields.face_map:
+                refusal = face_map_refusal(provider, video=video, among=among, none=none)
+            if refusal:
+                raise ProviderRejected(refusal)
         job_id = request_job_id(fields)
         stored = {field: self._stored(image, field) for field, image in images.items()}
         request = fields.request(

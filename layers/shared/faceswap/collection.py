@@ -341,10 +341,8 @@ class Collector:
         """
         if not self.max_receive_count or deliveries < self.max_receive_count:
             return None
-        if isinstance(cause, CreateInFlight):  # the job is its claimer's, whose own outcome ends or moves it
-            return self.lifecycle.get(job_id)
         job = self.lifecycle.get(job_id)
-        if job is None or job.terminal:
+        if job is None or job.terminal or isinstance(cause, CreateInFlight):  # CreateInFlight: the claimer's job
             return job
         error = cause if isinstance(cause, PipelineError) else None
         error = error or ProcessingFailed(

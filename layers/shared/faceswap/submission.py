@@ -37,14 +37,7 @@ from faceswap.media import WORKDIR_PREFIX, PreparedVideo
 from faceswap.model import ImageRef, Job, JobRequest
 from faceswap.parts import Composer
 from faceswap.ports import FaceInput, Provider, RequestQueue, TaskInput
-from faceswap.providers.registry import (
-    PROVIDERS,
-    face_choice,
-    video_face_choice,
-    video_limits,
-    video_options_message,
-    video_options_refused,
-)
+from faceswap.providers.registry import face_choice, face_map_refusal, video_face_choice, video_limits, video_refusal
 from faceswap.webhooks import WebhookSigner
 
 logger = logging.getLogger(__name__)
@@ -285,15 +278,10 @@ class Submitter:
             This deployment has no face matcher.
         """
         video = request.target_video is not None
-        choice = video_face_choice if video else face_choice
-        method = choice(provider.name)
-        if method is None:
-            takers = sorted(name for name in self.providers if choice(name))
-            raise ProviderRejected(
-                f"Provider {provider.name!r} cannot choose faces by a reference photo"
-                + (" in a video" if video else "")
-                + f"; providers that can: {', '.join(takers) or 'none configured'}."
-            )
+        if refusal := face_map_refusal(provider.name, video=video, among=self.providers, none="none configured"):
+            raise ProviderRejected(refusal)
+        method = (video_face_choice if video else face_choice)(provider.name)
+        assert method is not None, "face_map_refusal said it takes one"
         if self.faces is None:
             raise ConfigError("This deployment has no face matcher, so a face map cannot be used.")
         # Swap images first (a bad one fails the job before the face matcher is paid), one read per distinct image, and
@@ -335,16 +323,13 @@ class Submitter:
             The video is unusable (:meth:`faceswap.inputs.InputPreparer.prepare_video`).
         """
         assert request.target_video is not None
+        refusal = video_refusal(
+            provider.name, task=request.task, options=request.options, among=self.providers, none="none configured"
+        )
+        if refusal:
+            raise ProviderRejected(refusal)
         limits = video_limits(provider.name)
-        if limits is None or request.task not in PROVIDERS[provider.name].video_tasks:
-            takers = sorted(name for name in self.providers if video_limits(name))
-            offered = ", ".join(PROVIDERS[provider.name].tasks) if provider.name in PROVIDERS else "none"
-            raise ProviderRejected(
-                f"Provider {provider.name!r} has no video task (it offers {offered} on images); providers with one: "
-                f"{', '.join(takers) or 'none configured'}."
-            )
-        if refused := video_options_refused(provider.name, request.options):
-            raise ProviderRejected(video_options_message(provider.name, refused))
+        assert limits is not None, "video_refusal said it has a video task"
         workdir = scratch.enter_context(tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX + "video-"))
         return self.inputs.prepare_video(
             request.target_video,

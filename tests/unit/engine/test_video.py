@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from faceswap_engine.quality import colour_flicker
 from faceswap_engine.swap import FaceMemory
 from faceswap_engine.video import swap_video_file
-from faceswap_local.clips import make_clip
+from faceswap_local.clips import frames, make_clip
 
 FACES = Path(__file__).resolve().parents[3].parent / "shared" / "faces"
-
-
-def frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from faceswap.aws import error_code, translated
 from faceswap.errors import ImageTooLarge, InputNotFound
@@ -345,16 +345,21 @@ class S3ObjectStore:
 
     def _abort_open_uploads(self, bucket: str, key: str) -> None:
         """Abort every multipart upload open on exactly ``key``: called once this collect's own is complete, so what
-        is left is a killed attempt's or a losing racer's."""
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=bucket, Prefix=key):
-            for upload in page.get("Uploads", []):
-                if upload["Key"] == key:
-                    logger.warning(
-                        "aborting a multipart upload left open by a killed attempt or a racing collect",
-                        extra={"key": key},
-                    )
-                    self._abort(bucket, key, upload["UploadId"])
+        is left is a killed attempt's or a losing racer's. Best effort: the result is stored by then, so a failure
+        here (logged) must not fail the collect; the bucket's lifecycle rule removes what is left after a day."""
+        try:
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] == key:
+                        logger.warning(
+                            "aborting a multipart upload left open by a killed attempt or a racing collect",
+                            extra={"key": key},
+                        )
+                        self._abort(bucket, key, upload["UploadId"])
+        except (ClientError, BotoCoreError) as e:
+            error = error_code(e) if isinstance(e, ClientError) else type(e).__name__
+            logger.warning("could not abort the uploads left open on a result key", extra={"key": key, "error": error})
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
         # If the abort itself fails, the bucket's lifecycle rule removes the incomplete upload after a day.

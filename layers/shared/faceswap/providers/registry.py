@@ -224,14 +224,45 @@ def video_limits(name: str) -> VideoLimits | None:
     return PROVIDERS[name].video_limits if name in PROVIDERS and PROVIDERS[name].video_tasks else None
 
 
-def video_options_refused(name: str, options: Iterable[str]) -> list[str]:
+def video_refusal(name: str, *, task: str, options: Iterable[str], among: Iterable[str], none: str) -> str | None:
+    """Why provider ``name`` cannot take a video request for ``task`` with ``options``, as the ``provider_rejected``
+    message (it has no such video task, or its video task does not take an option), or ``None``. The message names
+    the providers of ``among`` that can (``none`` when none can): the jobs API's enabled ones, or a function's
+    configured ones."""
+    spec = PROVIDERS.get(name)
+    if spec is None or task not in spec.video_tasks:
+        takers = sorted(p for p in among if video_limits(p))
+        offered = ", ".join(spec.tasks) if spec else "none"
+        return (
+            f"Provider {name!r} has no video task (it offers {offered} on images); providers with one: "
+            f"{', '.join(takers) or none}."
+        )
+    if refused := _video_options_refused(name, options):
+        return _video_options_message(name, refused)
+    return None
+
+
+def face_map_refusal(name: str, *, video: bool, among: Iterable[str], none: str) -> str | None:
+    """Why provider ``name`` cannot take a face map (on a target video when ``video``), as the ``provider_rejected``
+    message naming the providers of ``among`` that can (``none`` when none can), or ``None``."""
+    choice = video_face_choice if video else face_choice
+    if choice(name) is not None:
+        return None
+    takers = sorted(p for p in among if choice(p))
+    return (
+        f"Provider {name!r} cannot choose faces by a reference photo{' in a video' if video else ''}; providers "
+        f"that can: {', '.join(takers) or none}."
+    )
+
+
+def _video_options_refused(name: str, options: Iterable[str]) -> list[str]:
     """The ``options`` of a video request that provider ``name``'s video task does not take (``trim`` is the
     pipeline's own), sorted; empty when it takes them all."""
     taken = PROVIDERS[name].video_options if name in PROVIDERS else frozenset()
     return sorted(option for option in options if option != "trim" and option not in taken)
 
 
-def video_options_message(name: str, refused: list[str]) -> str:
+def _video_options_message(name: str, refused: list[str]) -> str:
     """The ``provider_rejected`` message for a video request with options ``refused`` by provider ``name``."""
     takers = sorted(p.name for p in PROVIDERS.values() if p.video_tasks and set(refused) <= p.video_options)
     return (

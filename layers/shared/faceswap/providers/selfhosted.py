@@ -87,8 +87,7 @@ class SelfhostedProvider:
             "task": task.task,
             "target_image": as_base64(task.image().data),
             "swap_image": as_base64(task.swap_image.data),
-            "swap_face_index": int(str(task.options.get("swap_faces_index", "0")).split(",")[0]),
-            "target_face_indices": _indices(task.options.get("target_faces_index")),
+            **_face_indices(task.options),
             "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
         }
         if task.faces:  # a face map: the engine takes the chosen faces' boxes natively
@@ -106,8 +105,7 @@ class SelfhostedProvider:
             "task": "face-swap",
             "target_video_url": video_url,
             "swap_image": as_base64(task.swap_image.data),
-            "swap_face_index": int(str(task.options.get("swap_faces_index", "0")).split(",")[0]),
-            "target_face_indices": _indices(task.options.get("target_faces_index")),
+            **_face_indices(task.options),
             "webhook": {"url": webhook.url, "secret": webhook.secret} if webhook else None,
         }
         if task.faces:  # a face map: the chosen faces' boxes in the first frame, each followed through the video
@@ -175,6 +173,15 @@ class SelfhostedProvider:
             )
         if response.status_code >= 400:
             raise ProviderRejected(f"The self-hosted engine rejected the request ({response.status_code}).")
+
+
+def _face_indices(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's face index options as the engine's ``swap_face_index`` (the first one) and
+    ``target_face_indices`` (``None``: the engine's default face)."""
+    return {
+        "swap_face_index": int(str(options.get("swap_faces_index", "0")).split(",")[0]),
+        "target_face_indices": _indices(options.get("target_faces_index")),
+    }
 
 
 def _indices(value: Any) -> list[int] | None:
