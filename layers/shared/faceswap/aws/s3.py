@@ -31,7 +31,9 @@ LOST_RACE = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"
 """Error codes of a result write that another collect of the job beat: the write condition refused it (412; 409
 for a concurrent conditional write), or its multipart upload was aborted by the winner once the winner's was complete
 ("the multipart upload might have been aborted or completed": NoSuchUpload,
-https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html). The key then holds the job's result."""
+https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html). The key then holds the job's result. The loser
+aborts its upload once more: a part in flight when the winner aborted it may still have landed
+(https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html)."""
 
 
 class S3ObjectStore:
