@@ -20,6 +20,7 @@ from faceswap.aws.ratelimit import DynamoRateLimiter
 from faceswap.aws.s3 import S3ObjectStore
 from faceswap.aws.sqs import JobDeliveries
 from faceswap.errors import (
+    CreateInFlight,
     ImageTooLarge,
     InputNotFound,
     JobTimedOut,
@@ -404,6 +405,8 @@ class _Deliveries:
         (ProviderUnavailable("503", retry_after=7), 2, [7]),
         (ProviderUnavailable("503"), 4, [0]),  # the last delivery: straight on to the dead-letter queue
         (ValueError("a bug"), 1, []),  # back after the queue's visibility timeout
+        (CreateInFlight("claimed", retry_after=45), 1, [10]),  # sooner than the claim's end: the claimer is quick
+        (CreateInFlight("claimed", retry_after=20), 2, [20]),  # at the latest when the claim lapses
     ],
 )
 def test_a_failed_request_delivery_is_paced_by_its_cause_and_ends_the_job_on_the_last(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from faceswap.aws import error_code, translated
-from faceswap.errors import ProviderUnavailable, RateLimited
+from faceswap.errors import CreateInFlight, ProviderUnavailable, RateLimited
 from faceswap.messages import check_message, request_to_message
 from faceswap.model import Job, JobRequest
 
@@ -110,9 +110,12 @@ class JobDeliveries:
     delivery (``max_receive_count``), its job is ended FAILED before the error is raised again (so SQS delivers the
     message again, or moves it to the dead-letter queue). Shared by the submit, poller and media functions.
 
-    Pacing: a request over a provider's ceiling (``RateLimited``) waits its ``retry_after``, at least
-    ``rate_limited_wait`` seconds; a provider that could not take the task (``ProviderUnavailable``) its
-    ``retry_after`` or :func:`redelivery_delay`; any other failed request comes back after the queue's visibility
+    Pacing: a request that found its job's create claimed by another delivery (``CreateInFlight``) comes back after
+    :func:`retry_backoff` (10, 30, 90… s), at the latest when the claim lapses (its ``retry_after``): the claimer
+    usually records its outcome within seconds, and the claim lasts the claiming function's whole timeout; a request
+    over a provider's ceiling (``RateLimited``) waits its ``retry_after``, at least ``rate_limited_wait`` seconds; a
+    provider that could not take the task (``ProviderUnavailable``) its ``retry_after`` or :func:`redelivery_delay`;
+    any other failed request comes back after the queue's visibility
     timeout (its cause may be slow to clear); a failed check after :func:`redelivery_delay`, so a check that keeps
     failing reaches its last delivery within minutes, not after many visibility timeouts.
     """
@@ -139,7 +142,9 @@ class JobDeliveries:
                 return None
             return self._pipeline.submit(request)
         except Exception as e:
-            if isinstance(e, RateLimited):
+            if isinstance(e, CreateInFlight):
+                self._delay.delay(receipt_handle, min(e.retry_after or 0, retry_backoff(deliveries)))
+            elif isinstance(e, RateLimited):
                 self._delay.delay(receipt_handle, max(e.retry_after or 0, self._rate_limited_wait))
             elif isinstance(e, ProviderUnavailable):
                 self._delay.delay(receipt_handle, e.retry_after or self._backoff(deliveries))
