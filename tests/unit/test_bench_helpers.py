@@ -12,7 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from aws_requests import item_bytes, summarise_counts
 from cold_start import import_report, parse_importtime
-from cost import LAMBDA_PLATFORM_LOG_BYTES, PRICES, cost_per_million_jobs
+from cost import (
+    HTTP_API_ACCESS_LOG_BYTES,
+    LAMBDA_PLATFORM_LOG_BYTES,
+    PRICES,
+    SECONDS_PER_MONTH,
+    cost_per_million_jobs,
+    fixed_monthly,
+)
 from report import at_least, at_most, judge, percentile, summary_ms, table
 from run import targets_for
 
@@ -39,8 +46,12 @@ def test_targets_are_found_by_pattern_and_judged() -> None:
         "requests_piapi_webhook_dynamodb_writes_per_job": 3.0,
         "requests_piapi_polling_dynamodb_writes_per_job": 4.0,
         "overhead_submit_p50_ms": 12.0,
+        "cost_per_million_jobs_usd_overhead": 14.99,
+        "cost_per_million_jobs_usd_total": 99.0,
     }
     verdicts = judge(figures, targets_for(figures))
+    assert verdicts["cost_per_million_jobs_usd_overhead"] == {"target": "< 15 USD per million jobs", "met": True}
+    assert "cost_per_million_jobs_usd_total" not in verdicts  # storage and data sent to the provider have no target
     assert verdicts["memory_peak_rss_increase_mib_at_50mib"] == {"target": "<= 32 MiB", "met": False}
     assert verdicts["memory_throughput_ratio_pipeline_over_boto3_at_50mib"]["met"] is True
     assert verdicts["cold_start_publisher_import_ms"]["met"] is True
@@ -124,7 +135,7 @@ def test_import_report_flags_unneeded_packages_with_their_own_dependencies() -> 
     assert [u["package"] for u in only_present["unused"]] == ["PIL"]
 
 
-def test_cost_adds_up_from_quantities() -> None:
+def _cost(item_bytes: int = 1500) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     counts = {
         "totals": {
             "sqs_requests": 1.0,
@@ -134,22 +145,56 @@ def test_cost_adds_up_from_quantities() -> None:
             "s3_put_class_requests": 2.0,
             "s3_get_class_requests": 3.0,
             "eventbridge_events": 1.0,
+            "secretsmanager_requests": 0.667,
         },
         "log_bytes_per_job": {"SubmitFunction": 1000, "other": 5000},
     }
-    per_million, quantities = cost_per_million_jobs(
+    return cost_per_million_jobs(
         mean_ms={"SubmitFunction": 99.2, "CallbackFunction": 50.0, "PollerFunction": 10.0, "PublisherFunction": 20.0},
         memory_mb=512,
         counts=counts,
         result_bytes=1_000_000,
-        item_bytes=1500,
+        item_bytes=item_bytes,
+        provider_bytes=1_000_000,
     )
+
+
+def test_cost_adds_up_from_quantities_by_section() -> None:
+    per_million, quantities = _cost()
     assert quantities["lambda_gb_seconds"] == pytest.approx((100 + 50 + 10 + 20) / 1000 * 0.5)
     assert quantities["sqs_requests"] == 6
-    assert quantities["dynamodb_write_units"] == 3 * 2 + 2  # a 1.5 KB row costs 2 units; the others 1 each
+    # A 1.5 KB final row: the last table write 2 units, the two before it 1 each; the index puts the row (1), then
+    # deletes and puts it on each state change (1 + 1, then 1 + 2); the other table's 2 writes 1 unit each.
+    assert quantities["dynamodb_jobs_table_write_units"] == 1 + 1 + 2
+    assert quantities["dynamodb_state_index_write_units"] == 1 + 2 + 3
+    assert quantities["dynamodb_write_units"] == 4 + 6 + 2
     assert quantities["dynamodb_read_units"] == 3
-    assert quantities["log_bytes"] == 1000 + 4 * LAMBDA_PLATFORM_LOG_BYTES  # "other" is not a function's
-    assert per_million["s3_put_class"] == pytest.approx(10.0)
-    assert per_million["dynamodb_writes"] == pytest.approx(PRICES["dynamodb_write_request_unit"].usd * 8)
-    lines = {k: v for k, v in per_million.items() if k != "total"}
-    assert per_million["total"] == pytest.approx(sum(lines.values()), abs=0.05)
+    assert quantities["log_bytes"] == 1000 + 4 * LAMBDA_PLATFORM_LOG_BYTES + HTTP_API_ACCESS_LOG_BYTES
+    overhead = per_million["overhead"]
+    assert overhead["s3_put_class"] == pytest.approx(10.0)
+    assert overhead["dynamodb_writes"] == pytest.approx(PRICES["dynamodb_write_request_unit"].usd * 12)
+    assert "secrets_manager" not in overhead  # per warm environment, not per job: fixed monthly
+    assert per_million["provider_transfer"]["data_transfer_out_to_provider"] == pytest.approx(90.0)
+    assert per_million["storage"]["s3_results_storage_first_month"] == pytest.approx(23.0)
+    totals = per_million["totals"]
+    assert totals["overhead"] == pytest.approx(sum(overhead.values()), abs=0.05)
+    assert totals["total"] == pytest.approx(
+        totals["overhead"] + totals["provider_transfer"] + totals["storage_first_month"], abs=0.02
+    )
+
+
+def test_a_job_row_under_1_kb_saves_a_table_and_an_index_unit() -> None:
+    over, _ = _cost(item_bytes=1073)
+    under, quantities = _cost(item_bytes=1013)
+    assert quantities["dynamodb_jobs_table_write_units"] + quantities["dynamodb_state_index_write_units"] == 3 + 5
+    saved = over["overhead"]["dynamodb_writes"] - under["overhead"]["dynamodb_writes"]
+    assert saved == pytest.approx(2 * PRICES["dynamodb_write_request_unit"].usd, abs=0.01)
+
+
+def test_fixed_monthly_costs_add_up() -> None:
+    monthly, quantities = fixed_monthly(memory_mb=512)
+    assert monthly["xray_reservoir"] == pytest.approx(SECONDS_PER_MONTH / 1e6 * 5, abs=0.01)  # one trace a second
+    assert monthly["secrets_manager_secrets"] == pytest.approx(0.8)  # the signing key and PiAPI's key
+    assert quantities["secrets_manager_calls"] == 15 * 2 * SECONDS_PER_MONTH / 300
+    lines = {k: v for k, v in monthly.items() if k != "total"}
+    assert monthly["total"] == pytest.approx(sum(lines.values()), abs=0.05)
