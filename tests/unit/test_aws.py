@@ -6,7 +6,7 @@ import hashlib
 import heapq
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -217,9 +217,27 @@ def test_new_job_for_same_key_adds_a_version(s3: tuple[S3ObjectStore, object]) -
     assert len(versions) == 2 and body == b"two"
 
 
+class CountingClient:
+    """A DynamoDB client counting the writes (``update_item``) and reads (``get_item``) made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.writes = 0
+        self.reads = 0
+
+    def update_item(self, **kwargs: Any) -> Any:
+        self.writes += 1
+        return self._client.update_item(**kwargs)
+
+    def get_item(self, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self._client.get_item(**kwargs)
+
+
 @pytest.fixture
-def limits() -> Iterator[tuple[DynamoRateLimiter, list[float], Any]]:
-    """A limiter on a fresh table, its clock (``now[0]``, seconds) and the DynamoDB client."""
+def limits() -> Iterator[tuple[Callable[[], DynamoRateLimiter], list[float], CountingClient]]:
+    """A factory of limiters (one per container) on a fresh table, their clock (``now[0]``, seconds) and the
+    DynamoDB client they share, counting requests."""
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(
@@ -229,102 +247,147 @@ def limits() -> Iterator[tuple[DynamoRateLimiter, list[float], Any]]:
             KeySchema=[{"AttributeName": "window", "KeyType": "HASH"}],
         )
         now = [1_795_600_000.0]
-        yield DynamoRateLimiter(client, "limits", clock=lambda: now[0]), now, client
+        counting = CountingClient(client)
+        yield (lambda: DynamoRateLimiter(counting, "limits", clock=lambda: now[0])), now, counting  # type: ignore[arg-type]
 
 
-def test_rate_limiter_grants_per_second_calls_then_waits_until_one_is_answered_and_a_window_passed(
-    limits: tuple[DynamoRateLimiter, list[float], Any],
-) -> None:
-    limiter, now, _ = limits
+Limits = tuple[Callable[[], DynamoRateLimiter], list[float], CountingClient]
+WINDOW = DynamoRateLimiter.WINDOW_SECONDS
 
-    first, second = (limiter.acquire("piapi", per_second=2, per_hour=0) for _ in range(2))
-    assert first.wait == second.wait == 0 and {first.slot, second.slot} == {"s0", "s1"}
-    assert limiter.acquire("crun", per_second=2, per_hour=0).wait == 0, "providers count separately"
-    held = limiter.acquire("piapi", per_second=2, per_hour=0)
-    assert held.wait == 1.05 and not held.slot, "both calls are in flight: at least a window away"
 
-    now[0] += 5.0  # the first call is answered 5 s after it went out
+def test_a_container_keeps_its_share_and_paces_its_own_calls_a_window_after_each_answer(limits: Limits) -> None:
+    container, now, client = limits
+    limiter = container()
+
+    first = limiter.acquire("piapi", per_second=2, per_hour=0)
+    assert first.wait == 0 and first.slot in {"s0", "s1"} and client.writes == 1, "one write takes the share"
+    now[0] += 0.4  # answered
     limiter.release(first)
-    assert 0 < limiter.acquire("piapi", per_second=2, per_hour=0).wait <= 1.05
-    now[0] += 1.0
-    assert limiter.acquire("piapi", per_second=2, per_hour=0).wait == pytest.approx(0.05)
-    now[0] += 0.06
-    third = limiter.acquire("piapi", per_second=2, per_hour=0)
-    assert third.wait == 0 and third.slot == first.slot
+    assert limiter.acquire("piapi", per_second=2, per_hour=0).wait == pytest.approx(WINDOW)
+    for _ in range(20):
+        now[0] += WINDOW
+        turn = limiter.acquire("piapi", per_second=2, per_hour=0)
+        assert turn.wait == 0 and turn.slot == first.slot
+        now[0] += 0.3
+        limiter.release(turn)
+    assert client.writes == 1, "calls through a held share write nothing"
+    assert container().acquire("piapi", per_second=2, per_hour=0).slot not in {"", first.slot}, "one holder a share"
+    assert limiter.acquire("crun", per_second=2, per_hour=0).wait == 0, "providers count separately"
 
 
-def test_rate_limiter_shares_slots_between_containers_and_reads_past_a_stale_view(
-    limits: tuple[DynamoRateLimiter, list[float], Any],
+def test_a_container_that_waits_gets_a_share_handed_back_a_window_after_its_last_answer(limits: Limits) -> None:
+    container, now, client = limits
+    a, b, c = container(), container(), container()
+    held = {x: x.acquire("piapi", per_second=2, per_hour=0) for x in (a, b)}
+    assert {t.slot for t in held.values()} == {"s0", "s1"}
+
+    waiting = c.acquire("piapi", per_second=2, per_hour=0)
+    assert 0 < waiting.wait <= WINDOW and not waiting.slot
+    writes = client.writes
+    assert c.acquire("piapi", per_second=2, per_hour=0).wait > 0
+    assert client.writes == writes, "one mark says a container waits, whoever asks again"
+
+    now[0] += DynamoRateLimiter.FRESH_SECONDS + 0.5
+    a.release(held[a])  # a's view is old: read again, someone waits, a hands its share back
+    assert c.acquire("piapi", per_second=2, per_hour=0).wait == pytest.approx(WINDOW, abs=0.01)
+    now[0] += WINDOW
+    handed = c.acquire("piapi", per_second=2, per_hour=0)
+    assert handed.wait == 0 and handed.slot == held[a].slot
+    assert a.acquire("piapi", per_second=2, per_hour=0).wait > 0, "a has to ask like anyone else"
+
+
+def test_a_holder_renews_its_lease_while_a_call_still_fits_and_a_dead_holders_share_frees_at_its_end(
+    limits: Limits,
 ) -> None:
-    limiter, now, client = limits
-    other = DynamoRateLimiter(client, "limits", clock=lambda: now[0])
+    container, now, client = limits
+    a, b = container(), container()
+    first = a.acquire("piapi", per_second=1, per_hour=0)
+    a.release(first)
 
-    turns = [limiter.acquire("piapi", per_second=3, per_hour=0) for _ in range(2)]
-    mine = other.acquire("piapi", per_second=3, per_hour=0)
-    assert mine.wait == 0 and mine.slot not in {t.slot for t in turns}, "a taken slot is never granted twice"
-    assert limiter.acquire("piapi", per_second=3, per_hour=0).wait > 0
-    other.release(mine)  # answered by the other container
-    now[0] += 1.1
-    assert limiter.acquire("piapi", per_second=3, per_hour=0).slot == mine.slot, "its stale view is read again"
+    now[0] += DynamoRateLimiter.LEASE_SECONDS - DynamoRateLimiter.CALL_SECONDS - WINDOW + 0.01
+    renewed = a.acquire("piapi", per_second=1, per_hour=0)
+    assert renewed.wait == 0 and renewed.lease > first.lease and client.writes == 2, "renewed before the call"
+    # a dies during this call: its share is b's once the renewed lease has ended, not before
+    now[0] = renewed.lease - 0.01
+    assert b.acquire("piapi", per_second=1, per_hour=0).wait > 0
+    now[0] = renewed.lease + 0.01
+    assert b.acquire("piapi", per_second=1, per_hour=0).wait == 0
 
 
-def test_no_second_sees_more_calls_than_the_ceiling_however_late_requests_arrive(
-    limits: tuple[DynamoRateLimiter, list[float], Any],
+@pytest.mark.parametrize(
+    ("seed", "containers", "frozen", "deaths", "writes_per_call"),
+    [(7, 8, (0, 150), 1 / 40, 2.0), (8, 12, (0, 30), 1 / 40, 3.0), (9, 4, (0, 0.5), 0, 0.1)],
+    ids=["sparse", "crowded", "busy"],
+)
+def test_no_second_sees_more_calls_than_the_ceiling_however_containers_come_and_go(
+    limits: Limits, seed: int, containers: int, frozen: tuple[float, float], deaths: float, writes_per_call: float
 ) -> None:
-    """Eight functions call a provider with a ceiling of 5/s; each request reaches the provider 0 to 0.8 s after its
-    turn is granted and is answered 10 to 300 ms later. Simulated time, the real limiter on moto."""
-    limiter, now, _ = limits
-    rng = random.Random(7)
-    events = [(0.0, worker, "acquire") for worker in range(8)]
+    """Containers call a provider with a ceiling of 5/s: each is invoked for a burst of 1 to 8 calls, one after
+    another, then frozen for a while (``frozen``, seconds: in "sparse", often longer than a lease); a share of calls
+    (``deaths``) end with the container dying during the call, never to come back, and a new one started instead.
+    Each request reaches the provider 0 to 0.8 s after its turn is granted and is answered 10 ms to 3 s later.
+    Simulated time, the real limiter on moto. Asserts the ceiling at the provider in every case, and the writes per
+    call: busy containers fewer than the shares ("busy") hold them for free but for a renewal per lease; more
+    containers than shares hand them on after every call (the previous design, a slot taken and given back per
+    call, made 2.3, 8.4 and 3.3 writes per call in these three cases; this one 1.3, 1.9 and 0.05)."""
+    container, now, client = limits
+    rng = random.Random(seed)
+    limiters = {worker: container() for worker in range(containers)}
+    events = [(rng.uniform(0, 5), worker, "invoke") for worker in limiters]
+    heapq.heapify(events)
     arrivals: list[float] = []
     turns: dict[int, Turn] = {}
-    while len(arrivals) < 300:
+    left: dict[int, int] = {}
+    while len(arrivals) < 600:
         now[0], worker, action = heapq.heappop(events)
+        limiter = limiters[worker]
+        if action == "invoke":
+            left[worker] = rng.randint(1, 8)
+            action = "acquire"
         if action == "release":
             limiter.release(turns.pop(worker))
-            heapq.heappush(events, (now[0], worker, "acquire"))
+            left[worker] -= 1
+            if left[worker] == 0:  # the invocation ends; frozen until the next
+                heapq.heappush(events, (now[0] + rng.uniform(*frozen), worker, "invoke"))
+            else:
+                heapq.heappush(events, (now[0], worker, "acquire"))
             continue
         turn = limiter.acquire("piapi", per_second=5, per_hour=0)
         if turn.wait > 0:
             heapq.heappush(events, (now[0] + turn.wait, worker, "acquire"))
             continue
-        turns[worker] = turn
         arrival = now[0] + rng.uniform(0, 0.8)
         arrivals.append(arrival)
-        heapq.heappush(events, (arrival + rng.uniform(0.01, 0.3), worker, "release"))
+        if rng.random() < deaths:  # dies holding its share; a new container takes its place
+            new = max(limiters) + 1
+            limiters[new] = container()
+            heapq.heappush(events, (now[0] + rng.uniform(0, 5), new, "invoke"))
+            continue
+        turns[worker] = turn
+        heapq.heappush(events, (arrival + rng.uniform(0.01, 3.0), worker, "release"))
 
     arrivals.sort()
     busiest = max(sum(1 for t in arrivals[i:] if t < start + 1.0) for i, start in enumerate(arrivals))
-    span = arrivals[-1] - arrivals[0]
+    rate = len(arrivals) / (arrivals[-1] - arrivals[0])
+    writes = client.writes / len(arrivals)
+    print(f"{len(arrivals)} calls, {rate:.2f}/s, busiest second {busiest}, {writes:.3f} writes/call")
     assert busiest <= 5
-    assert len(arrivals) / span > 2.5, f"{len(arrivals) / span:.2f} calls/s under a 5/s ceiling"
+    assert writes < writes_per_call
 
 
-def test_rate_limiter_frees_a_slot_never_released_when_its_lease_ends(
-    limits: tuple[DynamoRateLimiter, list[float], Any],
-) -> None:
-    limiter, now, _ = limits
-    limiter.acquire("piapi", per_second=1, per_hour=0)  # the function holding it dies
-
-    now[0] += DynamoRateLimiter.LEASE_SECONDS - 1
-    assert limiter.acquire("piapi", per_second=1, per_hour=0).wait > 0
-    now[0] += 1.01
-    assert limiter.acquire("piapi", per_second=1, per_hour=0).wait == 0
-
-
-def test_rate_limiter_counts_the_hour_and_gives_back_the_slot_it_cannot_use(
-    limits: tuple[DynamoRateLimiter, list[float], Any],
-) -> None:
-    limiter, now, _ = limits
+def test_rate_limiter_counts_the_hour_without_holding_a_share_for_it(limits: Limits) -> None:
+    container, now, _ = limits
+    limiter = container()
 
     for _ in range(3):
         turn = limiter.acquire("aiphotocraft", per_second=1, per_hour=3)
         assert turn.wait == 0
+        now[0] += 0.2
         limiter.release(turn)
-        now[0] += 1.1
+        now[0] += WINDOW
     refused = limiter.acquire("aiphotocraft", per_second=1, per_hour=3)
     assert refused.wait > 60 and not refused.slot, "the hour's 3 calls are spent"
-    assert limiter.acquire("aiphotocraft", per_second=1, per_hour=0).wait == 0, "the slot was given back at once"
+    assert limiter.acquire("aiphotocraft", per_second=1, per_hour=0).wait == 0, "no call was made: none to pace"
 
 
 def test_head_is_a_head_of_exactly_that_key_with_its_user_metadata(s3: tuple[S3ObjectStore, object]) -> None:

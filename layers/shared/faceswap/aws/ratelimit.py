@@ -4,31 +4,54 @@
 Design
 ------
 Every function that calls a provider shares the provider's ceilings (calls per second and per hour, as the provider
-counts them) through one DynamoDB table (key ``window``, TTL ``expires_at``):
+counts them) through one DynamoDB table (key ``window``, TTL ``expires_at``). The per-second ceiling is split into
+**shares**, leased by execution environments (containers), so that a container making many calls writes once per
+lease instead of twice per call:
 
-- Per second: each provider has ``per_second`` call slots, the attributes ``s0``, ``s1``, … of the item
-  ``<provider>#slots``, each holding the time (epoch seconds) it is next free. A call takes a free slot with a
-  conditional write that marks it busy for ``LEASE_SECONDS``; when the call is answered (or fails), ``release``
-  marks the slot free ``WINDOW_SECONDS`` after that moment. A request reaches the provider before its answer comes
-  back, so two calls through one slot reach the provider more than a second apart however long the network held
-  either of them, and no one-second window, as the provider counts, ever holds more than ``per_second`` calls. A
-  function that dies holding a slot loses it only until the lease runs out.
-- Per hour: a counter per clock hour, incremented under the condition ``calls < per_hour``.
-- Each container remembers when it last saw each slot free, so a busy provider is usually answered "wait" without
-  a read; a refused write returns the item as it is (``ReturnValuesOnConditionCheckFailure``), so contention costs
-  no extra read.
+- Per second: a provider with a ceiling of ``per_second`` calls has ``per_second`` shares, the attributes ``s0``,
+  ``s1``, … of the item ``<provider>#shares`` (each the time, epoch seconds, its lease ends or, given back, it is
+  next free) with their holders ``o0``, ``o1``, … (a random id per container). A container takes a free share with
+  one conditional write (``s<i> <= now``) leasing it for :attr:`~DynamoRateLimiter.LEASE_SECONDS`, and keeps it:
+  its calls through the share need no write at all. Within the container the share is paced as the slots of the
+  previous design were: a call may start only :attr:`~DynamoRateLimiter.WINDOW_SECONDS` after the previous call
+  through the share was answered (or failed). A request reaches the provider after it starts and before its answer
+  comes back, so two calls through one share reach the provider more than a second apart however long the
+  network held either of them.
+- Hand-overs keep that spacing. A holder starts a call only while at least a call's longest duration
+  (:attr:`~DynamoRateLimiter.CALL_SECONDS`) and a window are left on its lease, renewing the lease (one conditional
+  write on its own holder id) when less is left: every call of a holder is over a window before its lease ends,
+  and a share whose lease ran out (its holder frozen, idle or dead) can be taken by anyone. A holder gives a share
+  back when another container waits for one (below) by setting it free a window after its last answer.
+- Waiting: a container that finds no share free (after a strongly consistent read) marks the item ``want`` for
+  :attr:`~DynamoRateLimiter.WANT_SECONDS` (at most one write per that period, whoever waits). A holder learns of it
+  when its call is answered, from its view of the item, read again (eventually consistent, half a read unit) when
+  older than :attr:`~DynamoRateLimiter.FRESH_SECONDS`, and gives its share back: while containers wait, a share
+  changes hands after every call, a take and a give-back as in a design with a slot per call.
+- Per hour: a counter per clock hour, incremented under the condition ``calls < per_hour`` (one write per call;
+  only AIPhotoCraft counts per hour).
 
-Conditional writes make concurrent functions share the ceilings; a refused write changes nothing. The proof that
-no second ever holds more than the ceiling is ``tests/unit/test_aws.py``'s simulation and the local stack's
-call-ceiling load test. Its cost per call (a take and a give-back) is what the cold start and cost issue revisits.
+No one-second window at the provider holds more than ``per_second`` calls: each share contributes at most one call
+to any window (pacing within a holder, the lease margin or the hand-back's window between holders), and a share
+has one holder at a time (conditional writes; a refused write changes nothing). The proof is
+``tests/unit/test_aws.py``'s simulation (containers that come and go, requests that arrive late) and the local
+stack's call-ceiling load test. Writes per job at 1, 5 and 50 jobs per second are ``make bench``'s "ceiling"
+part; the cost of the design is a take per container per lease, a renewal per :attr:`LEASE_SECONDS` minus the
+margin of calls, and hand-overs only while containers wait. Its price is that a container holds one share of a
+provider at a time (its own calls through it at most one per window after the previous answer), and a share held
+by a container that stopped being invoked is idle until its lease ends.
+
+Assumption, as before: a provider call is answered or given up within :attr:`CALL_SECONDS` (the provider client's
+timeouts are 5 s to connect and 20 s per read or write, ``faceswap.wiring.PROVIDER_TIMEOUT``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,16 +63,42 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
+@dataclass
+class _Held:
+    """A share this container holds: its attribute (``s<i>``), lease end, when it was taken, and when the next call
+    through it may start (epoch seconds)."""
+
+    share: str
+    until: float
+    since: float
+    next_start: float
+
+
+@dataclass
+class _View:
+    """This container's last view of a provider's shares item: lease ends by share, ``want`` and when it was read."""
+
+    until: dict[str, float] = field(default_factory=dict)
+    want: float = 0.0
+    read_at: float = float("-inf")
+
+
 class DynamoRateLimiter:
     """:class:`faceswap.ports.RateLimiter` on a DynamoDB table (key ``window``, TTL ``expires_at``); the
-    algorithm is the module's "Design"."""
+    algorithm is the module's "Design". One instance per container, called by one thread at a time."""
 
-    #: How long a taken slot stays busy if it is never released: longer than any provider call may take.
-    LEASE_SECONDS = 60.0
-    #: How long after a call is answered its slot stays busy: one second, plus 50 ms for clock differences
-    #: between hosts.
+    #: After a call through a share is answered (or fails), the next call through it waits this long: one second,
+    #: plus 50 ms for clock differences between hosts.
     WINDOW_SECONDS = 1.05
-    #: Conditional writes tried on slots seen free before the answer is "wait".
+    #: Longest a provider call may take, answered or given up.
+    CALL_SECONDS = 60.0
+    #: A share's lease: a holder renews it when less than ``CALL_SECONDS + WINDOW_SECONDS`` is left.
+    LEASE_SECONDS = 120.0
+    #: How long one ``want`` mark lasts.
+    WANT_SECONDS = 10.0
+    #: A holder's view of the shares older than this is read again when one of its calls is answered.
+    FRESH_SECONDS = 2.0
+    #: Conditional writes tried on shares seen free before the answer is "wait".
     TRIES = 3
 
     def __init__(
@@ -59,96 +108,171 @@ class DynamoRateLimiter:
         *,
         clock: Callable[[], float] = time.time,
         choice: Callable[[Sequence[str]], str] = random.choice,
+        holder: str | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
         self._choice = choice
-        self._seen: dict[str, dict[str, float]] = {}  # provider -> slot -> free at, as last read
+        self._holder = holder or secrets.token_hex(8)
+        self._held: dict[str, _Held] = {}  # provider -> the share held
+        self._views: dict[str, _View] = {}  # provider -> the shares as last read
 
     @translated("dynamodb:UpdateItem")
     def acquire(self, provider: str, *, per_second: int, per_hour: int) -> Turn:
-        """See :meth:`faceswap.ports.RateLimiter.acquire`. Waits it answers are at most :attr:`WINDOW_SECONDS`."""
+        """See :meth:`faceswap.ports.RateLimiter.acquire`. Waits it answers are at most :attr:`WINDOW_SECONDS`
+        for the per-second ceiling (shares are handed back sooner than leases end; the hour's: until the next)."""
         turn = Turn(provider=provider)
         if per_second > 0:
-            turn = self._take_slot(provider, per_second)
+            turn = self._share_turn(provider, per_second)
             if turn.wait > 0:
                 return turn
         if per_hour > 0:
             now = self._clock()
             hour = int(now // 3600)
             if not self._count(f"{provider}#hour#{hour}", per_hour, expires_at=(hour + 2) * 3600):
-                self._set_slot(turn, free_at=now)  # no call was made
                 return Turn(wait=round((hour + 1) * 3600 - now + 0.01, 3), provider=provider)
         return turn
 
     def release(self, turn: Turn) -> None:
-        """See :meth:`faceswap.ports.RateLimiter.release`. If the write fails, the slot frees when its lease ends."""
-        self._set_slot(turn, free_at=self._clock() + self.WINDOW_SECONDS)
+        """See :meth:`faceswap.ports.RateLimiter.release`: paces the share's next call; gives the share back when
+        another container waits for one. Never raises: a failed write leaves the share leased until its end."""
+        held = self._held.get(turn.provider)
+        if not turn.slot or held is None or held.share != turn.slot:
+            return
+        now = self._clock()
+        held.next_start = now + self.WINDOW_SECONDS
+        with contextlib.suppress(ClientError, BotoCoreError):
+            view = self._views.setdefault(turn.provider, _View())
+            if now - view.read_at > self.FRESH_SECONDS:
+                self._read(turn.provider, view, consistent=False)
+            if view.want > now:
+                del self._held[turn.provider]
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=_shares_key(turn.provider),
+                    UpdateExpression="SET #share = :free, #holder = :nobody",
+                    ConditionExpression="#holder = :me",
+                    ExpressionAttributeNames={"#share": held.share, "#holder": _holder_of(held.share)},
+                    ExpressionAttributeValues={
+                        ":free": {"N": repr(held.next_start)},
+                        ":nobody": {"S": "-"},
+                        ":me": {"S": self._holder},
+                    },
+                )
+                view.until[held.share] = held.next_start
 
-    def _take_slot(self, provider: str, per_second: int) -> Turn:
-        slots = [f"s{i}" for i in range(per_second)]
-        key = _slots_key(provider)
-        seen = self._seen.setdefault(provider, {})
+    def _share_turn(self, provider: str, per_second: int) -> Turn:
+        now = self._clock()
+        held = self._held.get(provider)
+        if held is not None and int(held.share[1:]) >= per_second:  # the ceiling was lowered
+            del self._held[provider]
+            held = None
+        if held is not None:
+            if now < held.next_start:
+                return Turn(wait=max(0.001, round(held.next_start - now, 3)), provider=provider)
+            if held.until - now < self.CALL_SECONDS + self.WINDOW_SECONDS and not self._renew(provider, held, now):
+                del self._held[provider]
+            else:
+                return Turn(provider=provider, slot=held.share, lease=held.until)
+        return self._take(provider, per_second)
+
+    def _take(self, provider: str, per_second: int) -> Turn:
+        shares = [f"s{i}" for i in range(per_second)]
+        view = self._views.setdefault(provider, _View())
         fresh, tries = False, 0
         while True:
             now = self._clock()
-            free = [slot for slot in slots if seen.get(slot, 0.0) <= now]
-            if not free and not fresh:  # what this container saw last may be stale: read the slots
-                item = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
-                self._saw(seen, slots, item)
+            free = [share for share in shares if view.until.get(share, 0.0) <= now]
+            # Read before writing unless a share was already free when last read: one freed since may have been taken
+            # by another waiter, and a refused write costs a write unit (a strongly consistent read, a quarter of that).
+            known = [share for share in free if view.until.get(share, 0.0) <= view.read_at]
+            if not known and not fresh:
+                self._read(provider, view, consistent=True)
                 fresh = True
                 continue
             if not free:
-                # Busy slots free a window after their calls are answered; one still in flight, later than that.
-                soonest = min(min(seen.get(slot, 0.0) for slot in slots), now + self.WINDOW_SECONDS)
-                return Turn(wait=max(0.001, round(soonest - now, 3)), provider=provider)
+                self._want(provider, view, now)
+                soonest = min(view.until.get(share, 0.0) for share in shares)
+                return Turn(wait=max(0.001, round(min(soonest - now, self.WINDOW_SECONDS), 3)), provider=provider)
             if tries == self.TRIES:
-                return Turn(wait=0.05, provider=provider)  # other functions keep taking the free slots first
+                return Turn(wait=0.05, provider=provider)  # other containers keep taking the free shares first
             tries += 1
-            slot, lease = self._choice(free), now + self.LEASE_SECONDS
+            share, until = self._choice(known or free), now + self.LEASE_SECONDS
             try:
                 self._client.update_item(
                     TableName=self._table,
-                    Key=key,
-                    UpdateExpression="SET #slot = :lease, expires_at = :expires",
-                    ConditionExpression="attribute_not_exists(#slot) OR #slot <= :now",
-                    ExpressionAttributeNames={"#slot": slot},
+                    Key=_shares_key(provider),
+                    UpdateExpression="SET #share = :until, #holder = :me, expires_at = :expires",
+                    ConditionExpression="attribute_not_exists(#share) OR #share <= :now",
+                    ExpressionAttributeNames={"#share": share, "#holder": _holder_of(share)},
                     ExpressionAttributeValues={
                         ":now": {"N": repr(now)},
-                        ":lease": {"N": repr(lease)},
-                        ":expires": {"N": str(int(lease) + 3600)},
+                        ":until": {"N": repr(until)},
+                        ":me": {"S": self._holder},
+                        ":expires": {"N": str(int(until) + 3600)},
                     },
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except ClientError as e:
                 if error_code(e) != "ConditionalCheckFailedException":
                     raise
-                self._saw(seen, slots, cast(Mapping[str, Any], e.response.get("Item") or {}))
-                seen.setdefault(slot, now + self.WINDOW_SECONDS)  # taken meanwhile, whatever the answer held
+                self._saw(view, cast(Mapping[str, Any], e.response.get("Item") or {}), now)
+                view.until.setdefault(share, now + self.WINDOW_SECONDS)  # taken meanwhile, whatever the answer held
                 fresh = True
                 continue
-            seen[slot] = lease
-            return Turn(provider=provider, slot=slot, lease=lease)
+            view.until[share] = until
+            self._held[provider] = _Held(share=share, until=until, since=now, next_start=now)
+            return Turn(provider=provider, slot=share, lease=until)
 
-    @staticmethod
-    def _saw(seen: dict[str, float], slots: Sequence[str], item: Mapping[str, Any]) -> None:
-        seen.clear()
-        seen.update({slot: float(item[slot]["N"]) for slot in slots if "N" in item.get(slot, {})})
-
-    def _set_slot(self, turn: Turn, *, free_at: float) -> None:
-        if not turn.slot:
-            return
-        self._seen.setdefault(turn.provider, {})[turn.slot] = free_at
-        with contextlib.suppress(ClientError, BotoCoreError):
+    def _renew(self, provider: str, held: _Held, now: float) -> bool:
+        """Extend ``held``'s lease from ``now``; ``False`` if it is no longer this container's."""
+        until = now + self.LEASE_SECONDS
+        try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_slots_key(turn.provider),
-                UpdateExpression="SET #slot = :free",
-                ConditionExpression="#slot = :lease",
-                ExpressionAttributeNames={"#slot": turn.slot},
-                ExpressionAttributeValues={":free": {"N": repr(free_at)}, ":lease": {"N": repr(turn.lease)}},
+                Key=_shares_key(provider),
+                UpdateExpression="SET #share = :until, expires_at = :expires",
+                ConditionExpression="#holder = :me AND #share = :lease",
+                ExpressionAttributeNames={"#share": held.share, "#holder": _holder_of(held.share)},
+                ExpressionAttributeValues={
+                    ":until": {"N": repr(until)},
+                    ":me": {"S": self._holder},
+                    ":lease": {"N": repr(held.until)},
+                    ":expires": {"N": str(int(until) + 3600)},
+                },
             )
+        except ClientError as e:
+            if error_code(e) == "ConditionalCheckFailedException":
+                return False
+            raise
+        held.until = until
+        return True
+
+    def _want(self, provider: str, view: _View, now: float) -> None:
+        """Mark that a container waits for a share, unless a mark is already in force."""
+        if view.want > now:
+            return
+        want = now + self.WANT_SECONDS
+        with contextlib.suppress(ClientError):  # refused: another container marked it meanwhile
+            self._client.update_item(
+                TableName=self._table,
+                Key=_shares_key(provider),
+                UpdateExpression="SET want = :want",
+                ConditionExpression="attribute_not_exists(want) OR want <= :now",
+                ExpressionAttributeValues={":want": {"N": repr(want)}, ":now": {"N": repr(now)}},
+            )
+        view.want = want
+
+    def _read(self, provider: str, view: _View, *, consistent: bool) -> None:
+        item = self._client.get_item(TableName=self._table, Key=_shares_key(provider), ConsistentRead=consistent)
+        self._saw(view, item.get("Item", {}), self._clock())
+
+    @staticmethod
+    def _saw(view: _View, item: Mapping[str, Any], now: float) -> None:
+        view.until = {name: float(value["N"]) for name, value in item.items() if _is_share(name) and "N" in value}
+        view.want = float(item.get("want", {}).get("N", 0.0))
+        view.read_at = now
 
     def _count(self, window: str, limit: int, *, expires_at: int) -> bool:
         try:
@@ -170,6 +294,16 @@ class DynamoRateLimiter:
         return True
 
 
-def _slots_key(provider: str) -> dict[str, Any]:
-    """The rate-limit table's item holding ``provider``'s call slots."""
-    return {"window": {"S": f"{provider}#slots"}}
+def _shares_key(provider: str) -> dict[str, Any]:
+    """The rate-limit table's item holding ``provider``'s shares."""
+    return {"window": {"S": f"{provider}#shares"}}
+
+
+def _is_share(attribute: str) -> bool:
+    """Whether ``attribute`` of the shares item is a share's lease end (``s0``, ``s1``, …)."""
+    return attribute[:1] == "s" and attribute[1:].isdigit()
+
+
+def _holder_of(share: str) -> str:
+    """The attribute naming ``share``'s holder: ``s3`` → ``o3``."""
+    return f"o{share[1:]}"
