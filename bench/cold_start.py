@@ -18,7 +18,8 @@
   stack's configuration, and what Lambda adds (:func:`lambda_environment`: ``LAMBDA_TASK_ROOT``, a trace
   header; tracing on, as ``Tracing: Active`` has it). The events' bucket and table names do not match the
   created ones; they are chosen so that does not matter (an S3 test event, a callback with a wrong secret, a
-  check of an unknown job, a stream record whose end is published on the real bus).
+  check of an unknown job, a stream record whose end is published on the real bus, the sweeper's scheduled run
+  over the created, empty jobs table).
 - **What is imported.** One more process per function and variant runs with ``-X importtime``; its tree gives
   each third-party package's import time and the chain that first imported it. A package neither the
   function nor its dependencies need (:data:`USES`, closed over installed package metadata) is flagged.
@@ -47,23 +48,27 @@ EVENTS = {
     "PollerFunction": "sqs_check.json",
     "PublisherFunction": "ddb_stream_job_succeeded.json",
     "MediaFunction": "sqs_check.json",
+    "SweeperFunction": "scheduler_sweep.json",
 }
 """Sample event (in ``events/``) for each function's first invocation; other functions with an HTTP API route
 get a ``GET`` of an unknown job (see :func:`http_event`)."""
 
 USES = {
-    "SubmitFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL"},
-    "CallbackFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
-    "PollerFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
-    "PublisherFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk"},
-    "ApiFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "pydantic", "PIL"},
-    "MediaFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL", "av"},
+    "SubmitFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL"},
+    "CallbackFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
+    "PollerFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
+    "PublisherFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
+    "ApiFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "pydantic", "PIL"},
+    "MediaFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL", "av"},
+    "SweeperFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
 }
-"""Third-party packages each function's code path needs (their dependencies are needed too): the AWS SDK and
-Powertools everywhere (the X-Ray SDK is the Tracer's, and the template turns ``Tracing: Active`` on); httpx
-where a provider is called or a result downloaded (submit, callback, poller); Pillow only where input images
-are checked (submit; the API when an upload is given inline). The publisher reads stream records and puts
-events: no provider, no images."""
+"""Third-party packages each function's code path needs (their dependencies are needed too): the AWS SDK's botocore
+(the functions make their clients with it, ``faceswap.aws.clients``: boto3 is not needed; its TLS connections use
+certifi's CA bundle when certifi is installed, ``botocore.httpsession``) and Powertools everywhere
+(the X-Ray SDK is the Tracer's, and the template turns ``Tracing: Active`` on); httpx where a provider is called or a
+result downloaded (submit, callback, poller); Pillow only where input images are checked (submit; the API when an
+upload is given inline). The publisher reads stream records and puts events, and the sweeper queries the jobs table
+and queues checks: no provider, no images."""
 
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 """What the Lambda Python runtime provides besides the standard library (boto3 and its dependencies)."""
@@ -130,6 +135,8 @@ def _describe(answer: Any) -> str:
         return f"HTTP {answer['statusCode']}"
     if isinstance(answer, dict) and "batchItemFailures" in answer:
         return f"{len(answer['batchItemFailures'])} batch item failures"
+    if isinstance(answer, dict) and "swept" in answer:
+        return f"{answer['swept']} jobs swept"
     return type(answer).__name__
 
 

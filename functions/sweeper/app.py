@@ -13,11 +13,10 @@ from faceswap.aws.clients import client
 from faceswap.aws.dynamodb import DynamoJobStore
 from faceswap.aws.sqs import SqsCheckScheduler
 from faceswap.config import Config
-from faceswap.observability import TRACED_MODULES
 from faceswap.sweep import sweep
 
 logger = Logger()
-tracer = Tracer(patch_modules=TRACED_MODULES)
+tracer = Tracer(patch_modules=("botocore",))  # it calls only AWS (DynamoDB, SQS): no httpx to patch
 metrics = Metrics()
 config = Config.from_env()
 jobs = DynamoJobStore(client("dynamodb"), config.jobs_table)

@@ -26,3 +26,13 @@ def test_the_publishers_imports_never_load_httpx() -> None:
         "faceswap.aws.dynamodb, faceswap.aws.eventbridge, faceswap.events, faceswap.config, faceswap.observability",
         "httpx",
     )
+
+
+def test_the_functions_imports_never_load_boto3() -> None:
+    # The clients are botocore's (faceswap.aws.clients): boto3's own import is 35-50 ms of a cold start.
+    assert not loaded_after(
+        "faceswap.wiring, faceswap.aws.clients, faceswap.aws.dynamodb, faceswap.aws.secrets, faceswap.sweep, "
+        "aws_lambda_powertools, aws_lambda_powertools.utilities.batch, aws_lambda_powertools.event_handler, "
+        "aws_lambda_powertools.tracing",
+        "boto3",
+    )
