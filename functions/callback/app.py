@@ -135,4 +135,7 @@ def callback(provider: str, job_id: str) -> Response:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return app.resolve(event, context)
+    try:
+        return app.resolve(event, context)
+    finally:
+        pipeline.end_invocation()  # shares of the call ceilings go to containers that wait

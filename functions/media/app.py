@@ -75,4 +75,9 @@ def record_handler(record: SQSRecord) -> None:
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     # /tmp outlives an invocation, and a run Lambda stopped (timeout, out of memory) never cleaned up after itself.
     remove_stale_workdirs()
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        pipeline.end_invocation()

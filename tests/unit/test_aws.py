@@ -282,14 +282,16 @@ def test_a_container_that_waits_gets_a_share_handed_back_a_window_after_its_last
     assert {t.slot for t in held.values()} == {"s0", "s1"}
 
     waiting = c.acquire("piapi", per_second=2, per_hour=0)
-    assert 0 < waiting.wait <= WINDOW and not waiting.slot
+    assert 0 < waiting.wait <= 1.1 * WINDOW and not waiting.slot
     writes = client.writes
     assert c.acquire("piapi", per_second=2, per_hour=0).wait > 0
     assert client.writes == writes, "one mark says a container waits, whoever asks again"
 
     now[0] += DynamoRateLimiter.FRESH_SECONDS + 0.5
-    a.release(held[a])  # a's view is old: read again, someone waits, a hands its share back
-    assert c.acquire("piapi", per_second=2, per_hour=0).wait == pytest.approx(WINDOW, abs=0.01)
+    a.release(held[a])
+    assert c.acquire("piapi", per_second=2, per_hour=0).wait > 0, "a share is kept to the end of an invocation"
+    a.end_invocation()  # a's view is old: read again, someone waits, a hands its share back
+    assert 0 < c.acquire("piapi", per_second=2, per_hour=0).wait <= 1.1 * WINDOW
     now[0] += WINDOW
     handed = c.acquire("piapi", per_second=2, per_hour=0)
     assert handed.wait == 0 and handed.slot == held[a].slot
@@ -316,7 +318,7 @@ def test_a_holder_renews_its_lease_while_a_call_still_fits_and_a_dead_holders_sh
 
 @pytest.mark.parametrize(
     ("seed", "containers", "frozen", "deaths", "writes_per_call"),
-    [(7, 8, (0, 150), 1 / 40, 2.0), (8, 12, (0, 30), 1 / 40, 3.0), (9, 4, (0, 0.5), 0, 0.1)],
+    [(7, 8, (0, 150), 1 / 40, 1.0), (8, 12, (0, 30), 1 / 40, 1.0), (9, 4, (0, 0.5), 0, 0.1)],
     ids=["sparse", "crowded", "busy"],
 )
 def test_no_second_sees_more_calls_than_the_ceiling_however_containers_come_and_go(
@@ -329,7 +331,7 @@ def test_no_second_sees_more_calls_than_the_ceiling_however_containers_come_and_
     Simulated time, the real limiter on moto. Asserts the ceiling at the provider in every case, and the writes per
     call: busy containers fewer than the shares ("busy") hold them for free but for a renewal per lease; more
     containers than shares hand them on after every call (the previous design, a slot taken and given back per
-    call, made 2.3, 8.4 and 3.3 writes per call in these three cases; this one 1.3, 1.9 and 0.05)."""
+    call, made 2.3, 8.4 and 3.3 writes per call in these three cases; this one 0.47, 0.52 and 0.05)."""
     container, now, client = limits
     rng = random.Random(seed)
     limiters = {worker: container() for worker in range(containers)}
@@ -348,6 +350,7 @@ def test_no_second_sees_more_calls_than_the_ceiling_however_containers_come_and_
             limiter.release(turns.pop(worker))
             left[worker] -= 1
             if left[worker] == 0:  # the invocation ends; frozen until the next
+                limiter.end_invocation()
                 heapq.heappush(events, (now[0] + rng.uniform(*frozen), worker, "invoke"))
             else:
                 heapq.heappush(events, (now[0], worker, "acquire"))

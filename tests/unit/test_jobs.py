@@ -421,6 +421,7 @@ class Limiter:
         self.grants = grants
         self.asked: list[tuple[str, int, int]] = []
         self.released: list[Turn] = []
+        self.ended = 0
 
     def acquire(self, provider: str, *, per_second: int, per_hour: int) -> Turn:
         self.asked.append((provider, per_second, per_hour))
@@ -431,6 +432,9 @@ class Limiter:
 
     def release(self, turn: Turn) -> None:
         self.released.append(turn)
+
+    def end_invocation(self) -> None:
+        self.ended += 1
 
 
 def test_a_turn_is_given_back_once_its_call_is_answered_or_has_failed() -> None:

@@ -73,3 +73,8 @@ class CallGate:
             yield
         finally:
             limiter.release(turn)
+
+    def end_invocation(self) -> None:
+        """The handler's invocation ends (see :meth:`faceswap.ports.RateLimiter.end_invocation`); never raises."""
+        if self.limiter is not None:
+            self.limiter.end_invocation()

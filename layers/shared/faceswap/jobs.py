@@ -184,7 +184,7 @@ class Pipeline:
             video_deadline_seconds=settings.video_deadline_seconds,
             clock=clock,
         )
-        gate = CallGate(
+        self.gate = gate = CallGate(
             limiter=ports.limiter,
             ceilings=settings.rate_limits,
             max_wait=settings.max_throttle_wait_seconds,
@@ -281,3 +281,8 @@ class Pipeline:
     def failed_delivery(self, job_id: str, cause: BaseException, *, deliveries: int) -> Job | None:
         """See :meth:`faceswap.collection.Collector.failed_delivery`."""
         return self.collection.failed_delivery(job_id, cause, deliveries=deliveries)
+
+    def end_invocation(self) -> None:
+        """Called by a handler whose invocation ends: the call ceilings' shares this container holds go back to
+        containers that wait for them (:meth:`faceswap.gate.CallGate.end_invocation`). Never raises."""
+        self.gate.end_invocation()

@@ -141,8 +141,8 @@ class Turn:
 
     ``wait`` > 0: no call is free; ask again in that many seconds (nothing is held). ``wait`` == 0: the call may
     go ahead, and the turn must be handed to :meth:`RateLimiter.release` once the call is answered or has failed.
-    ``slot`` names what the turn holds ("" for nothing) and ``lease`` is the time (epoch seconds) it is held until
-    if it is never released.
+    ``slot`` names the share of the per-second ceiling the call goes through ("" for none) and ``lease`` is the time
+    (epoch seconds) this container's lease on it ends.
     """
 
     wait: float = 0.0
@@ -160,6 +160,10 @@ class RateLimiter(Protocol):
 
     def release(self, turn: Turn) -> None:
         """Give back a granted turn once its call is answered (or failed); never raises."""
+        ...
+
+    def end_invocation(self) -> None:
+        """The handler's invocation ends: give back what this container holds if others wait for it; never raises."""
         ...
 
 

@@ -24,9 +24,11 @@ lease instead of twice per call:
   back when another container waits for one (below) by setting it free a window after its last answer.
 - Waiting: a container that finds no share free (after a strongly consistent read) marks the item ``want`` for
   :attr:`~DynamoRateLimiter.WANT_SECONDS` (at most one write per that period, whoever waits). A holder learns of it
-  when its call is answered, from its view of the item, read again (eventually consistent, half a read unit) when
-  older than :attr:`~DynamoRateLimiter.FRESH_SECONDS`, and gives its share back: while containers wait, a share
-  changes hands after every call, a take and a give-back as in a design with a slot per call.
+  when its invocation ends (:meth:`~DynamoRateLimiter.end_invocation`, called by the handlers), from its view of
+  the item, read again (eventually consistent, half a read unit) when older than
+  :attr:`~DynamoRateLimiter.FRESH_SECONDS`, and gives its share back: while containers wait, a share changes hands
+  once per invocation (a batch of messages, a callback), a take and a give-back, where a slot per call cost that
+  for every call. Waiters read before they write and spread their retries, so few of them try the same share.
 - Per hour: a counter per clock hour, incremented under the condition ``calls < per_hour`` (one write per call;
   only AIPhotoCraft counts per hour).
 
@@ -96,7 +98,7 @@ class DynamoRateLimiter:
     LEASE_SECONDS = 120.0
     #: How long one ``want`` mark lasts.
     WANT_SECONDS = 10.0
-    #: A holder's view of the shares older than this is read again when one of its calls is answered.
+    #: A holder's view of the shares older than this is read again when its invocation ends.
     FRESH_SECONDS = 2.0
     #: Conditional writes tried on shares seen free before the answer is "wait".
     TRIES = 3
@@ -108,12 +110,14 @@ class DynamoRateLimiter:
         *,
         clock: Callable[[], float] = time.time,
         choice: Callable[[Sequence[str]], str] = random.choice,
+        jitter: Callable[[], float] = random.random,
         holder: str | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
         self._choice = choice
+        self._jitter = jitter
         self._holder = holder or secrets.token_hex(8)
         self._held: dict[str, _Held] = {}  # provider -> the share held
         self._views: dict[str, _View] = {}  # provider -> the shares as last read
@@ -135,32 +139,39 @@ class DynamoRateLimiter:
         return turn
 
     def release(self, turn: Turn) -> None:
-        """See :meth:`faceswap.ports.RateLimiter.release`: paces the share's next call; gives the share back when
-        another container waits for one. Never raises: a failed write leaves the share leased until its end."""
+        """See :meth:`faceswap.ports.RateLimiter.release`: the share's next call waits a window from now."""
         held = self._held.get(turn.provider)
-        if not turn.slot or held is None or held.share != turn.slot:
-            return
-        now = self._clock()
-        held.next_start = now + self.WINDOW_SECONDS
-        with contextlib.suppress(ClientError, BotoCoreError):
-            view = self._views.setdefault(turn.provider, _View())
-            if now - view.read_at > self.FRESH_SECONDS:
-                self._read(turn.provider, view, consistent=False)
-            if view.want > now:
-                del self._held[turn.provider]
+        if turn.slot and held is not None and held.share == turn.slot:
+            held.next_start = self._clock() + self.WINDOW_SECONDS
+
+    def end_invocation(self) -> None:
+        """See :meth:`faceswap.ports.RateLimiter.end_invocation`: gives each share held back if another container
+        waits for one (its view of the item read again, eventually consistent, when older than
+        :attr:`FRESH_SECONDS`), free a window after its last answer. Never raises: a failed write leaves the share
+        leased until its end."""
+        for provider, held in list(self._held.items()):
+            now = self._clock()
+            with contextlib.suppress(ClientError, BotoCoreError):
+                view = self._views.setdefault(provider, _View())
+                if now - view.read_at > self.FRESH_SECONDS:
+                    self._read(provider, view, consistent=False)
+                if view.want <= now:
+                    continue
+                del self._held[provider]
+                free = max(held.next_start, now)
                 self._client.update_item(
                     TableName=self._table,
-                    Key=_shares_key(turn.provider),
+                    Key=_shares_key(provider),
                     UpdateExpression="SET #share = :free, #holder = :nobody",
                     ConditionExpression="#holder = :me",
                     ExpressionAttributeNames={"#share": held.share, "#holder": _holder_of(held.share)},
                     ExpressionAttributeValues={
-                        ":free": {"N": repr(held.next_start)},
+                        ":free": {"N": repr(free)},
                         ":nobody": {"S": "-"},
                         ":me": {"S": self._holder},
                     },
                 )
-                view.until[held.share] = held.next_start
+                view.until[held.share] = free
 
     def _share_turn(self, provider: str, per_second: int) -> Turn:
         now = self._clock()
@@ -194,7 +205,9 @@ class DynamoRateLimiter:
             if not free:
                 self._want(provider, view, now)
                 soonest = min(view.until.get(share, 0.0) for share in shares)
-                return Turn(wait=max(0.001, round(min(soonest - now, self.WINDOW_SECONDS), 3)), provider=provider)
+                # Waiters spread out (a tenth of a window at most) so they do not all try the next free share at once.
+                wait = min(soonest - now, self.WINDOW_SECONDS) + 0.1 * self.WINDOW_SECONDS * self._jitter()
+                return Turn(wait=max(0.001, round(wait, 3)), provider=provider)
             if tries == self.TRIES:
                 return Turn(wait=0.05, provider=provider)  # other containers keep taking the free shares first
             tries += 1

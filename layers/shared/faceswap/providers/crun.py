@@ -107,8 +107,8 @@ class CRUNProvider(KeyedHttpProvider):
         How often ``create_task`` reads a face detection's result before giving up (multi-face swap only), and
         the seconds it waits after each answer before its next request: 10 x 1.05 s by default. At least a
         second apart, the requests of one multi-face create count as one call under the create's single turn
-        of the call ceiling (:class:`faceswap.aws.ratelimit.DynamoRateLimiter` frees a slot 1.05 s after the last
-        answer).
+        of the call ceiling (:class:`faceswap.aws.ratelimit.DynamoRateLimiter` lets the next call through a share
+        start 1.05 s after the last answer).
     sleep
         Waits between the requests of a multi-face create (injected by tests).
     """
