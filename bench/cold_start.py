@@ -58,7 +58,7 @@ USES = {
     "CallbackFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
     "PollerFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
     "PublisherFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
-    "ApiFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "pydantic", "PIL"},
+    "ApiFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk", "pydantic", "PIL"},
     "MediaFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL", "av"},
     "SweeperFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
 }
@@ -67,8 +67,9 @@ USES = {
 certifi's CA bundle when certifi is installed, ``botocore.httpsession``) and Powertools everywhere
 (the X-Ray SDK is the Tracer's, and the template turns ``Tracing: Active`` on); httpx where a provider is called or a
 result downloaded (submit, callback, poller); Pillow only where input images are checked (submit; the API when an
-upload is given inline). The publisher reads stream records and puts events, and the sweeper queries the jobs table
-and queues checks: no provider, no images."""
+upload is given inline). The API records jobs and queues them (no provider, no download: no httpx); the publisher
+reads stream records and puts events, and the sweeper queries the jobs table and queues checks: no provider, no
+images."""
 
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 """What the Lambda Python runtime provides besides the standard library (boto3 and its dependencies)."""

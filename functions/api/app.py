@@ -15,14 +15,13 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
+from faceswap.api_wiring import build_jobs_api
 from faceswap.config import Config
 from faceswap.errors import ApiError, PipelineError
-from faceswap.observability import TRACED_MODULES
 from faceswap.schema import JobSubmission, describe
-from faceswap.wiring import build_jobs_api
 
 logger = Logger()
-tracer = Tracer(patch_modules=TRACED_MODULES)
+tracer = Tracer(patch_modules=("botocore",))  # it calls only AWS (DynamoDB, S3, SQS): no httpx to patch
 metrics = Metrics()
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 app = APIGatewayHttpResolver(enable_validation=True)

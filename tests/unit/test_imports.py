@@ -36,3 +36,8 @@ def test_the_functions_imports_never_load_boto3() -> None:
         "aws_lambda_powertools.tracing",
         "boto3",
     )
+
+
+def test_the_jobs_apis_wiring_never_loads_httpx() -> None:
+    # The API calls no provider and downloads nothing: httpx and the pipeline's modules stay out of its cold start.
+    assert not loaded_after("faceswap.api_wiring, faceswap.schema", "httpx")

@@ -13,5 +13,5 @@ fetch       safe streaming download of a provider's result
 providers/  one adapter per provider behind the ``Provider`` port
 aws         AWS SDK (botocore) adapters for the ports (the only module that imports the SDK)
 config      environment read once at cold start
-wiring      builds the service from config for the Lambda handlers
+wiring      builds the pipeline from config for the Lambda handlers (api_wiring: the jobs API's, lighter)
 """

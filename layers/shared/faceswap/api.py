@@ -16,8 +16,8 @@ from typing import Any
 
 from faceswap import media
 from faceswap.errors import InvalidRequest, JobNotFound, JobNotRetryable, PayloadTooLarge, ProviderRejected
-from faceswap.fetch import sniff_image_type
 from faceswap.ids import is_job_id, job_id_for
+from faceswap.images import sniff_image_type
 from faceswap.intake import MAX_INLINE_IMAGE_BYTES, default_result_key, parse_request_fields, request_job_id
 from faceswap.lifecycle import JobState, Lifecycle, Phase
 from faceswap.model import ImageRef, Job, JobRequest

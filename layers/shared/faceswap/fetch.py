@@ -28,6 +28,7 @@ from faceswap.errors import (
     ResultTooLarge,
     ResultUrlRefused,
 )
+from faceswap.images import sniff_image_type
 
 CHUNK_BYTES = 1024 * 1024
 """Bytes read from the network at a time."""
@@ -79,22 +80,6 @@ def host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
         if host == pattern:
             return True
     return False
-
-
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-)
-
-
-def sniff_image_type(head: bytes) -> str | None:
-    """The image content type the first bytes announce (JPEG, PNG or WebP), or ``None``."""
-    for magic, content_type in _MAGIC:
-        if head.startswith(magic):
-            return content_type
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def _read_timeout(deadline: float | None, default: float | None) -> httpx.Timeout | None:

@@ -21,6 +21,22 @@ if TYPE_CHECKING:
 # Pillow is imported where images are prepared (the submit function), not with this module, whose types every
 # function imports: the callback, poller and publisher functions never load it (about 10 ms of each cold start).
 
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+)
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """The image content type the first bytes announce (JPEG, PNG or WebP), or ``None``."""
+    for magic, content_type in _MAGIC:
+        if head.startswith(magic):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 MAX_INPUT_PIXELS = 50_000_000
 """Decoded pixels above which an input is refused as a decompression bomb (about 7000x7000)."""
 

@@ -1,4 +1,5 @@
-"""Builds the pipeline for the Lambda handlers: AWS clients, httpx clients, secrets and providers, once."""
+"""Builds the pipeline for the Lambda handlers: AWS clients, httpx clients, secrets and providers, once (the jobs
+API's handler builds its own, lighter, with :mod:`faceswap.api_wiring`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from botocore.exceptions import ClientError
 
-from faceswap.api import JobsApi
 from faceswap.aws import error_code
 from faceswap.aws.clients import client
 from faceswap.aws.dynamodb import DynamoJobStore
@@ -17,11 +17,9 @@ from faceswap.aws.rekognition import RekognitionFaceMatcher
 from faceswap.aws.s3 import S3ObjectStore
 from faceswap.aws.secrets import SecretsManagerSecrets
 from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
-from faceswap.config import SUBMIT_QUEUE_URL, Config, ConfigError
+from faceswap.config import Config, ConfigError
 from faceswap.fetch import ResultFetcher
 from faceswap.jobs import Pipeline, Ports, Settings
-from faceswap.lifecycle import Lifecycle
-from faceswap.model import utcnow
 from faceswap.observability import ObservedProvider, ProviderObserver
 from faceswap.ports import Provider
 
@@ -186,27 +184,3 @@ def _encoded(read: Callable[[], str]) -> Callable[[], bytes]:
 
 def _no_signing_key() -> bytes:
     raise ConfigError("This function reads no secrets: it neither signs nor verifies webhooks.")
-
-
-def build_jobs_api(config: Config) -> JobsApi:
-    """The jobs API over the jobs table, the inputs bucket and the submit queue (no provider adapters, no secrets
-    read: it records jobs and queues them for the submit function)."""
-    if not config.submit_queue_url:
-        raise ConfigError(f"Environment variable {SUBMIT_QUEUE_URL} is required by the jobs API.")
-    store = DynamoJobStore(client("dynamodb"), config.jobs_table)
-    objects = S3ObjectStore(client("s3"))
-    return JobsApi(
-        lifecycle=Lifecycle(
-            store,
-            deadline_seconds=config.job_deadline_seconds,
-            video_deadline_seconds=config.video_job_deadline_seconds,
-            clock=utcnow,
-        ),
-        index=store,
-        inputs=objects,
-        queue=SqsRequestQueue(client("sqs"), config.submit_queue_url, media_queue_url=config.media_queue_url),
-        input_bucket=config.input_bucket,
-        default_provider=config.default_provider,
-        offered=config.offered_tasks(),
-        allow_http=config.allow_loopback_results,
-    )
