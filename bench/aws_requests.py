@@ -11,6 +11,12 @@ happy path counted here.
 - ``piapi_polling``: as ``piapi_webhook`` but the webhook is lost (``faults.webhook = "none"``); the poller's
   check collects the result.
 
+- ``ceiling_<r>_per_second`` (:data:`RATES`): face-library uploads through PiAPI, webhook delivered, offered at ``r``
+  jobs per second under the template's default ceiling of PiAPI calls (5 per second): the DynamoDB writes per job
+  (the jobs table's and the call ceiling's) and the busiest one-second window at the emulator. Each job makes two
+  PiAPI calls (the create, and the callback's read of the task), so the ceiling lets about 2.5 jobs per second
+  through: at 5 and 50 the functions' containers wait for the ceiling's shares.
+
 A scenario's counts run from its first upload until its jobs ended and every follow-up (the scheduled
 check, the stream records) was handled. Calls by the local runtime's pollers outside an invocation stand for
 what Lambda's event source mappings do and are reported apart (``event_source``): their number locally
@@ -28,6 +34,9 @@ from typing import Any
 from harness import Recorder
 from overhead import JobDriver
 from report import FACES_DIR, say
+
+RATES = {1: 20, 5: 40, 50: 100}
+"""Offered jobs per second: number of jobs offered at that rate."""
 
 PROCESSING_SECONDS = 0.3
 """How long the emulator's tasks take here (any real provider takes longer)."""
@@ -158,6 +167,58 @@ def _run_scenario(driver: JobDriver, name: str, jobs: int, upload: Any, *, webho
     return counts
 
 
+def _run_rate(driver: JobDriver, rate: int, jobs: int, upload: Any) -> dict[str, Any]:
+    """Offer ``jobs`` uploads at ``rate`` per second; count the DynamoDB writes per job, the busiest second at PiAPI."""
+    from faceswap_local.emulators.piapi import Faults
+
+    stack, recorder = driver.stack, driver.recorder
+    stack.piapi.faults = Faults(processing_seconds=PROCESSING_SECONDS, webhook="normal")
+    recorder.wait_quiet(1.5)
+    recorder.reset_counts()
+    started, wall = time.perf_counter(), time.time()
+    uploaded = []
+    for i in range(jobs):
+        time.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        uploaded.append(upload(i))
+    job_ids = driver.wait(uploaded, timeout=600)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # every job's scheduled check has run
+        checks = sum(i.records for i in recorder.invocations_between(started, time.perf_counter(), "PollerFunction"))
+        if checks >= jobs:
+            break
+        time.sleep(0.2)
+    recorder.wait_quiet(1.0)
+    elapsed = time.perf_counter() - started
+    counts = summarise_counts(recorder.aws_calls, recorder.http_calls, jobs)
+    writes = sum(
+        n
+        for (origin, service, label), n in recorder.aws_calls.items()
+        if service == "dynamodb" and not origin.startswith("event-source:") and label.partition(":")[0] in DDB_WRITES
+    )
+    ceiling = sum(
+        n
+        for (origin, service, label), n in recorder.aws_calls.items()
+        if service == "dynamodb" and label.endswith(":RateLimitTable") and label.partition(":")[0] in DDB_WRITES
+    )
+    times = sorted(t for t in stack.piapi.request_times if t >= wall)
+    busiest = max((sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times)), default=0)
+    states = sorted({row["state"] for row in driver.rows(job_ids).values()})
+    say(
+        f"  {rate} jobs/s offered: {jobs} jobs {states} in {elapsed:.0f} s, {writes / jobs:.2f} DynamoDB writes per job"
+        f" ({ceiling / jobs:.2f} for the ceiling), busiest second at PiAPI {busiest}"
+    )
+    return {
+        "jobs": jobs,
+        "seconds": round(elapsed, 1),
+        "states": states,
+        "dynamodb_writes_per_job": round(writes / jobs, 3),
+        "ceiling_writes_per_job": round(ceiling / jobs, 3),
+        "busiest_second": busiest,
+        "piapi_requests": len(times),
+        "by_function": counts["by_function"],
+    }
+
+
 def measure_requests(stack: Any, recorder: Recorder, jobs: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run benchmark 4's scenarios; returns the figures and the detailed counts per scenario."""
     driver = JobDriver(stack, recorder)
@@ -191,8 +252,20 @@ def measure_requests(stack: Any, recorder: Recorder, jobs: int = 3) -> tuple[dic
             driver, "piapi_polling", jobs, lambda i: face_library(i, "piapi-polling"), webhook="none"
         ),
     }
+    rates = {
+        rate: _run_rate(driver, rate, jobs_at, lambda i, r=rate: face_library(i, f"rate-{r}"))
+        for rate, jobs_at in RATES.items()
+    }
     figures: dict[str, Any] = {}
+    for rate, found in rates.items():
+        prefix = f"ceiling_{rate}_per_second"
+        figures[f"{prefix}_dynamodb_writes_per_job"] = found["dynamodb_writes_per_job"]
+        figures[f"{prefix}_ceiling_writes_per_job"] = found["ceiling_writes_per_job"]
+        figures[f"{prefix}_busiest_second_at_provider"] = found["busiest_second"]
+        details[f"ceiling_{rate}_per_second"] = found
     for scenario, counts in details.items():
+        if scenario.startswith("ceiling_"):
+            continue
         totals = counts["totals"]
         prefix = f"requests_{scenario}"
         figures[f"{prefix}_dynamodb_writes_per_job"] = totals.get("dynamodb_writes", 0.0)

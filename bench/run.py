@@ -48,6 +48,8 @@ TARGETS: list[tuple[str, Target]] = [
     (r"cold_start_\w+_import(_with_pyc)?_ms", below(IMPORT_TARGET_MS, "ms")),
     (r"cold_start_\w+_unused_imports_count", exactly(0)),
     (r"requests_\w+_webhook_dynamodb_writes_per_job", at_most(3)),
+    (r"ceiling_\d+_per_second_dynamodb_writes_per_job", at_most(3)),
+    (r"ceiling_\d+_per_second_busiest_second_at_provider", at_most(5)),
     (r"requests_\w+_webhook_s3_uploads_per_job", exactly(1)),
     (r"requests_\w+_webhook_provider_creates_per_job", exactly(1)),
     (r"requests_\w+_webhook_provider_reads_per_job", at_most(1)),
