@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -293,3 +294,24 @@ def test_image_that_cannot_fit_max_bytes_is_image_too_large() -> None:
     with pytest.raises(ImageTooLarge) as caught:
         prepare_image(data, ImageLimits(max_side=2048, max_bytes=2_000, formats=("JPEG", "PNG")))
     assert caught.value.code == "image_too_large"
+
+
+def test_our_pixel_limit_is_below_pillows_so_no_warning_filter_is_needed() -> None:
+    assert images.MAX_INPUT_PIXELS < Image.MAX_IMAGE_PIXELS
+
+
+def test_opening_an_image_leaves_warnings_already_shown_alone() -> None:
+    """A warning shown once per place (Powertools' "No application metrics to publish") stays shown once: changing a
+    filter, even inside ``warnings.catch_warnings``, resets every module's record of what was shown."""
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(photo, format="JPEG")
+
+    def warn() -> None:
+        warnings.warn("shown once here", UserWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        warn()
+        images.open_image(photo.getvalue(), name="target image")
+        warn()
+    assert len(seen) == 1
