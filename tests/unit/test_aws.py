@@ -271,6 +271,9 @@ def test_a_container_keeps_its_share_and_paces_its_own_calls_a_window_after_each
         now[0] += 0.3
         limiter.release(turn)
     assert client.writes == 1, "calls through a held share write nothing"
+    now[0] += WINDOW
+    assert limiter.acquire("piapi", per_second=2, per_hour=0).wait == 0
+    assert limiter.acquire("piapi", per_second=2, per_hour=0).wait > 0, "no second turn while its call runs"
     assert container().acquire("piapi", per_second=2, per_hour=0).slot not in {"", first.slot}, "one holder a share"
     assert limiter.acquire("crun", per_second=2, per_hour=0).wait == 0, "providers count separately"
 

@@ -454,6 +454,21 @@ def test_a_turn_is_given_back_once_its_call_is_answered_or_has_failed() -> None:
     assert world.provider.gets == 1 and len(world.provider.creates) == 2
 
 
+def test_a_delivery_the_ceiling_sends_back_writes_nothing_once_the_job_has_a_row() -> None:
+    world = make_world()
+    world.rewire(limiter=Limiter(grants=0), rate_limits={"fake": (5, 0)}, sleep=lambda seconds: None)
+
+    with pytest.raises(RateLimited):
+        world.pipeline.submit(job_request())  # the first delivery makes the row (and hands its create claim back)
+    writes = world.store.writes
+    with pytest.raises(RateLimited):
+        world.pipeline.submit(job_request())
+
+    assert world.store.writes == writes, "the turn comes before the claim"
+    job = world.store.get(job_request().job_id)
+    assert job is not None and job.phase is Phase.AWAITING_CREATE and not world.provider.creates
+
+
 def test_short_rate_limit_waits_are_slept_through() -> None:
     world = make_world()
     world.rewire(limiter=Limiter(grants=0))

@@ -204,6 +204,12 @@ class Submitter:
             if video is not None
             else None
         )
+        if job is not None:
+            # A row exists (an earlier delivery, or the jobs API made it): the turn under the provider's ceiling comes
+            # first, so a delivery the ceiling sends back writes nothing (a claim and its release are two writes of the
+            # job's row). The turn is held until the create is answered; what runs before the call (the claim, the
+            # inputs' URLs, the signing key) is a few requests, well within the limiter's allowance for a call.
+            scratch.enter_context(self.gate.turn(provider.name))
         claimed = (
             self.lifecycle.claim_create(job, chosen_faces=choices, media=sent)
             if job is not None
@@ -232,7 +238,7 @@ class Submitter:
             self.lifecycle.release_create(claimed, attempted=False)
             raise
         try:
-            with self.gate.turn(provider.name):
+            with self.gate.turn(provider.name) if job is None else contextlib.nullcontext():
                 task_id = provider.create_task(task_input, webhook)
         except (RateLimited, StoreUnavailable):
             # Nothing was sent: our ceiling, or our own store (the limiter, the prepared inputs) failed before the

@@ -74,6 +74,7 @@ class _Held:
     until: float
     since: float
     next_start: float
+    busy: bool = False
 
 
 @dataclass
@@ -135,6 +136,8 @@ class DynamoRateLimiter:
             now = self._clock()
             hour = int(now // 3600)
             if not self._count(f"{provider}#hour#{hour}", per_hour, expires_at=(hour + 2) * 3600):
+                if (held := self._held.get(provider)) is not None:
+                    held.busy = False  # no call was made through the share
                 return Turn(wait=round((hour + 1) * 3600 - now + 0.01, 3), provider=provider)
         return turn
 
@@ -143,6 +146,7 @@ class DynamoRateLimiter:
         held = self._held.get(turn.provider)
         if turn.slot and held is not None and held.share == turn.slot:
             held.next_start = self._clock() + self.WINDOW_SECONDS
+            held.busy = False
 
     def end_invocation(self) -> None:
         """See :meth:`faceswap.ports.RateLimiter.end_invocation`: gives each share held back if another container
@@ -180,11 +184,14 @@ class DynamoRateLimiter:
             del self._held[provider]
             held = None
         if held is not None:
+            if held.busy:  # a turn asked for while this container's own call through the share is not answered
+                return Turn(wait=self.WINDOW_SECONDS, provider=provider)
             if now < held.next_start:
                 return Turn(wait=max(0.001, round(held.next_start - now, 3)), provider=provider)
             if held.until - now < self.CALL_SECONDS + self.WINDOW_SECONDS and not self._renew(provider, held, now):
                 del self._held[provider]
             else:
+                held.busy = True
                 return Turn(provider=provider, slot=held.share, lease=held.until)
         return self._take(provider, per_second)
 
@@ -235,7 +242,7 @@ class DynamoRateLimiter:
                 fresh = True
                 continue
             view.until[share] = until
-            self._held[provider] = _Held(share=share, until=until, since=now, next_start=now)
+            self._held[provider] = _Held(share=share, until=until, since=now, next_start=now, busy=True)
             return Turn(provider=provider, slot=share, lease=until)
 
     def _renew(self, provider: str, held: _Held, now: float) -> bool:
