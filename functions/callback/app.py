@@ -135,7 +135,5 @@ def callback(provider: str, job_id: str) -> Response:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    try:
+    with pipeline.invocation(context.get_remaining_time_in_millis() / 1000):  # see Pipeline.invocation
         return app.resolve(event, context)
-    finally:
-        pipeline.end_invocation()  # shares of the call ceilings go to containers that wait

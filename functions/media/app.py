@@ -75,9 +75,7 @@ def record_handler(record: SQSRecord) -> None:
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     # /tmp outlives an invocation, and a run Lambda stopped (timeout, out of memory) never cleaned up after itself.
     remove_stale_workdirs()
-    try:
+    with pipeline.invocation(context.get_remaining_time_in_millis() / 1000):  # see Pipeline.invocation
         return process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
-    finally:
-        pipeline.end_invocation()

@@ -51,9 +51,7 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    try:
+    with pipeline.invocation(context.get_remaining_time_in_millis() / 1000):  # see Pipeline.invocation
         return process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
-    finally:
-        pipeline.end_invocation()  # shares of the call ceilings go to containers that wait

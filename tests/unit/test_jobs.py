@@ -433,6 +433,9 @@ class Limiter:
     def release(self, turn: Turn) -> None:
         self.released.append(turn)
 
+    def start_invocation(self, remaining_seconds: float) -> None:
+        pass
+
     def end_invocation(self) -> None:
         self.ended += 1
 

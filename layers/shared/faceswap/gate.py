@@ -74,7 +74,16 @@ class CallGate:
         finally:
             limiter.release(turn)
 
-    def end_invocation(self) -> None:
-        """The handler's invocation ends (see :meth:`faceswap.ports.RateLimiter.end_invocation`); never raises."""
-        if self.limiter is not None:
+    @contextmanager
+    def invocation(self, remaining_seconds: float) -> Iterator[None]:
+        """Wrap a handler's invocation, which Lambda stops after ``remaining_seconds``: the limiter bounds its calls by
+        that, and gives back what the container holds when it ends if others wait
+        (:meth:`faceswap.ports.RateLimiter.start_invocation`, :meth:`~faceswap.ports.RateLimiter.end_invocation`)."""
+        if self.limiter is None:
+            yield
+            return
+        self.limiter.start_invocation(remaining_seconds)
+        try:
+            yield
+        finally:
             self.limiter.end_invocation()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -282,7 +283,9 @@ class Pipeline:
         """See :meth:`faceswap.collection.Collector.failed_delivery`."""
         return self.collection.failed_delivery(job_id, cause, deliveries=deliveries)
 
-    def end_invocation(self) -> None:
-        """Called by a handler whose invocation ends: the call ceilings' shares this container holds go back to
-        containers that wait for them (:meth:`faceswap.gate.CallGate.end_invocation`). Never raises."""
-        self.gate.end_invocation()
+    def invocation(self, remaining_seconds: float) -> AbstractContextManager[None]:
+        """Wrap a handler's invocation, which Lambda stops after ``remaining_seconds`` (the context's
+        ``get_remaining_time_in_millis() / 1000``): provider calls are bounded by it, and the call ceilings' shares
+        this container holds go to containers that wait for them when it ends
+        (:meth:`faceswap.gate.CallGate.invocation`)."""
+        return self.gate.invocation(remaining_seconds)

@@ -162,6 +162,10 @@ class RateLimiter(Protocol):
         """Give back a granted turn once its call is answered (or failed); never raises."""
         ...
 
+    def start_invocation(self, remaining_seconds: float) -> None:
+        """A handler's invocation starts; Lambda stops it after ``remaining_seconds``: no call outlasts that."""
+        ...
+
     def end_invocation(self) -> None:
         """The handler's invocation ends: give back what this container holds if others wait for it; never raises."""
         ...
