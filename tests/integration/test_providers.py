@@ -138,8 +138,12 @@ def busy_stack() -> Iterator[LocalStack]:
         local.stop()
 
 
+UPLOADS = 60
+"""Two PiAPI requests each (the create, the callback's read): 120 requests, 24 s at the ceiling at best."""
+
+
 @pytest.mark.timeout(600)
-def test_a_hundred_uploads_at_once_never_exceed_five_requests_per_second(busy_stack: LocalStack) -> None:
+def test_sixty_uploads_at_once_never_exceed_five_requests_per_second(busy_stack: LocalStack) -> None:
     """The submit function at its MaximumConcurrency (5 environments) under PiAPI's ceiling: messages over it are
     handed back through their visibility (sqs:ChangeMessageVisibility), and no second at the provider holds more
     than 5 requests."""
@@ -149,23 +153,23 @@ def test_a_hundred_uploads_at_once_never_exceed_five_requests_per_second(busy_st
     Image.open(FACES / "biden.jpg").resize((243, 551)).save(small, format="JPEG")
     s3.put_object(Bucket=info["input_bucket"], Key="faces/obama.jpg", Body=(FACES / "obama.jpg").read_bytes())
     started = time.time()
-    for i in range(100):
+    for i in range(UPLOADS):
         s3.put_object(Bucket=info["input_bucket"], Key=f"incoming/obama/load/{i:03d}.jpg", Body=small.getvalue())
 
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         jobs = [job_from_item(i) for i in ddb.scan(TableName=info["jobs_table"], ConsistentRead=True)["Items"]]
-        if len(jobs) == 100 and all(job.terminal for job in jobs):
+        if len(jobs) == UPLOADS and all(job.terminal for job in jobs):
             break
         time.sleep(1)
 
-    assert len(jobs) == 100 and all(job.state is JobState.SUCCEEDED for job in jobs), [
+    assert len(jobs) == UPLOADS and all(job.state is JobState.SUCCEEDED for job in jobs), [
         (j.state, j.error) for j in jobs if j.state is not JobState.SUCCEEDED
     ][:3]
     times = sorted(t for t in busy_stack.emulators["piapi"].request_times if t >= started)
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
     print(f"{len(times)} PiAPI requests in {times[-1] - times[0]:.1f} s; busiest one-second window: {busiest}")
-    assert len(times) >= 200
+    assert len(times) >= 2 * UPLOADS
     assert busiest <= 5
     assert busy_stack.runtime is not None and busy_stack.runtime.functions["SubmitFunction"].peak_concurrency > 1
 
