@@ -54,22 +54,21 @@ EVENTS = {
 get a ``GET`` of an unknown job (see :func:`http_event`)."""
 
 USES = {
-    "SubmitFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL"},
-    "CallbackFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
-    "PollerFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
-    "PublisherFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
-    "ApiFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk", "pydantic", "PIL"},
-    "MediaFunction": {"botocore", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL", "av"},
-    "SweeperFunction": {"botocore", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
+    "SubmitFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL"},
+    "CallbackFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
+    "PollerFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx"},
+    "PublisherFunction": {"boto3", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
+    "ApiFunction": {"boto3", "certifi", "aws_lambda_powertools", "aws_xray_sdk", "pydantic", "PIL"},
+    "MediaFunction": {"boto3", "aws_lambda_powertools", "aws_xray_sdk", "httpx", "PIL", "av"},
+    "SweeperFunction": {"boto3", "certifi", "aws_lambda_powertools", "aws_xray_sdk"},
 }
-"""Third-party packages each function's code path needs (their dependencies are needed too): the AWS SDK's botocore
-(the functions make their clients with it, ``faceswap.aws.clients``: boto3 is not needed; its TLS connections use
-certifi's CA bundle when certifi is installed, ``botocore.httpsession``) and Powertools everywhere
-(the X-Ray SDK is the Tracer's, and the template turns ``Tracing: Active`` on); httpx where a provider is called or a
-result downloaded (submit, callback, poller); Pillow only where input images are checked (submit; the API when an
-upload is given inline). The API records jobs and queues them (no provider, no download: no httpx); the publisher
-reads stream records and puts events, and the sweeper queries the jobs table and queues checks: no provider, no
-images."""
+"""Third-party packages each function's code path needs (their dependencies are needed too): the AWS SDK (boto3;
+its TLS connections use certifi's CA bundle when certifi is installed, ``botocore.httpsession``) and Powertools
+everywhere (the X-Ray SDK is the Tracer's, and the template turns ``Tracing: Active`` on); httpx where a provider is
+called or a result downloaded (submit, callback, poller); Pillow only where input images are checked (submit; the API
+when an upload is given inline). The API records jobs and queues them (no provider, no download: no httpx); the
+publisher reads stream records and puts events, and the sweeper queries the jobs table and queues checks: no
+provider, no images."""
 
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 """What the Lambda Python runtime provides besides the standard library (boto3 and its dependencies)."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.clients import client
 from faceswap.aws.sqs import JobDeliveries, SqsMessageDelay
 from faceswap.config import Config
 from faceswap.messages import check_from_message
@@ -22,7 +22,7 @@ telemetry = Telemetry(logger, tracer=tracer)
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed record is logged with its job keys
 config = Config.from_env()
-sqs = client("sqs")  # one client for the pipeline and for pacing failed checks
+sqs = boto3.client("sqs")  # one client for the pipeline and for pacing failed checks
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 # A failed check comes back after 10, 30, 90… s rather than the queue's 6-minute visibility timeout, and on the
 # message's last delivery its job is ended FAILED, visibly, before the message goes to the DLQ.

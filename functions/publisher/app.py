@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.clients import client
 from faceswap.aws.dynamodb import job_from_item
 from faceswap.aws.eventbridge import EventBridgePublisher
 from faceswap.config import EVENT_BUS_NAME
@@ -27,7 +27,7 @@ metrics = Metrics()
 telemetry = Telemetry(logger, tracer=tracer)
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, logger=logger)  # failed records are logged
-publisher = EventBridgePublisher(client("events"), os.environ[EVENT_BUS_NAME])
+publisher = EventBridgePublisher(boto3.client("events"), os.environ[EVENT_BUS_NAME])
 
 
 @tracer.capture_method

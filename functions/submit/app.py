@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.clients import client
 from faceswap.aws.sqs import JobDeliveries, SqsMessageDelay
 from faceswap.config import Config
 from faceswap.intake import requests_in_message
@@ -24,7 +24,7 @@ telemetry = Telemetry(logger, tracer=tracer)
 copy_config_to_registered_loggers(source_logger=logger, include={"faceswap"})
 processor = BatchProcessor(event_type=EventType.SQS, logger=logger)  # a failed record is logged with its job keys
 config = Config.from_env()
-sqs = client("sqs")  # one client for the pipeline and for handing messages back to the submit queue
+sqs = boto3.client("sqs")  # one client for the pipeline and for handing messages back to the submit queue
 pipeline = build_pipeline(config, observer=telemetry, sqs=sqs)
 message_delay = SqsMessageDelay(sqs, config.submit_queue_url)
 deliveries = JobDeliveries(pipeline, message_delay, max_receive_count=config.max_receive_count)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from faceswap.aws.clients import client
 from faceswap.aws.dynamodb import DynamoJobStore
 from faceswap.aws.sqs import SqsCheckScheduler
 from faceswap.config import Config
@@ -19,8 +19,8 @@ logger = Logger()
 tracer = Tracer(patch_modules=("botocore",))  # it calls only AWS (DynamoDB, SQS): no httpx to patch
 metrics = Metrics()
 config = Config.from_env()
-jobs = DynamoJobStore(client("dynamodb"), config.jobs_table)
-checks = SqsCheckScheduler(client("sqs"), config.check_queue_url, media_queue_url=config.media_queue_url)
+jobs = DynamoJobStore(boto3.client("dynamodb"), config.jobs_table)
+checks = SqsCheckScheduler(boto3.client("sqs"), config.check_queue_url, media_queue_url=config.media_queue_url)
 
 
 @logger.inject_lambda_context(clear_state=True)

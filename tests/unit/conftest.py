@@ -2,8 +2,8 @@
 over fakes (the fakes are in ``fakes.py``, the handlers' loader in ``lambda_handlers.py``: test modules import from
 those, never from ``conftest``, whose name the integration tests' own conftest shares).
 
-``mock_aws`` is active before any AWS client exists (conventions.md, practice 10). Secrets are cached per handler
-import (``faceswap.aws.secrets``), never across tests.
+``mock_aws`` is active before any boto3 client exists, and Powertools' parameter caches are cleared around each
+handler test (conventions.md, practice 10).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities import parameters
 from fakes import World, make_world
 from lambda_handlers import NAMESPACE
 from moto import mock_aws
@@ -54,6 +55,7 @@ def aws(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
     """
     for name, value in HANDLER_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
+    parameters.clear_caches()
     with mock_aws():
         s3, sqs, ddb, sm, events = (boto3.client(s) for s in ("s3", "sqs", "dynamodb", "secretsmanager", "events"))
         for bucket in ("faceswap-inputs-example", "faceswap-results-example"):
@@ -70,6 +72,7 @@ def aws(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
         sm.create_secret(Name="stack/providers/piapi", SecretString="piapi-test-key")
         events.create_event_bus(Name="jobs-bus")
         yield {"s3": s3, "sqs": sqs, "ddb": ddb, "events": events}
+    parameters.clear_caches()
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ import json
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from faceswap.aws.secrets import SecretsManagerSecrets
 from faceswap.config import Config, ConfigError
 from faceswap.providers.registry import PROVIDERS
 from faceswap.wiring import secret_reader
@@ -110,7 +109,7 @@ def test_a_missing_required_variable_is_named() -> None:
 
 def test_a_provider_key_secret_that_does_not_exist_is_a_retryable_configuration_error(aws_credentials: None) -> None:
     with mock_aws():
-        secrets = SecretsManagerSecrets(boto3.client("secretsmanager"))
+        secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager"))
         boto3.client("secretsmanager").create_secret(Name="stack/providers/crun", SecretString="crun-key")
         read_missing = secret_reader("stack/providers/piapi", max_age=5, secrets=secrets)
         read_present = secret_reader("stack/providers/crun", max_age=5, secrets=secrets)
@@ -119,51 +118,6 @@ def test_a_provider_key_secret_that_does_not_exist_is_a_retryable_configuration_
             read_missing()
         assert read_present() == "crun-key"
     assert caught.value.code == "configuration_error" and caught.value.retryable
-
-
-def test_a_secret_is_read_again_once_its_max_age_has_passed(aws_credentials: None) -> None:
-    now = [0.0]
-    with mock_aws():
-        sm = boto3.client("secretsmanager")
-        sm.create_secret(Name="signing-key", SecretString="first")
-        secrets = SecretsManagerSecrets(boto3.client("secretsmanager"), clock=lambda: now[0])
-        read = secret_reader("signing-key", max_age=300, secrets=secrets)
-        assert read() == "first"
-        sm.put_secret_value(SecretId="signing-key", SecretString="second")
-        now[0] = 299.0
-        assert read() == "first"
-        now[0] = 300.0
-        assert read() == "second"
-        uncached = secret_reader("signing-key", max_age=0, secrets=SecretsManagerSecrets(sm))
-        assert uncached() == "second"
-        sm.put_secret_value(SecretId="signing-key", SecretString="third")
-        assert uncached() == "third"
-
-
-def test_a_binary_or_empty_secret_is_a_configuration_error(aws_credentials: None) -> None:
-    with mock_aws():
-        sm = boto3.client("secretsmanager")
-        sm.create_secret(Name="binary", SecretBinary=b"key")
-        secrets = SecretsManagerSecrets(boto3.client("secretsmanager"))
-        with pytest.raises(ConfigError, match="binary is empty"):
-            secret_reader("binary", max_age=5, secrets=secrets)()
-
-
-def test_a_secret_read_that_fails_otherwise_raises_the_sdk_error_and_caches_nothing(aws_credentials: None) -> None:
-    calls = []
-
-    class Throttled:
-        def get_secret_value(self, SecretId: str) -> dict[str, str]:
-            calls.append(SecretId)
-            if len(calls) == 1:
-                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetSecretValue")
-            return {"SecretString": "key"}
-
-    read = secret_reader("signing-key", max_age=300, secrets=SecretsManagerSecrets(Throttled()))  # type: ignore[arg-type]
-    with pytest.raises(ClientError, match="ThrottlingException"):
-        read()
-    assert read() == "key" and read() == "key"
-    assert calls == ["signing-key", "signing-key"]
 
 
 def test_video_settings_come_from_the_registry_and_the_environment() -> None:

@@ -28,16 +28,6 @@ def test_the_publishers_imports_never_load_httpx() -> None:
     )
 
 
-def test_the_functions_imports_never_load_boto3() -> None:
-    # The clients are botocore's (faceswap.aws.clients): boto3's own import is 35-50 ms of a cold start.
-    assert not loaded_after(
-        "faceswap.wiring, faceswap.aws.clients, faceswap.aws.dynamodb, faceswap.aws.secrets, faceswap.sweep, "
-        "aws_lambda_powertools, aws_lambda_powertools.utilities.batch, aws_lambda_powertools.event_handler, "
-        "aws_lambda_powertools.tracing",
-        "boto3",
-    )
-
-
 def test_the_jobs_apis_wiring_never_loads_httpx() -> None:
     # The API calls no provider and downloads nothing: httpx and the pipeline's modules stay out of its cold start.
     assert not loaded_after("faceswap.api_wiring, faceswap.schema", "httpx")

@@ -11,7 +11,7 @@ ports       the interfaces the domain needs (job store, object store, scheduler,
 jobs        the domain service: submit, collect, check, callback
 fetch       safe streaming download of a provider's result
 providers/  one adapter per provider behind the ``Provider`` port
-aws         AWS SDK (botocore) adapters for the ports (the only module that imports the SDK)
+aws         boto3 adapters for the ports (the only module that imports boto3)
 config      environment read once at cold start
 wiring      builds the pipeline from config for the Lambda handlers (api_wiring: the jobs API's, lighter)
 """

@@ -6,8 +6,9 @@ no secrets. Importing only what it needs keeps httpx and the pipeline's modules 
 
 from __future__ import annotations
 
+import boto3
+
 from faceswap.api import JobsApi
-from faceswap.aws.clients import client
 from faceswap.aws.dynamodb import DynamoJobStore
 from faceswap.aws.s3 import S3ObjectStore
 from faceswap.aws.sqs import SqsRequestQueue
@@ -27,8 +28,8 @@ def build_jobs_api(config: Config) -> JobsApi:
     """
     if not config.submit_queue_url:
         raise ConfigError(f"Environment variable {SUBMIT_QUEUE_URL} is required by the jobs API.")
-    store = DynamoJobStore(client("dynamodb"), config.jobs_table)
-    objects = S3ObjectStore(client("s3"))
+    store = DynamoJobStore(boto3.client("dynamodb"), config.jobs_table)
+    objects = S3ObjectStore(boto3.client("s3"))
     return JobsApi(
         lifecycle=Lifecycle(
             store,
@@ -38,7 +39,7 @@ def build_jobs_api(config: Config) -> JobsApi:
         ),
         index=store,
         inputs=objects,
-        queue=SqsRequestQueue(client("sqs"), config.submit_queue_url, media_queue_url=config.media_queue_url),
+        queue=SqsRequestQueue(boto3.client("sqs"), config.submit_queue_url, media_queue_url=config.media_queue_url),
         input_bucket=config.input_bucket,
         default_provider=config.default_provider,
         offered=config.offered_tasks(),

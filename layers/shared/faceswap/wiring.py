@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import httpx
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import ClientError
 
-from faceswap.aws import error_code
-from faceswap.aws.clients import client
 from faceswap.aws.dynamodb import DynamoJobStore
 from faceswap.aws.ratelimit import DynamoRateLimiter
 from faceswap.aws.rekognition import RekognitionFaceMatcher
 from faceswap.aws.s3 import S3ObjectStore
-from faceswap.aws.secrets import SecretsManagerSecrets
 from faceswap.aws.sqs import SqsCheckScheduler, SqsRequestQueue
 from faceswap.config import Config, ConfigError
 from faceswap.fetch import ResultFetcher
@@ -33,23 +33,26 @@ RESULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 """Result downloads: 5 s to connect, 30 s between bytes."""
 
 
-def secret_reader(name: str, *, max_age: int, secrets: SecretsManagerSecrets) -> Callable[[], str]:
+def secret_reader(name: str, *, max_age: int, secrets: parameters.SecretsProvider) -> Callable[[], str]:
     """A function returning the secret's current value, cached by ``secrets`` for ``max_age`` s.
 
-    ``secrets`` is the build's own, with a client made with the build's other clients (and its own cache).
-
-    The returned function raises :class:`faceswap.config.ConfigError` when the secret does not exist or is empty
-    (or binary), and Secrets Manager's or botocore's error as it is otherwise.
+    ``secrets`` is the build's own Powertools provider, with a client made with the build's other clients: not
+    Powertools' process-wide default, whose client is made at the first read anywhere in the process (in the
+    local stack, several stacks come and go in one process, and a later one would read through a stopped one).
     """
 
     def read() -> str:
         try:
             value = secrets.get(name, max_age=max_age)
-        except ClientError as e:
-            # Only "no such secret" is the deployment's to fix (a provider enabled before its key was stored): the job
-            # fails visibly, naming what to create. Anything else (throttling, the network) is raised as it is, so the
-            # message is delivered again.
-            if error_code(e) == "ResourceNotFoundException":
+        except GetParameterError as e:
+            # Powertools wraps every failure; only "no such secret" is the deployment's to fix (a provider enabled
+            # before its key was stored): the job fails visibly, naming what to create. Anything else (throttling,
+            # the network) is raised as it is, so the message is delivered again.
+            cause = e.__cause__ or e.__context__
+            if (
+                isinstance(cause, ClientError)
+                and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            ):
                 raise ConfigError(
                     f"Secret {name} does not exist; create it with the provider's API key (README, 'Provider keys "
                     "in Secrets Manager')."
@@ -67,7 +70,7 @@ def build_providers(
     client: httpx.Client,
     *,
     observer: ProviderObserver | None = None,
-    secrets: SecretsManagerSecrets,
+    secrets: parameters.SecretsProvider,
 ) -> dict[str, Provider]:
     """The configured provider adapters by name, each made from its registry entry (a provider that is not
     configured is left out, and its adapter's module is never imported).
@@ -110,13 +113,13 @@ def build_ports(
     providers: dict[str, Provider] = {}
     signing_key: Callable[[], bytes] = _no_signing_key
     if with_providers:
-        secrets = SecretsManagerSecrets(client("secretsmanager"))
+        secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager"))
         providers = build_providers(config, provider_client, observer=observer, secrets=secrets)
         signing_key = _encoded(
             secret_reader(config.webhook_signing_key_secret, max_age=config.secrets_max_age_seconds, secrets=secrets)
         )
-    dynamodb, sqs = client("dynamodb"), sqs or client("sqs")
-    objects = S3ObjectStore(client("s3"))
+    dynamodb, sqs = boto3.client("dynamodb"), sqs or boto3.client("sqs")
+    objects = S3ObjectStore(boto3.client("s3"))
     return Ports(
         store=DynamoJobStore(dynamodb, config.jobs_table),
         objects=objects,
@@ -141,7 +144,7 @@ def build_ports(
         ),
         signing_key=signing_key,
         matcher=(
-            RekognitionFaceMatcher(lambda: client("rekognition"))
+            RekognitionFaceMatcher(lambda: boto3.client("rekognition"))
             if with_providers and config.face_match_threshold is not None
             else None
         ),

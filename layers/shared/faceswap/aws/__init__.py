@@ -1,11 +1,10 @@
-"""AWS SDK (botocore) adapters for the domain's ports, one module per service: :mod:`.dynamodb` (the jobs table),
+"""boto3 adapters for the domain's ports, one module per service: :mod:`.dynamodb` (the jobs table),
 :mod:`.s3` (the buckets), :mod:`.sqs` (the queues), :mod:`.eventbridge` (the bus), :mod:`.rekognition` (face matching)
-and :mod:`.ratelimit` (the call ceilings' DynamoDB algorithm); :mod:`.secrets` reads Secrets Manager,
-:mod:`.attributes` converts DynamoDB attribute values and :mod:`.clients` makes the clients.
+and :mod:`.ratelimit` (the call ceilings' DynamoDB algorithm).
 
 These are the only modules of the shared package that talk to AWS. Clients are passed in (created once per
-container by the handler's wiring, :func:`faceswap.aws.clients.client`), and AWS errors the domain acts on are turned
-into domain errors with ``raise … from e``.
+container by the handler's wiring), and AWS errors the domain acts on are turned into domain errors with
+``raise … from e``.
 """
 
 from __future__ import annotations

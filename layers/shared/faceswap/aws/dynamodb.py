@@ -11,10 +11,10 @@ from dataclasses import fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from faceswap.aws import error_code, translated
-from faceswap.aws.attributes import deserialize, serialize
 from faceswap.errors import InvalidRequest
 from faceswap.lifecycle import PHASE_STATES, JobState, Phase, legacy_phase
 from faceswap.model import FacePair, ImageRef, Job
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 STATE_INDEX = "StateIndex"
 """The jobs table's index by ``state`` (partition) and ``created_at`` (sort)."""
 
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 _JOB_FIELDS = {f.name for f in fields(Job)}
 
 
@@ -36,7 +38,7 @@ def job_to_item(job: Job) -> dict[str, Any]:
         if value is None or value == {} or value == []:
             continue
         data[name] = value
-    return {k: serialize(v) for k, v in data.items()}
+    return {k: _serializer.serialize(v) for k, v in data.items()}
 
 
 def _stored(value: Any) -> Any:
@@ -56,7 +58,7 @@ def _stored(value: Any) -> Any:
 
 def job_from_item(item: Mapping[str, Any]) -> Job:
     """Inverse of :func:`job_to_item` (also reads stream images, which have the same form)."""
-    data = {k: deserialize(v) for k, v in item.items() if k in _JOB_FIELDS}
+    data = {k: _deserializer.deserialize(v) for k, v in item.items() if k in _JOB_FIELDS}
     data = {k: _plain(v) for k, v in data.items()}
     data["state"] = JobState(data["state"])
     data["phase"] = (
@@ -138,7 +140,7 @@ class DynamoJobStore:
             if value is None:
                 removes.append(f"#a{i}")
             else:
-                values[f":v{i}"] = serialize(_stored(value))
+                values[f":v{i}"] = _serializer.serialize(_stored(value))
                 sets.append(f"#a{i} = :v{i}")
         expression = " ".join(
             part
