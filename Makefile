@@ -66,7 +66,7 @@ unit: venv
 	$(SAM_VENV)/bin/python tests/integration/sam_policies.py template.yaml > $@.tmp && mv $@.tmp $@
 
 integration: venv .local/sam-policies.json
-	$(BIN)/pytest tests/integration -q
+	$(BIN)/pytest tests/integration -q --durations=12
 
 template: venv $(SAM_VENV)/.installed checkov
 	$(BIN)/cfn-lint template.yaml
