@@ -35,8 +35,8 @@ def up() -> int:
     try:
         info = stack.info()
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        STACK_FILE.write_text(json.dumps(info, indent=2) + "\n")
-        PID_FILE.write_text(str(os.getpid()))
+        _write_whole(PID_FILE, str(os.getpid()))
+        _write_whole(STACK_FILE, json.dumps(info, indent=2) + "\n")
         print(json.dumps(info, indent=2))
         print(
             f"\nLocal stack running; details in {STACK_FILE}. In another terminal:\n"
@@ -53,6 +53,17 @@ def up() -> int:
         STACK_FILE.unlink(missing_ok=True)
         print("local stack stopped", flush=True)
     return 0
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader sees it absent or whole, never empty or half-written.
+
+    Readers (``env``, ``make down``, the CLI, tests) wait for the file to exist; ``write_text`` creates it empty
+    before writing, so it is written beside and renamed into place (``os.replace`` is atomic on POSIX).
+    """
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def env() -> int:
