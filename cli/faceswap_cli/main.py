@@ -230,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument("--download", type=Path, metavar="DIR_OR_FILE")
     listing = commands.add_parser("list", help="list jobs")
     listing.add_argument("--status", choices=("RECEIVED", "SUBMITTED", "SUCCEEDED", "FAILED", "TIMED_OUT"))
+    listing.add_argument("--provider", help="only this provider's jobs")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--all", action="store_true", help="follow next_token through every page")
     retry = commands.add_parser("retry", help="re-run a failed job whose error is retryable")
@@ -303,7 +304,11 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "wait":
         return _finish(client, args.job_id, args)
     if args.command == "list":
-        params: dict[str, Any] = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+        params: dict[str, Any] = {
+            "limit": args.limit,
+            **({"status": args.status} if args.status else {}),
+            **({"provider": args.provider} if args.provider else {}),
+        }
         while True:
             page = client.call("GET", "/jobs", params=params)
             for job in page["jobs"]:

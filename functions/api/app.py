@@ -76,6 +76,18 @@ class MediaView(BaseModel):
     trimmed_to: float | None = Field(default=None, description="seconds, when the request asked to trim and it was cut")
 
 
+class InputView(BaseModel):
+    s3_uri: str | None = Field(default=None, description="an S3 input")
+    url: str | None = Field(default=None, description="a URL input")
+    download_url: str | None = Field(default=None, description="an S3 input's presigned URL, 15 minutes (not in lists)")
+
+
+class InputsView(BaseModel):
+    target: InputView | None = Field(default=None, description="the target image or video")
+    swap_image: InputView | None = Field(default=None, description="the swap face; null for a face map job")
+    face_map: list[dict[str, InputView | None]] = Field(default=[], description="each pair's reference and swap_image")
+
+
 class JobView(BaseModel):
     job_id: str
     status: str = Field(description="RECEIVED, SUBMITTED, SUCCEEDED, FAILED or TIMED_OUT")
@@ -90,6 +102,16 @@ class JobView(BaseModel):
     attempts: int
     error: dict[str, Any] | None = None
     retry_of: str | None = None
+    options: dict[str, Any] = Field(default={}, description="the request's provider options")
+    inputs: InputsView | None = Field(default=None, description="what went in")
+    history: list[dict[str, Any]] = Field(
+        default=[],
+        description="the provider attempts, oldest first: {provider, at, provider_task_id} for a task made, "
+        "{provider, at, error} for a provider that failed and handed the job to the next",
+    )
+    finished_by: Literal["webhook", "check"] | None = Field(
+        default=None, description="what brought the provider's answer that ended the job"
+    )
     result: ResultView | None = None
     face_map: list[dict[str, dict[str, str]]] | None = Field(
         default=None, description="the job's face map: pairs of reference and swap image (as stored references)"
@@ -203,8 +225,16 @@ def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
+    provider: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Only this provider's jobs (a filter: a page may hold fewer than limit while next_token "
+            "says more remain).",
+        ),
+    ] = None,
 ) -> JobList:
-    return JobList(**jobs_api.list(status=status, limit=limit, next_token=next_token))
+    return JobList(**jobs_api.list(status=status, limit=limit, next_token=next_token, provider=provider))
 
 
 @app.get("/jobs/<job_id>", responses=_responses(200, JobView, 404), summary="Read a job")

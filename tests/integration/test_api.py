@@ -121,7 +121,16 @@ def test_submit_by_presigned_upload_succeeds(api: httpx.Client) -> None:
     accepted = api.post("/jobs", json={"target_image": {"s3_key": keys[0]}, "swap_image": {"s3_key": keys[1]}})
 
     assert accepted.status_code == 202
-    assert wait_job(api, accepted.json()["job_id"])["status"] == "SUCCEEDED"
+    job = wait_job(api, accepted.json()["job_id"])
+    assert job["status"] == "SUCCEEDED"
+    # What went in, as the API shows it: each input's own bytes behind its presigned URL; the task made, and what
+    # brought the provider's answer.
+    for name, shown in (("biden.jpg", job["inputs"]["target"]), ("obama.jpg", job["inputs"]["swap_image"])):
+        assert httpx.get(shown["download_url"]).content == (FACES / name).read_bytes()
+    assert [attempt["provider"] for attempt in job["history"]] == [job["provider"]]
+    assert job["history"][0]["provider_task_id"] and job["finished_by"] in ("webhook", "check")
+    listed = api.get("/jobs", params={"status": "SUCCEEDED", "limit": 100}).json()["jobs"]
+    assert all(not (j["inputs"]["target"] or {}).get("download_url") for j in listed), "a list presigns nothing"
 
 
 def test_unsigned_and_wrongly_signed_requests_are_refused(stack: Stack) -> None:
@@ -224,6 +233,22 @@ def test_listing_pages_through_every_job_once(api: httpx.Client, stack: Stack) -
 
     assert sorted(seen) == sorted(all_ids) and len(seen) == len(set(seen))
     assert pages >= 3
+
+    def providers(**params: Any) -> set[str]:
+        found: set[str] = set()
+        params["limit"] = 100
+        while True:
+            page = api.get("/jobs", params=params).json()
+            found |= {job["provider"] for job in page["jobs"]}
+            if not page["next_token"]:
+                return found
+            params["next_token"] = page["next_token"]
+
+    everyone = providers()
+    assert len(everyone) > 1, everyone
+    for name in everyone:
+        assert providers(provider=name) == {name}
+    assert providers(provider="no-such-provider") == set()
     failed = api.get("/jobs", params={"status": "FAILED", "limit": 100}).json()["jobs"]
     assert failed and all(job["status"] == "FAILED" for job in failed)
     assert api.get("/jobs", params={"next_token": "bm90LWEtdG9rZW4"}).status_code == 400

@@ -278,6 +278,7 @@ def test_check_retries_after_provider_errors_and_completes(world: World) -> None
     done = world.pipeline.check(job.job_id, check=2)
 
     assert done is not None and done.state is JobState.SUCCEEDED
+    assert done.finished_by == "check"
 
 
 def test_check_after_deadline_times_out(world: World) -> None:
@@ -337,6 +338,7 @@ def test_verified_callback_collects_from_provider_status(world: World) -> None:
     ]
 
     assert [r.state for r in results] == [JobState.SUCCEEDED] * 3
+    assert [r.finished_by for r in results] == ["webhook"] * 3
     assert world.objects.result_writes == 1
     assert world.provider.gets == 1, "a repeat for a finished job does no work"
 

@@ -201,10 +201,16 @@ class JobsApi:
     def view(self, job: Job, *, with_download: bool = True) -> dict[str, Any]:
         """``job_id``, ``status``, ``provider``, ``task``, ``media_type`` (``image`` or ``video``; a video job's
         ``media``: the video as sent and as given), ``source``, timestamps, ``attempts``, ``error``,
-        ``retry_of``, with a face map ``face_map`` and ``chosen_faces`` (the face chosen for each pair: ``box`` and
-        ``image_size`` in pixels of the target as sent, ``similarity``, ``runner_up``, ``method``), and for a
-        succeeded job ``result`` (``s3_uri``, ``size`` bytes, ``sha256``,
-        ``content_type`` and a presigned ``download_url`` valid 15 minutes)."""
+        ``retry_of``, ``options``, ``inputs`` (``target``, ``swap_image`` and each face map pair's ``reference`` and
+        ``swap_image``: an S3 input's ``s3_uri`` or a URL input's ``url``, with a presigned ``download_url`` valid 15
+        minutes for S3 inputs), ``history`` (the provider attempts: ``provider``, ``at`` and ``provider_task_id`` for
+        a task made, or ``error`` for a provider that failed and handed the job to the next), ``finished_by``
+        (``webhook`` or ``check`` when the provider's answer ended the job), with a face map ``face_map`` and
+        ``chosen_faces`` (the face chosen for each pair: ``box`` and ``image_size`` in pixels of the target as sent,
+        ``similarity``, ``runner_up``, ``method``), and for a succeeded job ``result`` (``s3_uri``, ``size`` bytes,
+        ``sha256``, ``content_type`` and a presigned ``download_url`` valid 15 minutes).
+
+        ``with_download=False`` (a list's jobs) leaves out every ``download_url``."""
         data: dict[str, Any] = {
             "job_id": job.job_id,
             "status": str(job.state),
@@ -219,6 +225,10 @@ class JobsApi:
             "attempts": job.submit_attempts,
             "error": job.error if job.state is not JobState.SUCCEEDED else None,
             "retry_of": job.retry_of,
+            "options": job.options,
+            "inputs": self._inputs(job, with_download),
+            "history": job.attempts,
+            "finished_by": job.finished_by,
             "result": None,
         }
         if job.media:
@@ -243,8 +253,36 @@ class JobsApi:
                 )
         return data
 
-    def list(self, *, status: str | None, limit: int, next_token: str | None) -> dict[str, Any]:
-        """One page of jobs: ``{"jobs": [...], "next_token": str | None}`` (newest first for a ``status``)."""
+    def _inputs(self, job: Job, with_download: bool) -> dict[str, Any]:
+        """What went in: ``target``, ``swap_image`` (``None`` for a face map job) and ``face_map`` pairs."""
+
+        def shown(ref: ImageRef) -> dict[str, str] | None:
+            if ref.url:
+                return {"url": ref.url}
+            if not (ref.bucket and ref.key):
+                return None
+            data = {"s3_uri": f"s3://{ref.bucket}/{ref.key}"}
+            if with_download:
+                data["download_url"] = self.inputs.presign_get(
+                    ref.bucket, ref.key, version_id=ref.version_id, expires_seconds=URL_EXPIRY_SECONDS
+                )
+            return data
+
+        return {
+            "target": shown(job.target),
+            "swap_image": shown(job.swap_image),
+            "face_map": [
+                {"reference": shown(pair.reference), "swap_image": shown(pair.swap_image)} for pair in job.face_map
+            ],
+        }
+
+    def list(
+        self, *, status: str | None, limit: int, next_token: str | None, provider: str | None = None
+    ) -> dict[str, Any]:
+        """One page of jobs: ``{"jobs": [...], "next_token": str | None}`` (newest first for a ``status``).
+
+        ``provider`` keeps only that provider's jobs; as with any DynamoDB filter, ``limit`` counts the jobs read
+        before the filter, so a page may hold fewer (even none) while ``next_token`` says more remain."""
         state = None
         if status is not None:
             try:
@@ -253,7 +291,7 @@ class JobsApi:
                 raise InvalidRequest(f"Parameter 'status' must be one of {', '.join(JobState)}.") from e
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"Parameter 'limit' must be between 1 and {MAX_PAGE}.")
-        jobs, cursor = self.index.list_jobs(state=state, limit=limit, cursor=next_token)
+        jobs, cursor = self.index.list_jobs(state=state, limit=limit, cursor=next_token, provider=provider)
         return {"jobs": [self.view(j, with_download=False) for j in jobs], "next_token": cursor}
 
     def retry(self, job_id: str) -> Job:

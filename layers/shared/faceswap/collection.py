@@ -103,6 +103,7 @@ class Collector:
         *,
         max_wait: float | None = None,
         deadline: float | None = None,
+        by: str = "check",
     ) -> Job:
         """Bring a submitted job up to date with its provider task, keeping the result when it is done.
 
@@ -118,6 +119,9 @@ class Collector:
         deadline
             ``time.monotonic()`` by which the result copy must have ended (the callback's share of the HTTP API's
             time); ``None``: no limit but the function's own timeout.
+        by
+            What brought the provider's answer, recorded as the ended job's ``finished_by``: ``webhook`` or
+            ``check``.
 
         Returns
         -------
@@ -146,13 +150,13 @@ class Collector:
             error = error or ResultMissing("The provider failed the task.")
             if error.retryable and not isinstance(error, InputError) and job.fallback_providers:
                 return self.fail_over(job, error)
-            return self._fail(job, error)
+            return self._fail(job, error, by)
         if not snapshot.result_url:
-            return self._fail(job, ResultMissing("The provider reported success without a result URL."))
+            return self._fail(job, ResultMissing("The provider reported success without a result URL."), by)
         if job.chosen_faces and job.chosen_faces[0].get("method") == ISOLATE_COMPOSITE:
-            return self._collect_part(job, snapshot, provider, deadline)
+            return self._collect_part(job, snapshot, provider, deadline, by)
         if job.media_type == VIDEO:
-            return self._collect_video(job, snapshot, provider, deadline)
+            return self._collect_video(job, snapshot, provider, deadline, by)
         try:
             with self.fetcher.open(
                 snapshot.result_url, allowed_hosts=provider.result_hosts, deadline=deadline
@@ -167,11 +171,13 @@ class Collector:
         except ProviderUnavailable:
             raise
         except ResultError as e:
-            return self._fail(job, e)
-        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
+            return self._fail(job, e, by)
+        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at, by=by)
         return succeeded or self.lifecycle.reread(job)
 
-    def _collect_part(self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None) -> Job:
+    def _collect_part(
+        self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None, by: str
+    ) -> Job:
         """Keep a face map part's swapped crop (never at the result key), then move to the next part, or, after the
         last, keep the composite of every part at the result key and end the job SUCCEEDED. A callback (``deadline``
         given) keeps the last part and raises ``CopyOutOfTime``: the callback hands the composite to a check."""
@@ -204,11 +210,13 @@ class Collector:
         except ProviderUnavailable:
             raise
         except (ResultError, InputError) as e:
-            return self._fail(job, e)
-        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
+            return self._fail(job, e, by)
+        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at, by=by)
         return succeeded or self.lifecycle.reread(job)
 
-    def _collect_video(self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None) -> Job:
+    def _collect_video(
+        self, job: Job, snapshot: TaskSnapshot, provider: Provider, deadline: float | None, by: str
+    ) -> Job:
         """Keep a video result: download it into ``/tmp``, check it against the video sent (a video, its duration
         within 10 %: :func:`faceswap.media.check_result`), put the sent video's audio back when the result lost it
         (stream copy), then store it with several parts in flight. A callback (``deadline`` given) raises
@@ -248,8 +256,8 @@ class Collector:
         except ProviderUnavailable:
             raise
         except ResultError as e:
-            return self._fail(job, e)
-        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at)
+            return self._fail(job, e, by)
+        succeeded = self.lifecycle.succeed(job, stored, result_url_expires_at=snapshot.result_url_expires_at, by=by)
         return succeeded or self.lifecycle.reread(job)
 
     def _with_audio(self, job: Job, result: str, workdir: str) -> str:
@@ -352,5 +360,5 @@ class Collector:
         logger.error("job given up after its last delivery", extra={**log_keys(job), "error_code": error.code})
         return self.lifecycle.give_up(job, error) or self.lifecycle.reread(job)
 
-    def _fail(self, job: Job, error: PipelineError) -> Job:
-        return self.lifecycle.fail(job, error) or self.lifecycle.reread(job)
+    def _fail(self, job: Job, error: PipelineError, by: str | None = None) -> Job:
+        return self.lifecycle.fail(job, error, by=by) or self.lifecycle.reread(job)

@@ -432,14 +432,17 @@ class Lifecycle:
 
     # ------------------------------------------------------------------------------------------------ ends
 
-    def succeed(self, job: Job, result: StoredResult, *, result_url_expires_at: str | None) -> Job | None:
-        """``succeed``: the result at ``result`` is kept; the job ends SUCCEEDED."""
+    def succeed(
+        self, job: Job, result: StoredResult, *, result_url_expires_at: str | None, by: str | None = None
+    ) -> Job | None:
+        """``succeed``: the result at ``result`` is kept; the job ends SUCCEEDED (``finished_by`` ``by``: ``webhook``
+        or ``check``)."""
         changes = {"result": result.as_dict(), "error": None, "result_url_expires_at": result_url_expires_at}
-        return self._end(SUCCEED, job, changes, None)
+        return self._end(SUCCEED, job, changes, None, by=by)
 
-    def fail(self, job: Job, error: PipelineError) -> Job | None:
-        """``fail``: the job ends FAILED with ``error``."""
-        return self._end(FAIL, job, {"error": error.as_dict()}, error)
+    def fail(self, job: Job, error: PipelineError, *, by: str | None = None) -> Job | None:
+        """``fail``: the job ends FAILED with ``error`` (``finished_by`` ``by`` when the provider's answer ended it)."""
+        return self._end(FAIL, job, {"error": error.as_dict()}, error, by=by)
 
     def time_out(self, job: Job, error: PipelineError) -> Job | None:
         """``time-out``: the job ends TIMED_OUT with ``error``."""
@@ -450,10 +453,18 @@ class Lifecycle:
         return self._end(GIVE_UP, job, {"error": error.as_dict()}, error)
 
     def _end(
-        self, transition: Transition, job: Job, changes: dict[str, Any], error: PipelineError | None
+        self,
+        transition: Transition,
+        job: Job,
+        changes: dict[str, Any],
+        error: PipelineError | None,
+        *,
+        by: str | None = None,
     ) -> Job | None:
         stamp = self._stamp()
         changes["finished_at"] = stamp
+        if by is not None:
+            changes["finished_by"] = by
         if job.provider_task_id:
             changes["provider_task_id"] = job.provider_task_id  # learned from a callback while the create ran
         ended = self._apply(transition, job, changes, stamp)

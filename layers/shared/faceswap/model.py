@@ -173,6 +173,10 @@ class Job:
     composite: one task per pair, in order)."""
     target_video: ImageRef | None = None
     """A video job's target (``target_image`` is then empty)."""
+    finished_by: str | None = None
+    """What ended a job at its provider's answer: ``webhook`` (the provider's callback) or ``check`` (a status check
+    by the poller); ``None`` for a job still running or ended otherwise (rejected at submission, its deadline, its
+    message's last delivery)."""
     media: dict[str, Any] | None = None
     """A video job's video as sent (``sent``) and as given (``source``): :meth:`faceswap.media.VideoInfo.as_dict`,
     with ``trimmed_to`` (seconds) when the request asked to trim and it was cut; set when its create is claimed."""

@@ -95,7 +95,9 @@ class ObjectStore(Protocol):
 class JobIndex(Protocol):
     """Listing jobs (the jobs table's ``StateIndex``)."""
 
-    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+    def list_jobs(
+        self, *, state: JobState | None, limit: int, cursor: str | None, provider: str | None = None
+    ) -> tuple[list[Job], str | None]:
         """Up to ``limit`` jobs (newest first when ``state`` is given), and a cursor for the next page or ``None``.
 
         Raises ``InvalidRequest`` for a cursor this store did not issue.

@@ -141,7 +141,7 @@ class Callbacks:
             else:  # the create is still being answered: keep the task id now, in case its submit stops first
                 job = self.lifecycle.note_task_id(job, task_id) or self.lifecycle.reread(job)
         try:
-            return self.collector.collect(job, max_wait=0, deadline=deadline)
+            return self.collector.collect(job, max_wait=0, deadline=deadline, by="webhook")
         except RateLimited as e:
             # The provider's ceiling has no call free now: answer the callback at once and let a check collect
             # once a call is free, rather than hold the provider's request (and this function) for a slot.

@@ -182,21 +182,32 @@ class DynamoJobStore:
         return job_from_item(response["Attributes"])
 
     @translated("dynamodb:Query")
-    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
-        """A page of jobs: ``StateIndex`` newest first for a state, else a table scan; cursors are opaque."""
+    def list_jobs(
+        self, *, state: JobState | None, limit: int, cursor: str | None, provider: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """A page of jobs: ``StateIndex`` newest first for a state, else a table scan; cursors are opaque.
+
+        ``provider`` is a filter expression: DynamoDB applies it after reading ``limit`` items, so a page may hold
+        fewer (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Query.FilterExpression.html)."""
         args: dict[str, Any] = {"TableName": self._table, "Limit": limit}
         if cursor:
             args["ExclusiveStartKey"] = _decode_cursor(cursor)
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        if provider is not None:
+            args["FilterExpression"] = "#provider = :provider"
+            names["#provider"] = "provider"
+            values[":provider"] = {"S": provider}
+        if names:
+            args["ExpressionAttributeNames"] = names
+            args["ExpressionAttributeValues"] = values
         if state is None:
             response = self._client.scan(**args)
         else:
+            args["ExpressionAttributeNames"] = {**names, "#state": "state"}
+            args["ExpressionAttributeValues"] = {**values, ":state": {"S": str(state)}}
             response = self._client.query(
-                **args,
-                IndexName=STATE_INDEX,
-                KeyConditionExpression="#state = :state",
-                ScanIndexForward=False,
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={":state": {"S": str(state)}},
+                **args, IndexName=STATE_INDEX, KeyConditionExpression="#state = :state", ScanIndexForward=False
             )
         last = response.get("LastEvaluatedKey")
         return [job_from_item(item) for item in response.get("Items", [])], _encode_cursor(last) if last else None
