@@ -24,7 +24,7 @@ CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE CKV_PARSE_ERR
 PIP_QUIET := --quiet --disable-pip-version-check --no-warn-script-location
 ENV ?= dev
 
-.PHONY: help venv lint typecheck unit integration template checkov build test test-fast schemas demo bench stress up down deploy lock clean redrive smoke
+.PHONY: help browser venv lint typecheck unit integration template checkov build test test-fast schemas demo bench stress up down deploy lock clean redrive smoke
 
 help:
 	@echo "make test-fast | make test | make demo | make up | make down | make build | make deploy ENV=dev | make clean"
@@ -65,7 +65,16 @@ unit: venv
 	@mkdir -p .local
 	$(SAM_VENV)/bin/python tests/integration/sam_policies.py template.yaml > $@.tmp && mv $@.tmp $@
 
-integration: venv .local/sam-policies.json
+# Chromium from the system's packages (Debian's chromium), for the console's browser tests: Playwright drives it and
+# never downloads a browser of its own. Installed only where it is missing (as root, or with sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Chromium from the system's packages"; \
+		$(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+	@chromium --version 2>/dev/null
+
+integration: venv .local/sam-policies.json browser
 	$(BIN)/pytest tests/integration -q --durations=12
 
 template: venv $(SAM_VENV)/.installed checkov

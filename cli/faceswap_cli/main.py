@@ -6,6 +6,7 @@ Examples::
     faceswap submit --target party.jpg --swap face.jpg --reference bob.jpg --wait
     faceswap status 3f2a…            faceswap wait 3f2a…          faceswap list --status FAILED
     faceswap retry 3f2a… --wait      faceswap download 3f2a… --out result.jpg
+    faceswap console                 (the jobs console in your browser; see faceswap_cli.console)
     faceswap --stack-name faceswap-prod --region eu-west-1 list
 
 Without ``--stack-name`` it talks to the local stack (``make up``), reading ``.local/stack.json``. With it, it finds
@@ -54,7 +55,8 @@ class ApiClient:
     def __init__(self, base_url: str, auth: httpx.Auth) -> None:
         self.base_url = base_url.rstrip("/")
         self._api = httpx.Client(base_url=self.base_url, auth=auth, timeout=TIMEOUT)
-        self._plain = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))  # presigned URLs carry their own auth
+        self.unsigned = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))
+        """For presigned URLs (they carry their own authorisation) and URL inputs."""
 
     @classmethod
     def for_local_stack(cls, state_file: Path) -> ApiClient:
@@ -84,12 +86,16 @@ class ApiClient:
             raise CliError(f"Stack {stack_name!r} has no HttpApiUrl output, or no AWS credentials are configured.")
         return cls(outputs["HttpApiUrl"], SigV4(credentials, session.region_name or "us-east-1"))
 
-    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One API call; returns the JSON body. Raises ``CliError`` with the API's code and message."""
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One signed API call, answered as it came (any status). Raises ``CliError`` when no answer came."""
         try:
-            response = self._api.request(method, path, **kwargs)
+            return self._api.request(method, path, **kwargs)
         except httpx.HTTPError as e:
             raise CliError(f"{method} {path} failed: {e}") from e
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One API call; returns the JSON body. Raises ``CliError`` with the API's code and message."""
+        response = self.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -113,7 +119,7 @@ class ApiClient:
         )
         upload = self.call("POST", "/uploads", json={"content_type": content_type})
         with path.open("rb") as body:
-            response = self._plain.put(upload["upload_url"], content=body, headers=upload["headers"])
+            response = self.unsigned.put(upload["upload_url"], content=body, headers=upload["headers"])
         if response.status_code >= 300:
             raise CliError(f"Uploading {value} failed: {response.status_code}")
         return {"s3_key": upload["s3_key"]}
@@ -129,7 +135,7 @@ class ApiClient:
         )
         target = out / f"{job_id}{extension}" if out.is_dir() or not out.suffix else out
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._plain.stream("GET", result["download_url"]) as response, target.open("wb") as file:
+        with self.unsigned.stream("GET", result["download_url"]) as response, target.open("wb") as file:
             if response.status_code != 200:
                 raise CliError(f"Downloading the result failed: {response.status_code}")
             for chunk in response.iter_bytes():
@@ -237,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("job_id")
     retry.add_argument("--wait", action="store_true")
     retry.add_argument("--timeout", type=float, default=900)
+    console = commands.add_parser("console", help="the jobs console in your browser (served on 127.0.0.1)")
+    console.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+    console.add_argument("--no-browser", action="store_true", help="print the console's link, do not open it")
     download = commands.add_parser("download", help="save a succeeded job's result")
     download.add_argument("job_id")
     download.add_argument("--out", type=Path, default=Path("."))
@@ -260,6 +269,10 @@ def run(args: argparse.Namespace) -> int:
         if args.stack_name
         else ApiClient.for_local_stack(args.local_state)
     )
+    if args.command == "console":
+        from faceswap_cli.console import serve
+
+        return serve(client, port=args.port, open_browser=not args.no_browser)
     if args.command == "submit":
         if (args.swap is None) == (args.face_map is None):
             print("give --swap (optionally with --reference) or --face-map, not both", file=sys.stderr)

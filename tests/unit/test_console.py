@@ -1,0 +1,201 @@
+"""The jobs console's server on loopback, with the jobs API and S3 behind it as ``httpx.MockTransport``s: who may
+drive it, what it passes on, and the error-code advice it shares with the README."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from faceswap_cli.console import CHUNK, Console
+from faceswap_cli.guidance import WHAT_TO_DO
+from faceswap_cli.main import ApiClient
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB_ID = "0" * 32
+
+
+class Backend:
+    """The jobs API and the presigned URLs' host, recording what reached them."""
+
+    def __init__(self) -> None:
+        self.api_calls: list[tuple[str, str]] = []
+        self.upload_chunks: list[int] = []
+        self.upload_headers: dict[str, str] = {}
+        self.range: str | None = None
+
+    def api(self, request: httpx.Request) -> httpx.Response:
+        self.api_calls.append((request.method, request.url.path))
+        if request.url.path == "/uploads":
+            grant = {"s3_key": "uploads/new.jpg", "upload_url": "https://s3.test/put", "method": "PUT"}
+            return httpx.Response(201, json={**grant, "headers": {"content-type": "image/jpeg"}, "expires_in": 900})
+        if request.url.path == f"/jobs/{JOB_ID}":
+            return httpx.Response(200, json=job())
+        return httpx.Response(404, json={"code": "job_not_found", "message": "No such job."})
+
+    def s3(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            self.upload_headers = dict(request.headers)
+            assert isinstance(request.stream, httpx.SyncByteStream)
+            self.upload_chunks = [len(chunk) for chunk in request.stream]
+            return httpx.Response(200)
+        self.range = request.headers.get("range")
+        headers = {"content-type": "image/jpeg", "content-range": "bytes 2-4/9", "content-length": "3"}
+        return httpx.Response(206, stream=httpx.ByteStream(b"ult"), headers=headers)
+
+
+class Streaming(httpx.BaseTransport):
+    """Like ``httpx.MockTransport`` but hands the request over unread (``MockTransport`` reads the body whole)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.handler(request)
+
+
+def job() -> dict[str, Any]:
+    return {
+        "job_id": JOB_ID,
+        "status": "FAILED",
+        "error": {"code": "result_expired", "message": "gone", "retryable": True},
+        "inputs": {"target": {"s3_uri": "s3://in/t.jpg", "download_url": "https://s3.test/t?sig=secret"}},
+        "result": {"s3_uri": "s3://out/r.jpg", "download_url": "https://s3.test/r?sig=secret"},
+    }
+
+
+@pytest.fixture
+def backend() -> Backend:
+    return Backend()
+
+
+@pytest.fixture
+def console(backend: Backend) -> Iterator[Console]:
+    client = ApiClient("https://api.test", httpx.Auth())
+    client._api = httpx.Client(base_url="https://api.test", transport=httpx.MockTransport(backend.api))
+    client.unsigned = httpx.Client(transport=Streaming(backend.s3))
+    console = Console(client).start()
+    yield console
+    console.stop()
+
+
+@pytest.fixture
+def http(console: Console) -> Iterator[httpx.Client]:
+    """The console's own page: its cookie, its Host."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{console.port}", cookies={console.cookie: console.token}) as c:
+        yield c
+
+
+def test_the_printed_link_sets_a_strict_http_only_cookie_and_a_wrong_token_sets_none(console: Console) -> None:
+    logged_in = httpx.get(console.url)
+    wrong = httpx.get(console.url.replace(console.token, "x" * len(console.token)))
+
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/"
+    cookie = logged_in.headers["set-cookie"]
+    assert cookie.startswith(f"{console.cookie}={console.token};") and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    assert wrong.json()["code"] == "console_token_required"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"Origin": "https://attacker.example"}, 403, "forbidden_origin"),
+        ({"Origin": "http://127.0.0.1:1"}, 403, "forbidden_origin"),
+        ({"Sec-Fetch-Site": "same-site"}, 403, "forbidden_origin"),
+        ({"Sec-Fetch-Site": "cross-site"}, 403, "forbidden_origin"),
+        ({"Host": "attacker.example"}, 403, "forbidden_host"),
+        ({"Host": "127.0.0.1"}, 403, "forbidden_host"),
+    ],
+)
+def test_requests_not_from_its_own_page_are_refused_before_the_api_is_called(
+    http: httpx.Client, backend: Backend, console: Console, headers: dict[str, str], status: int, code: str
+) -> None:
+    response = http.post("/api/jobs", json={"target_image": {"s3_key": "x"}}, headers=headers)
+
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert backend.api_calls == []
+    assert console.refused[-1] == ("POST", "/api/jobs", code)
+
+
+def test_its_own_origin_and_a_typed_address_are_served(http: httpx.Client, console: Console) -> None:
+    for headers in (
+        {"Origin": f"http://localhost:{console.port}", "Host": f"localhost:{console.port}"},
+        {"Sec-Fetch-Site": "none"},
+        {"Sec-Fetch-Site": "same-origin"},
+    ):
+        response = http.get("/", headers=headers)
+        assert response.status_code == 200, headers
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_a_job_reaches_the_page_without_presigned_urls_and_with_what_to_do(http: httpx.Client) -> None:
+    shown = http.get(f"/api/jobs/{JOB_ID}").json()
+
+    assert "sig=secret" not in json.dumps(shown)
+    assert shown["error"]["what_to_do"] == WHAT_TO_DO["result_expired"]
+
+
+def test_a_file_is_streamed_from_its_presigned_url_with_the_range_passed_on(
+    http: httpx.Client, backend: Backend
+) -> None:
+    response = http.get(f"/api/jobs/{JOB_ID}/files/result", headers={"Range": "bytes=2-4"})
+
+    assert response.status_code == 206 and response.content == b"ult"
+    assert response.headers["content-range"] == "bytes 2-4/9" and backend.range == "bytes=2-4"
+    assert http.get(f"/api/jobs/{JOB_ID}/files/swap_image").json()["code"] == "file_not_found"
+
+
+def test_an_upload_is_passed_on_in_pieces_with_its_length(http: httpx.Client, backend: Backend) -> None:
+    body = bytes(range(256)) * (14 * 1024)  # 3.5 MiB
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    response = http.put(
+        "/api/uploads",
+        content=pieces(),
+        headers={"Content-Type": "image/jpeg", "Content-Length": str(len(body))},
+    )
+
+    assert response.status_code == 201 and response.json() == {"s3_key": "uploads/new.jpg"}
+    assert sum(backend.upload_chunks) == len(body) and max(backend.upload_chunks) <= CHUNK
+    assert len(backend.upload_chunks) >= 4, "read and sent a piece at a time, never whole"
+    assert backend.upload_headers["content-length"] == str(len(body))
+    assert backend.upload_headers["content-type"] == "image/jpeg"
+
+
+def test_an_upload_of_a_type_the_pipeline_does_not_take_is_refused(http: httpx.Client, backend: Backend) -> None:
+    response = http.put("/api/uploads", content=b"#!/bin/sh", headers={"Content-Type": "text/x-shellscript"})
+
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_request")
+    assert backend.api_calls == []
+
+
+def test_the_api_s_own_errors_reach_the_page_as_they_are(http: httpx.Client) -> None:
+    response = http.get("/api/jobs/" + "f" * 32)
+
+    assert (response.status_code, response.json()["code"]) == (404, "job_not_found")
+
+
+def test_the_token_never_reaches_the_log(console: Console, capsys: pytest.CaptureFixture[str]) -> None:
+    httpx.get(console.url)
+    httpx.get(console.url.replace(console.token, "wrong"))
+
+    assert console.token not in capsys.readouterr().err
+
+
+def test_the_readme_s_error_table_gives_the_console_s_advice_for_every_code_a_job_ends_with() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Error codes", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| .* \| (?:no|yes[^|]*) \| (.+) \|$", table, flags=re.MULTILINE)
+
+    assert dict(rows) == WHAT_TO_DO
