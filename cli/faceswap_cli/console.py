@@ -11,11 +11,19 @@ Who may drive it (each request, before anything else):
 - the ``Host`` header must be this console's own (``127.0.0.1:<port>`` or ``localhost:<port>``): a foreign name
   that resolves to 127.0.0.1 (DNS rebinding) is refused ``403 forbidden_host``;
 - an ``Origin`` other than the console's own, or a ``Sec-Fetch-Site`` of ``cross-site`` or ``same-site``, is refused
-  ``403 forbidden_origin``: a page on another site cannot make the browser send requests with your credentials
-  (the browser adds both headers itself; a page cannot forge them);
-- every request carries the console's cookie, set when the URL ``faceswap console`` prints (with its one-time
-  ``token``) is opened: another local user or process that can reach the port cannot use it (``401
-  console_token_required``).
+  ``403 forbidden_origin``: a page on another site, or on another port of this host, cannot make the browser send
+  requests to it (the browser adds both headers itself; a page cannot forge them);
+- every ``/api/`` request carries the console's session secret, in the ``X-Console-Session`` header (the page's
+  requests) or the ``session`` query parameter (its images, players and downloads), else ``401
+  console_session_required``. The page learns it by opening the link ``faceswap console`` prints: that link's
+  token works once, and is answered with a redirect to ``/#session=<secret>``; the page keeps the secret in its
+  own origin's storage (which, unlike a cookie, is not shared with other ports of the host) and drops it from the
+  address. Another local user or process that can reach the port has neither.
+
+What the page shows of a job's files: only S3 objects, through the API's presigned URLs, as the image and video
+types the pipeline takes (anything else is sent as ``application/octet-stream`` to download), each answer under
+``Content-Security-Policy: sandbox``. A URL input is not fetched (it names someone else's server, perhaps one on
+your network): the page names it.
 
 Routes (JSON unless said otherwise; errors are ``{"code", "message"}``, the API's own passed through):
 
@@ -23,7 +31,7 @@ Routes (JSON unless said otherwise; errors are ``{"code", "message"}``, the API'
 - ``GET /api/jobs?status=&provider=&limit=``: newest first (every state when none is given); each failed job's
   ``error`` gains ``what_to_do`` (:mod:`faceswap_cli.guidance`).
 - ``GET /api/jobs/<job_id>``: the job, with no presigned URL (the page uses ``/api/jobs/<job_id>/files/…``).
-- ``GET /api/jobs/<job_id>/files/<name>``: an input or the result (``target``, ``swap_image``, ``result``,
+- ``GET /api/jobs/<job_id>/files/<name>``: an S3 input or the result (``target``, ``swap_image``, ``result``,
   ``reference-<i>``, ``swap-<i>`` for face map pairs), streamed with ``Range`` passed on (a video player seeks);
   ``?view=thumb``: a JPEG at most 320 px a side (a video's first frame); ``?download=1``: as an attachment.
 - ``POST /api/jobs``: submit (the jobs API's ``POST /jobs`` body); ``POST /api/jobs/<job_id>/retry``: retry.
@@ -37,20 +45,22 @@ from __future__ import annotations
 import hmac
 import io
 import json
-import math
+import re
 import secrets
 import sys
 import tempfile
 import threading
 import time
 import webbrowser
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
-from http import HTTPStatus
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
 
 from faceswap_cli.guidance import WHAT_TO_DO
 from faceswap_cli.main import ApiClient, CliError
@@ -77,6 +87,8 @@ URL_MARGIN_SECONDS = 60
 """A presigned URL closer than this to its end is fetched anew (the API's last 15 minutes)."""
 PRESIGNED_SECONDS = 900
 UPLOAD_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "video/mp4", "video/quicktime", "video/webm"})
+SHOWN_TYPES = UPLOAD_TYPES | {"image/gif"}
+"""The file types the page shows as they are (everything else is served to download, as octet-stream)."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "media-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -97,7 +109,8 @@ class ConsoleError(Exception):
 
 
 class Console:
-    """The console's state: the API client, its login token, the presigned URLs and thumbnails it has.
+    """The console's state: the API client, its login tokens and session secret, the presigned URLs and thumbnails
+    it has.
 
     Parameters
     ----------
@@ -109,24 +122,38 @@ class Console:
 
     def __init__(self, client: ApiClient, *, port: int = 0) -> None:
         self.client = client
-        self.token = secrets.token_urlsafe(32)
-        self.refused: list[tuple[str, str, str]] = []
+        self.session = secrets.token_urlsafe(32)
+        """The secret every ``/api/`` request carries (module docstring)."""
+        self.refused: deque[tuple[str, str, str]] = deque(maxlen=1000)
         """``(method, path, code)`` of each request refused by the checks above, newest last (also logged)."""
-        self._urls: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tokens: set[str] = set()
+        self._urls: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._thumbs: OrderedDict[tuple[str, str], tuple[bytes, str]] = OrderedDict()
+        self._making: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+        self._thumb_slots = threading.BoundedSemaphore(2)
         handler = type("Handler", (_Handler,), {"console": self})
         self.server = _Server((LOOPBACK, port), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.origins = frozenset({f"http://{LOOPBACK}:{self.port}", f"http://localhost:{self.port}"})
         self.hosts = frozenset(origin.removeprefix("http://") for origin in self.origins)
-        self.cookie = f"faceswap_console_{self.port}"
 
-    @property
-    def url(self) -> str:
-        """The URL to open: it carries the one-time token that sets the console's cookie."""
-        return f"http://{LOOPBACK}:{self.port}/?token={self.token}"
+    def link(self) -> str:
+        """A new link to open the console with: its token works once (the page then keeps the session secret)."""
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens.add(token)
+        return f"http://{LOOPBACK}:{self.port}/?token={token}"
+
+    def redeem(self, token: str) -> bool:
+        """Whether ``token`` is a link's token not used before (it is then used up)."""
+        with self._lock:
+            for known in self._tokens:
+                if hmac.compare_digest(known.encode(), token.encode()):
+                    self._tokens.discard(known)
+                    return True
+        return False
 
     def start(self) -> Console:
         """Serve in a background thread; returns self."""
@@ -141,15 +168,15 @@ class Console:
     # ------------------------------------------------------------------------------------------------ jobs
 
     def list_jobs(self, *, status: str | None, provider: str | None, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` jobs, newest first: each state's newest (pages read until ``limit`` match ``provider``,
-        ten at most), merged. Raises ``ConsoleError`` for an unknown state or an API error."""
+        """Up to ``limit`` jobs, newest first: each state's newest (with ``provider``, pages read until ``limit``
+        match, three at most), merged. Raises ``ConsoleError`` for an unknown state or an API error."""
         if status is not None and status not in STATES:
             raise ConsoleError(400, "invalid_request", f"Parameter 'status' must be one of {', '.join(STATES)}.")
         jobs: list[dict[str, Any]] = []
         for state in [status] if status else STATES:
             params: dict[str, Any] = {"status": state, "limit": limit, **({"provider": provider} if provider else {})}
             found: list[dict[str, Any]] = []
-            for _ in range(10):
+            for _ in range(3):
                 page = self._api("GET", "/jobs", params=params)
                 found += page["jobs"]
                 if len(found) >= limit or not page.get("next_token"):
@@ -160,7 +187,7 @@ class Console:
         return [_with_guidance(job) for job in jobs[:limit]]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        """The job without presigned URLs (kept for ``files``), its error with ``what_to_do``."""
+        """The job without presigned URLs (kept for :meth:`source`), its error with ``what_to_do``."""
         job = self._api("GET", f"/jobs/{quote(job_id, safe='')}")
         expires = time.time() + PRESIGNED_SECONDS
         with self._lock:
@@ -168,48 +195,77 @@ class Console:
                 presigned = shown.pop("download_url", None)
                 if presigned:
                     self._urls[(job_id, name)] = (presigned, expires)
-                elif shown.get("url"):  # a URL input: the console fetches it itself, the page never does
-                    self._urls[(job_id, name)] = (shown["url"], math.inf)
+                    self._urls.move_to_end((job_id, name))
+            while len(self._urls) > 4096:
+                self._urls.popitem(last=False)
         return _with_guidance(job)
 
-    def source(self, job_id: str, name: str) -> str:
-        """The URL to read file ``name`` of a job from: a presigned URL not near its end, or a URL input.
+    def source(self, job_id: str, name: str, *, fresh: bool = False) -> str:
+        """The presigned URL of file ``name`` of a job, not near its end (``fresh``: asked of the API anew).
 
-        Raises ``ConsoleError`` 404 ``file_not_found`` when the job has no such file."""
-        for attempt in range(2):
+        Raises ``ConsoleError`` 404 ``file_not_found`` when the job has no such S3 file (URL inputs are not
+        fetched: module docstring)."""
+        if not fresh:
             with self._lock:
                 url, expires = self._urls.get((job_id, name), ("", 0.0))
             if url and expires - time.time() > URL_MARGIN_SECONDS:
                 return url
-            if attempt == 0:
-                self.job(job_id)
-        raise ConsoleError(404, "file_not_found", f"Job {job_id} has no {name}.")
+        self.job(job_id)
+        with self._lock:
+            url, _ = self._urls.get((job_id, name), ("", 0.0))
+        if not url:
+            raise ConsoleError(404, "file_not_found", f"Job {job_id} has no {name} the console can show.")
+        return url
+
+    @contextmanager
+    def reading(self, job_id: str, name: str, *, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        """The streamed answer of S3 for file ``name`` of a job (a ``Range`` in ``headers`` passed on), from its
+        presigned URL, asked of the API anew once if S3 refuses it (a URL can end before its 15 minutes when the
+        API's role session does). Raises ``ConsoleError``."""
+        asked = {"accept-encoding": "identity", **(headers or {})}  # the bytes as stored: lengths and ranges hold
+        with ExitStack() as stack:
+            for fresh in (False, True):
+                url = self.source(job_id, name, fresh=fresh)
+                try:
+                    response = stack.enter_context(self.client.unsigned.stream("GET", url, headers=asked))
+                except httpx.HTTPError as e:
+                    raise ConsoleError(502, "file_unavailable", f"Reading the file failed ({type(e).__name__}).") from e
+                if response.status_code != 403 or fresh:
+                    break
+                response.close()
+            yield response
 
     def thumbnail(self, job_id: str, name: str) -> tuple[bytes, str]:
-        """``(JPEG bytes, "image/jpeg")`` at most :data:`THUMB_PX` a side: the image, or a video's first frame."""
+        """``(JPEG bytes, "image/jpeg")`` at most :data:`THUMB_PX` a side: the image, or a video's first frame.
+
+        Made once per file (a second request for it waits for the first), two at a time."""
         key = (job_id, name)
         with self._lock:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
-        thumb = _thumbnail(self.client, self.source(job_id, name))
-        with self._lock:
-            self._thumbs[key] = thumb
-            while len(self._thumbs) > 512:
-                self._thumbs.popitem(last=False)
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            with self._lock:
+                if key in self._thumbs:
+                    return self._thumbs[key]
+            with self._thumb_slots, self.reading(job_id, name) as response:
+                thumb = _thumbnail(response)
+            with self._lock:
+                self._thumbs[key] = thumb
+                self._making.pop(key, None)
+                while len(self._thumbs) > 512:
+                    self._thumbs.popitem(last=False)
         return thumb
 
     def upload(self, body: Iterator[bytes], *, content_type: str, length: int) -> dict[str, str]:
         """Pass an upload on to a ``POST /uploads`` presigned URL piece by piece; returns ``{"s3_key"}``."""
-        if content_type not in UPLOAD_TYPES:
-            raise ConsoleError(
-                400, "invalid_request", f"Content-Type must be one of {', '.join(sorted(UPLOAD_TYPES))}."
-            )
-        if not 0 < length <= MAX_UPLOAD_BYTES:
-            raise ConsoleError(400, "invalid_request", f"An upload must be 1 byte to {MAX_UPLOAD_BYTES} bytes.")
         grant = self._api("POST", "/uploads", json={"content_type": content_type})
         headers = {**grant["headers"], "content-length": str(length)}
-        response = self.client.unsigned.request(grant["method"], grant["upload_url"], content=body, headers=headers)
+        try:
+            response = self.client.unsigned.request(grant["method"], grant["upload_url"], content=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise ConsoleError(502, "upload_failed", f"The upload failed ({type(e).__name__}).") from e
         if response.status_code >= 300:
             raise ConsoleError(502, "upload_failed", f"The upload was refused ({response.status_code}).")
         return {"s3_key": grant["s3_key"]}
@@ -250,30 +306,32 @@ def _files(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: shown for name, shown in files.items() if shown}
 
 
-def _thumbnail(client: ApiClient, url: str) -> tuple[bytes, str]:
+def _thumbnail(response: httpx.Response) -> tuple[bytes, str]:
+    """A JPEG thumbnail of the image or video ``response`` streams, read into a temporary file (never into memory
+    whole). Raises ``ConsoleError``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from faceswap import media
 
-    with client.unsigned.stream("GET", url) as response, tempfile.TemporaryFile() as file:
-        if response.status_code != 200:
-            raise ConsoleError(502, "file_unavailable", f"Reading the file failed ({response.status_code}).")
+    if response.status_code != 200:
+        raise ConsoleError(502, "file_unavailable", f"Reading the file failed ({response.status_code}).")
+    with tempfile.NamedTemporaryFile(suffix=".input") as file:
         size = 0
-        for chunk in response.iter_bytes(CHUNK):
-            size += len(chunk)
-            if size > MAX_THUMB_SOURCE_BYTES:
-                raise ConsoleError(413, "file_too_large", "The file is too large to show a thumbnail of.")
-            file.write(chunk)
+        try:
+            for chunk in response.iter_raw(CHUNK):
+                size += len(chunk)
+                if size > MAX_THUMB_SOURCE_BYTES:
+                    raise ConsoleError(413, "file_too_large", "The file is too large to show a thumbnail of.")
+                file.write(chunk)
+        except httpx.HTTPError as e:
+            raise ConsoleError(502, "file_unavailable", f"Reading the file failed ({type(e).__name__}).") from e
+        file.flush()
         file.seek(0)
         head = file.read(media.SNIFF_BYTES)
         file.seek(0)
         try:
             if media.sniff(head):
-                with tempfile.NamedTemporaryFile(suffix=".video") as named:
-                    named.write(file.read())
-                    named.flush()
-                    frame = media.first_frame(named.name)
-                image = Image.open(io.BytesIO(frame.data))
+                image = Image.open(io.BytesIO(media.first_frame(file.name).data))
             else:
                 image = ImageOps.exif_transpose(Image.open(file))
             image.thumbnail((THUMB_PX, THUMB_PX))
@@ -299,19 +357,15 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # the token is in a query string once: not logged
-        message = format % args
-        if "token=" in message:
-            message = message.split("?", 1)[0] + "?token=…"
+    def log_message(self, format: str, *args: Any) -> None:
+        """Request lines without the query string (it may hold a link's token or the session secret)."""
+        message = re.sub(r"\?\S*", "?…", format % args)
         sys.stderr.write(f"console: {message}\n")
 
     # ------------------------------------------------------------------------------------------- dispatch
 
     def do_GET(self) -> None:
         self._serve("GET")
-
-    def do_HEAD(self) -> None:
-        self._serve("HEAD")
 
     def do_POST(self) -> None:
         self._serve("POST")
@@ -328,6 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self._unread = self._declared_length()
         try:
             if self._admitted(method, parts.path, query):
                 self._route(method, parts.path, query)
@@ -335,9 +390,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(e.status, {"code": e.code, "message": e.message})
         except ConnectionError:
             self.close_connection = True
+        finally:
+            if self._unread:  # a body not read (whole): what follows on the connection is not a request
+                self.close_connection = True
+
+    def _declared_length(self) -> int:
+        """The body's length, or -1 for one whose length is unknown (chunked) or malformed."""
+        if self.headers.get("Transfer-Encoding"):
+            return -1
+        length = self.headers.get("Content-Length", "0").strip() or "0"
+        return int(length) if length.isdigit() else -1
 
     def _admitted(self, method: str, path: str, query: dict[str, str]) -> bool:
-        """The checks in the module's docstring; answers and returns ``False`` for a request that fails them."""
+        """The checks in the module's docstring; raises ``ConsoleError``, or answers a link's token and returns
+        ``False``."""
         console = self.console
         host = self.headers.get("Host", "")
         origin = self.headers.get("Origin")
@@ -349,59 +415,58 @@ class _Handler(BaseHTTPRequestHandler):
             code = "forbidden_origin"
         if code is not None:
             console.refused.append((method, path, code))
-            self.log_message("refused %s %s: %s (Host %r, Origin %r)", method, path, code, host, origin)
+            self.log_message("refused %s %s: %s (Origin %r)", method, path, code, origin)
             self._drain()
             raise ConsoleError(403, code, "This console answers only its own page, on loopback.")
         if method == "GET" and path == "/" and "token" in query:
-            if not hmac.compare_digest(query["token"], console.token):
-                raise ConsoleError(401, "console_token_required", "That console link is not this console's.")
+            if not console.redeem(query["token"]):
+                console.refused.append((method, path, "console_session_required"))
+                raise ConsoleError(
+                    401, "console_session_required", "That console link was used already, or is not this console's."
+                )
             self.send_response(303)
-            self.send_header("Location", "/")
-            self.send_header(
-                "Set-Cookie", f"{console.cookie}={console.token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=86400"
-            )
+            self.send_header("Location", f"/#session={console.session}")
             self._common_headers(no_store=True)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return False
-        cookies = dict(part.strip().split("=", 1) for part in self.headers.get("Cookie", "").split(";") if "=" in part)
-        if not hmac.compare_digest(cookies.get(console.cookie, ""), console.token):
-            self._drain()
-            console.refused.append((method, path, "console_token_required"))
-            raise ConsoleError(
-                401, "console_token_required", "Open the link `faceswap console` printed (it carries its token)."
-            )
+        if path.startswith("/api/"):
+            given = self.headers.get("X-Console-Session") or query.get("session") or ""
+            if not hmac.compare_digest(given.encode(), console.session.encode()):
+                console.refused.append((method, path, "console_session_required"))
+                self._drain()
+                raise ConsoleError(
+                    401, "console_session_required", "Open the link `faceswap console` printed (it works once)."
+                )
         return True
 
     def _route(self, method: str, path: str, query: dict[str, str]) -> None:
         console = self.console
         segments = [s for s in path.split("/") if s]
-        if method in ("GET", "HEAD") and path == "/":
+        if method == "GET" and path == "/":
             return self._static("index.html")
-        if method in ("GET", "HEAD") and len(segments) == 2 and segments[0] == "static":
+        if method == "GET" and len(segments) == 2 and segments[0] == "static":
             return self._static(segments[1])
         if segments[:1] != ["api"]:
+            self._drain()
             raise ConsoleError(404, "not_found", "No such page.")
         route = segments[1:]
         if method == "GET" and route == ["jobs"]:
             limit = _int(query.get("limit", "30"), "limit", 1, 100)
-            jobs = console.list_jobs(
-                status=query.get("status") or None, provider=query.get("provider") or None, limit=limit
-            )
-            return self._json(200, {"jobs": jobs})
+            status, provider = query.get("status") or None, query.get("provider") or None
+            return self._json(200, {"jobs": console.list_jobs(status=status, provider=provider, limit=limit)})
         if method == "GET" and len(route) == 2 and route[0] == "jobs":
             return self._json(200, console.job(route[1]))
-        if method in ("GET", "HEAD") and len(route) == 4 and route[0] == "jobs" and route[2] == "files":
-            return self._file(method, route[1], route[3], query)
+        if method == "GET" and len(route) == 4 and route[0] == "jobs" and route[2] == "files":
+            return self._file(route[1], route[3], query)
         if method == "POST" and route == ["jobs"]:
             body = self._json_body()
             return self._json(202, console._api("POST", "/jobs", json=body))
         if method == "POST" and len(route) == 3 and route[0] == "jobs" and route[2] == "retry":
+            self._drain()
             return self._json(202, console._api("POST", f"/jobs/{quote(route[1], safe='')}/retry"))
         if method == "PUT" and route == ["uploads"]:
-            length = _int(self.headers.get("Content-Length", "0"), "Content-Length", 0, MAX_UPLOAD_BYTES)
-            content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-            return self._json(201, console.upload(self._body(length), content_type=content_type, length=length))
+            return self._upload()
         if method == "GET" and route == ["providers"]:
             from faceswap.providers.registry import PROVIDERS
 
@@ -411,39 +476,58 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"providers": offered})
         if method == "GET" and route == ["error-codes"]:
             return self._json(200, {"what_to_do": WHAT_TO_DO})
+        self._drain()
         raise ConsoleError(404, "not_found", "No such route.")
 
     # ------------------------------------------------------------------------------------------- answers
 
-    def _file(self, method: str, job_id: str, name: str, query: dict[str, str]) -> None:
+    def _file(self, job_id: str, name: str, query: dict[str, str]) -> None:
         if query.get("view") == "thumb":
             data, content_type = self.console.thumbnail(job_id, name)
             self.send_response(200)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "private, max-age=3600")
-            self._common_headers()
+            self._common_headers(sandbox=True)
             self.end_headers()
-            if method == "GET":
-                self.wfile.write(data)
+            self.wfile.write(data)
             return
-        url = self.console.source(job_id, name)
-        headers = {"Range": self.headers["Range"]} if self.headers.get("Range") else {}
-        with self.console.client.unsigned.stream(method, url, headers=headers) as response:
-            if response.status_code not in (200, 206):
+        asked = {"range": self.headers["Range"]} if self.headers.get("Range") else {}
+        with self.console.reading(job_id, name, headers=asked) as response:
+            if response.status_code not in (200, 206, 416):
                 raise ConsoleError(502, "file_unavailable", f"Reading the file failed ({response.status_code}).")
+            content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            shown = content_type in SHOWN_TYPES
             self.send_response(response.status_code)
-            for header in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "ETag"):
+            self.send_header("Content-Type", content_type if shown else "application/octet-stream")
+            for header in ("Content-Length", "Content-Range", "Accept-Ranges", "ETag"):
                 if header in response.headers:
                     self.send_header(header, response.headers[header])
-            if query.get("download") == "1":
+            if "Content-Length" not in response.headers:
+                self.close_connection = True  # the end of the body is the end of the connection
+            if query.get("download") == "1" or not shown:
                 self.send_header("Content-Disposition", f'attachment; filename="{job_id}-{name}"')
             self.send_header("Cache-Control", "private, max-age=600")
-            self._common_headers()
+            self._common_headers(sandbox=True)
             self.end_headers()
-            if method == "GET":
+            try:
                 for chunk in response.iter_raw(CHUNK):
                     self.wfile.write(chunk)
+            except httpx.HTTPError:
+                self.close_connection = True  # the answer was already begun: cut it short
+
+    def _upload(self) -> None:
+        length = self._unread
+        if length < 0:
+            raise ConsoleError(411, "length_required", "An upload needs its Content-Length (no chunked bodies).")
+        content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type not in UPLOAD_TYPES:
+            raise ConsoleError(
+                400, "invalid_request", f"Content-Type must be one of {', '.join(sorted(UPLOAD_TYPES))}."
+            )
+        if not 0 < length <= MAX_UPLOAD_BYTES:
+            raise ConsoleError(400, "invalid_request", f"An upload must be 1 byte to {MAX_UPLOAD_BYTES} bytes.")
+        self._json(201, self.console.upload(self._body(length), content_type=content_type, length=length))
 
     def _static(self, name: str) -> None:
         path = STATIC / name
@@ -459,49 +543,50 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self._common_headers(no_store=True)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.wfile.write(data)
 
-    def _common_headers(self, *, no_store: bool = False) -> None:
+    def _common_headers(self, *, no_store: bool = False, sandbox: bool = False) -> None:
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
+        if sandbox:  # a file opened on its own runs nothing in the console's origin
+            self.send_header("Content-Security-Policy", "sandbox; default-src 'none'")
         if no_store:
             self.send_header("Cache-Control", "no-store")
 
     # --------------------------------------------------------------------------------------------- bodies
 
     def _json_body(self) -> Any:
-        length = _int(self.headers.get("Content-Length", "0"), "Content-Length", 0, MAX_JSON_BYTES)
+        length = self._unread
+        if not 0 <= length <= MAX_JSON_BYTES:
+            raise ConsoleError(400, "invalid_request", f"A request body must be at most {MAX_JSON_BYTES} bytes.")
         if self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() != "application/json":
-            self._drain()
             raise ConsoleError(415, "unsupported_media_type", "The body must be application/json.")
+        data = self.rfile.read(length)
+        self._unread = 0
         try:
-            return json.loads(self.rfile.read(length))
+            return json.loads(data)
         except ValueError as e:
             raise ConsoleError(400, "invalid_request", "Field 'body': the body is not valid JSON.") from e
 
     def _body(self, length: int) -> Iterator[bytes]:
-        left = length
-        while left > 0:
-            chunk = self.rfile.read(min(CHUNK, left))
+        while self._unread > 0:
+            chunk = self.rfile.read(min(CHUNK, self._unread))
             if not chunk:
                 raise ConsoleError(400, "invalid_request", "The upload ended before its Content-Length.")
-            left -= len(chunk)
+            self._unread -= len(chunk)
             yield chunk
 
     def _drain(self) -> None:
-        """Read and drop a refused request's small body (the answer then reaches the browser whole); close the
-        connection after the answer to one with a larger or unknown body, unread."""
-        length = self.headers.get("Content-Length", "0")
-        if self.headers.get("Transfer-Encoding") or not length.isdigit() or int(length) > MAX_JSON_BYTES:
-            self.close_connection = True
-        elif int(length):
-            self.rfile.read(int(length))
+        """Read and drop a small body not used (so the answer reaches the browser whole); a larger or unknown one
+        is left unread and the connection closed after the answer (:meth:`_serve`)."""
+        if 0 < self._unread <= MAX_JSON_BYTES:
+            self.rfile.read(self._unread)
+            self._unread = 0
 
 
 def _int(value: str, name: str, low: int, high: int) -> int:
@@ -515,11 +600,14 @@ def _int(value: str, name: str, low: int, high: int) -> int:
 
 
 def serve(client: ApiClient, *, port: int, open_browser: bool) -> int:
-    """Run the console until Ctrl-C: print its URL (with its token) and open it in the default browser."""
+    """Run the console until Ctrl-C: open a link to it in the default browser (or, with ``open_browser`` false or
+    no browser to open, print one: each link works once)."""
     console = Console(client, port=port).start()
-    print(f"faceswap console on {console.url}\n(API {client.base_url}; Ctrl-C stops it)", flush=True)
-    if open_browser:
-        webbrowser.open(console.url)
+    print(f"faceswap console on http://{LOOPBACK}:{console.port}/ (jobs API {client.base_url}; Ctrl-C stops it)")
+    if open_browser and webbrowser.open(console.link()):
+        print("opened in your browser; for another browser, run --no-browser and open the link it prints", flush=True)
+    else:
+        print(f"open (once): {console.link()}", flush=True)
     try:
         while True:
             time.sleep(3600)

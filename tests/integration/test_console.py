@@ -64,20 +64,22 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, console: Console) -> Iterator[Page]:
-    """A page logged in to the console (it opened the link the console prints), failing the test on a script error."""
+    """A page that opened a link of the console (as `faceswap console` opens one), failing the test on a script
+    error."""
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(console.url)
+    page.goto(console.link())
     page.wait_for_selector("body[data-loaded=jobs]", timeout=WAIT_MS)
+    assert console.session not in page.url, "the session secret leaves the address at once"
     yield page
     context.close()
     assert not errors, errors
 
 
 def base(console: Console) -> str:
-    return console.url.split("?", 1)[0]
+    return f"http://127.0.0.1:{console.port}/"
 
 
 def open_view(page: Page, console: Console, hash_path: str, loaded: str) -> None:
@@ -127,6 +129,46 @@ def until(check: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+class _PhotoHost(BaseHTTPRequestHandler):
+    """Serves the shared photos over HTTP on loopback (the local stack takes loopback URL inputs), counting requests."""
+
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        data = (FACES / Path(self.path).name).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_url_input_is_named_on_the_page_and_never_fetched_by_the_console(
+    page: Page, console: Console, client: ApiClient
+) -> None:
+    host = ThreadingHTTPServer(("127.0.0.1", 0), type("Host", (_PhotoHost,), {"requests": []}))
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{host.server_address[1]}/biden.jpg"
+        body = {"target_image": {"url": url}, "swap_image": {"url": url.replace("biden", "obama")}}
+        job_id = client.call("POST", "/jobs", json={**body, "provider": "selfhosted"})["job_id"]
+        until(lambda: client.call("GET", f"/jobs/{job_id}")["status"] == "SUCCEEDED")
+        fetched_by_the_pipeline = len(host.RequestHandlerClass.requests)  # type: ignore[attr-defined]
+
+        open_view(page, console, f"/jobs/{job_id}", "job")
+        images_loaded(page, "figure.big img")  # the result: the page has drawn every file it shows
+
+        assert page.inner_text(".url-input").endswith(url)
+        assert len(host.RequestHandlerClass.requests) == fetched_by_the_pipeline  # type: ignore[attr-defined]
+    finally:
+        host.shutdown()
+        host.server_close()
+
+
 def test_a_job_submitted_from_the_page_shows_its_result_thumbnail(
     page: Page, console: Console, client: ApiClient, stack: Stack
 ) -> None:
@@ -142,13 +184,10 @@ def test_a_job_submitted_from_the_page_shows_its_result_thumbnail(
     assert uploaded["Body"].read() == (FACES / "biden.jpg").read_bytes(), "the upload went through whole"
     timeline = page.inner_text("ol.timeline")
     assert job["history"][0]["provider_task_id"] in timeline and "SUCCEEDED" in timeline
-    download = httpx.get(
-        f"{base(console)}api/jobs/{job_id}/files/result?download=1",
-        cookies={console.cookie: console.token},
-        headers={"Host": f"127.0.0.1:{console.port}"},
-    )
-    assert download.status_code == 200 and len(download.content) == job["result"]["size"]
-    assert "attachment" in download.headers["content-disposition"]
+    with page.expect_download() as download:
+        page.click("#download")
+    saved = download.value.path()
+    assert saved.stat().st_size == job["result"]["size"], "the download is the whole result"
 
     open_view(page, console, "/", "jobs")
     row = f'tr.job[data-job-id="{job_id}"]'
@@ -229,7 +268,7 @@ def test_a_video_job_shows_its_player_and_before_and_after_frames(page: Page, co
 
     page.wait_for_selector(".badge[data-status=SUCCEEDED]", timeout=120_000)
     images_loaded(page, "section.frames img")
-    players = page.eval_on_selector_all("video", "videos => videos.map((v) => v.getAttribute('src'))")
+    players = page.eval_on_selector_all("video", "videos => videos.map((v) => v.getAttribute('src').split('?')[0])")
     assert players == [f"/api/jobs/{job_id}/files/target", f"/api/jobs/{job_id}/files/result"]
     page.wait_for_function(
         "() => [...document.querySelectorAll('video')].every((v) => v.readyState >= 1 && v.duration > 0.5)",
@@ -258,14 +297,14 @@ def test_the_job_list_filters_by_state_and_by_provider(page: Page, console: Cons
 
 
 class _ForeignSite(BaseHTTPRequestHandler):
-    """Another site's page (another origin on loopback) that tries to drive the console with the user's cookie."""
+    """Another site's page (another origin on loopback) that tries to drive the console from the user's browser."""
 
     console_origin = ""
 
     def do_GET(self) -> None:
         page = f"""<!doctype html><body><script>
             const target = {self.console_origin!r};
-            fetch(target + "/api/jobs", {{method: "POST", mode: "no-cors", credentials: "include",
+            fetch(target + "/api/jobs", {{method: "POST", mode: "no-cors",
                 headers: {{"Content-Type": "text/plain"}}, body: JSON.stringify({{target_image: {{s3_key: "x"}}}})}})
               .catch(() => null)
               .finally(() => {{
@@ -287,8 +326,7 @@ class _ForeignSite(BaseHTTPRequestHandler):
 
 def test_requests_from_another_origin_or_host_are_refused(page: Page, console: Console) -> None:
     own = f"127.0.0.1:{console.port}"
-    cookie = {console.cookie: console.token}
-    with httpx.Client(base_url=f"http://{own}", cookies=cookie) as http:
+    with httpx.Client(base_url=f"http://{own}", headers={"X-Console-Session": console.session}) as http:
         assert http.get("/api/jobs", params={"limit": 1}).status_code == 200, "its own page's request is served"
         foreign_origin = http.post("/api/jobs", json={}, headers={"Origin": "https://attacker.example"})
         assert (foreign_origin.status_code, foreign_origin.json()["code"]) == (403, "forbidden_origin")
@@ -296,12 +334,10 @@ def test_requests_from_another_origin_or_host_are_refused(page: Page, console: C
         assert (cross_site.status_code, cross_site.json()["code"]) == (403, "forbidden_origin")
         rebound = http.get("/api/jobs", headers={"Host": f"attacker.example:{console.port}"})
         assert (rebound.status_code, rebound.json()["code"]) == (403, "forbidden_host")
-    without_cookie = httpx.get(f"http://{own}/api/jobs")
-    assert (without_cookie.status_code, without_cookie.json()["code"]) == (401, "console_token_required")
-    wrong_token = httpx.get(f"http://{own}/?token=not-the-token")
-    assert wrong_token.status_code == 401 and "set-cookie" not in wrong_token.headers
+    without_session = httpx.get(f"http://{own}/api/jobs")
+    assert (without_session.status_code, without_session.json()["code"]) == (401, "console_session_required")
 
-    # In the browser that holds the console's cookie, a page from another origin (same site: cookies go along).
+    # In the browser where the console is open, a page from another origin (another port of the same host).
     handler = type("Foreign", (_ForeignSite,), {"console_origin": f"http://{own}"})
     foreign = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=foreign.serve_forever, daemon=True).start()
@@ -309,7 +345,7 @@ def test_requests_from_another_origin_or_host_are_refused(page: Page, console: C
         refused_before = len(console.refused)
         page.goto(f"http://127.0.0.1:{foreign.server_address[1]}/")
         until(lambda: len(console.refused) >= refused_before + 2)
-        assert set(console.refused[refused_before:]) >= {
+        assert set(list(console.refused)[refused_before:]) >= {
             ("POST", "/api/jobs", "forbidden_origin"),
             ("GET", "/api/jobs", "forbidden_origin"),
         }

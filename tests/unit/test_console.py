@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class Backend:
         self.upload_chunks: list[int] = []
         self.upload_headers: dict[str, str] = {}
         self.range: str | None = None
+        self.content_type = "image/jpeg"
 
     def api(self, request: httpx.Request) -> httpx.Response:
         self.api_calls.append((request.method, request.url.path))
@@ -45,7 +47,7 @@ class Backend:
             self.upload_chunks = [len(chunk) for chunk in request.stream]
             return httpx.Response(200)
         self.range = request.headers.get("range")
-        headers = {"content-type": "image/jpeg", "content-range": "bytes 2-4/9", "content-length": "3"}
+        headers = {"content-type": self.content_type, "content-range": "bytes 2-4/9", "content-length": "3"}
         return httpx.Response(206, stream=httpx.ByteStream(b"ult"), headers=headers)
 
 
@@ -86,21 +88,40 @@ def console(backend: Backend) -> Iterator[Console]:
 
 @pytest.fixture
 def http(console: Console) -> Iterator[httpx.Client]:
-    """The console's own page: its cookie, its Host."""
-    with httpx.Client(base_url=f"http://127.0.0.1:{console.port}", cookies={console.cookie: console.token}) as c:
-        yield c
+    """The console's own page: its session secret, its Host."""
+    headers = {"X-Console-Session": console.session}
+    with httpx.Client(base_url=f"http://127.0.0.1:{console.port}", headers=headers) as client:
+        yield client
 
 
-def test_the_printed_link_sets_a_strict_http_only_cookie_and_a_wrong_token_sets_none(console: Console) -> None:
-    logged_in = httpx.get(console.url)
-    wrong = httpx.get(console.url.replace(console.token, "x" * len(console.token)))
+def test_a_link_works_once_and_hands_the_session_over_in_the_fragment(console: Console) -> None:
+    link = console.link()
 
-    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/"
-    cookie = logged_in.headers["set-cookie"]
-    assert cookie.startswith(f"{console.cookie}={console.token};") and "HttpOnly" in cookie
-    assert "SameSite=Strict" in cookie
-    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
-    assert wrong.json()["code"] == "console_token_required"
+    first = httpx.get(link)
+    again = httpx.get(link)
+    made_up = httpx.get(link.split("=", 1)[0] + "=" + "x" * 43)
+    not_ascii = httpx.get(link.split("=", 1)[0] + "=%C3%A9")
+
+    assert first.status_code == 303 and first.headers["location"] == f"/#session={console.session}"
+    assert "set-cookie" not in first.headers, "no cookie: cookies are shared with every port of the host"
+    for refused in (again, made_up, not_ascii):
+        assert (refused.status_code, refused.json()["code"]) == (401, "console_session_required")
+        assert console.session not in refused.text
+
+
+@pytest.mark.parametrize("session", [None, "", "wrong", "é"])
+def test_an_api_request_without_the_session_is_refused_before_the_api_is_called(
+    console: Console, backend: Backend, session: str | None
+) -> None:
+    headers = {} if session is None else {"X-Console-Session": session.encode()}
+    response = httpx.get(f"http://127.0.0.1:{console.port}/api/jobs", headers=headers)
+
+    assert (response.status_code, response.json()["code"]) == (401, "console_session_required")
+    assert backend.api_calls == []
+    page = httpx.get(f"http://127.0.0.1:{console.port}/")
+    assert page.status_code == 200, "the page itself (no data) is served without it"
+    by_query = httpx.get(f"http://127.0.0.1:{console.port}/api/error-codes", params={"session": console.session})
+    assert by_query.status_code == 200, "images and players carry it in the query"
 
 
 @pytest.mark.parametrize(
@@ -186,11 +207,46 @@ def test_the_api_s_own_errors_reach_the_page_as_they_are(http: httpx.Client) -> 
     assert (response.status_code, response.json()["code"]) == (404, "job_not_found")
 
 
-def test_the_token_never_reaches_the_log(console: Console, capsys: pytest.CaptureFixture[str]) -> None:
-    httpx.get(console.url)
-    httpx.get(console.url.replace(console.token, "wrong"))
+def test_neither_a_link_nor_the_session_reaches_the_log(
+    console: Console, http: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link = console.link()
+    httpx.get(link)
+    httpx.get(link)
+    httpx.get(f"http://127.0.0.1:{console.port}/api/jobs", params={"session": console.session})
+    http.get("/api/jobs", params={"session": console.session}, headers={"Origin": "https://attacker.example"})
 
-    assert console.token not in capsys.readouterr().err
+    log = capsys.readouterr().err
+    assert log.count("console:") >= 4
+    assert link.split("=", 1)[1] not in log and console.session not in log
+
+
+def test_a_file_of_a_type_the_page_does_not_show_is_only_downloaded_and_runs_nothing(
+    http: httpx.Client, backend: Backend
+) -> None:
+    backend.content_type = "text/html"
+
+    response = http.get(f"/api/jobs/{JOB_ID}/files/result")
+
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in response.headers.get_list("content-security-policy")[-1]
+
+
+def test_a_refused_upload_s_body_is_never_read_as_a_request(console: Console, backend: Backend) -> None:
+    smuggled = b"GET /api/error-codes HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", console.port)) as connection:
+        request = (
+            f"PUT /api/uploads HTTP/1.1\r\nHost: 127.0.0.1:{console.port}\r\n"
+            f"X-Console-Session: {console.session}\r\nContent-Type: image/gif\r\n"
+            f"Content-Length: {200_000 + len(smuggled)}\r\n\r\n"
+        ).encode()
+        connection.sendall(request + b"x" * 200_000 + smuggled)
+        answers = b""
+        while chunk := connection.recv(65536):
+            answers += chunk
+
+    assert answers.startswith(b"HTTP/1.1 400") and answers.count(b"HTTP/1.1") == 1
 
 
 def test_the_readme_s_error_table_gives_the_console_s_advice_for_every_code_a_job_ends_with() -> None:

@@ -5,10 +5,14 @@
 const STATES = ["RECEIVED", "SUBMITTED", "SUCCEEDED", "FAILED", "TIMED_OUT"];
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "TIMED_OUT"]);
 const LIST_REFRESH_MS = 2000;
+const IDLE_REFRESH_MS = 10000; // every job shown has ended: new ones are looked for less often
 const JOB_REFRESH_MS = 1500;
 
+const SESSION_KEY = "faceswap-console-session";
+let session = "";
 let providers = [];
 let timer = null;
+let generation = 0; // which view's refresh is current: an answer that arrives after the view changed is dropped
 
 // ------------------------------------------------------------------------------------------------ helpers
 
@@ -28,7 +32,7 @@ function h(tag, attrs, ...children) {
 }
 
 async function api(method, path, body, headers) {
-  const init = { method, headers: headers || {}, credentials: "same-origin" };
+  const init = { method, headers: { ...(headers || {}), "X-Console-Session": session }, credentials: "omit" };
   if (body !== undefined) {
     if (body instanceof Blob) init.body = body;
     else {
@@ -47,8 +51,12 @@ async function api(method, path, body, headers) {
   return data;
 }
 
-function file(jobId, name, view) {
-  return `/api/jobs/${encodeURIComponent(jobId)}/files/${name}` + (view ? `?view=${view}` : "");
+// A file's address for an <img>, <video> or download link (they cannot send the session header).
+function file(jobId, name, view, download) {
+  const query = new URLSearchParams({ session });
+  if (view) query.set("view", view);
+  if (download) query.set("download", "1");
+  return `/api/jobs/${encodeURIComponent(jobId)}/files/${name}?${query}`;
 }
 
 function when(iso) {
@@ -72,26 +80,45 @@ function setLive(on) {
 }
 
 function stop() {
+  generation += 1;
   if (timer) clearTimeout(timer);
   timer = null;
   setLive(false);
 }
 
+// Run fn now and again after ms (or the delay fn returns; false: no more). fn gets current(): false once the
+// view has changed, so an answer that arrives late never draws into the view that replaced it.
 function every(ms, fn) {
   stop();
+  const mine = generation;
+  const current = () => mine === generation;
   setLive(true);
   const tick = async () => {
-    let again = true;
-    try { again = (await fn()) !== false; } catch (e) { showError(e); }
-    if (again) timer = setTimeout(tick, document.hidden ? ms * 5 : ms);
+    let next = ms;
+    try {
+      const answer = await fn(current);
+      next = answer === false ? null : typeof answer === "number" ? answer : ms;
+    } catch (e) { if (current()) showError(e); }
+    if (!current()) return;
+    if (next !== null) timer = setTimeout(tick, document.hidden ? next * 5 : next);
     else setLive(false);
   };
   tick();
 }
 
 function showError(error) {
+  if (error.code === "console_session_required") return signedOut();
   const box = document.getElementById("error");
   if (box) box.replaceChildren(h("strong", {}, error.code || "error"), " ", error.message);
+}
+
+function signedOut() {
+  stop();
+  document.getElementById("main").replaceChildren(h("section", { class: "signed-out" },
+    h("h1", {}, "Open the console's link"),
+    h("p", {}, "This page needs the link `faceswap console` printed or opened (each link works once). Run ",
+      h("code", {}, "faceswap console --no-browser"), " for a new one.")));
+  document.body.dataset.loaded = "signed-out";
 }
 
 function errorBox(error) {
@@ -102,8 +129,20 @@ function errorBox(error) {
     error.what_to_do ? h("div", { class: "what-to-do" }, "What to do: ", error.what_to_do) : null);
 }
 
-function thumb(jobId, name, label, kind) {
-  const img = h("img", { src: file(jobId, name, "thumb"), alt: label, "data-file": name });
+// The URL a URL input names, or null for an S3 input: the console never fetches someone else's URL, so the page
+// names it instead of showing it.
+function givenUrl(job, name) {
+  const inputs = job.inputs || {};
+  const pair = name.match(/^(reference|swap)-(\d+)$/);
+  const shown = pair ? ((inputs.face_map || [])[Number(pair[2])] || {})[pair[1] === "swap" ? "swap_image" : "reference"]
+    : inputs[name];
+  return shown && shown.url ? shown.url : null;
+}
+
+function thumb(job, name, label, kind) {
+  const url = givenUrl(job, name);
+  if (url) return h("figure", { class: "thumb" }, h("div", { class: "placeholder", title: url }, "URL input"), h("figcaption", {}, label));
+  const img = h("img", { src: file(job.job_id, name, "thumb"), alt: label, "data-file": name });
   img.addEventListener("error", () => img.replaceWith(h("div", { class: "placeholder", title: "the console could not read this file" }, "no preview")));
   return h("figure", { class: "thumb" }, img, h("figcaption", {}, label, kind === "video" ? " ▶" : ""));
 }
@@ -130,12 +169,12 @@ function jobRow(job) {
   const { face } = inputsOf(job);
   const video = job.media_type === "video";
   const result = job.status === "SUCCEEDED"
-    ? thumb(job.job_id, "result", "result", video ? "video" : "image")
+    ? thumb(job, "result", "result", video ? "video" : "image")
     : pending("result", TERMINAL.has(job.status) ? "no result" : "working…");
   return h("tr", { class: "job", dataset: { jobId: job.job_id, status: job.status, provider: job.provider } },
     h("td", { class: "thumbs" },
-      thumb(job.job_id, "target", video ? "target video" : "target", video ? "video" : "image"),
-      face ? thumb(job.job_id, face, "swap face") : pending("swap face", "—"),
+      thumb(job, "target", video ? "target video" : "target", video ? "video" : "image"),
+      face ? thumb(job, face, "swap face") : pending("swap face", "—"),
       result),
     h("td", {}, badge(job.status), h("div", { class: "muted" }, job.task, video ? " · video" : "")),
     h("td", { class: "provider" }, job.provider),
@@ -167,11 +206,12 @@ function renderJobs() {
         .map((t) => h("th", {}, t)))), body),
     empty);
   const shown = new Map();
-  every(LIST_REFRESH_MS, async () => {
+  every(LIST_REFRESH_MS, async (current) => {
     const query = new URLSearchParams({ limit: "30" });
     if (filters.status) query.set("status", filters.status);
     if (filters.provider) query.set("provider", filters.provider);
     const { jobs } = await api("GET", `/api/jobs?${query}`);
+    if (!current()) return false;
     const rows = jobs.map((job) => {
       const known = shown.get(job.job_id);
       if (known && known.signature === signature(job)) return known.row;
@@ -183,6 +223,7 @@ function renderJobs() {
     empty.hidden = jobs.length > 0;
     document.getElementById("error").replaceChildren();
     document.body.dataset.loaded = "jobs";
+    return jobs.some((job) => !TERMINAL.has(job.status)) ? LIST_REFRESH_MS : IDLE_REFRESH_MS;
   });
 }
 
@@ -223,7 +264,7 @@ function timeline(job) {
 
 function withBoxes(job, figure) {
   const chosen = job.chosen_faces || [];
-  if (!chosen.length) return figure;
+  if (!chosen.length || !figure.querySelector("img,video")) return figure;
   const frame = h("div", { class: "boxed" }, figure.querySelector("img,video"));
   for (const face of chosen) {
     const [w, hgt] = face.image_size;
@@ -244,6 +285,8 @@ function withBoxes(job, figure) {
 }
 
 function big(job, name, label, video) {
+  const url = givenUrl(job, name);
+  if (url) return h("figure", { class: "big" }, h("div", { class: "url-input" }, "URL input (not fetched by the console): ", h("code", {}, url)), h("figcaption", {}, label));
   if (video) {
     return h("figure", { class: "big" },
       h("video", { src: file(job.job_id, name), controls: true, preload: "metadata", poster: file(job.job_id, name, "thumb") }),
@@ -257,8 +300,9 @@ function renderJob(jobId) {
   const main = document.getElementById("main");
   main.replaceChildren(h("p", { class: "muted" }, "Loading…"), h("div", { id: "error", class: "banner", role: "alert" }));
   let last = null;
-  every(JOB_REFRESH_MS, async () => {
+  every(JOB_REFRESH_MS, async (current) => {
     const job = await api("GET", `/api/jobs/${encodeURIComponent(jobId)}`);
+    if (!current()) return false;
     const sig = signature(job);
     if (sig !== last) {
       last = sig;
@@ -281,7 +325,7 @@ function jobView(job) {
   if (job.status === "SUCCEEDED") figures.push(big(job, "result", "result", video));
   const actions = h("div", { class: "actions" });
   if (job.status === "SUCCEEDED") {
-    actions.append(h("a", { class: "button", id: "download", href: `${file(job.job_id, "result")}?download=1`, download: "" }, "Download the result"));
+    actions.append(h("a", { class: "button", id: "download", href: file(job.job_id, "result", null, true), download: "" }, "Download the result"));
   }
   if (TERMINAL.has(job.status) && job.status !== "SUCCEEDED" && job.error && job.error.retryable) {
     actions.append(h("button", { id: "retry", onclick: async (event) => {
@@ -294,7 +338,7 @@ function jobView(job) {
   }
   const frames = video && job.status === "SUCCEEDED"
     ? h("section", { class: "frames" }, h("h2", {}, "Before and after (first frame)"),
-      h("div", { class: "figures" }, thumb(job.job_id, "target", "before"), thumb(job.job_id, "result", "after")))
+      h("div", { class: "figures" }, thumb(job, "target", "before"), thumb(job, "result", "after")))
     : null;
   return [
     h("section", { class: "toolbar" }, h("h1", {}, "Job ", h("code", { id: "job-id" }, job.job_id)), badge(job.status),
@@ -393,6 +437,18 @@ function route() {
 
 window.addEventListener("hashchange", route);
 window.addEventListener("DOMContentLoaded", async () => {
-  try { providers = (await api("GET", "/api/providers")).providers; } catch (e) { providers = []; }
+  // The link's redirect hands the session secret over in the fragment (never sent to a server): keep it in this
+  // origin's storage and take it out of the address.
+  const handed = location.hash.match(/^#session=([A-Za-z0-9_-]+)$/);
+  if (handed) {
+    localStorage.setItem(SESSION_KEY, handed[1]);
+    history.replaceState(null, "", "/#/");
+  }
+  session = localStorage.getItem(SESSION_KEY) || "";
+  if (!session) return signedOut();
+  try { providers = (await api("GET", "/api/providers")).providers; } catch (e) {
+    if (e.code === "console_session_required") return signedOut();
+    providers = [];
+  }
   route();
 });
