@@ -13,12 +13,13 @@ Who may drive it (each request, before anything else):
 - an ``Origin`` other than the console's own, or a ``Sec-Fetch-Site`` of ``cross-site`` or ``same-site``, is refused
   ``403 forbidden_origin``: a page on another site, or on another port of this host, cannot make the browser send
   requests to it (the browser adds both headers itself; a page cannot forge them);
-- every ``/api/`` request carries the console's session secret, in the ``X-Console-Session`` header (the page's
-  requests) or the ``session`` query parameter (its images, players and downloads), else ``401
-  console_session_required``. The page learns it by opening the link ``faceswap console`` prints: that link's
-  token works once, and is answered with a redirect to ``/#session=<secret>``; the page keeps the secret in its
-  own origin's storage (which, unlike a cookie, is not shared with other ports of the host) and drops it from the
-  address. Another local user or process that can reach the port has neither.
+- every ``/api/`` request carries the console's session secret in its ``X-Console-Session`` header, else ``401
+  console_session_required``. The page gets the secret with the token of the link ``faceswap console`` opens or
+  prints (``/?token=…``): the page takes the token out of the address and sends it, in a header, to ``POST
+  /api/session``; a token works once. The page keeps the secret in its own origin's storage (unlike a cookie, not
+  shared with other ports of the host). Its images, players and downloads, which cannot send a header, use the
+  addresses the console gives each job (``files``): each carries a signature for that one file, valid while this
+  console runs. Another local user or process that can reach the port has neither.
 
 What the page shows of a job's files: only S3 objects, through the API's presigned URLs, as the image and video
 types the pipeline takes (anything else is sent as ``application/octet-stream`` to download), each answer under
@@ -27,10 +28,12 @@ your network): the page names it.
 
 Routes (JSON unless said otherwise; errors are ``{"code", "message"}``, the API's own passed through):
 
-- ``GET /``: the page; ``GET /static/<file>``: its script and style.
-- ``GET /api/jobs?status=&provider=&limit=``: newest first (every state when none is given); each failed job's
-  ``error`` gains ``what_to_do`` (:mod:`faceswap_cli.guidance`).
-- ``GET /api/jobs/<job_id>``: the job, with no presigned URL (the page uses ``/api/jobs/<job_id>/files/…``).
+- ``GET /``: the page; ``GET /static/<file>``: its script and style; ``POST /api/session``: the session secret, for a
+  link's token (header ``X-Console-Token``).
+- ``GET /api/jobs?status=&provider=&limit=``: ``{"jobs", "more"}``, newest first (every state when none is given;
+  ``more``: older jobs may match); each failed job's ``error`` gains ``what_to_do``
+  (:mod:`faceswap_cli.guidance`), each job ``files`` (the page's signed address of each S3 file).
+- ``GET /api/jobs/<job_id>``: the job the same way, with no presigned URL.
 - ``GET /api/jobs/<job_id>/files/<name>``: an S3 input or the result (``target``, ``swap_image``, ``result``,
   ``reference-<i>``, ``swap-<i>`` for face map pairs), streamed with ``Range`` passed on (a video player seeks);
   ``?view=thumb``: a JPEG at most 320 px a side (a video's first frame); ``?download=1``: as an attachment.
@@ -124,6 +127,7 @@ class Console:
         self.client = client
         self.session = secrets.token_urlsafe(32)
         """The secret every ``/api/`` request carries (module docstring)."""
+        self._file_key = secrets.token_bytes(32)
         self.refused: deque[tuple[str, str, str]] = deque(maxlen=1000)
         """``(method, path, code)`` of each request refused by the checks above, newest last (also logged)."""
         self._tokens: set[str] = set()
@@ -155,6 +159,16 @@ class Console:
                     return True
         return False
 
+    def signature(self, job_id: str, name: str) -> str:
+        """The capability of the page's images, players and downloads for one file: HMAC-SHA256 of ``job_id/name``
+        under a key of this console's run (a URL kept in the browser's history opens that file only, and only
+        while this console runs)."""
+        return hmac.new(self._file_key, f"{job_id}/{name}".encode(), "sha256").hexdigest()[:40]
+
+    def signed(self, job_id: str, name: str, signature: str) -> bool:
+        """Whether ``signature`` is :meth:`signature` of that file."""
+        return hmac.compare_digest(self.signature(job_id, name).encode(), signature.encode())
+
     def start(self) -> Console:
         """Serve in a background thread; returns self."""
         threading.Thread(target=self.server.serve_forever, args=(0.1,), name="console", daemon=True).start()
@@ -167,12 +181,14 @@ class Console:
 
     # ------------------------------------------------------------------------------------------------ jobs
 
-    def list_jobs(self, *, status: str | None, provider: str | None, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` jobs, newest first: each state's newest (with ``provider``, pages read until ``limit``
-        match, three at most), merged. Raises ``ConsoleError`` for an unknown state or an API error."""
+    def list_jobs(self, *, status: str | None, provider: str | None, limit: int) -> dict[str, Any]:
+        """``{"jobs", "more"}``: up to ``limit`` jobs, newest first: each state's newest (with ``provider``, pages
+        read until ``limit`` match, three at most), merged; ``more`` when older ones may match. Raises
+        ``ConsoleError`` for an unknown state or an API error."""
         if status is not None and status not in STATES:
             raise ConsoleError(400, "invalid_request", f"Parameter 'status' must be one of {', '.join(STATES)}.")
         jobs: list[dict[str, Any]] = []
+        more = False
         for state in [status] if status else STATES:
             params: dict[str, Any] = {"status": state, "limit": limit, **({"provider": provider} if provider else {})}
             found: list[dict[str, Any]] = []
@@ -182,9 +198,10 @@ class Console:
                 if len(found) >= limit or not page.get("next_token"):
                     break
                 params["next_token"] = page["next_token"]
+            more = more or len(found) > limit or bool(page.get("next_token"))
             jobs += found[:limit]
         jobs.sort(key=lambda job: job["created_at"], reverse=True)
-        return [_with_guidance(job) for job in jobs[:limit]]
+        return {"jobs": [self.shown(job) for job in jobs[:limit]], "more": more or len(jobs) > limit}
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job without presigned URLs (kept for :meth:`source`), its error with ``what_to_do``."""
@@ -198,7 +215,7 @@ class Console:
                     self._urls.move_to_end((job_id, name))
             while len(self._urls) > 4096:
                 self._urls.popitem(last=False)
-        return _with_guidance(job)
+        return self.shown(job)
 
     def source(self, job_id: str, name: str, *, fresh: bool = False) -> str:
         """The presigned URL of file ``name`` of a job, not near its end (``fresh``: asked of the API anew).
@@ -245,17 +262,21 @@ class Console:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
             making = self._making.setdefault(key, threading.Lock())
-        with making:
+        try:
+            with making:
+                with self._lock:
+                    if key in self._thumbs:
+                        return self._thumbs[key]
+                with self._thumb_slots, self.reading(job_id, name) as response:
+                    thumb = _thumbnail(response)
+                with self._lock:
+                    self._thumbs[key] = thumb
+                    while len(self._thumbs) > 512:
+                        self._thumbs.popitem(last=False)
+        finally:
             with self._lock:
-                if key in self._thumbs:
-                    return self._thumbs[key]
-            with self._thumb_slots, self.reading(job_id, name) as response:
-                thumb = _thumbnail(response)
-            with self._lock:
-                self._thumbs[key] = thumb
-                self._making.pop(key, None)
-                while len(self._thumbs) > 512:
-                    self._thumbs.popitem(last=False)
+                if self._making.get(key) is making:
+                    del self._making[key]
         return thumb
 
     def upload(self, body: Iterator[bytes], *, content_type: str, length: int) -> dict[str, str]:
@@ -288,11 +309,18 @@ class Console:
             )
         return body
 
-
-def _with_guidance(job: dict[str, Any]) -> dict[str, Any]:
-    if job.get("error") and job["error"].get("code") in WHAT_TO_DO:
-        job["error"] = {**job["error"], "what_to_do": WHAT_TO_DO[job["error"]["code"]]}
-    return job
+    def shown(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job as the page gets it: its error with ``what_to_do``, and ``files``: the page's address of each S3
+        file (signed: :meth:`signature`); a URL input has none."""
+        if job.get("error") and job["error"].get("code") in WHAT_TO_DO:
+            job["error"] = {**job["error"], "what_to_do": WHAT_TO_DO[job["error"]["code"]]}
+        job_id = str(job["job_id"])
+        job["files"] = {
+            name: f"/api/jobs/{quote(job_id, safe='')}/files/{name}?sig={self.signature(job_id, name)}"
+            for name, view in _files(job).items()
+            if view.get("s3_uri")
+        }
+        return job
 
 
 def _files(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -357,9 +385,13 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
 
+    timeout = 30
+    """Seconds a connection may wait for a request or its body (a client that stalls gives its thread back)."""
+
     def log_message(self, format: str, *args: Any) -> None:
-        """Request lines without the query string (it may hold a link's token or the session secret)."""
-        message = re.sub(r"\?\S*", "?…", format % args)
+        """Request lines without the query string (it may hold a link's token or a file's signature), control
+        characters escaped (as ``http.server`` does) so a request cannot write to the terminal."""
+        message = re.sub(r"\?\S*", "?…", format % args).translate(self._control_char_table)  # type: ignore[attr-defined]
         sys.stderr.write(f"console: {message}\n")
 
     # ------------------------------------------------------------------------------------------- dispatch
@@ -380,12 +412,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("OPTIONS")
 
     def _serve(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self._unread = self._declared_length()
         try:
-            if self._admitted(method, parts.path, query):
-                self._route(method, parts.path, query)
+            try:
+                parts = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            except ValueError as e:
+                raise ConsoleError(400, "invalid_request", "The request's address does not parse.") from e
+            self._admitted(method, parts.path, query)
+            self._route(method, parts.path, query)
         except ConsoleError as e:
             self._json(e.status, {"code": e.code, "message": e.message})
         except ConnectionError:
@@ -399,11 +434,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding"):
             return -1
         length = self.headers.get("Content-Length", "0").strip() or "0"
-        return int(length) if length.isdigit() else -1
+        return int(length) if re.fullmatch(r"[0-9]{1,12}", length) else -1
 
-    def _admitted(self, method: str, path: str, query: dict[str, str]) -> bool:
-        """The checks in the module's docstring; raises ``ConsoleError``, or answers a link's token and returns
-        ``False``."""
+    def _admitted(self, method: str, path: str, query: dict[str, str]) -> None:
+        """The checks in the module's docstring; raises ``ConsoleError`` for a request that fails them."""
         console = self.console
         host = self.headers.get("Host", "")
         origin = self.headers.get("Origin")
@@ -418,27 +452,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.log_message("refused %s %s: %s (Origin %r)", method, path, code, origin)
             self._drain()
             raise ConsoleError(403, code, "This console answers only its own page, on loopback.")
-        if method == "GET" and path == "/" and "token" in query:
-            if not console.redeem(query["token"]):
-                console.refused.append((method, path, "console_session_required"))
-                raise ConsoleError(
-                    401, "console_session_required", "That console link was used already, or is not this console's."
-                )
-            self.send_response(303)
-            self.send_header("Location", f"/#session={console.session}")
-            self._common_headers(no_store=True)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return False
-        if path.startswith("/api/"):
-            given = self.headers.get("X-Console-Session") or query.get("session") or ""
-            if not hmac.compare_digest(given.encode(), console.session.encode()):
-                console.refused.append((method, path, "console_session_required"))
-                self._drain()
-                raise ConsoleError(
-                    401, "console_session_required", "Open the link `faceswap console` printed (it works once)."
-                )
-        return True
+        if not path.startswith("/api/") or (method == "POST" and path == "/api/session"):
+            return  # the page itself holds no data; a session is asked for with a link's token (_route)
+        given = self.headers.get("X-Console-Session", "")
+        if hmac.compare_digest(given.encode(), console.session.encode()):
+            return
+        segments = path.split("/")
+        if (
+            method == "GET"
+            and len(segments) == 6
+            and segments[4] == "files"
+            and console.signed(segments[3], segments[5], query.get("sig", ""))
+        ):
+            return  # an image, player or download of the page: a capability for that one file
+        console.refused.append((method, path, "console_session_required"))
+        self._drain()
+        raise ConsoleError(
+            401, "console_session_required", "Open the link `faceswap console` printed (each link works once)."
+        )
 
     def _route(self, method: str, path: str, query: dict[str, str]) -> None:
         console = self.console
@@ -451,10 +482,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain()
             raise ConsoleError(404, "not_found", "No such page.")
         route = segments[1:]
+        if method == "POST" and route == ["session"]:
+            self._drain()
+            if not console.redeem(self.headers.get("X-Console-Token", "")):
+                console.refused.append((method, path, "console_session_required"))
+                raise ConsoleError(
+                    401, "console_session_required", "That console link was used already, or is not this console's."
+                )
+            return self._json(200, {"session": console.session})
         if method == "GET" and route == ["jobs"]:
             limit = _int(query.get("limit", "30"), "limit", 1, 100)
             status, provider = query.get("status") or None, query.get("provider") or None
-            return self._json(200, {"jobs": console.list_jobs(status=status, provider=provider, limit=limit)})
+            return self._json(200, console.list_jobs(status=status, provider=provider, limit=limit))
         if method == "GET" and len(route) == 2 and route[0] == "jobs":
             return self._json(200, console.job(route[1]))
         if method == "GET" and len(route) == 4 and route[0] == "jobs" and route[2] == "files":
@@ -521,6 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0:
             raise ConsoleError(411, "length_required", "An upload needs its Content-Length (no chunked bodies).")
         content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type not in UPLOAD_TYPES or not 0 < length <= MAX_UPLOAD_BYTES:
+            self._drain()
         if content_type not in UPLOAD_TYPES:
             raise ConsoleError(
                 400, "invalid_request", f"Content-Type must be one of {', '.join(sorted(UPLOAD_TYPES))}."
@@ -565,6 +606,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= length <= MAX_JSON_BYTES:
             raise ConsoleError(400, "invalid_request", f"A request body must be at most {MAX_JSON_BYTES} bytes.")
         if self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() != "application/json":
+            self._drain()
             raise ConsoleError(415, "unsupported_media_type", "The body must be application/json.")
         data = self.rfile.read(length)
         self._unread = 0

@@ -72,7 +72,7 @@ def page(browser: Browser, console: Console) -> Iterator[Page]:
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(console.link())
     page.wait_for_selector("body[data-loaded=jobs]", timeout=WAIT_MS)
-    assert console.session not in page.url, "the session secret leaves the address at once"
+    assert "token" not in page.url and console.session not in page.url, "the address holds no secret"
     yield page
     context.close()
     assert not errors, errors

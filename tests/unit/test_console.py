@@ -3,15 +3,18 @@ drive it, what it passes on, and the error-code advice it shares with the README
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from faceswap_cli.console import CHUNK, Console
 from faceswap_cli.guidance import WHAT_TO_DO
@@ -30,6 +33,11 @@ class Backend:
         self.upload_headers: dict[str, str] = {}
         self.range: str | None = None
         self.content_type = "image/jpeg"
+        self.body = b"ult"
+        self.encodings: list[str | None] = []
+        self.fetched: list[str] = []
+        self.refuse_first = False
+        self.job_reads = 0
 
     def api(self, request: httpx.Request) -> httpx.Response:
         self.api_calls.append((request.method, request.url.path))
@@ -37,7 +45,8 @@ class Backend:
             grant = {"s3_key": "uploads/new.jpg", "upload_url": "https://s3.test/put", "method": "PUT"}
             return httpx.Response(201, json={**grant, "headers": {"content-type": "image/jpeg"}, "expires_in": 900})
         if request.url.path == f"/jobs/{JOB_ID}":
-            return httpx.Response(200, json=job())
+            self.job_reads += 1
+            return httpx.Response(200, json=job(self.job_reads))
         return httpx.Response(404, json={"code": "job_not_found", "message": "No such job."})
 
     def s3(self, request: httpx.Request) -> httpx.Response:
@@ -46,7 +55,13 @@ class Backend:
             assert isinstance(request.stream, httpx.SyncByteStream)
             self.upload_chunks = [len(chunk) for chunk in request.stream]
             return httpx.Response(200)
+        self.fetched.append(str(request.url))
+        if self.refuse_first and len(self.fetched) == 1:
+            return httpx.Response(403, stream=httpx.ByteStream(b"<Error>AccessDenied</Error>"))
         self.range = request.headers.get("range")
+        self.encodings.append(request.headers.get("accept-encoding"))
+        if self.range is None:
+            return httpx.Response(200, stream=httpx.ByteStream(self.body), headers={"content-type": self.content_type})
         headers = {"content-type": self.content_type, "content-range": "bytes 2-4/9", "content-length": "3"}
         return httpx.Response(206, stream=httpx.ByteStream(b"ult"), headers=headers)
 
@@ -61,14 +76,24 @@ class Streaming(httpx.BaseTransport):
         return self.handler(request)
 
 
-def job() -> dict[str, Any]:
+def job(version: int = 1) -> dict[str, Any]:
+    """A job as the API shows it; ``version`` numbers its presigned URLs (each GET signs anew)."""
     return {
         "job_id": JOB_ID,
         "status": "FAILED",
         "error": {"code": "result_expired", "message": "gone", "retryable": True},
-        "inputs": {"target": {"s3_uri": "s3://in/t.jpg", "download_url": "https://s3.test/t?sig=secret"}},
-        "result": {"s3_uri": "s3://out/r.jpg", "download_url": "https://s3.test/r?sig=secret"},
+        "inputs": {
+            "target": {"s3_uri": "s3://in/t.jpg", "download_url": f"https://s3.test/t?v={version}"},
+            "swap_image": {"url": "http://192.168.1.1/router.jpg"},
+        },
+        "result": {"s3_uri": "s3://out/r.jpg", "download_url": f"https://s3.test/r?v={version}"},
     }
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 120, 40)).save(out, format="JPEG")
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -94,19 +119,26 @@ def http(console: Console) -> Iterator[httpx.Client]:
         yield client
 
 
-def test_a_link_works_once_and_hands_the_session_over_in_the_fragment(console: Console) -> None:
-    link = console.link()
+def session_for(console: Console, token: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{console.port}/api/session", headers={"X-Console-Token": token, **headers})
 
-    first = httpx.get(link)
-    again = httpx.get(link)
-    made_up = httpx.get(link.split("=", 1)[0] + "=" + "x" * 43)
-    not_ascii = httpx.get(link.split("=", 1)[0] + "=%C3%A9")
 
-    assert first.status_code == 303 and first.headers["location"] == f"/#session={console.session}"
-    assert "set-cookie" not in first.headers, "no cookie: cookies are shared with every port of the host"
+def test_a_link_s_token_gives_the_session_once_and_no_cookie(console: Console) -> None:
+    token = console.link().split("token=", 1)[1]
+
+    page = httpx.get(console.link())
+    first = session_for(console, token)
+    again = session_for(console, token)
+    made_up = session_for(console, "x" * 43)
+    not_ascii = httpx.post(f"http://127.0.0.1:{console.port}/api/session", headers={"X-Console-Token": "é".encode()})
+
+    assert page.status_code == 200 and "set-cookie" not in page.headers, "cookies are shared with every port"
+    assert first.status_code == 200 and first.json() == {"session": console.session}
     for refused in (again, made_up, not_ascii):
         assert (refused.status_code, refused.json()["code"]) == (401, "console_session_required")
         assert console.session not in refused.text
+    foreign = session_for(console, console.link().split("token=", 1)[1], Origin="http://127.0.0.1:1")
+    assert foreign.status_code == 403, "another origin cannot trade a token either"
 
 
 @pytest.mark.parametrize("session", [None, "", "wrong", "é"])
@@ -120,8 +152,8 @@ def test_an_api_request_without_the_session_is_refused_before_the_api_is_called(
     assert backend.api_calls == []
     page = httpx.get(f"http://127.0.0.1:{console.port}/")
     assert page.status_code == 200, "the page itself (no data) is served without it"
-    by_query = httpx.get(f"http://127.0.0.1:{console.port}/api/error-codes", params={"session": console.session})
-    assert by_query.status_code == 200, "images and players carry it in the query"
+    in_query = httpx.get(f"http://127.0.0.1:{console.port}/api/error-codes", params={"session": console.session})
+    assert in_query.status_code == 401, "the secret is never taken from an address"
 
 
 @pytest.mark.parametrize(
@@ -160,7 +192,7 @@ def test_its_own_origin_and_a_typed_address_are_served(http: httpx.Client, conso
 def test_a_job_reaches_the_page_without_presigned_urls_and_with_what_to_do(http: httpx.Client) -> None:
     shown = http.get(f"/api/jobs/{JOB_ID}").json()
 
-    assert "sig=secret" not in json.dumps(shown)
+    assert "s3.test" not in json.dumps(shown), "no presigned URL reaches the page"
     assert shown["error"]["what_to_do"] == WHAT_TO_DO["result_expired"]
 
 
@@ -171,7 +203,51 @@ def test_a_file_is_streamed_from_its_presigned_url_with_the_range_passed_on(
 
     assert response.status_code == 206 and response.content == b"ult"
     assert response.headers["content-range"] == "bytes 2-4/9" and backend.range == "bytes=2-4"
-    assert http.get(f"/api/jobs/{JOB_ID}/files/swap_image").json()["code"] == "file_not_found"
+    assert backend.encodings == ["identity"], "the bytes as stored: lengths and ranges hold"
+
+
+def test_the_page_s_file_addresses_open_their_own_file_only(console: Console, backend: Backend) -> None:
+    files = httpx.get(
+        f"http://127.0.0.1:{console.port}/api/jobs/{JOB_ID}", headers={"X-Console-Session": console.session}
+    ).json()["files"]
+    plain = httpx.Client(base_url=f"http://127.0.0.1:{console.port}")
+
+    assert set(files) == {"target", "result"}, "a URL input gets no address"
+    assert plain.get(files["result"]).status_code == 200
+    swapped = files["target"].replace("/target?", "/result?")
+    assert (plain.get(swapped).status_code, plain.get(swapped).json()["code"]) == (401, "console_session_required")
+    assert plain.get(files["result"].replace("/files/", "/x/")).status_code == 401, "a file's signature, nothing else"
+
+
+def test_a_url_input_is_never_fetched(http: httpx.Client, backend: Backend) -> None:
+    response = http.get(f"/api/jobs/{JOB_ID}/files/swap_image")
+
+    assert (response.status_code, response.json()["code"]) == (404, "file_not_found")
+    assert backend.fetched == [], backend.fetched
+
+
+def test_a_presigned_url_s3_refuses_is_asked_for_anew_once(http: httpx.Client, backend: Backend) -> None:
+    backend.refuse_first = True
+
+    response = http.get(f"/api/jobs/{JOB_ID}/files/result")
+
+    assert response.status_code == 200
+    assert [url.split("?")[1] for url in backend.fetched] == ["v=1", "v=2"], "the second from a fresh GET /jobs"
+
+
+def test_a_thumbnail_is_made_once_for_requests_at_the_same_time_and_a_failure_leaves_nothing(
+    console: Console, http: httpx.Client, backend: Backend
+) -> None:
+    backend.content_type, backend.body = "image/jpeg", jpeg()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: http.get(f"/api/jobs/{JOB_ID}/files/result?view=thumb"), range(4)))
+
+    assert {a.status_code for a in answers} == {200} and len({a.content for a in answers}) == 1
+    assert len(backend.fetched) == 1
+    backend.body = b"not an image"
+    failed = http.get(f"/api/jobs/{JOB_ID}/files/target?view=thumb")
+    assert (failed.status_code, failed.json()["code"]) == (415, "not_an_image")
+    assert console._making == {}
 
 
 def test_an_upload_is_passed_on_in_pieces_with_its_length(http: httpx.Client, backend: Backend) -> None:
@@ -211,14 +287,21 @@ def test_neither_a_link_nor_the_session_reaches_the_log(
     console: Console, http: httpx.Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
     link = console.link()
+    token = link.split("token=", 1)[1]
     httpx.get(link)
-    httpx.get(link)
-    httpx.get(f"http://127.0.0.1:{console.port}/api/jobs", params={"session": console.session})
+    session_for(console, token)
+    session_for(console, token)
+    files = http.get(f"/api/jobs/{JOB_ID}").json()["files"]
+    httpx.get(f"http://127.0.0.1:{console.port}{files['result']}")
     http.get("/api/jobs", params={"session": console.session}, headers={"Origin": "https://attacker.example"})
+    with socket.create_connection(("127.0.0.1", console.port)) as connection:  # httpx refuses to send it
+        connection.sendall(f"GET /api/\x1b[2J HTTP/1.1\r\nHost: 127.0.0.1:{console.port}\r\n\r\n".encode())
+        connection.recv(65536)
 
     log = capsys.readouterr().err
-    assert log.count("console:") >= 4
-    assert link.split("=", 1)[1] not in log and console.session not in log
+    assert log.count("console:") >= 6
+    for secret in (token, console.session, files["result"].split("sig=")[1], "\x1b"):
+        assert secret not in log
 
 
 def test_a_file_of_a_type_the_page_does_not_show_is_only_downloaded_and_runs_nothing(

@@ -9,6 +9,7 @@ const IDLE_REFRESH_MS = 10000; // every job shown has ended: new ones are looked
 const JOB_REFRESH_MS = 1500;
 
 const SESSION_KEY = "faceswap-console-session";
+const UPLOAD_TYPES = ["image/jpeg", "image/png", "image/webp", "video/mp4", "video/quicktime", "video/webm"];
 let session = "";
 let providers = [];
 let timer = null;
@@ -51,12 +52,12 @@ async function api(method, path, body, headers) {
   return data;
 }
 
-// A file's address for an <img>, <video> or download link (they cannot send the session header).
-function file(jobId, name, view, download) {
-  const query = new URLSearchParams({ session });
-  if (view) query.set("view", view);
-  if (download) query.set("download", "1");
-  return `/api/jobs/${encodeURIComponent(jobId)}/files/${name}?${query}`;
+// A file's address for an <img>, <video> or download link, which cannot send the session header: the console
+// gives each job's files signed addresses (files[name]); null for a file it does not serve (a URL input).
+function file(job, name, view, download) {
+  const address = (job.files || {})[name];
+  if (!address) return null;
+  return address + (view ? `&view=${view}` : "") + (download ? "&download=1" : "");
 }
 
 function when(iso) {
@@ -142,7 +143,7 @@ function givenUrl(job, name) {
 function thumb(job, name, label, kind) {
   const url = givenUrl(job, name);
   if (url) return h("figure", { class: "thumb" }, h("div", { class: "placeholder", title: url }, "URL input"), h("figcaption", {}, label));
-  const img = h("img", { src: file(job.job_id, name, "thumb"), alt: label, "data-file": name });
+  const img = h("img", { src: file(job, name, "thumb"), alt: label, "data-file": name });
   img.addEventListener("error", () => img.replaceWith(h("div", { class: "placeholder", title: "the console could not read this file" }, "no preview")));
   return h("figure", { class: "thumb" }, img, h("figcaption", {}, label, kind === "video" ? " ▶" : ""));
 }
@@ -197,6 +198,8 @@ function renderJobs() {
     providers.map((p) => h("option", { value: p.name, selected: p.name === filters.provider }, p.name)));
   const body = h("tbody", { id: "jobs" });
   const empty = h("p", { id: "empty", class: "muted", hidden: true }, "No jobs match.");
+  const more = h("p", { id: "more", class: "muted", hidden: true },
+    "Showing the newest jobs; older ones may match too (choose a state to look further back).");
   document.getElementById("main").replaceChildren(
     h("section", { class: "toolbar" }, h("h1", {}, "Jobs"), h("label", {}, "State ", statusSelect),
       h("label", {}, "Provider ", providerSelect), h("a", { class: "button", href: "#/submit" }, "Submit a job")),
@@ -204,14 +207,15 @@ function renderJobs() {
     h("table", { class: "jobs" },
       h("thead", {}, h("tr", {}, ["target · swap face · result", "state", "provider", "created · took", "error", ""]
         .map((t) => h("th", {}, t)))), body),
-    empty);
+    empty, more);
   const shown = new Map();
   every(LIST_REFRESH_MS, async (current) => {
     const query = new URLSearchParams({ limit: "30" });
     if (filters.status) query.set("status", filters.status);
     if (filters.provider) query.set("provider", filters.provider);
-    const { jobs } = await api("GET", `/api/jobs?${query}`);
+    const { jobs, more: older } = await api("GET", `/api/jobs?${query}`);
     if (!current()) return false;
+    more.hidden = !older;
     const rows = jobs.map((job) => {
       const known = shown.get(job.job_id);
       if (known && known.signature === signature(job)) return known.row;
@@ -289,10 +293,10 @@ function big(job, name, label, video) {
   if (url) return h("figure", { class: "big" }, h("div", { class: "url-input" }, "URL input (not fetched by the console): ", h("code", {}, url)), h("figcaption", {}, label));
   if (video) {
     return h("figure", { class: "big" },
-      h("video", { src: file(job.job_id, name), controls: true, preload: "metadata", poster: file(job.job_id, name, "thumb") }),
+      h("video", { src: file(job, name), controls: true, preload: "metadata", poster: file(job, name, "thumb") }),
       h("figcaption", {}, label));
   }
-  return h("figure", { class: "big" }, h("img", { src: file(job.job_id, name), alt: label, "data-file": name }),
+  return h("figure", { class: "big" }, h("img", { src: file(job, name), alt: label, "data-file": name }),
     h("figcaption", {}, label));
 }
 
@@ -325,7 +329,7 @@ function jobView(job) {
   if (job.status === "SUCCEEDED") figures.push(big(job, "result", "result", video));
   const actions = h("div", { class: "actions" });
   if (job.status === "SUCCEEDED") {
-    actions.append(h("a", { class: "button", id: "download", href: file(job.job_id, "result", null, true), download: "" }, "Download the result"));
+    actions.append(h("a", { class: "button", id: "download", href: file(job, "result", null, true), download: "" }, "Download the result"));
   }
   if (TERMINAL.has(job.status) && job.status !== "SUCCEEDED" && job.error && job.error.retryable) {
     actions.append(h("button", { id: "retry", onclick: async (event) => {
@@ -374,6 +378,11 @@ function dropZone(id, label, accept, required) {
 async function upload(fileObject, say) {
   say(`Uploading ${fileObject.name} (${(fileObject.size / 1024).toFixed(0)} KB)…`);
   const type = fileObject.type || "image/jpeg";
+  if (!UPLOAD_TYPES.includes(type)) {
+    const error = new Error(`${fileObject.name} is ${type}: the pipeline takes ${UPLOAD_TYPES.join(", ")}.`);
+    error.code = "invalid_request";
+    throw error;
+  }
   const { s3_key } = await api("PUT", "/api/uploads", fileObject, { "Content-Type": type });
   return { key: s3_key, video: type.startsWith("video/") };
 }
@@ -430,21 +439,34 @@ function route() {
   const job = path.match(/^\/jobs\/([^/]+)$/);
   document.getElementById("nav-jobs").classList.toggle("here", path === "/");
   document.getElementById("nav-submit").classList.toggle("here", path === "/submit");
-  if (job) renderJob(decodeURIComponent(job[1]));
+  let jobId = null;
+  try { jobId = job ? decodeURIComponent(job[1]) : null; } catch (e) { jobId = null; }
+  if (jobId) renderJob(jobId);
   else if (path === "/submit") renderSubmit();
   else renderJobs();
 }
 
 window.addEventListener("hashchange", route);
+function remembered() {
+  try { return localStorage.getItem(SESSION_KEY) || ""; } catch (e) { return ""; }
+}
+
+function remember(secret) {
+  try { localStorage.setItem(SESSION_KEY, secret); } catch (e) { /* storage blocked: this tab only */ }
+}
+
 window.addEventListener("DOMContentLoaded", async () => {
-  // The link's redirect hands the session secret over in the fragment (never sent to a server): keep it in this
-  // origin's storage and take it out of the address.
-  const handed = location.hash.match(/^#session=([A-Za-z0-9_-]+)$/);
-  if (handed) {
-    localStorage.setItem(SESSION_KEY, handed[1]);
-    history.replaceState(null, "", "/#/");
+  // A link's one-time token: out of the address first, then exchanged (in a header) for the session secret, kept
+  // in this origin's storage (other ports of the host cannot read it, unlike a cookie).
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) {
+    history.replaceState(null, "", "/" + (location.hash || "#/"));
+    try {
+      session = (await api("POST", "/api/session", undefined, { "X-Console-Token": token })).session;
+      remember(session);
+    } catch (e) { session = ""; }
   }
-  session = localStorage.getItem(SESSION_KEY) || "";
+  session = session || remembered();
   if (!session) return signedOut();
   try { providers = (await api("GET", "/api/providers")).providers; } catch (e) {
     if (e.code === "console_session_required") return signedOut();
