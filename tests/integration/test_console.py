@@ -258,7 +258,8 @@ def test_a_job_with_a_reference_shows_the_chosen_face_boxed_on_the_target(
     expected = [left / width, top / height, right / width, bottom / height]
     assert drawn == pytest.approx(expected, abs=0.01), "the box is drawn where the matcher chose the face"
     assert len(page.query_selector_all(".box.other")) == len(chosen["others"]) == 1
-    assert "pair 0: reference" in page.inner_text(".figures")
+    captions = page.eval_on_selector_all(".figures figcaption", "captions => captions.map((c) => c.textContent)")
+    assert captions == ["target", "pair 0: reference", "pair 0: swap face", "result"], "each file once"
 
 
 def test_a_video_job_shows_its_player_and_before_and_after_frames(page: Page, console: Console, tmp_path: Path) -> None:

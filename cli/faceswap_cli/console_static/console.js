@@ -321,7 +321,12 @@ function jobView(job) {
   const video = job.media_type === "video";
   const { pairs } = inputsOf(job);
   const figures = [withBoxes(job, big(job, "target", video ? "target video" : "target", video))];
-  if (job.inputs && job.inputs.swap_image) figures.push(big(job, "swap_image", "swap face"));
+  const inputs = job.inputs || {};
+  const same = (a, b) => a && b && (a.s3_uri || a.url) === (b.s3_uri || b.url);
+  // A reference job is a one-pair face map whose swap face is the job's: shown once, in its pair.
+  if (inputs.swap_image && !pairs.some((pair) => same(pair.swap_image, inputs.swap_image))) {
+    figures.push(big(job, "swap_image", "swap face"));
+  }
   pairs.forEach((_, i) => {
     figures.push(big(job, `reference-${i}`, `pair ${i}: reference`));
     figures.push(big(job, `swap-${i}`, `pair ${i}: swap face`));
