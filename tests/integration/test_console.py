@@ -277,8 +277,25 @@ def test_a_video_job_shows_its_player_and_before_and_after_frames(page: Page, co
     )
 
 
-def test_the_job_list_filters_by_state_and_by_provider(page: Page, console: Console) -> None:
-    # The jobs of the tests above: selfhosted and piapi, SUCCEEDED and FAILED.
+def test_the_job_list_filters_by_state_and_by_provider(
+    page: Page, console: Console, client: ApiClient, stack: Stack
+) -> None:
+    # Its own jobs (besides any other test's): a selfhosted one SUCCEEDED, a piapi one FAILED.
+    inputs = {"target_image": {"s3_key": "faces/biden.jpg"}, "swap_image": {"s3_key": "faces/obama.jpg"}}
+    stack.upload("faces/biden.jpg", (FACES / "biden.jpg").read_bytes())
+    stack.upload("faces/obama.jpg", (FACES / "obama.jpg").read_bytes())
+    stack.piapi.faults.result_expired = True
+    ended = {}
+    for provider in ("selfhosted", "piapi"):
+        job_id = client.call(
+            "POST", "/jobs", json={**inputs, "provider": provider, "idempotency_key": f"filters-{provider}"}
+        )["job_id"]
+        until(lambda job_id=job_id: client.call("GET", f"/jobs/{job_id}")["status"] in ("SUCCEEDED", "FAILED"))
+        ended[provider] = client.call("GET", f"/jobs/{job_id}")["status"]
+    stack.piapi.faults.result_expired = False
+    assert ended == {"selfhosted": "SUCCEEDED", "piapi": "FAILED"}
+    open_view(page, console, "/", "jobs")
+
     def shown_after(choose: Callable[[], None]) -> list[dict[str, str]]:
         page.evaluate("delete document.body.dataset.loaded")
         choose()
