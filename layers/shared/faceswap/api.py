@@ -254,7 +254,11 @@ class JobsApi:
         return data
 
     def _inputs(self, job: Job, with_download: bool) -> dict[str, Any]:
-        """What went in: ``target``, ``swap_image`` (``None`` for a face map job) and ``face_map`` pairs."""
+        """What went in: ``target``, ``swap_image`` (``None`` for a face map job) and ``face_map`` pairs.
+
+        A presigned URL acts with the API function's own permissions (``s3:GetObject``/``GetObjectVersion`` on the
+        inputs bucket in template.yaml): https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html
+        """
 
         def shown(ref: ImageRef) -> dict[str, str] | None:
             if ref.url:
