@@ -1,9 +1,10 @@
 # The project's commands. Everything sets itself up: virtual environments, pinned dependencies.
 #   make test-fast  lint, type check and unit tests (under 2 minutes: the loop while you work)
-#   make test    lint, type check, unit and integration tests, template checks (cfn-lint, checkov, sam validate,
-#                sam build), a 50-job make stress
+#   make test    lint, type check, unit and integration tests (the jobs console's in headless Chromium: make browser
+#                installs it where missing), template checks (cfn-lint, checkov, sam validate, sam build), a 50-job
+#                make stress
 #   make demo    the whole pipeline offline on real photos (see README)
-#   make up      start the local stack and keep it running; make down stops it
+#   make up      start the local stack and keep it running; make down stops it; then .venv/bin/faceswap console
 #   make build   sam build (no container)       make deploy ENV=dev   sam build + sam deploy
 #   make smoke [STACK=name]  one real job, the jobs API and an alarm on a deployed stack (or on make up)
 
