@@ -43,6 +43,7 @@ def up() -> int:
             f'  eval "$(.venv/bin/python -m faceswap_local env)"\n'
             f"  aws s3 cp ../shared/faces/obama.jpg s3://$INPUT_BUCKET/faces/obama.jpg\n"
             f"  aws s3 cp ../shared/faces/biden.jpg s3://$INPUT_BUCKET/incoming/obama/biden.jpg\n"
+            f"and watch the jobs in your browser: .venv/bin/faceswap console\n"
             f"Stop with Ctrl-C or `make down`.",
             flush=True,
         )
