@@ -86,6 +86,8 @@ MAX_UPLOAD_BYTES = 500 * 1024 * 1024
 MAX_THUMB_SOURCE_BYTES = 600 * 1024 * 1024
 """The largest input or result read to make a thumbnail (a video is read to a temporary file, not to memory)."""
 CHUNK = 1024 * 1024
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What a job id in the console's routes may be (the pipeline's are 32 hex digits)."""
 URL_MARGIN_SECONDS = 60
 """A presigned URL closer than this to its end is fetched anew (the API's last 15 minutes)."""
 PRESIGNED_SECONDS = 900
@@ -482,6 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain()
             raise ConsoleError(404, "not_found", "No such page.")
         route = segments[1:]
+        if route[:1] == ["jobs"] and len(route) > 1 and not JOB_ID.fullmatch(route[1]):
+            self._drain()  # e.g. ".." would name another route of the API once the client normalised the path
+            raise ConsoleError(404, "job_not_found", "No such job.")
         if method == "POST" and route == ["session"]:
             self._drain()
             if not console.redeem(self.headers.get("X-Console-Token", "")):

@@ -3,6 +3,7 @@ drive it, what it passes on, and the error-code advice it shares with the README
 
 from __future__ import annotations
 
+import http.client as http_client
 import io
 import json
 import re
@@ -274,6 +275,19 @@ def test_an_upload_of_a_type_the_pipeline_does_not_take_is_refused(http: httpx.C
     response = http.put("/api/uploads", content=b"#!/bin/sh", headers={"Content-Type": "text/x-shellscript"})
 
     assert (response.status_code, response.json()["code"]) == (400, "invalid_request")
+    assert backend.api_calls == []
+
+
+@pytest.mark.parametrize("job_id", ["..", "%2E%2E", "a%2Fb", "x" * 129])
+def test_a_job_id_that_could_name_another_api_route_never_reaches_the_api(
+    http: httpx.Client, backend: Backend, job_id: str
+) -> None:
+    port = int(str(http.base_url).rsplit(":", 1)[1].strip("/"))
+    connection = http_client.HTTPConnection("127.0.0.1", port)  # sends the path as it is: httpx normalises ".."
+    connection.request("POST", f"/api/jobs/{job_id}/retry", headers={**http.headers, "Content-Length": "0"})
+    answer = connection.getresponse()
+
+    assert (answer.status, json.loads(answer.read())["code"]) == (404, "job_not_found")
     assert backend.api_calls == []
 
 
