@@ -19,6 +19,7 @@ from botocore.credentials import Credentials
 from conftest import FACES, Stack
 
 from faceswap import media
+from faceswap.aws.ratelimit import DynamoRateLimiter
 from faceswap.lifecycle import JobState
 from faceswap.model import Job
 from faceswap_cli.sigv4 import SigV4
@@ -39,7 +40,13 @@ def clip(**kwargs: object) -> bytes:
         return make_clip(Path(folder) / name, **options).read_bytes()  # type: ignore[arg-type]
 
 
-def run(stack: Stack, name: str, video: bytes, *, timeout: float = 120, **fields: object) -> Job:
+VIDEO_JOB_SECONDS = 120 + DynamoRateLimiter.LEASE_SECONDS
+"""How long a video job may take here: its work, plus a wait for a share of PiAPI's call ceiling, which an execution
+environment of an earlier test can hold, idle, until its lease ends (seen: 60 s in 2 of 4 full runs;
+faceswap.aws.ratelimit, "What it costs in time")."""
+
+
+def run(stack: Stack, name: str, video: bytes, *, timeout: float = VIDEO_JOB_SECONDS, **fields: object) -> Job:
     """Upload ``video`` and a manifest naming it as ``target_video`` (swap face: Obama) and wait for the job."""
     key = f"videos/{name}.mp4"
     stack.upload(key, video)
@@ -160,7 +167,7 @@ def test_a_result_that_lost_its_audio_gets_it_back(stack: Stack, tmp_path: Path)
 def test_a_video_over_piapis_limits_is_fitted_to_them(
     stack: Stack, name: str, kwargs: dict[str, object], expected: tuple[int, int, int]
 ) -> None:
-    job = run(stack, f"fit-{name}", clip(**kwargs), provider="piapi", timeout=240)
+    job = run(stack, f"fit-{name}", clip(**kwargs), provider="piapi")
     (task,) = [t for t in stack.piapi.tasks.values() if t.job_id == job.job_id]
     assert task.video is not None
     assert (task.video["width"], task.video["height"], task.video["frames"]) == expected
@@ -272,7 +279,7 @@ def test_a_300_mb_result_is_kept_with_memory_flat(stack: Stack) -> None:
         assert small.state is JobState.SUCCEEDED, small.error
         before = max(i.max_rss_mb for i in watcher.seen)
         stack.piapi.faults.video_padding_bytes = 300 * 1024 * 1024
-        big = run(stack, "result-300mb", clip(), provider="piapi", timeout=240)
+        big = run(stack, "result-300mb", clip(), provider="piapi")
     finally:
         stack.local.runtime.observers.remove(watcher)
     assert big.state is JobState.SUCCEEDED, big.error
@@ -300,7 +307,7 @@ def test_a_face_map_on_a_video_swaps_the_person_in_the_reference_in_every_frame(
         "provider": "selfhosted",
     }
     stack.upload("jobs/face-map-video.json", json.dumps(manifest).encode())
-    job = stack.wait_for(key, timeout=120)
+    job = stack.wait_for(key, timeout=VIDEO_JOB_SECONDS)
     assert job.state is JobState.SUCCEEDED, job.error
     (chosen,) = job.chosen_faces
     assert chosen["method"] == "native" and chosen["box"][0] > 320  # Biden, on the right of the first frame
