@@ -65,8 +65,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
+from faceswap.api import UPLOAD_EXTENSIONS, URL_EXPIRY_SECONDS
 from faceswap_cli.guidance import WHAT_TO_DO
-from faceswap_cli.main import ApiClient, CliError
+from faceswap_cli.main import ApiClient, ApiError, CliError
 
 LOOPBACK = "127.0.0.1"
 STATIC = Path(__file__).with_name("console_static")
@@ -90,8 +91,7 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 """What a job id in the console's routes may be (the pipeline's are 32 hex digits)."""
 URL_MARGIN_SECONDS = 60
 """A presigned URL closer than this to its end is fetched anew (the API's last 15 minutes)."""
-PRESIGNED_SECONDS = 900
-UPLOAD_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "video/mp4", "video/quicktime", "video/webm"})
+UPLOAD_TYPES = frozenset(UPLOAD_EXTENSIONS)
 SHOWN_TYPES = UPLOAD_TYPES | {"image/gif"}
 """The file types the page shows as they are (everything else is served to download, as octet-stream)."""
 SECURITY_HEADERS = {
@@ -135,7 +135,8 @@ class Console:
         self._tokens: set[str] = set()
         self._urls: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._thumbs: OrderedDict[tuple[str, str], tuple[bytes, str]] = OrderedDict()
-        self._making: dict[tuple[str, str], threading.Lock] = {}
+        self._making: dict[tuple[str, ...], tuple[threading.Lock, int]] = {}
+        """What is being made, one thread at a time per key (:meth:`_alone`): its lock and how many want it."""
         self._lock = threading.Lock()
         self._thumb_slots = threading.BoundedSemaphore(2)
         handler = type("Handler", (_Handler,), {"console": self})
@@ -208,7 +209,7 @@ class Console:
     def job(self, job_id: str) -> dict[str, Any]:
         """The job without presigned URLs (kept for :meth:`source`), its error with ``what_to_do``."""
         job = self._api("GET", f"/jobs/{quote(job_id, safe='')}")
-        expires = time.time() + PRESIGNED_SECONDS
+        expires = time.time() + URL_EXPIRY_SECONDS
         with self._lock:
             for name, shown in _files(job).items():
                 presigned = shown.pop("download_url", None)
@@ -224,17 +225,37 @@ class Console:
 
         Raises ``ConsoleError`` 404 ``file_not_found`` when the job has no such S3 file (URL inputs are not
         fetched: module docstring)."""
-        if not fresh:
-            with self._lock:
-                url, expires = self._urls.get((job_id, name), ("", 0.0))
-            if url and expires - time.time() > URL_MARGIN_SECONDS:
-                return url
-        self.job(job_id)
-        with self._lock:
-            url, _ = self._urls.get((job_id, name), ("", 0.0))
+        if not fresh and (url := self._cached_url(job_id, name)):
+            return url
+        with self._alone(("job", job_id)):  # a page asks for a job's three thumbnails at once: one GET /jobs
+            if fresh or not (url := self._cached_url(job_id, name)):
+                self.job(job_id)
+                url = self._cached_url(job_id, name, margin=0.0)
         if not url:
             raise ConsoleError(404, "file_not_found", f"Job {job_id} has no {name} the console can show.")
         return url
+
+    def _cached_url(self, job_id: str, name: str, *, margin: float = URL_MARGIN_SECONDS) -> str:
+        with self._lock:
+            url, expires = self._urls.get((job_id, name), ("", 0.0))
+        return url if expires - time.time() > margin else ""
+
+    @contextmanager
+    def _alone(self, key: tuple[str, ...]) -> Iterator[None]:
+        """Hold ``key``'s lock (others with the same key wait); the lock is dropped once no one wants it."""
+        with self._lock:
+            lock, wanted = self._making.get(key, (threading.Lock(), 0))
+            self._making[key] = (lock, wanted + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, wanted = self._making[key]
+                if wanted == 1:
+                    del self._making[key]
+                else:
+                    self._making[key] = (lock, wanted - 1)
 
     @contextmanager
     def reading(self, job_id: str, name: str, *, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
@@ -259,26 +280,17 @@ class Console:
 
         Made once per file (a second request for it waits for the first), two at a time."""
         key = (job_id, name)
-        with self._lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
-            making = self._making.setdefault(key, threading.Lock())
-        try:
-            with making:
-                with self._lock:
-                    if key in self._thumbs:
-                        return self._thumbs[key]
-                with self._thumb_slots, self.reading(job_id, name) as response:
-                    thumb = _thumbnail(response)
-                with self._lock:
-                    self._thumbs[key] = thumb
-                    while len(self._thumbs) > 512:
-                        self._thumbs.popitem(last=False)
-        finally:
+        with self._alone(("thumbnail", job_id, name)):
             with self._lock:
-                if self._making.get(key) is making:
-                    del self._making[key]
+                if key in self._thumbs:
+                    self._thumbs.move_to_end(key)
+                    return self._thumbs[key]
+            with self._thumb_slots, self.reading(job_id, name) as response:
+                thumb = _thumbnail(response)
+            with self._lock:
+                self._thumbs[key] = thumb
+                while len(self._thumbs) > 512:
+                    self._thumbs.popitem(last=False)
         return thumb
 
     def upload(self, body: Iterator[bytes], *, content_type: str, length: int) -> dict[str, str]:
@@ -295,21 +307,11 @@ class Console:
 
     def _api(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = self.client.request(method, path, **kwargs)
+            return self.client.call(method, path, **kwargs)
+        except ApiError as e:
+            raise ConsoleError(e.status if e.status >= 400 else 502, e.code, e.message) from e
         except CliError as e:
             raise ConsoleError(502, "api_unreachable", str(e)) from e
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400 or not isinstance(body, dict):
-            body = body if isinstance(body, dict) else {}
-            raise ConsoleError(
-                response.status_code if response.status_code >= 400 else 502,
-                str(body.get("code", "api_error")),
-                str(body.get("message", f"The jobs API answered {response.status_code}.")),
-            )
-        return body
 
     def shown(self, job: dict[str, Any]) -> dict[str, Any]:
         """A job as the page gets it: its error with ``what_to_do``, and ``files``: the page's address of each S3
@@ -517,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
             offered = [
                 {"name": p.name, "tasks": list(p.tasks), "video_tasks": list(p.video_tasks)} for p in PROVIDERS.values()
             ]
-            return self._json(200, {"providers": offered})
+            return self._json(200, {"providers": offered, "upload_types": sorted(UPLOAD_TYPES)})
         if method == "GET" and route == ["error-codes"]:
             return self._json(200, {"what_to_do": WHAT_TO_DO})
         self._drain()

@@ -41,6 +41,14 @@ class CliError(Exception):
     """An error to show the user (the API's ``code`` and ``message`` when it answered)."""
 
 
+class ApiError(CliError):
+    """The jobs API answered an error (or a body that is not a JSON object): its ``status``, ``code``, ``message``."""
+
+    def __init__(self, method: str, path: str, status: int, code: str, message: str) -> None:
+        super().__init__(f"{method} {path} → {status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
 class ApiClient:
     """A signed client of the jobs API.
 
@@ -94,16 +102,23 @@ class ApiClient:
             raise CliError(f"{method} {path} failed: {e}") from e
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One API call; returns the JSON body. Raises ``CliError`` with the API's code and message."""
+        """One API call; returns the JSON body. Raises ``ApiError`` with the API's status, code and message (or
+        ``CliError`` when no answer came)."""
         response = self.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            code = body.get("code", response.status_code)
-            raise CliError(f"{method} {path} → {response.status_code} {code}: {body.get('message', response.text)}")
-        return response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400 or not isinstance(body, dict):
+            shown = body if isinstance(body, dict) else {}
+            raise ApiError(
+                method,
+                path,
+                response.status_code,
+                str(shown.get("code", response.status_code if response.status_code >= 400 else "api_error")),
+                str(shown.get("message", response.text)),
+            )
+        return body
 
     def image(self, value: str) -> dict[str, str]:
         """An image (or video) argument as the API takes it: URLs as ``url``, local files uploaded (``POST

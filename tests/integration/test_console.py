@@ -132,22 +132,28 @@ def until(check: Callable[[], bool], timeout: float = WAIT_MS / 1000) -> None:
         time.sleep(0.1)
 
 
-class _PhotoHost(BaseHTTPRequestHandler):
-    """Serves the shared photos over HTTP on loopback (the local stack takes loopback URL inputs), counting requests."""
+class _Host(BaseHTTPRequestHandler):
+    """Another server on loopback: answers whole bodies, logs nothing."""
 
-    requests: list[str] = []
-
-    def do_GET(self) -> None:
-        self.requests.append(self.path)
-        data = (FACES / Path(self.path).name).read_bytes()
+    def answer(self, data: bytes, content_type: str) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _PhotoHost(_Host):
+    """Serves the shared photos over HTTP on loopback (the local stack takes loopback URL inputs), counting requests."""
+
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        self.answer((FACES / Path(self.path).name).read_bytes(), "image/jpeg")
 
 
 def test_a_url_input_is_named_on_the_page_and_never_fetched_by_the_console(
@@ -317,7 +323,7 @@ def test_the_job_list_filters_by_state_and_by_provider(
     assert page.url.endswith("#/?provider=selfhosted"), "a filtered list has its own address"
 
 
-class _ForeignSite(BaseHTTPRequestHandler):
+class _ForeignSite(_Host):
     """Another site's page (another origin on loopback) that tries to drive the console from the user's browser."""
 
     console_origin = ""
@@ -334,15 +340,7 @@ class _ForeignSite(BaseHTTPRequestHandler):
                 document.body.append(image);
               }});
         </script></body>"""
-        data = page.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.answer(page.encode(), "text/html")
 
 
 def test_requests_from_another_origin_or_host_are_refused(page: Page, console: Console) -> None:

@@ -9,9 +9,9 @@ const IDLE_REFRESH_MS = 10000; // every job shown has ended: new ones are looked
 const JOB_REFRESH_MS = 1500;
 
 const SESSION_KEY = "faceswap-console-session";
-const UPLOAD_TYPES = ["image/jpeg", "image/png", "image/webp", "video/mp4", "video/quicktime", "video/webm"];
 let session = "";
 let providers = [];
+let uploadTypes = []; // what POST /uploads grants (the console's /api/providers says)
 let timer = null;
 let generation = 0; // which view's refresh is current: an answer that arrives after the view changed is dropped
 
@@ -383,8 +383,8 @@ function dropZone(id, label, accept, required) {
 async function upload(fileObject, say) {
   say(`Uploading ${fileObject.name} (${(fileObject.size / 1024).toFixed(0)} KB)…`);
   const type = fileObject.type || "image/jpeg";
-  if (!UPLOAD_TYPES.includes(type)) {
-    const error = new Error(`${fileObject.name} is ${type}: the pipeline takes ${UPLOAD_TYPES.join(", ")}.`);
+  if (uploadTypes.length && !uploadTypes.includes(type)) {
+    const error = new Error(`${fileObject.name} is ${type}: the pipeline takes ${uploadTypes.join(", ")}.`);
     error.code = "invalid_request";
     throw error;
   }
@@ -473,7 +473,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   }
   session = session || remembered();
   if (!session) return signedOut();
-  try { providers = (await api("GET", "/api/providers")).providers; } catch (e) {
+  try { ({ providers, upload_types: uploadTypes } = await api("GET", "/api/providers")); } catch (e) {
     if (e.code === "console_session_required") return signedOut();
     providers = [];
   }

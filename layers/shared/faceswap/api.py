@@ -30,6 +30,16 @@ UPLOAD_PREFIX = "uploads/"
 URL_EXPIRY_SECONDS = 900
 """Lifetime of presigned upload and download URLs (15 minutes)."""
 
+UPLOAD_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "video/quicktime": "mov",
+    "video/webm": "webm",
+}
+"""The content types ``POST /uploads`` grants, with the extension each upload's key gets."""
+
 MAX_PAGE = 100
 
 
@@ -166,14 +176,7 @@ class JobsApi:
         Returns ``{"s3_key", "upload_url", "method": "PUT", "headers": {"content-type"}, "expires_in"}``; give
         ``{"s3_key": …}`` as the image in ``POST /jobs``.
         """
-        extension = {
-            "image/jpeg": "jpg",
-            "image/png": "png",
-            "image/webp": "webp",
-            "video/mp4": "mp4",
-            "video/quicktime": "mov",
-            "video/webm": "webm",
-        }.get(content_type)
+        extension = UPLOAD_EXTENSIONS.get(content_type)
         if extension is None:
             raise InvalidRequest(
                 "Field 'content_type' must be image/jpeg, image/png, image/webp, video/mp4, video/quicktime or "
@@ -257,7 +260,8 @@ class JobsApi:
         """What went in: ``target``, ``swap_image`` (``None`` for a face map job) and ``face_map`` pairs.
 
         A presigned URL acts with the API function's own permissions (``s3:GetObject``/``GetObjectVersion`` on the
-        inputs bucket in template.yaml): https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html
+        inputs bucket in template.yaml), and ends early if the role session that signed it does:
+        https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html
         """
 
         def shown(ref: ImageRef) -> dict[str, str] | None:
@@ -265,7 +269,7 @@ class JobsApi:
                 return {"url": ref.url}
             if not (ref.bucket and ref.key):
                 return None
-            data = {"s3_uri": f"s3://{ref.bucket}/{ref.key}"}
+            data = {"s3_uri": ref.describe()}
             if with_download:
                 data["download_url"] = self.inputs.presign_get(
                     ref.bucket, ref.key, version_id=ref.version_id, expires_seconds=URL_EXPIRY_SECONDS
